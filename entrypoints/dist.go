@@ -1,0 +1,211 @@
+// Package entrypoints holds the names an INI file can use and what they become.
+//
+// A Dist (Paste's "egg") is a named set of entry points: apps, composites,
+// filters, filter-apps, server factories, server runners and coroutines. The
+// same Dist value serves compiled in (Register) and as a plugin binary
+// (plugins.Serve), so an app moves between the two without changing.
+//
+// The loader (LoadApp, LoadFilter, LoadServer, AppConfig and the Session they
+// share) reads PasteDeploy INI files and turns sections into values by calling
+// the factories of the entry points they name.
+package entrypoints
+
+import (
+	"context"
+	"net/http"
+)
+
+// AppFactory makes an application from its section's configuration.
+type AppFactory func(global map[string]string, local Local) (http.Handler, error)
+
+// CompositeFactory makes an application out of other applications, which it
+// obtains from l by section name or URI (urlmap, cascade).
+type CompositeFactory func(l Loader, global map[string]string, local Local) (http.Handler, error)
+
+// Filter wraps an application in another one.
+type Filter func(next http.Handler) http.Handler
+
+// FilterFactory makes a filter from its section's configuration.
+type FilterFactory func(global map[string]string, local Local) (Filter, error)
+
+// FilterAppFactory makes an application that wraps next. The loader calls it
+// when the filter is applied, once per wrapped application.
+type FilterAppFactory func(next http.Handler, global map[string]string, local Local) (http.Handler, error)
+
+// Server serves app until ctx ends or serving fails. It returns nil after a
+// clean shutdown.
+type Server func(ctx context.Context, app http.Handler) error
+
+// ServerFactory makes a Server from its section's configuration. It should
+// validate the configuration and bind nothing: binding happens when the Server
+// is called.
+type ServerFactory func(global map[string]string, local Local) (Server, error)
+
+// ServerRunner serves app at once with its section's configuration, until ctx
+// ends. The loader wraps it into a Server.
+type ServerRunner func(ctx context.Context, app http.Handler, global map[string]string, local Local) error
+
+// Coroutine is a long-running background task. It runs until ctx ends and
+// returns nil, or returns an error that its supervisor logs and acts on.
+type Coroutine func(ctx context.Context) error
+
+// CoroutineFactory makes a Coroutine from its section's configuration.
+type CoroutineFactory func(global map[string]string, local Local) (Coroutine, error)
+
+// StartupProvider is implemented by applications that need background
+// coroutines while they serve. The loader collects them when it creates the
+// application, before any filter wraps it, so wrapping never hides them; the
+// runner starts them on its scheduler before it accepts requests.
+type StartupProvider interface {
+	Startup() map[string]Coroutine
+}
+
+// Dist is a named set of entry points: Paste's distribution or egg.
+// Maps may be nil. Names are case-sensitive.
+type Dist struct {
+	Name, Version string
+
+	Apps       map[string]AppFactory
+	Composites map[string]CompositeFactory
+	Filters    map[string]FilterFactory
+	FilterApps map[string]FilterAppFactory
+	Servers    map[string]ServerFactory
+	Runners    map[string]ServerRunner
+	Coroutines map[string]CoroutineFactory
+}
+
+// Kind is what a caller asks the loader for.
+type Kind int
+
+// The kinds of object the loader makes.
+const (
+	KindApp Kind = iota
+	KindFilter
+	KindServer
+	KindCoroutine
+)
+
+// String returns the kind's name as used in messages: "application",
+// "filter", "server", "coroutine".
+func (k Kind) String() string {
+	switch k {
+	case KindApp:
+		return "application"
+	case KindFilter:
+		return "filter"
+	case KindServer:
+		return "server"
+	case KindCoroutine:
+		return "coroutine"
+	}
+	return "unknown"
+}
+
+// Protocol names an entry-point group, after PasteDeploy's protocol names.
+type Protocol string
+
+// The entry-point groups, in the order the loader searches them for a kind.
+const (
+	ProtoApp       Protocol = "paste.app_factory"
+	ProtoComposite Protocol = "paste.composite_factory"
+	ProtoFilter    Protocol = "paste.filter_factory"
+	ProtoFilterApp Protocol = "paste.filter_app_factory"
+	ProtoServer    Protocol = "paste.server_factory"
+	ProtoRunner    Protocol = "paste.server_runner"
+	ProtoCoroutine Protocol = "paster.coroutine_factory"
+)
+
+// Protocols returns the groups searched for kind, in search order.
+func (k Kind) Protocols() []Protocol {
+	switch k {
+	case KindApp:
+		return []Protocol{ProtoApp, ProtoComposite}
+	case KindFilter:
+		return []Protocol{ProtoFilter, ProtoFilterApp}
+	case KindServer:
+		return []Protocol{ProtoServer, ProtoRunner}
+	case KindCoroutine:
+		return []Protocol{ProtoCoroutine}
+	}
+	return nil
+}
+
+// Names returns the sorted names of the entry points of group p.
+func (d *Dist) Names(p Protocol) []string {
+	var names []string
+	switch p {
+	case ProtoApp:
+		names = keys(d.Apps)
+	case ProtoComposite:
+		names = keys(d.Composites)
+	case ProtoFilter:
+		names = keys(d.Filters)
+	case ProtoFilterApp:
+		names = keys(d.FilterApps)
+	case ProtoServer:
+		names = keys(d.Servers)
+	case ProtoRunner:
+		names = keys(d.Runners)
+	case ProtoCoroutine:
+		names = keys(d.Coroutines)
+	}
+	return names
+}
+
+// Has reports whether group p of the dist has an entry point called name.
+func (d *Dist) Has(p Protocol, name string) bool {
+	switch p {
+	case ProtoApp:
+		_, ok := d.Apps[name]
+		return ok
+	case ProtoComposite:
+		_, ok := d.Composites[name]
+		return ok
+	case ProtoFilter:
+		_, ok := d.Filters[name]
+		return ok
+	case ProtoFilterApp:
+		_, ok := d.FilterApps[name]
+		return ok
+	case ProtoServer:
+		_, ok := d.Servers[name]
+		return ok
+	case ProtoRunner:
+		_, ok := d.Runners[name]
+		return ok
+	case ProtoCoroutine:
+		_, ok := d.Coroutines[name]
+		return ok
+	}
+	return false
+}
+
+// Loader is what a composite factory uses to obtain the objects it composes.
+// Names are section names in the file that defines the composite, or URIs
+// (egg:, config:, plugin:) relative to that file's directory. A nil global
+// means the composite's own global configuration.
+type Loader interface {
+	App(nameOrURI string, global map[string]string) (http.Handler, error)
+	Filter(nameOrURI string, global map[string]string) (Filter, error)
+	Server(nameOrURI string, global map[string]string) (Server, error)
+}
+
+// Origin says where a reference to a dist was written, so that a resolver can
+// find plugin binaries relative to it and apply the file's [plugins] settings.
+type Origin struct {
+	Location
+	// Plugins is the [plugins] section of the top-level configuration file
+	// (nil when it has none): plugin search path and sha256 pins.
+	Plugins map[string]string
+}
+
+// DistResolver finds dists that are not compiled in; the plugins package
+// implements it with plugin binaries. The loader asks the registry first.
+type DistResolver interface {
+	// Egg returns the dist called name (egg:NAME#...), or an error wrapping
+	// ErrNoDist when there is none.
+	Egg(name string, from Origin) (*Dist, error)
+	// Binary returns the dist served by the executable at path (plugin:PATH#...);
+	// a relative path is relative to the directory of from.File.
+	Binary(path string, from Origin) (*Dist, error)
+}
