@@ -1,0 +1,41 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// logOptions are the logging flags shared by serve and check.
+type logOptions struct {
+	file, level, format string
+}
+
+// newLogger builds the root hclog logger from the options. The returned
+// closer closes the log file, if any.
+func (o logOptions) newLogger(stderr io.Writer) (hclog.Logger, io.Closer, error) {
+	level := hclog.LevelFromString(o.level)
+	if level == hclog.NoLevel {
+		return nil, nil, fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", o.level)
+	}
+	if o.format != "text" && o.format != "json" {
+		return nil, nil, fmt.Errorf("--log-format %q: want text or json", o.format)
+	}
+	out, closer := stderr, io.Closer(io.NopCloser(nil))
+	if o.file != "" {
+		f, err := os.OpenFile(o.file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("unable to write to log file: %w", err)
+		}
+		out, closer = f, f
+	}
+	logger := hclog.New(&hclog.LoggerOptions{
+		Name:       "paster",
+		Level:      level,
+		JSONFormat: o.format == "json",
+		Output:     out,
+	})
+	return logger, closer, nil
+}

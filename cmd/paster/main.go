@@ -1,0 +1,58 @@
+// Command paster runs PasteDeploy compositions: it serves the apps an INI file
+// composes, checks a configuration without serving it, and lists the entry
+// points of the dists it knows.
+//
+//	paster serve CONFIG[#name] [start|stop|restart|status] [options] [var=value ...]
+//	paster check CONFIG[#name] [--json] [var=value ...]
+//	paster points [--json] [--plugin-dir DIR]
+//	paster version
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "0.1.0-dev"
+
+const usage = `usage: paster COMMAND [options]
+
+commands:
+  serve CONFIG[#name] [start|stop|restart|status] [var=value ...]
+                          serve the composition CONFIG describes
+  check CONFIG[#name]     load and create everything, bind nothing, print the tree
+  points                  list the dists and their entry points by kind
+  version                 print paster's version
+
+"paster COMMAND -h" describes a command's options.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run executes one paster command and returns the process exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serveCommand(args[1:], stdout, stderr)
+	case "check":
+		return checkCommand(args[1:], stdout, stderr)
+	case "points":
+		return pointsCommand(args[1:], stdout, stderr)
+	case "version", "--version", "-V":
+		fmt.Fprintf(stdout, "paster %s\n", version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "paster: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
