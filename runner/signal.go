@@ -1,0 +1,193 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Signals. Waiters on one name share a generation: a channel that the next
+// Signal closes after storing its value, and a count of parked waiters. A
+// Signal therefore wakes any number of waiters with one close, and its count
+// is exact: a waiter that times out removes itself under the core's lock, and
+// one that finds its generation already fired takes the value even if its
+// timer fired too, because the signaller has counted it.
+//
+// A SignalAtLeast that found too few waiters is queued as pending on the
+// name; while any is pending, an arriving waiter does not park but takes the
+// oldest pending value at once. So at any moment a name has parked waiters or
+// pending signallers, never both.
+
+type signalState struct {
+	gen     *generation      // parked waiters, nil when none
+	pending []*pendingSignal // oldest first
+}
+
+type generation struct {
+	fired  chan struct{} // closed by the signal, after value is set
+	value  []byte        // the signaller's private copy, never changed
+	parked int
+}
+
+type pendingSignal struct {
+	value     []byte
+	need      int           // recipients still wanted
+	delivered int           // recipients after it became pending
+	done      chan struct{} // closed when need is reached
+}
+
+// WaitForSignal parks until name is signalled. See Core.
+func (c *LocalCore) WaitForSignal(ctx context.Context, name string, timeout time.Duration) ([]byte, error) {
+	if err := c.check(ctx); err != nil {
+		return nil, fmt.Errorf("runner: wait for signal %q: %w", name, err)
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("runner: wait for signal %q: %w", name, ErrClosed)
+	}
+	st := c.signals[name]
+	if st != nil && len(st.pending) > 0 {
+		v := c.deliverPendingLocked(name, st)
+		c.mu.Unlock()
+		return clone(v), nil
+	}
+	if st == nil {
+		st = &signalState{}
+		c.signals[name] = st
+	}
+	if st.gen == nil {
+		st.gen = &generation{fired: make(chan struct{})}
+	}
+	g := st.gen
+	g.parked++
+	c.stats.Waiters++
+	c.mu.Unlock()
+
+	dl := newDeadline(c.timeoutFor(ctx, timeout))
+	defer dl.stop()
+	var err error
+	select {
+	case <-g.fired:
+		return clone(g.value), nil
+	case <-ctx.Done():
+		err = ctxErr(ctx)
+	case <-c.done:
+		err = ErrClosed
+	case <-dl.C:
+		err = dl.err()
+	}
+
+	c.mu.Lock()
+	select {
+	case <-g.fired:
+		// Signalled while we were giving up: the signaller counted us,
+		// so we take the value.
+		c.mu.Unlock()
+		return clone(g.value), nil
+	default:
+	}
+	g.parked--
+	c.stats.Waiters--
+	if g.parked == 0 && st.gen == g {
+		st.gen = nil
+		c.forgetSignalLocked(name, st)
+	}
+	c.mu.Unlock()
+	return nil, fmt.Errorf("runner: wait for signal %q: %w", name, err)
+}
+
+// deliverPendingLocked gives an arriving waiter the oldest pending value and
+// completes that signaller if it has its recipients.
+func (c *LocalCore) deliverPendingLocked(name string, st *signalState) []byte {
+	p := st.pending[0]
+	p.delivered++
+	if p.delivered >= p.need {
+		st.pending[0] = nil
+		st.pending = st.pending[1:]
+		c.stats.PendingSignals--
+		close(p.done)
+		c.forgetSignalLocked(name, st)
+	}
+	return p.value
+}
+
+// forgetSignalLocked drops the state of a name nobody waits or signals on.
+func (c *LocalCore) forgetSignalLocked(name string, st *signalState) {
+	if st.gen == nil && len(st.pending) == 0 && c.signals[name] == st {
+		delete(c.signals, name)
+	}
+}
+
+// Signal wakes every waiter parked on name. See Core.
+func (c *LocalCore) Signal(ctx context.Context, name string, value []byte) (int, error) {
+	return c.SignalAtLeast(ctx, name, value, 0)
+}
+
+// SignalAtLeast wakes every waiter parked on name and waits, if needed, for
+// late ones until min received value. See Core.
+func (c *LocalCore) SignalAtLeast(ctx context.Context, name string, value []byte, min int) (int, error) {
+	if err := c.check(ctx); err != nil {
+		return 0, fmt.Errorf("runner: signal %q: %w", name, err)
+	}
+	v := clone(value)
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, fmt.Errorf("runner: signal %q: %w", name, ErrClosed)
+	}
+	st := c.signals[name]
+	woken := 0
+	if st != nil && st.gen != nil {
+		g := st.gen
+		st.gen = nil
+		g.value = v
+		woken = g.parked
+		c.stats.Waiters -= woken
+		close(g.fired)
+		c.forgetSignalLocked(name, st)
+	}
+	if woken >= min {
+		c.mu.Unlock()
+		return woken, nil
+	}
+	if c.signals[name] != st || st == nil {
+		st = &signalState{}
+		c.signals[name] = st
+	}
+	p := &pendingSignal{value: v, need: min - woken, done: make(chan struct{})}
+	st.pending = append(st.pending, p)
+	c.stats.PendingSignals++
+	c.mu.Unlock()
+
+	dl := newDeadline(c.timeoutFor(ctx, 0))
+	defer dl.stop()
+	var err error
+	select {
+	case <-p.done:
+		return woken + p.delivered, nil
+	case <-ctx.Done():
+		err = ctxErr(ctx)
+	case <-c.done:
+		err = ErrClosed
+	case <-dl.C:
+		err = dl.err()
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-p.done:
+		return woken + p.delivered, nil
+	default:
+	}
+	for i, q := range st.pending {
+		if q == p {
+			st.pending = append(st.pending[:i], st.pending[i+1:]...)
+			break
+		}
+	}
+	c.stats.PendingSignals--
+	c.forgetSignalLocked(name, st)
+	return woken + p.delivered, fmt.Errorf("runner: signal %q: %d of %d recipients: %w", name, woken+p.delivered, min, err)
+}
