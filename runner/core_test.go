@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // waitFor polls cond until it holds, failing the test after a generous
@@ -583,7 +585,7 @@ func TestNoGoroutineLeak(t *testing.T) {
 			recv(t, "waiter", res)
 		}
 
-		s := NewSched(nil)
+		s := NewSched(hclog.NewNullLogger())
 		for i := range 5 {
 			s.Add(fmt.Sprint("co", i), func(ctx context.Context) error {
 				<-ctx.Done()
