@@ -1,0 +1,338 @@
+package entrypoints
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+)
+
+// filterFunc is a filter as the loader composes it: applying it may fail,
+// because a filter-app factory runs when its filter is applied.
+type filterFunc func(next http.Handler) (http.Handler, error)
+
+// protect runs a factory and turns its panic into an error.
+func protect(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return f()
+}
+
+// factoryErr places the error of c's factory at the use line that named it.
+// An error that already is a loader error (a composite's child failed) is
+// returned as it is: it names its own place and chain.
+func (s *Session) factoryErr(c *ctx, err error) error {
+	var le *Error
+	if errors.As(err, &le) {
+		return err
+	}
+	return s.fail(c.chain, because(ErrFactory, "%s factory %s failed: %w", c.kind, c.ref, err))
+}
+
+// call runs the factory of entry context c; what is its result.
+func (s *Session) call(c *ctx, f func() error, nilResult func() bool) error {
+	err := protect(f)
+	if err == nil && nilResult() {
+		err = errors.New("it returned nil and no error")
+	}
+	if err != nil {
+		return s.factoryErr(c, err)
+	}
+	return nil
+}
+
+// makeApp creates the application of c.
+func (s *Session) makeApp(c *ctx) (http.Handler, *Node, error) {
+	n := c.node()
+	switch c.shape {
+	case shapeFilterWith, shapeFilterApp:
+		// filter-with creates the filter first, filter-app the application
+		// first, as PasteDeploy does.
+		var (
+			f      filterFunc
+			app    http.Handler
+			fn, an *Node
+			err    error
+		)
+		if c.shape == shapeFilterWith {
+			if f, fn, err = s.makeFilter(c.filter); err == nil {
+				app, an, err = s.makeApp(c.next)
+			}
+		} else {
+			if app, an, err = s.makeApp(c.next); err == nil {
+				f, fn, err = s.makeFilter(c.filter)
+			}
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		h, err := f(app)
+		if err != nil {
+			return nil, nil, err
+		}
+		n.Children = []*Node{fn, an}
+		return h, n, nil
+	case shapePipeline:
+		app, an, err := s.makeApp(c.next)
+		if err != nil {
+			return nil, nil, err
+		}
+		fs := make([]filterFunc, len(c.filters))
+		for i, fc := range c.filters {
+			f, fn, err := s.makeFilter(fc)
+			if err != nil {
+				return nil, nil, err
+			}
+			fs[i] = f
+			n.Children = append(n.Children, fn)
+		}
+		n.Children = append(n.Children, an)
+		h := app
+		for i := len(fs) - 1; i >= 0; i-- {
+			if h, err = fs[i](h); err != nil {
+				return nil, nil, err
+			}
+		}
+		return h, n, nil
+	}
+	var h http.Handler
+	global := copyMap(c.global)
+	var err error
+	if c.proto == ProtoComposite {
+		l := &compositeLoader{s: s, c: c, node: n}
+		err = s.call(c, func() (err error) { h, err = c.dist.Composites[c.ref.Name](l, global, c.local); return err }, func() bool { return h == nil })
+	} else {
+		err = s.call(c, func() (err error) { h, err = c.dist.Apps[c.ref.Name](global, c.local); return err }, func() bool { return h == nil })
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	s.collect(c, h)
+	return h, n, nil
+}
+
+// makeFilter creates the filter of c.
+func (s *Session) makeFilter(c *ctx) (filterFunc, *Node, error) {
+	n := c.node()
+	if c.shape == shapeFilterWith {
+		// A filter section with filter-with = F2 makes F2(F1(x)).
+		outer, on, err := s.makeFilter(c.filter)
+		if err != nil {
+			return nil, nil, err
+		}
+		inner, in, err := s.makeFilter(c.next)
+		if err != nil {
+			return nil, nil, err
+		}
+		n.Children = []*Node{on, in}
+		return func(next http.Handler) (http.Handler, error) {
+			h, err := inner(next)
+			if err != nil {
+				return nil, err
+			}
+			return outer(h)
+		}, n, nil
+	}
+	global := copyMap(c.global)
+	if c.proto == ProtoFilterApp {
+		fa := c.dist.FilterApps[c.ref.Name]
+		return func(next http.Handler) (h http.Handler, err error) {
+			if err := s.call(c, func() (err error) { h, err = fa(next, copyMap(global), c.local); return err }, func() bool { return h == nil }); err != nil {
+				return nil, err
+			}
+			s.collect(c, h)
+			return h, nil
+		}, n, nil
+	}
+	var f Filter
+	if err := s.call(c, func() (err error) { f, err = c.dist.Filters[c.ref.Name](global, c.local); return err }, func() bool { return f == nil }); err != nil {
+		return nil, nil, err
+	}
+	return func(next http.Handler) (h http.Handler, err error) {
+		err = s.call(c, func() error { h = f(next); return nil }, func() bool { return h == nil })
+		return h, err
+	}, n, nil
+}
+
+// makeServer creates the server of c and the startup coroutines its section
+// registers.
+func (s *Session) makeServer(c *ctx) (Server, *Node, error) {
+	n := c.node()
+	global := copyMap(c.global)
+	var srv Server
+	if c.proto == ProtoRunner {
+		r := c.dist.Runners[c.ref.Name]
+		srv = func(ctx context.Context, app http.Handler) error { return r(ctx, app, global, c.local) }
+	} else if err := s.call(c, func() (err error) { srv, err = c.dist.Servers[c.ref.Name](global, c.local); return err }, func() bool { return srv == nil }); err != nil {
+		return nil, nil, err
+	}
+	for _, st := range c.startup {
+		co, cn, err := s.makeCoroutine(st.ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		origin := st.ctx.loc
+		if origin == (Location{}) {
+			origin = st.at
+		}
+		s.addCoroutine(StartupCoroutine{Name: st.name, Run: co, Local: st.ctx.local, Origin: origin})
+		n.Children = append(n.Children, cn)
+	}
+	return srv, n, nil
+}
+
+// makeCoroutine creates the coroutine of c.
+func (s *Session) makeCoroutine(c *ctx) (Coroutine, *Node, error) {
+	var co Coroutine
+	if err := s.call(c, func() (err error) { co, err = c.dist.Coroutines[c.ref.Name](copyMap(c.global), c.local); return err }, func() bool { return co == nil }); err != nil {
+		return nil, nil, err
+	}
+	return co, c.node(), nil
+}
+
+// collect records the startup coroutines of an application that declares
+// them, while a top-level call is creating objects.
+func (s *Session) collect(c *ctx, h http.Handler) {
+	sp, ok := h.(StartupProvider)
+	if !ok || !s.loading {
+		return
+	}
+	cos := sp.Startup()
+	names := make([]string, 0, len(cos))
+	for name := range cos {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		if cos[name] == nil {
+			s.warn(c.loc, "", "startup coroutine %q of %s is nil and is skipped", name, c.ref)
+			continue
+		}
+		s.addCoroutine(StartupCoroutine{Name: c.label() + "/" + name, Run: cos[name], Local: c.local, Origin: c.loc})
+	}
+}
+
+// addCoroutine appends sc, making its name unique with "#2", "#3", ...
+func (s *Session) addCoroutine(sc StartupCoroutine) {
+	taken := func(name string) bool {
+		for _, o := range s.Coroutines {
+			if o.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	name := sc.Name
+	for i := 2; taken(sc.Name); i++ {
+		sc.Name = fmt.Sprintf("%s#%d", name, i)
+	}
+	s.Coroutines = append(s.Coroutines, sc)
+}
+
+// publicFilter turns a filterFunc into a Filter for callers outside the
+// loader: a failure when applied is logged and answered with 500.
+func (s *Session) publicFilter(f filterFunc) Filter {
+	log := s.Logger
+	return func(next http.Handler) http.Handler {
+		h, err := f(next)
+		if err != nil {
+			log.Error("applying filter failed", "error", err)
+			return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				http.Error(w, http.StatusText(http.StatusInternalServerError), http.StatusInternalServerError)
+			})
+		}
+		return h
+	}
+}
+
+// compositeLoader is the Loader a composite factory receives. Names are
+// sections of the file whose section named the composite's entry point
+// (see applyUse), or URIs relative to that file's directory; a composite
+// loaded by URI alone resolves names as entry points of its own dist, as
+// PasteDeploy's egg loader does. "" is the default object: [app] or
+// [app:main] (entry point main). A nil global is the composite's own global
+// configuration.
+type compositeLoader struct {
+	s    *Session
+	c    *ctx
+	node *Node
+}
+
+// App loads and creates an application for the composite.
+func (l *compositeLoader) App(name string, global map[string]string) (http.Handler, error) {
+	c, err := l.context(KindApp, name, global)
+	if err != nil {
+		return nil, err
+	}
+	h, n, err := l.s.makeApp(c)
+	if err != nil {
+		return nil, err
+	}
+	l.node.Children = append(l.node.Children, n)
+	return h, nil
+}
+
+// Filter loads and creates a filter for the composite.
+func (l *compositeLoader) Filter(name string, global map[string]string) (Filter, error) {
+	c, err := l.context(KindFilter, name, global)
+	if err != nil {
+		return nil, err
+	}
+	f, n, err := l.s.makeFilter(c)
+	if err != nil {
+		return nil, err
+	}
+	l.node.Children = append(l.node.Children, n)
+	return l.s.publicFilter(f), nil
+}
+
+// Server loads and creates a server for the composite.
+func (l *compositeLoader) Server(name string, global map[string]string) (Server, error) {
+	c, err := l.context(KindServer, name, global)
+	if err != nil {
+		return nil, err
+	}
+	srv, n, err := l.s.makeServer(c)
+	if err != nil {
+		return nil, err
+	}
+	l.node.Children = append(l.node.Children, n)
+	return srv, nil
+}
+
+func (l *compositeLoader) context(kind Kind, name string, global map[string]string) (*ctx, error) {
+	if global == nil {
+		global = l.c.global
+	}
+	global = copyMap(global)
+	chain := extend(l.c.chain, l.step(name))
+	switch {
+	case l.c.loader != nil:
+		return l.c.loader.context(kind, name, name == "", global, chain)
+	case IsURI(name):
+		return l.s.uriContext(kind, name, l.c.dir, global, chain)
+	}
+	if err := l.s.checkCycle(chain, Location{}); err != nil {
+		return nil, err
+	}
+	return l.s.entryContext(kind, l.c.dist, URI{Scheme: l.c.ref.Scheme, Target: l.c.ref.Target, Name: name}, l.c.dir, global, chain)
+}
+
+// step is the reference to name: the composite's local key whose value it
+// is, or the composite's section.
+func (l *compositeLoader) step(name string) Step {
+	for _, k := range l.c.local.Keys() {
+		if l.c.local.Get(k) == name {
+			return Step{Location: l.c.local.Where(k), Key: k, Value: name}
+		}
+	}
+	at := l.c.loc
+	if n := len(l.c.chain); at == (Location{}) && n > 0 {
+		at = l.c.chain[n-1].Location
+	}
+	return Step{Location: at, Key: "loader", Value: name}
+}
