@@ -1,0 +1,25 @@
+# Builds paster and the example plugin binaries from a fresh clone.
+#   make build    bin/paster (if cmd/paster exists) and bin/plugins/paster-plugin-*
+#   make plugins  only the plugin binaries
+#   make test     go test -race ./...
+# bin/paster finds bin/plugins/ on its own (next to the executable).
+
+GO ?= go
+PLUGINS := $(wildcard examples/*/cmd/paster-plugin-*)
+
+.PHONY: build plugins paster test clean
+
+build: paster plugins
+
+paster:
+	@if [ -f cmd/paster/main.go ]; then $(GO) build -o bin/paster ./cmd/paster; fi
+
+plugins:
+	@mkdir -p bin/plugins
+	$(GO) build -o bin/plugins/ $(addprefix ./,$(PLUGINS))
+
+test:
+	$(GO) test -race ./...
+
+clean:
+	rm -rf bin

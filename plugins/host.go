@@ -1,0 +1,371 @@
+// Package plugins is the process boundary: it makes a plugin binary look, to
+// the loader and the runner, exactly like a compiled-in dist.
+//
+// The SDK side is Serve: a plugin's main calls plugins.Serve(dist) with the
+// same *entrypoints.Dist value that could be compiled in.
+//
+// The host side is Host, an entrypoints.DistResolver. Host.Egg finds a
+// plugin binary for a dist name in the plugin path, Host.Binary takes a path.
+// Either starts the binary once (hashicorp/go-plugin, gRPC only), asks it to
+// describe its entry points, and returns a Dist whose factories create
+// instances inside the plugin process: every section that names the dist is
+// an instance with its own configuration, all in one process per binary.
+// Requests cross the boundary streamed both ways (package
+// plugins/internal/transport); the plugin calls back into the host (a
+// filter's next app, a composite's loader, a server's app) over one brokered
+// connection set up when the process starts.
+//
+// # Finding plugin binaries
+//
+// egg:NAME looks for an executable file called paster-plugin-NAME in these
+// directories, first match wins:
+//
+//  1. HostOptions.PluginDirs (paster's --plugin-dir flags), in order;
+//  2. the directories of the PASTER_PLUGIN_PATH environment variable
+//     (separated by the OS path list separator, ":" on Unix);
+//  3. the directories of the "path" key of the INI file's [plugins] section
+//     (separated by whitespace or ":"), relative to the INI file's directory;
+//  4. the "plugins" directory next to the running executable, then the
+//     executable's own directory (so bin/paster finds bin/plugins/*).
+//
+// plugin:PATH#NAME names a binary directly, relative to the INI file.
+//
+// # Checksums
+//
+// [plugins] sha256.NAME = HEX pins the SHA-256 of the binary for dist NAME
+// (egg:NAME), or of the binary whose file name is NAME (plugin: URIs). The
+// pin is checked by go-plugin before every start, restarts included; a
+// mismatch is an ErrChecksum error.
+//
+// # Supervision
+//
+// A plugin process that exits unexpectedly is seen at once. Requests that
+// were in flight get 502 Bad Gateway, new ones 503 Service Unavailable with
+// Retry-After while the host starts a new process with backoff and recreates
+// every instance; after HostOptions.MaxRestarts crashes within a minute it
+// gives up and the dist's apps answer 503 until the host is closed. A plugin
+// never outlives its host: it is started with Pdeathsig SIGKILL and the SDK
+// exits when its parent process changes.
+package plugins
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/entrypoints"
+	"google.golang.org/grpc/status"
+)
+
+// BinaryPrefix is the file name prefix of plugin binaries found by dist name:
+// egg:hello runs paster-plugin-hello.
+const BinaryPrefix = "paster-plugin-"
+
+// EnvPluginPath is the environment variable with extra plugin directories.
+const EnvPluginPath = "PASTER_PLUGIN_PATH"
+
+// Errors a plugin start can fail with; test them with errors.Is. Every error
+// also names the binary and says what was expected.
+var (
+	// ErrNotPlugin: the file is not a paster plugin (not executable, exits
+	// before the handshake, or prints something else).
+	ErrNotPlugin = errors.New("not a paster plugin")
+	// ErrChecksum: the binary's SHA-256 differs from its [plugins] pin.
+	ErrChecksum = errors.New("plugin checksum mismatch")
+	// ErrProtocol: the plugin speaks another version of the plugin protocol.
+	ErrProtocol = errors.New("plugin protocol version mismatch")
+	// ErrStartTimeout: the plugin did not complete the handshake in time.
+	ErrStartTimeout = errors.New("plugin did not start in time")
+	// ErrWrongDist: the binary found for egg:NAME serves another dist.
+	ErrWrongDist = errors.New("plugin serves another dist")
+	// ErrUnavailable: the plugin is restarting, failed or the host is closed.
+	ErrUnavailable = errors.New("plugin unavailable")
+)
+
+// HostOptions configures a Host. The zero value works.
+type HostOptions struct {
+	// Logger receives the host's messages and, named after each dist, the
+	// plugins' logs. Default: hclog.Default().
+	Logger hclog.Logger
+	// PluginDirs are searched first for egg: binaries (--plugin-dir).
+	PluginDirs []string
+	// StartTimeout bounds the handshake and the describe/init calls of a
+	// start. Default 15 s.
+	StartTimeout time.Duration
+	// RestartBackoff is the first delay before a crashed plugin is started
+	// again; it doubles per crash up to 10 s. Default 100 ms.
+	RestartBackoff time.Duration
+	// MaxRestarts is how many crashes within a minute are restarted before
+	// the host gives up on the plugin. Default 5; negative means never
+	// restart.
+	MaxRestarts int
+}
+
+// Host starts, supervises and stops plugin processes, and resolves dists to
+// them. It is safe for concurrent use. Close it to stop every plugin.
+type Host struct {
+	opts HostOptions
+	log  hclog.Logger
+
+	mu     sync.Mutex
+	procs  map[string]*proc // by absolute binary path
+	closed bool
+
+	refs refs
+
+	// restartGate, when set (tests), holds restarts until it yields.
+	restartGate chan struct{}
+}
+
+// NewHost returns a Host with opts; it starts nothing until a dist is asked for.
+func NewHost(opts HostOptions) *Host {
+	if opts.Logger == nil {
+		opts.Logger = hclog.Default()
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 15 * time.Second
+	}
+	if opts.RestartBackoff <= 0 {
+		opts.RestartBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxRestarts == 0 {
+		opts.MaxRestarts = 5
+	}
+	return &Host{opts: opts, log: opts.Logger.Named("plugins"), procs: map[string]*proc{}}
+}
+
+// SearchPath returns the directories egg: binaries are looked for in, in
+// order, for a reference written in from (see the package documentation).
+func (h *Host) SearchPath(from entrypoints.Origin) []string {
+	var dirs []string
+	dirs = append(dirs, h.opts.PluginDirs...)
+	dirs = append(dirs, filepath.SplitList(os.Getenv(EnvPluginPath))...)
+	if p := from.Plugins["path"]; p != "" {
+		base := filepath.Dir(from.File)
+		for _, d := range strings.FieldsFunc(p, func(r rune) bool { return r == ':' || r == ' ' || r == '\t' || r == '\n' }) {
+			if !filepath.IsAbs(d) && from.File != "" {
+				d = filepath.Join(base, d)
+			}
+			dirs = append(dirs, d)
+		}
+	}
+	if exe, err := os.Executable(); err == nil {
+		dir := filepath.Dir(exe)
+		dirs = append(dirs, filepath.Join(dir, "plugins"), dir)
+	}
+	out := dirs[:0]
+	for _, d := range dirs {
+		if d != "" {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// Find returns the path of the plugin binary for dist name, or an error
+// wrapping entrypoints.ErrNoDist that lists the directories searched.
+func (h *Host) Find(name string, from entrypoints.Origin) (string, error) {
+	dirs := h.SearchPath(from)
+	file := BinaryPrefix + name
+	for _, d := range dirs {
+		p := filepath.Join(d, file)
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%w: %s is not compiled in and no plugin binary %s is in the plugin path (%s)",
+		entrypoints.ErrNoDist, name, file, strings.Join(dirs, ", "))
+}
+
+// Egg returns the dist name served by the binary paster-plugin-NAME in the
+// plugin path, starting it if it is not running. Errors: ErrNoDist when
+// there is no binary; else those of Binary, or ErrWrongDist when the binary
+// serves another dist.
+func (h *Host) Egg(name string, from entrypoints.Origin) (*entrypoints.Dist, error) {
+	path, err := h.Find(name, from)
+	if err != nil {
+		return nil, err
+	}
+	d, err := h.start(path, from.Plugins["sha256."+name])
+	if err != nil {
+		return nil, err
+	}
+	if d.Name != name {
+		return nil, fmt.Errorf("%w: binary %s was found for dist %s but serves dist %s", ErrWrongDist, path, name, d.Name)
+	}
+	return d, nil
+}
+
+// Binary returns the dist served by the executable at path (relative to the
+// INI file of from), starting it if it is not running. A [plugins]
+// sha256.BASENAME key pins its checksum. Errors wrap ErrNotPlugin,
+// ErrChecksum, ErrProtocol or ErrStartTimeout and name the binary.
+func (h *Host) Binary(path string, from entrypoints.Origin) (*entrypoints.Dist, error) {
+	if !filepath.IsAbs(path) && from.File != "" {
+		path = filepath.Join(filepath.Dir(from.File), path)
+	}
+	return h.start(path, from.Plugins["sha256."+filepath.Base(path)])
+}
+
+func (h *Host) start(path, pin string) (*entrypoints.Dist, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	if real, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = real
+	}
+	var sum []byte
+	if pin != "" {
+		sum, err = hex.DecodeString(strings.TrimSpace(pin))
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("plugin binary %s: [plugins] sha256 pin %q is not 64 hex digits", abs, pin)
+		}
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, fmt.Errorf("plugin binary %s: %w: host is closed", abs, ErrUnavailable)
+	}
+	p := h.procs[abs]
+	if p == nil {
+		p = newProc(h, abs, sum)
+		h.procs[abs] = p
+	}
+	h.mu.Unlock()
+	if err := p.startOnce(); err != nil {
+		return nil, err
+	}
+	if sum != nil && p.sum == nil {
+		// Running unpinned already: check this pin against the file.
+		if err := checkSum(abs, sum); err != nil {
+			return nil, err
+		}
+	}
+	return p.dist, nil
+}
+
+func checkSum(path string, want []byte) error {
+	got, err := fileSum(path)
+	if err != nil {
+		return fmt.Errorf("plugin binary %s: %w", path, err)
+	}
+	if !equalBytes(got, want) {
+		return fmt.Errorf("%w: plugin binary %s has sha256 %x, [plugins] pins %x", ErrChecksum, path, got, want)
+	}
+	return nil
+}
+
+func fileSum(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	hs := sha256.New()
+	if _, err := io.Copy(hs, f); err != nil {
+		return nil, err
+	}
+	return hs.Sum(nil), nil
+}
+
+func equalBytes(a, b []byte) bool { return string(a) == string(b) }
+
+// PluginInfo describes a running plugin process.
+type PluginInfo struct {
+	Path    string
+	Dist    string
+	Version string
+	PID     int
+	State   string // "running", "restarting", "failed", "closed"
+}
+
+// Plugins returns the plugins started so far, sorted by path.
+func (h *Host) Plugins() []PluginInfo {
+	h.mu.Lock()
+	ps := make([]*proc, 0, len(h.procs))
+	for _, p := range h.procs {
+		ps = append(ps, p)
+	}
+	h.mu.Unlock()
+	var out []PluginInfo
+	for _, p := range ps {
+		out = append(out, p.info())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
+}
+
+// Close drains and stops every plugin: new requests get 503, requests in
+// flight may finish until ctx ends, running servers and coroutines are asked
+// to stop, then the processes are stopped (killed 2 s later if they linger).
+// It returns ctx's error if draining was cut short. Dists from the Host must
+// not be used to create instances afterwards.
+func (h *Host) Close(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	ps := make([]*proc, 0, len(h.procs))
+	for _, p := range h.procs {
+		ps = append(ps, p)
+	}
+	h.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(ps))
+	for i, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = p.close(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// refs holds what the host serves to plugins by number: apps (a filter's
+// next, a server's app, apps a composite loaded) and composite loaders.
+type refs struct {
+	next    atomic.Uint64
+	apps    sync.Map // uint64 -> http.Handler
+	loaders sync.Map // uint64 -> entrypoints.Loader
+}
+
+func (r *refs) addApp(h http.Handler) uint64 {
+	id := r.next.Add(1)
+	r.apps.Store(id, h)
+	return id
+}
+
+func (r *refs) addLoader(l entrypoints.Loader) uint64 {
+	id := r.next.Add(1)
+	r.loaders.Store(id, l)
+	return id
+}
+
+func (r *refs) app(id uint64) http.Handler {
+	v, ok := r.apps.Load(id)
+	if !ok {
+		return nil
+	}
+	return v.(http.Handler)
+}
+
+// rpcError turns a gRPC status error into a plain error with its message.
+func rpcError(err error) error {
+	if st, ok := status.FromError(err); ok {
+		return errors.New(st.Message())
+	}
+	return err
+}

@@ -1,0 +1,159 @@
+// Command paster-plugin-ptest is the plugin the plugins tests run: an app
+// whose paths exercise streaming, cancellation, trailers, panics, stray
+// output and crashes.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/plugins"
+)
+
+func main() {
+	plugins.Serve(&entrypoints.Dist{
+		Name:    "ptest",
+		Version: "1.0",
+		Apps:    map[string]entrypoints.AppFactory{"probe": newProbe},
+		Coroutines: map[string]entrypoints.CoroutineFactory{
+			"waiter": func(map[string]string, entrypoints.Local) (entrypoints.Coroutine, error) {
+				return func(ctx context.Context) error {
+					hclog.L().Info("waiter started")
+					<-ctx.Done()
+					hclog.L().Info("waiter stopped")
+					return nil
+				}, nil
+			},
+		},
+	})
+}
+
+type probe struct {
+	name      string
+	mu        sync.Mutex
+	release   map[string]chan struct{}
+	cancelled map[string]bool
+}
+
+func newProbe(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
+	p := &probe{name: local.Get("name"), release: map[string]chan struct{}{}, cancelled: map[string]bool{}}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/name", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%s", p.name) })
+	mux.HandleFunc("/pid", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%d", os.Getpid()) })
+	mux.HandleFunc("/stream", p.stream)
+	mux.HandleFunc("/release", func(w http.ResponseWriter, r *http.Request) {
+		close(p.gate(r.URL.Query().Get("id")))
+	})
+	mux.HandleFunc("/block", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		if r.URL.Query().Get("flush") != "" {
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte("started\n"))
+			w.(http.Flusher).Flush()
+		}
+		close(p.gate("started-" + id))
+		<-r.Context().Done()
+		p.mu.Lock()
+		p.cancelled[id] = true
+		p.mu.Unlock()
+		hclog.L().Info("handler cancelled", "id", id)
+	})
+	mux.HandleFunc("/started", func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-p.gate("started-" + r.URL.Query().Get("id")):
+			fmt.Fprint(w, "yes")
+		case <-r.Context().Done():
+		}
+	})
+	mux.HandleFunc("/cancelled", func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		fmt.Fprint(w, p.cancelled[r.URL.Query().Get("id")])
+	})
+	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {
+		n, err := io.Copy(io.Discard, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		fmt.Fprint(w, n)
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = io.Copy(w, r.Body)
+	})
+	mux.HandleFunc("/big", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		buf := make([]byte, 1<<20)
+		for i := range buf {
+			buf[i] = byte(i)
+		}
+		for n > 0 {
+			k := min(n, len(buf))
+			_, _ = w.Write(buf[:k])
+			n -= k
+		}
+	})
+	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("X-Dup", "one")
+		w.Header().Add("X-Dup", "two")
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{
+			"header": r.Header, "host": r.Host, "uri": r.RequestURI, "method": r.Method,
+			"remote": r.RemoteAddr, "proto": r.Proto, "query": r.URL.Query().Get("q"),
+		})
+	})
+	mux.HandleFunc("/trailer", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		_, _ = w.Write([]byte("body"))
+		w.Header().Set("X-Checksum", "abc123")
+		w.Header().Set(http.TrailerPrefix+"X-Late", "late")
+	})
+	mux.HandleFunc("/panic", func(w http.ResponseWriter, r *http.Request) { panic("boom") })
+	mux.HandleFunc("/panic-late", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("partial"))
+		w.(http.Flusher).Flush()
+		panic("late boom")
+	})
+	mux.HandleFunc("/print", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Println("stray stdout line")
+		fmt.Fprintln(os.Stderr, "stray stderr line")
+		hclog.L().Warn("plugin warning", "key", "value")
+		hclog.L().Debug("plugin debug")
+	})
+	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) { os.Exit(3) })
+	return mux, nil
+}
+
+func (p *probe) gate(id string) chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.release[id]
+	if c == nil {
+		c = make(chan struct{})
+		p.release[id] = c
+	}
+	return c
+}
+
+// stream writes a first chunk, flushes, waits for /release?id=ID, then
+// writes the second.
+func (p *probe) stream(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("id")
+	_, _ = w.Write([]byte("first\n"))
+	w.(http.Flusher).Flush()
+	select {
+	case <-p.gate(id):
+	case <-r.Context().Done():
+		return
+	}
+	_, _ = w.Write([]byte("second\n"))
+}

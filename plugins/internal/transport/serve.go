@@ -1,0 +1,416 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/plugins/internal/wire"
+)
+
+// ErrHandlerPanic is returned by Serve when the handler panicked after it had
+// sent the response head; the peer aborts the response.
+var ErrHandlerPanic = errors.New("handler panicked")
+
+// Serve answers one exchange on s: it reads the head, finds the handler with
+// lookup (nil means 404), and runs it with a request whose context is ctx and
+// whose body streams from s. A handler panic is logged and answered with 500
+// when the head is not yet sent; the process keeps serving. Serve returns
+// when the handler has returned (or its hijacked connection is closed).
+func Serve(ctx context.Context, s Stream, lookup func(uint64) http.Handler, log hclog.Logger) error {
+	head := &wire.Frame{}
+	if err := s.RecvMsg(head); err != nil {
+		return err
+	}
+	if head.Flags&wire.FlagHead == 0 {
+		return errors.New("transport: first frame is not a head")
+	}
+	rw := &responseWriter{s: s, header: make(http.Header), buf: make([]byte, 0, 4096)}
+	h := lookup(head.Target)
+	if h == nil {
+		rw.status = http.StatusNotFound
+		rw.buf = append(rw.buf, fmt.Sprintf("no instance %d in this plugin\n", head.Target)...)
+		return rw.finish()
+	}
+	req, err := newRequest(ctx, head, s)
+	if err != nil {
+		rw.status = http.StatusBadRequest
+		return rw.finish()
+	}
+	rw.upgradable = head.Flags&wire.FlagUpgradable != 0
+	rw.body = req.Body.(*body)
+	if err := run(h, rw, req, log); err != nil {
+		return err
+	}
+	if rw.conn != nil {
+		select {
+		case <-rw.conn.closed:
+		case <-ctx.Done():
+		}
+		return nil
+	}
+	return rw.finish()
+}
+
+func run(h http.Handler, rw *responseWriter, req *http.Request, log hclog.Logger) (err error) {
+	defer func() {
+		v := recover()
+		if v == nil {
+			return
+		}
+		if v != http.ErrAbortHandler {
+			log.Error("handler panic", "method", req.Method, "uri", req.RequestURI, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+		rw.mu.Lock()
+		sent := rw.sentHead
+		rw.mu.Unlock()
+		if sent || v == http.ErrAbortHandler {
+			err = ErrHandlerPanic
+			return
+		}
+		rw.header = http.Header{"Content-Type": {"text/plain; charset=utf-8"}}
+		rw.status = http.StatusInternalServerError
+		rw.buf = append(rw.buf[:0], "Internal Server Error\n"...)
+	}()
+	h.ServeHTTP(rw, req)
+	return nil
+}
+
+func newRequest(ctx context.Context, f *wire.Frame, s Stream) (*http.Request, error) {
+	u, err := url.ParseRequestURI(f.URI)
+	if err != nil {
+		return nil, err
+	}
+	major, minor, ok := http.ParseHTTPVersion(f.Proto)
+	if !ok {
+		major, minor = 1, 1
+	}
+	b := &body{s: s}
+	if f.Flags&wire.FlagEnd != 0 {
+		b.done = true
+		b.pending = f.Body
+	}
+	if f.Header == nil {
+		f.Header = make(http.Header)
+	}
+	req := &http.Request{
+		Method:        f.Method,
+		URL:           u,
+		Proto:         f.Proto,
+		ProtoMajor:    major,
+		ProtoMinor:    minor,
+		Header:        f.Header,
+		Body:          b,
+		ContentLength: f.ContentLength,
+		Host:          f.Host,
+		RemoteAddr:    f.RemoteAddr,
+		RequestURI:    f.URI,
+	}
+	if te := f.Header["Transfer-Encoding"]; len(te) > 0 {
+		req.TransferEncoding = te
+	}
+	if f.Flags&wire.FlagTLS != 0 {
+		req.TLS = &tls.ConnectionState{HandshakeComplete: true, ServerName: f.Host}
+	}
+	if names := f.Header["Trailer"]; len(names) > 0 {
+		req.Trailer = make(http.Header)
+		b.trailer = req.Trailer
+	}
+	return req.WithContext(ctx), nil
+}
+
+// body reads request body frames from the stream, and after a hijack the
+// raw bytes of the client's connection.
+type body struct {
+	s       Stream
+	f       wire.Frame
+	pending []byte
+	done    bool
+	trailer http.Header
+}
+
+func (b *body) Read(p []byte) (int, error) {
+	for len(b.pending) == 0 {
+		if b.done {
+			return 0, io.EOF
+		}
+		if err := b.s.RecvMsg(&b.f); err != nil {
+			b.done = true
+			if err == io.EOF {
+				return 0, io.ErrUnexpectedEOF
+			}
+			return 0, err
+		}
+		b.pending = b.f.Body
+		if b.f.Flags&wire.FlagEnd != 0 {
+			b.done = true
+			for k, vs := range b.f.Trailer {
+				if b.trailer != nil {
+					b.trailer[k] = vs
+				}
+			}
+		}
+	}
+	n := copy(p, b.pending)
+	b.pending = b.pending[n:]
+	return n, nil
+}
+
+func (b *body) Close() error { return nil }
+
+// responseWriter buffers up to one chunk and sends it on Flush, when full,
+// and when the handler returns.
+type responseWriter struct {
+	s          Stream
+	body       *body
+	upgradable bool
+
+	mu       sync.Mutex // serialises SendMsg (handler goroutine, hijacked conn writers)
+	header   http.Header
+	status   int
+	sentHead bool
+	buf      []byte
+	frame    wire.Frame
+	conn     *hijacked
+	err      error
+}
+
+func (w *responseWriter) Header() http.Header { return w.header }
+
+func (w *responseWriter) WriteHeader(code int) {
+	if w.status != 0 || code < 200 && code != http.StatusSwitchingProtocols {
+		return // already set, or an informational status we do not relay
+	}
+	w.status = code
+}
+
+func (w *responseWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := 0
+	for len(p) > 0 {
+		room := wire.ChunkSize - len(w.buf)
+		if room == 0 {
+			if err := w.sendLocked(0); err != nil {
+				return n, err
+			}
+			continue
+		}
+		k := min(room, len(p))
+		w.buf = append(w.buf, p[:k]...)
+		p = p[k:]
+		n += k
+	}
+	return n, nil
+}
+
+// sendLocked sends the head (first time) and the buffered body with flags.
+func (w *responseWriter) sendLocked(flags uint16) error {
+	f := &w.frame
+	*f = wire.Frame{Flags: flags, Body: w.buf}
+	if !w.sentHead {
+		if w.status == 0 {
+			w.status = http.StatusOK
+		}
+		f.Flags |= wire.FlagHead
+		f.Status = w.status
+		f.Header = w.header
+		w.sentHead = true
+	}
+	if flags&wire.FlagEnd != 0 {
+		f.Trailer = w.trailers()
+	}
+	err := w.s.SendMsg(f)
+	w.buf = w.buf[:0]
+	if err != nil {
+		w.err = err
+	}
+	return err
+}
+
+// trailers collects declared trailers and those set with http.TrailerPrefix.
+func (w *responseWriter) trailers() http.Header {
+	var t http.Header
+	for _, decl := range w.header["Trailer"] {
+		for _, k := range splitComma(decl) {
+			k = http.CanonicalHeaderKey(k)
+			if vs, ok := w.header[k]; ok {
+				if t == nil {
+					t = http.Header{}
+				}
+				t[k] = vs
+			}
+		}
+	}
+	for k, vs := range w.header {
+		if len(k) > len(http.TrailerPrefix) && k[:len(http.TrailerPrefix)] == http.TrailerPrefix {
+			if t == nil {
+				t = http.Header{}
+			}
+			t[k[len(http.TrailerPrefix):]] = vs
+		}
+	}
+	return t
+}
+
+func splitComma(s string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || s[i] == ',' {
+			part := s[start:i]
+			for len(part) > 0 && (part[0] == ' ' || part[0] == '\t') {
+				part = part[1:]
+			}
+			for len(part) > 0 && (part[len(part)-1] == ' ' || part[len(part)-1] == '\t') {
+				part = part[:len(part)-1]
+			}
+			if part != "" {
+				out = append(out, part)
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+// Flush sends the head and everything written so far; the host flushes its
+// client connection when it receives it.
+func (w *responseWriter) Flush() {
+	_ = w.FlushError()
+}
+
+// FlushError is Flush returning the stream's error (http.ResponseController).
+func (w *responseWriter) FlushError() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return w.err
+	}
+	if w.conn != nil {
+		return nil
+	}
+	return w.sendLocked(wire.FlagFlush)
+}
+
+func (w *responseWriter) finish() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil || w.conn != nil {
+		return w.err
+	}
+	return w.sendLocked(wire.FlagEnd)
+}
+
+// Hijack turns the exchange into a raw tunnel of the client's connection. It
+// fails when the head was sent or when the request body was not complete in
+// the head (the host only keeps the tunnel open for upgrade requests).
+func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case w.conn != nil:
+		return nil, nil, http.ErrHijacked
+	case w.sentHead || !w.upgradable:
+		return nil, nil, http.ErrNotSupported
+	}
+	w.frame = wire.Frame{Flags: wire.FlagHead | wire.FlagHijack, Status: http.StatusSwitchingProtocols}
+	if err := w.s.SendMsg(&w.frame); err != nil {
+		return nil, nil, err
+	}
+	w.sentHead = true
+	// The body ended in the head; the host now sends the connection's bytes.
+	w.body.done, w.body.pending = false, nil
+	c := &hijacked{w: w, closed: make(chan struct{})}
+	w.conn = c
+	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil
+}
+
+// hijacked is the plugin side of a tunnelled connection: reads come from the
+// stream, writes go to it.
+type hijacked struct {
+	w         *responseWriter
+	readMu    sync.Mutex
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func (c *hijacked) Read(p []byte) (int, error) {
+	c.readMu.Lock()
+	defer c.readMu.Unlock()
+	select {
+	case <-c.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	n, err := c.w.body.Read(p)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (c *hijacked) Write(p []byte) (int, error) {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	select {
+	case <-c.closed:
+		return 0, net.ErrClosed
+	default:
+	}
+	if c.w.err != nil {
+		return 0, c.w.err
+	}
+	n := 0
+	for len(p) > 0 {
+		k := min(len(p), wire.ChunkSize)
+		c.w.frame = wire.Frame{Body: p[:k]}
+		if err := c.w.s.SendMsg(&c.w.frame); err != nil {
+			c.w.err = err
+			return n, err
+		}
+		p = p[k:]
+		n += k
+	}
+	return n, nil
+}
+
+func (c *hijacked) Close() error {
+	c.closeOnce.Do(func() {
+		c.w.mu.Lock()
+		c.w.frame = wire.Frame{Flags: wire.FlagEnd}
+		if c.w.err == nil {
+			_ = c.w.s.SendMsg(&c.w.frame)
+		}
+		c.w.mu.Unlock()
+		close(c.closed)
+	})
+	return nil
+}
+
+type pipeAddr struct{}
+
+func (pipeAddr) Network() string { return "paster" }
+func (pipeAddr) String() string  { return "paster-host" }
+
+func (c *hijacked) LocalAddr() net.Addr                { return pipeAddr{} }
+func (c *hijacked) RemoteAddr() net.Addr               { return pipeAddr{} }
+func (c *hijacked) SetDeadline(t time.Time) error      { return nil }
+func (c *hijacked) SetReadDeadline(t time.Time) error  { return nil }
+func (c *hijacked) SetWriteDeadline(t time.Time) error { return nil }

@@ -1,0 +1,236 @@
+// Package transport carries HTTP exchanges between the host and a plugin
+// process, in either direction.
+//
+// Everything above it (the host's remote apps, the SDK's instances, the
+// callbacks a plugin makes into host apps) sees only Opener, Stream, Forward
+// and Serve. The implementation here runs one gRPC bidi stream per request
+// with wire.Frame messages; a leaner data plane replaces GRPC (and, if it
+// likes, the frame exchange in this file) without touching the SDK or the
+// loader.
+//
+// The exchange: the client sends a head frame (method, URI, headers, and the
+// whole body with FlagEnd when it is small and known), then body frames of at
+// most wire.ChunkSize, the last with FlagEnd and any trailers. Concurrently the
+// server answers with a head frame (status, headers, first body bytes), body
+// frames (FlagFlush when the handler flushed) and FlagEnd with trailers. A
+// head with FlagHijack turns the rest of the stream into a raw tunnel of the
+// hijacked connection. Cancelling the client's context resets the stream and
+// cancels the handler's context.
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/paster-dev/paster/plugins/internal/wire"
+	"google.golang.org/grpc"
+)
+
+// Stream is one exchange's frames. SendMsg and RecvMsg take *wire.Frame; one
+// goroutine may send while another receives. grpc.ClientStream and
+// grpc.ServerStream satisfy it.
+type Stream interface {
+	SendMsg(m any) error
+	RecvMsg(m any) error
+}
+
+// Opener opens exchanges with the peer. The exchange ends when ctx ends.
+type Opener interface {
+	Open(ctx context.Context) (Stream, error)
+}
+
+// GRPC opens exchanges as bidi streams of Method on Conn.
+type GRPC struct {
+	Conn   grpc.ClientConnInterface
+	Method string
+}
+
+// Open starts one stream; it fails when the connection is unusable.
+func (g GRPC) Open(ctx context.Context) (Stream, error) {
+	return g.Conn.NewStream(ctx, &wire.HTTPStream, g.Method, wire.CallCodec)
+}
+
+// Errors returned by Forward.
+var (
+	// ErrNoResponse means the exchange failed before the peer sent a
+	// response head: nothing has been written to the ResponseWriter.
+	ErrNoResponse = errors.New("no response from plugin")
+	// ErrAborted means the exchange failed after the head was written: the
+	// caller should abort the response (panic(http.ErrAbortHandler)).
+	ErrAborted = errors.New("response aborted")
+)
+
+func isUpgrade(r *http.Request) bool {
+	for _, v := range r.Header["Connection"] {
+		if strings.Contains(strings.ToLower(v), "upgrade") {
+			return true
+		}
+	}
+	return false
+}
+
+// Forward serves r on w by sending it to target in the peer reached through o.
+// On failure before the peer's head it returns an error wrapping
+// ErrNoResponse and has written nothing; after, one wrapping ErrAborted.
+func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) error {
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	s, err := o.Open(ctx)
+	if err != nil {
+		return errors.Join(ErrNoResponse, err)
+	}
+	head := &wire.Frame{
+		Flags:         wire.FlagHead,
+		Target:        target,
+		Method:        r.Method,
+		Host:          r.Host,
+		URI:           r.URL.RequestURI(),
+		Proto:         r.Proto,
+		RemoteAddr:    r.RemoteAddr,
+		ContentLength: r.ContentLength,
+		Header:        r.Header,
+	}
+	if r.TLS != nil {
+		head.Flags |= wire.FlagTLS
+	}
+	pump := false
+	switch {
+	case r.Body == nil || r.Body == http.NoBody:
+		head.Flags |= wire.FlagEnd
+	case r.ContentLength > 0 && r.ContentLength <= wire.ChunkSize:
+		buf := make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, buf); err != nil {
+			return errors.Join(ErrNoResponse, err)
+		}
+		head.Body = buf
+		head.Flags |= wire.FlagEnd
+	default:
+		pump = true
+	}
+	if !pump && isUpgrade(r) {
+		head.Flags |= wire.FlagUpgradable
+	}
+	if err := s.SendMsg(head); err != nil && !errors.Is(err, io.EOF) {
+		return errors.Join(ErrNoResponse, err)
+	}
+	if pump {
+		go sendBody(s, r)
+	}
+
+	var f wire.Frame
+	if err := s.RecvMsg(&f); err != nil {
+		return errors.Join(ErrNoResponse, err)
+	}
+	if f.Flags&wire.FlagHead == 0 {
+		return errors.Join(ErrNoResponse, errors.New("first frame is not a head"))
+	}
+	h := w.Header()
+	for k, vs := range f.Header {
+		h[k] = vs
+	}
+	if f.Flags&wire.FlagHijack != 0 {
+		return tunnel(w, s, &f)
+	}
+	w.WriteHeader(f.Status)
+	for {
+		if len(f.Body) > 0 {
+			if _, err := w.Write(f.Body); err != nil {
+				return errors.Join(ErrAborted, err)
+			}
+		}
+		if f.Flags&wire.FlagFlush != 0 {
+			if err := http.NewResponseController(w).Flush(); err != nil {
+				return errors.Join(ErrAborted, err)
+			}
+		}
+		if f.Flags&wire.FlagEnd != 0 {
+			for k, vs := range f.Trailer {
+				h[http.TrailerPrefix+k] = vs
+			}
+			// Let the stream finish so gRPC releases it.
+			for s.RecvMsg(&f) == nil {
+			}
+			return nil
+		}
+		if err := s.RecvMsg(&f); err != nil {
+			return errors.Join(ErrAborted, err)
+		}
+	}
+}
+
+// sendBody streams the rest of r's body in chunks; flow control on the
+// stream blocks it while the peer is not reading.
+func sendBody(s Stream, r *http.Request) {
+	buf := make([]byte, wire.ChunkSize)
+	f := wire.Frame{}
+	for {
+		n, err := r.Body.Read(buf)
+		if n > 0 {
+			f.Body = buf[:n]
+			if s.SendMsg(&f) != nil {
+				return
+			}
+		}
+		if err == io.EOF {
+			end := wire.Frame{Flags: wire.FlagEnd, Trailer: r.Trailer}
+			_ = s.SendMsg(&end)
+			return
+		}
+		if err != nil {
+			// The client went away or sent a bad body: the request's context
+			// ends and with it the stream.
+			return
+		}
+	}
+}
+
+// tunnel hijacks the client connection and copies raw bytes both ways until
+// either side closes.
+func tunnel(w http.ResponseWriter, s Stream, f *wire.Frame) error {
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return errors.Join(ErrNoResponse, err)
+	}
+	defer conn.Close()
+	up := make(chan struct{})
+	go func() {
+		defer close(up)
+		buf := make([]byte, wire.ChunkSize)
+		out := wire.Frame{}
+		for {
+			n, err := brw.Reader.Read(buf)
+			if n > 0 {
+				out.Body = buf[:n]
+				if s.SendMsg(&out) != nil {
+					return
+				}
+			}
+			if err != nil {
+				end := wire.Frame{Flags: wire.FlagEnd}
+				_ = s.SendMsg(&end)
+				return
+			}
+		}
+	}()
+	for {
+		if len(f.Body) > 0 {
+			if _, err := conn.Write(f.Body); err != nil {
+				break
+			}
+		}
+		if f.Flags&wire.FlagEnd != 0 {
+			break
+		}
+		if err := s.RecvMsg(f); err != nil {
+			break
+		}
+	}
+	// The plugin side is done: close the client connection, which ends the
+	// reading goroutine, then let the stream finish.
+	conn.Close()
+	<-up
+	return nil
+}

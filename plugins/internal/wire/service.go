@@ -1,0 +1,178 @@
+package wire
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/paster-dev/paster/entrypoints"
+	"google.golang.org/grpc"
+)
+
+// Handshake values shared by the host and the SDK. ProtocolVersion changes
+// when the wire changes incompatibly; go-plugin refuses a mismatch at start.
+const (
+	ProtocolVersion  = 1
+	MagicCookieKey   = "PASTER_PLUGIN"
+	MagicCookieValue = "7d1c0f6e-paster-dist-plugin"
+	// PluginName is the single go-plugin PluginSet name both sides use.
+	PluginName = "paster"
+	// EnvLogLevel passes the host's log level to the plugin's hclog logger.
+	EnvLogLevel = "PASTER_PLUGIN_LOG_LEVEL"
+)
+
+// Service and method names.
+const (
+	PluginService = "paster.v1.Plugin"
+	HostService   = "paster.v1.Host"
+
+	MethodHTTP     = "/paster.v1.Plugin/HTTP"
+	MethodRun      = "/paster.v1.Plugin/Run"
+	MethodDescribe = "/paster.v1.Plugin/Describe"
+	MethodInit     = "/paster.v1.Plugin/Init"
+	MethodCreate   = "/paster.v1.Plugin/Create"
+
+	HostMethodHTTP    = "/paster.v1.Host/HTTP"
+	HostMethodLoadApp = "/paster.v1.Host/LoadApp"
+)
+
+// HTTPStream describes the bidi stream of one HTTP exchange (either service).
+var HTTPStream = grpc.StreamDesc{StreamName: "HTTP", ServerStreams: true, ClientStreams: true}
+
+// RunStream describes the Run stream: the host sends a RunRequest and later
+// closes its side to ask the instance to stop; the plugin answers with one
+// RunResult when the instance has returned.
+var RunStream = grpc.StreamDesc{StreamName: "Run", ServerStreams: true, ClientStreams: true}
+
+// Manifest is what Describe returns: the dist and its entry point names.
+type Manifest struct {
+	Name    string                             `json:"name"`
+	Version string                             `json:"version"`
+	Entries map[entrypoints.Protocol][]string `json:"entries"`
+	PID     int                                `json:"pid"`
+}
+
+// InitRequest hands the plugin the broker ID of the host's service.
+type InitRequest struct {
+	Broker uint32 `json:"broker"`
+}
+
+// ConfEntry is one key of a Local, with where it was written.
+type ConfEntry struct {
+	Key, Value, File, Section string
+	Line                      int
+}
+
+// CreateRequest makes instance ID in the plugin. Proto is the entry point's
+// group, or ProtoApply to apply filter instance Filter to the next app.
+type CreateRequest struct {
+	ID     uint64               `json:"id"`
+	Proto  entrypoints.Protocol `json:"proto"`
+	Name   string               `json:"name,omitempty"`
+	Global map[string]string    `json:"global,omitempty"`
+	Local  []ConfEntry          `json:"local,omitempty"`
+	// Loader is the host reference of a composite's Loader.
+	Loader uint64 `json:"loader,omitempty"`
+	// Filter is the filter instance to apply (ProtoApply).
+	Filter uint64 `json:"filter,omitempty"`
+	// Next is the wrapped app for filter-apps and ProtoApply.
+	Next AppRef `json:"next"`
+}
+
+// ProtoApply is the pseudo-group of CreateRequests that apply a filter.
+const ProtoApply entrypoints.Protocol = "paster.apply"
+
+// CreateResponse lists the startup coroutines of an app instance.
+type CreateResponse struct {
+	Startup []string `json:"startup,omitempty"`
+}
+
+// AppRef names an app: an instance of the same plugin (Local) or an app the
+// host serves through its HTTP method (Host). Zero means none.
+type AppRef struct {
+	Local uint64 `json:"local,omitempty"`
+	Host  uint64 `json:"host,omitempty"`
+}
+
+// RunRequest runs instance ID: a server, runner or coroutine, or the startup
+// coroutine Startup of an app instance. App is the app a server serves.
+type RunRequest struct {
+	ID      uint64 `json:"id"`
+	Startup string `json:"startup,omitempty"`
+	App     AppRef `json:"app"`
+}
+
+// RunResult ends a Run: Error is "" after a clean return.
+type RunResult struct {
+	Error string `json:"error,omitempty"`
+}
+
+// LoadAppRequest asks the host's Loader Loader for an app.
+type LoadAppRequest struct {
+	Loader uint64            `json:"loader"`
+	Name   string            `json:"name"`
+	Global map[string]string `json:"global,omitempty"`
+}
+
+// FromLocal converts a Local to its wire form.
+func FromLocal(l entrypoints.Local) []ConfEntry {
+	out := make([]ConfEntry, 0, l.Len())
+	for _, k := range l.Keys() {
+		w := l.Where(k)
+		out = append(out, ConfEntry{Key: k, Value: l.Get(k), File: w.File, Line: w.Line, Section: w.Section})
+	}
+	return out
+}
+
+// ToLocal converts the wire form back to a Local, keeping order and locations.
+func ToLocal(es []ConfEntry) entrypoints.Local {
+	var l entrypoints.Local
+	for _, e := range es {
+		l = l.With(e.Key, e.Value, entrypoints.Location{File: e.File, Line: e.Line, Section: e.Section})
+	}
+	return l
+}
+
+// Invoke makes a unary JSON call on cc.
+func Invoke(ctx context.Context, cc grpc.ClientConnInterface, method string, in, out any) error {
+	data, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	var resp Blob
+	if err := cc.Invoke(ctx, method, &Blob{Data: data}, &resp, CallCodec); err != nil {
+		return err
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(resp.Data, out); err != nil {
+		return fmt.Errorf("decoding %s reply: %w", method, err)
+	}
+	return nil
+}
+
+// Unary is a JSON method implementation.
+type Unary func(ctx context.Context, in []byte) (any, error)
+
+// UnaryMethod adapts f to a grpc.MethodDesc named name.
+func UnaryMethod(name string, f Unary) grpc.MethodDesc {
+	return grpc.MethodDesc{
+		MethodName: name,
+		Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			var in Blob
+			if err := dec(&in); err != nil {
+				return nil, err
+			}
+			out, err := f(ctx, in.Data)
+			if err != nil {
+				return nil, err
+			}
+			data, err := json.Marshal(out)
+			if err != nil {
+				return nil, err
+			}
+			return &Blob{Data: data}, nil
+		},
+	}
+}

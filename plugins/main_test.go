@@ -1,0 +1,215 @@
+package plugins
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/entrypoints"
+)
+
+// binDir holds the plugin binaries TestMain builds once for every test.
+var binDir string
+
+func TestMain(m *testing.M) {
+	if os.Getenv("PASTER_TEST_HOST_HELPER") != "" {
+		hostHelper()
+		return
+	}
+	dir, err := os.MkdirTemp("", "paster-plugins-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	cmd := exec.Command("go", "build", "-o", dir+"/",
+		"github.com/paster-dev/paster/examples/hello/cmd/paster-plugin-hello",
+		"github.com/paster-dev/paster/examples/wsecho/cmd/paster-plugin-wsecho",
+		"github.com/paster-dev/paster/plugins/internal/testplugin/paster-plugin-ptest",
+		"github.com/paster-dev/paster/plugins/internal/testplugin/paster-plugin-badversion",
+	)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building test plugins:", err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// hostHelper is a host process for TestHostKilled: it starts the ptest
+// plugin, prints the plugin's PID and waits to be killed.
+func hostHelper() {
+	h := NewHost(HostOptions{Logger: hclog.NewNullLogger()})
+	d, err := h.Binary(os.Getenv("PASTER_TEST_HOST_HELPER"), entrypoints.Origin{})
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if _, err := d.Apps["probe"](nil, entrypoints.Local{}); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println(h.Plugins()[0].PID)
+	select {}
+}
+
+func bin(name string) string { return filepath.Join(binDir, BinaryPrefix+name) }
+
+// logBuf collects a host's log output.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type testHost struct {
+	*Host
+	logs *logBuf
+}
+
+// newHost returns a Host closed (and checked for leftover plugins) at the
+// end of the test.
+func newHost(t *testing.T, opts HostOptions) testHost {
+	t.Helper()
+	logs := &logBuf{}
+	opts.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info})
+	if opts.PluginDirs == nil {
+		opts.PluginDirs = []string{binDir}
+	}
+	h := NewHost(opts)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var pids []int
+		for _, p := range h.Plugins() {
+			pids = append(pids, p.PID)
+		}
+		if err := h.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		for _, pid := range pids {
+			if pid != 0 && alive(pid) {
+				t.Errorf("plugin process %d still alive after Close", pid)
+			}
+		}
+		if t.Failed() {
+			t.Logf("host log:\n%s", logs.String())
+		}
+	})
+	return testHost{h, logs}
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// waitFor polls cond every 10 ms until it holds or d passes.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func serve(t *testing.T, h http.Handler) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: reading body: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func mustGet(t *testing.T, url string, want string) {
+	t.Helper()
+	code, body := get(t, url)
+	if code != http.StatusOK || body != want {
+		t.Fatalf("GET %s = %d %q, want 200 %q", url, code, body, want)
+	}
+}
+
+// probe starts a ptest probe app instance named name behind a test server.
+func probe(t *testing.T, h testHost, name string) (*entrypoints.Dist, *httptest.Server) {
+	t.Helper()
+	d, err := h.Binary(bin("ptest"), entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := d.Apps["probe"](nil, entrypoints.NewLocal("name", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, serve(t, app)
+}
+
+// vm returns a /proc/PID/status field (VmRSS, VmHWM) in bytes.
+func vm(t *testing.T, pid, field string) int64 {
+	t.Helper()
+	f, err := os.Open("/proc/" + pid + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(sc.Text(), field+":"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no %s in /proc/%s/status", field, pid)
+	return 0
+}

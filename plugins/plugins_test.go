@@ -1,0 +1,745 @@
+package plugins
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/entrypoints"
+)
+
+func TestEggApp(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	d, err := h.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Name != "hello" || d.Version != "0.1.0" {
+		t.Fatalf("dist = %s %s", d.Name, d.Version)
+	}
+	a, err := d.Apps["main"](nil, entrypoints.NewLocal("greeting", "Hi", "name", "plugin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := d.Apps["main"](nil, entrypoints.NewLocal("name", "again"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustGet(t, serve(t, a).URL, "Hi, plugin!\n")
+	mustGet(t, serve(t, b).URL, "Hello, again!\n")
+
+	// One process for every section using the binary.
+	d2, err := h.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d2 != d || len(h.Plugins()) != 1 {
+		t.Fatalf("second Egg started another process: %+v", h.Plugins())
+	}
+	if _, err := d.Find(entrypoints.KindApp, "mian"); !errors.Is(err, entrypoints.ErrNoEntryPoint) ||
+		!strings.Contains(err.Error(), `did you mean "main"`) {
+		t.Fatalf("missing entry point error = %v", err)
+	}
+}
+
+func TestSearchPathOrder(t *testing.T) {
+	t.Setenv(EnvPluginPath, "/env/a"+string(os.PathListSeparator)+"/env/b")
+	h := NewHost(HostOptions{PluginDirs: []string{"/flag"}})
+	got := h.SearchPath(entrypoints.Origin{
+		Location: entrypoints.Location{File: "/etc/app/development.ini"},
+		Plugins:  map[string]string{"path": "plugins /abs"},
+	})
+	want := []string{"/flag", "/env/a", "/env/b", "/etc/app/plugins", "/abs"}
+	if len(got) < len(want) || strings.Join(got[:len(want)], " ") != strings.Join(want, " ") {
+		t.Fatalf("SearchPath = %v, want prefix %v", got, want)
+	}
+	// [plugins] path relative to the INI file finds the binary.
+	ini := filepath.Join(filepath.Dir(binDir), "x.ini")
+	h2 := newHost(t, HostOptions{PluginDirs: []string{}})
+	if _, err := h2.Find("hello", entrypoints.Origin{Location: entrypoints.Location{File: ini}, Plugins: map[string]string{"path": filepath.Base(binDir)}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.Egg("nosuch", entrypoints.Origin{}); !errors.Is(err, entrypoints.ErrNoDist) || !strings.Contains(err.Error(), "paster-plugin-nosuch") {
+		t.Fatalf("Egg(nosuch) = %v", err)
+	}
+}
+
+func TestFilters(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	d, err := h.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostApp := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "host app %s", r.URL.Path)
+	})
+	pluginApp, err := d.Apps["main"](nil, entrypoints.Local{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stamp, err := d.Filters["stamp"](nil, entrypoints.NewLocal("value", "v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Filters["stamp"](nil, entrypoints.Local{}); err == nil || !strings.Contains(err.Error(), "value is required") {
+		t.Fatalf("factory error not passed on: %v", err)
+	}
+	prefixHost, err := d.FilterApps["prefix"](hostApp, nil, entrypoints.NewLocal("text", "> "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refsBefore := h.refs.next.Load()
+	prefixPlugin, err := d.FilterApps["prefix"](pluginApp, nil, entrypoints.NewLocal("text", ">> "))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stampPlugin := stamp(pluginApp)
+	if h.refs.next.Load() != refsBefore {
+		t.Fatal("wrapping an app of the same plugin registered a host callback")
+	}
+	cases := []struct {
+		name  string
+		h     http.Handler
+		body  string
+		stamp string
+	}{
+		{"filter around host app", stamp(hostApp), "host app /x", "v1"},
+		{"filter around plugin app", stampPlugin, "Hello, world!\n", "v1"},
+		{"filter-app around host app", prefixHost, "> host app /x", ""},
+		{"filter-app around plugin app", prefixPlugin, ">> Hello, world!\n", ""},
+		{"filter around filter-app around host app", stamp(prefixHost), "> host app /x", "v1"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			resp, err := http.Get(serve(t, c.h).URL + "/x")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if string(b) != c.body || resp.Header.Get("X-Stamp") != c.stamp {
+				t.Fatalf("got %q stamp %q, want %q stamp %q", b, resp.Header.Get("X-Stamp"), c.body, c.stamp)
+			}
+		})
+	}
+}
+
+// fakeLoader is a composite's Loader with fixed apps.
+type fakeLoader map[string]http.Handler
+
+func (l fakeLoader) App(name string, _ map[string]string) (http.Handler, error) {
+	if h, ok := l[name]; ok {
+		return h, nil
+	}
+	return nil, fmt.Errorf("no section %q", name)
+}
+
+func (l fakeLoader) Filter(name string, _ map[string]string) (entrypoints.Filter, error) {
+	return nil, errors.New("no filters")
+}
+
+func (l fakeLoader) Server(name string, _ map[string]string) (entrypoints.Server, error) {
+	return nil, errors.New("no servers")
+}
+
+func TestComposite(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	d, err := h.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pluginApp, err := d.Apps["main"](nil, entrypoints.NewLocal("name", "composite"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := fakeLoader{
+		"hostapp":   http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "host %s", r.URL.Path) }),
+		"pluginapp": pluginApp,
+	}
+	app, err := d.Composites["urlmap"](l, nil, entrypoints.NewLocal("/h", "hostapp", "/p", "pluginapp"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, app)
+	mustGet(t, srv.URL+"/h/x", "host /x")
+	mustGet(t, srv.URL+"/p/", "Hello, composite!\n")
+	_, err = d.Composites["urlmap"](l, nil, entrypoints.NewLocal("/m", "missing"))
+	if err == nil || !strings.Contains(err.Error(), `no section "missing"`) {
+		t.Fatalf("loader error not passed on: %v", err)
+	}
+}
+
+func TestServersAndCoroutines(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	d, err := h.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostApp := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "served by host app") })
+	pluginApp, err := d.Apps["main"](nil, entrypoints.Local{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	unixGet := func(sock string) (int, string, error) {
+		c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+		defer c.CloseIdleConnections()
+		resp, err := c.Get("http://plugin/")
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), err
+	}
+	run := func(t *testing.T, start func(ctx context.Context, sock string) error, want string) {
+		sock := filepath.Join(dir, t.Name()[strings.LastIndexByte(t.Name(), '/')+1:]+".sock")
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- start(ctx, sock) }()
+		var body string
+		waitFor(t, 10*time.Second, "the plugin server to answer", func() bool {
+			code, b, err := unixGet(sock)
+			body = b
+			return err == nil && code == 200
+		})
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("server returned %v", err)
+		}
+		if body != want {
+			t.Fatalf("body %q, want %q", body, want)
+		}
+	}
+	t.Run("server", func(t *testing.T) {
+		run(t, func(ctx context.Context, sock string) error {
+			srv, err := d.Servers["http"](nil, entrypoints.NewLocal("listen", "unix:"+sock))
+			if err != nil {
+				return err
+			}
+			return srv(ctx, hostApp)
+		}, "served by host app")
+	})
+	t.Run("runner", func(t *testing.T) {
+		run(t, func(ctx context.Context, sock string) error {
+			return d.Runners["http-runner"](ctx, pluginApp, nil, entrypoints.NewLocal("listen", "unix:"+sock))
+		}, "Hello, world!\n")
+	})
+	t.Run("coroutine", func(t *testing.T) {
+		pd, err := h.Binary(bin("ptest"), entrypoints.Origin{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		co, err := pd.Coroutines["waiter"](nil, entrypoints.Local{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- co(ctx) }()
+		waitFor(t, 10*time.Second, "the coroutine to start", func() bool { return strings.Contains(h.logs.String(), "waiter started") })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, 10*time.Second, "the coroutine to stop", func() bool { return strings.Contains(h.logs.String(), "waiter stopped") })
+	})
+}
+
+func TestStreaming(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	_, srv := probe(t, h, "s")
+
+	t.Run("flush reaches the client before the handler ends", func(t *testing.T) {
+		resp, err := http.Get(srv.URL + "/stream?id=f1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		r := bufio.NewReader(resp.Body)
+		line, err := r.ReadString('\n')
+		if err != nil || line != "first\n" {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		// The handler is still blocked: it only continues after /release.
+		mustGet(t, srv.URL+"/release?id=f1", "")
+		rest, err := io.ReadAll(r)
+		if err != nil || string(rest) != "second\n" {
+			t.Fatalf("rest %q, %v", rest, err)
+		}
+	})
+	t.Run("headers in order with duplicates", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", srv.URL+"/headers?q=a%20b", nil)
+		req.Header.Add("X-Multi", "first")
+		req.Header.Add("X-Multi", "second")
+		req.Header.Add("X-Multi", "third")
+		req.Host = "example.test"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got struct {
+			Header map[string][]string
+			Host, URI, Method, Query, Proto string
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Join(got.Header["X-Multi"], ",") != "first,second,third" || got.Host != "example.test" ||
+			got.URI != "/headers?q=a%20b" || got.Query != "a b" || got.Method != "GET" || got.Proto != "HTTP/1.1" {
+			t.Fatalf("request seen by plugin: %+v", got)
+		}
+		if strings.Join(resp.Header.Values("X-Dup"), ",") != "one,two" {
+			t.Fatalf("response X-Dup = %v", resp.Header.Values("X-Dup"))
+		}
+	})
+	t.Run("trailers", func(t *testing.T) {
+		resp, err := http.Get(srv.URL + "/trailer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "body" || resp.Trailer.Get("X-Checksum") != "abc123" || resp.Trailer.Get("X-Late") != "late" {
+			t.Fatalf("body %q trailer %v", b, resp.Trailer)
+		}
+	})
+	t.Run("echo large body both ways", func(t *testing.T) {
+		data := make([]byte, 9<<20+123) // over gRPC's 4 MiB default
+		_, _ = rand.Read(data)
+		resp, err := http.Post(srv.URL+"/echo", "application/octet-stream", strings.NewReader(string(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil || string(b) != string(data) {
+			t.Fatalf("echo: %d bytes back of %d, %v", len(b), len(data), err)
+		}
+		code, body := get(t, srv.URL+"/big?n="+strconv.Itoa(20<<20))
+		if code != 200 || len(body) != 20<<20 {
+			t.Fatalf("download: %d, %d bytes", code, len(body))
+		}
+	})
+	t.Run("small post", func(t *testing.T) {
+		resp, err := http.Post(srv.URL+"/count", "text/plain", strings.NewReader("12345"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if string(b) != "5" {
+			t.Fatalf("count = %q", b)
+		}
+	})
+	t.Run("client disconnect cancels the handler", func(t *testing.T) {
+		for _, flush := range []string{"", "1"} {
+			id := "c" + flush
+			ctx, cancel := context.WithCancel(context.Background())
+			req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+"/block?flush="+flush+"&id="+id, nil)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				resp, err := http.DefaultClient.Do(req)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}()
+			mustGet(t, srv.URL+"/started?id="+id, "yes")
+			mustGet(t, srv.URL+"/cancelled?id="+id, "false")
+			cancel()
+			<-done
+			waitFor(t, 10*time.Second, "the plugin handler to see the cancellation", func() bool {
+				_, b := get(t, srv.URL+"/cancelled?id="+id)
+				return b == "true"
+			})
+		}
+	})
+	t.Run("panic is a 500 and the plugin keeps serving", func(t *testing.T) {
+		code, _ := get(t, srv.URL+"/pid")
+		if code != 200 {
+			t.Fatal(code)
+		}
+		_, pid := get(t, srv.URL+"/pid")
+		code, body := get(t, srv.URL+"/panic")
+		if code != http.StatusInternalServerError {
+			t.Fatalf("panic: %d %q", code, body)
+		}
+		resp, err := http.Get(srv.URL + "/panic-late")
+		if err == nil {
+			b, rerr := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if rerr == nil {
+				t.Fatalf("late panic gave a complete response %d %q", resp.StatusCode, b)
+			}
+		}
+		mustGet(t, srv.URL+"/pid", pid)
+		waitFor(t, 5*time.Second, "the panic in the log", func() bool { return strings.Contains(h.logs.String(), "boom") })
+	})
+}
+
+func TestUploadGiB(t *testing.T) {
+	// Not parallel: measures the test process's memory.
+	h := newHost(t, HostOptions{})
+	_, srv := probe(t, h, "u")
+	_, pid := get(t, srv.URL+"/pid")
+	hostBefore := vm(t, "self", "VmHWM")
+	const size = 1 << 30
+	resp, err := http.Post(srv.URL+"/count", "application/octet-stream", io.LimitReader(zeros{}, size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != strconv.Itoa(size) {
+		t.Fatalf("plugin counted %q bytes, want %d", b, size)
+	}
+	pluginPeak := vm(t, pid, "VmHWM")
+	hostGrowth := vm(t, "self", "VmHWM") - hostBefore
+	t.Logf("plugin peak RSS %d MiB, host peak RSS growth %d MiB", pluginPeak>>20, hostGrowth>>20)
+	if pluginPeak > 150<<20 || hostGrowth > 150<<20 {
+		t.Fatalf("1 GiB upload was buffered: plugin peak %d MiB, host growth %d MiB", pluginPeak>>20, hostGrowth>>20)
+	}
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+func TestWebSocket(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	d, err := h.Egg("wsecho", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := d.Apps["main"](nil, entrypoints.Local{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(t, app)
+	mustGet(t, srv.URL, "wsecho: connect with a WebSocket client\n")
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	big := strings.Repeat("x", 100<<10)
+	for _, msg := range []string{"hello", "world", big} {
+		if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := c.ReadMessage()
+		if err != nil || string(got) != msg {
+			t.Fatalf("echo of %d bytes: got %d bytes, %v", len(msg), len(got), err)
+		}
+	}
+	if err := c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after close: %v", err)
+	}
+}
+
+func TestLogs(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	_, srv := probe(t, h, "l")
+	mustGet(t, srv.URL+"/print", "")
+	for _, want := range []string{
+		`[WARN]  ptest: plugin warning: key=value`,
+		`[INFO]  ptest: stray stdout line: stream=stdout`,
+		`[WARN]  ptest: stray stderr line: stream=stderr`,
+	} {
+		waitFor(t, 5*time.Second, fmt.Sprintf("log line %q", want), func() bool { return strings.Contains(h.logs.String(), want) })
+	}
+}
+
+func TestCrashAndRestart(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{RestartBackoff: time.Millisecond})
+	gate := make(chan struct{})
+	h.restartGate = gate
+	_, srv := probe(t, h, "survivor")
+	hello, err := h.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := hello.Apps["main"](nil, entrypoints.Local{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherSrv := serve(t, other)
+	_, pid := get(t, srv.URL+"/pid")
+
+	// A request in flight when the plugin dies gets 502.
+	inflight := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(srv.URL + "/block?id=k")
+		if err != nil {
+			inflight <- -1
+			return
+		}
+		resp.Body.Close()
+		inflight <- resp.StatusCode
+	}()
+	mustGet(t, srv.URL+"/started?id=k", "yes")
+	n, _ := strconv.Atoi(pid)
+	if err := syscall.Kill(n, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-inflight; code != http.StatusBadGateway {
+		t.Fatalf("in-flight request got %d, want 502", code)
+	}
+	// New requests get 503 with Retry-After while the restart is held.
+	waitFor(t, 10*time.Second, "503 while restarting", func() bool {
+		resp, err := http.Get(srv.URL + "/name")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != ""
+	})
+	mustGet(t, otherSrv.URL, "Hello, world!\n")
+	close(gate)
+	waitFor(t, 10*time.Second, "the restarted plugin to serve", func() bool {
+		code, _ := get(t, srv.URL+"/name")
+		return code == 200
+	})
+	mustGet(t, srv.URL+"/name", "survivor") // the instance was recreated with its conf
+	_, pid2 := get(t, srv.URL+"/pid")
+	if pid2 == pid {
+		t.Fatal("same pid after restart")
+	}
+	mustGet(t, otherSrv.URL, "Hello, world!\n")
+}
+
+func TestCrashLoopLimit(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{RestartBackoff: time.Millisecond, MaxRestarts: 1})
+	_, srv := probe(t, h, "x")
+	pid := h.Plugins()[0].PID
+	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
+		t.Fatalf("first exit: %d", code)
+	}
+	waitFor(t, 10*time.Second, "the first restart", func() bool {
+		p := h.Plugins()[0]
+		return p.State == "running" && p.PID != pid
+	})
+	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
+		t.Fatalf("second exit: %d", code)
+	}
+	waitFor(t, 10*time.Second, "the host to give up", func() bool { return h.Plugins()[0].State == "failed" })
+	code, _ := get(t, srv.URL+"/name")
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("failed plugin answered %d", code)
+	}
+}
+
+func TestHostKilled(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PASTER_TEST_HOST_HELPER="+bin("ptest"))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("helper said %q", line)
+	}
+	if !alive(pid) {
+		t.Fatal("plugin not running")
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+	waitFor(t, 2*time.Second, "the plugin to die with its host", func() bool { return !alive(pid) })
+}
+
+func TestStartErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	helloSum, err := fileSum(bin("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	trueCopy := filepath.Join(dir, "true")
+	if b, err := os.ReadFile("/bin/true"); err == nil {
+		_ = os.WriteFile(trueCopy, b, 0o755)
+	}
+	wrong := filepath.Join(dir, BinaryPrefix+"other")
+	if b, err := os.ReadFile(bin("ptest")); err == nil {
+		_ = os.WriteFile(wrong, b, 0o755)
+	}
+	cases := []struct {
+		name    string
+		open    func(h testHost) error
+		is      error
+		mention []string
+	}{
+		{"checksum mismatch", func(h testHost) error {
+			_, err := h.Egg("hello", entrypoints.Origin{Plugins: map[string]string{"sha256.hello": strings.Repeat("ab", 32)}})
+			return err
+		}, ErrChecksum, []string{bin("hello"), strings.Repeat("ab", 32), hex.EncodeToString(helloSum)}},
+		{"bad pin", func(h testHost) error {
+			_, err := h.Egg("hello", entrypoints.Origin{Plugins: map[string]string{"sha256.hello": "xyz"}})
+			return err
+		}, nil, []string{"64 hex digits"}},
+		{"shell script", func(h testHost) error {
+			_, err := h.Binary(script("script", "#!/bin/sh\necho hello there\n"), entrypoints.Origin{})
+			return err
+		}, ErrNotPlugin, []string{"script", "plugins.Serve"}},
+		{"/bin/true", func(h testHost) error {
+			_, err := h.Binary(trueCopy, entrypoints.Origin{})
+			return err
+		}, ErrNotPlugin, []string{trueCopy, "plugins.Serve"}},
+		{"not executable format", func(h testHost) error {
+			_, err := h.Binary(script("garbage", "\x00\x01\x02garbage"), entrypoints.Origin{})
+			return err
+		}, ErrNotPlugin, []string{"garbage"}},
+		{"protocol version", func(h testHost) error {
+			_, err := h.Binary(bin("badversion"), entrypoints.Origin{})
+			return err
+		}, ErrProtocol, []string{bin("badversion"), "protocol 1"}},
+		{"start timeout", func(h testHost) error {
+			_, err := h.Binary(script("slow", "#!/bin/sh\nexec sleep 30\n"), entrypoints.Origin{})
+			return err
+		}, ErrStartTimeout, []string{"slow", "handshake within 500ms"}},
+		{"wrong dist", func(h testHost) error {
+			_, err := h.Egg("other", entrypoints.Origin{})
+			return err
+		}, ErrWrongDist, []string{wrong, "serves dist ptest"}},
+		{"missing dist", func(h testHost) error {
+			_, err := h.Egg("absent", entrypoints.Origin{})
+			return err
+		}, entrypoints.ErrNoDist, []string{"paster-plugin-absent"}},
+		{"pinned checksum accepted", func(h testHost) error {
+			_, err := h.Egg("hello", entrypoints.Origin{Plugins: map[string]string{"sha256.hello": hex.EncodeToString(helloSum)}})
+			return err
+		}, nil, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHost(t, HostOptions{StartTimeout: 500 * time.Millisecond, PluginDirs: []string{binDir, dir}})
+			err := c.open(h)
+			if c.mention == nil {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if c.is != nil && !errors.Is(err, c.is) {
+				t.Fatalf("error %q is not %v", err, c.is)
+			}
+			for _, m := range c.mention {
+				if !strings.Contains(err.Error(), m) {
+					t.Errorf("error %q does not mention %q", err, m)
+				}
+			}
+		})
+	}
+}
+
+func TestNoLeaks(t *testing.T) {
+	// Not parallel: counts the process's goroutines.
+	before := runtime.NumGoroutine()
+	h := NewHost(HostOptions{PluginDirs: []string{binDir}, Logger: hclog.NewNullLogger()})
+	d, err := h.Binary(bin("ptest"), entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := d.Apps["probe"](nil, entrypoints.NewLocal("name", "leak"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &http.Transport{}
+	srv := serve(t, app)
+	c := &http.Client{Transport: tr}
+	for _, path := range []string{"/name", "/trailer", "/big?n=100000"} {
+		resp, err := c.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	pid := h.Plugins()[0].PID
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tr.CloseIdleConnections()
+	srv.Close()
+	if alive(pid) {
+		t.Fatalf("plugin %d alive after Close", pid)
+	}
+	waitFor(t, 10*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	code, _ := func() (int, error) {
+		rec := &statusRecorder{header: http.Header{}}
+		req, _ := http.NewRequest("GET", "/name", nil)
+		app.ServeHTTP(rec, req)
+		return rec.code, nil
+	}()
+	if code != http.StatusServiceUnavailable {
+		t.Fatalf("request after Close: %d", code)
+	}
+}
+
+type statusRecorder struct {
+	header http.Header
+	code   int
+}
+
+func (r *statusRecorder) Header() http.Header         { return r.header }
+func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
+func (r *statusRecorder) WriteHeader(code int)        { r.code = code }

@@ -1,0 +1,629 @@
+package plugins
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/plugins/internal/transport"
+	"github.com/paster-dev/paster/plugins/internal/wire"
+	"google.golang.org/grpc"
+)
+
+type procState int
+
+const (
+	stateNew procState = iota
+	stateRunning
+	stateRestarting
+	stateFailed
+	stateClosed
+)
+
+func (s procState) String() string {
+	return [...]string{"new", "running", "restarting", "failed", "closed"}[s]
+}
+
+// proc is one plugin binary: the current process (generation), the instance
+// specs to recreate after a crash, and the dist it serves.
+type proc struct {
+	h    *Host
+	path string
+	sum  []byte
+	name string // dist name (binary name until described)
+	log  hclog.Logger
+
+	once     sync.Once
+	startErr error
+	dist     *entrypoints.Dist
+	manifest wire.Manifest
+
+	nextID atomic.Uint64
+
+	mu       sync.Mutex
+	state    procState
+	gen      *generation
+	specs    []*wire.CreateRequest
+	inflight int
+	drained  chan struct{} // closed when inflight reaches 0 after close
+	changed  chan struct{} // closed and replaced on every state change
+	crashes  []time.Time
+	closing  chan struct{}
+
+	runCtx    context.Context // ends when Close gives up waiting: tears Run streams down
+	runCancel context.CancelFunc
+	runs      sync.WaitGroup // Run calls
+	bg        sync.WaitGroup // exit watchers and restart loops
+}
+
+// generation is one process of the binary.
+type generation struct {
+	client *plugin.Client
+	pc     *pluginConn
+	http   transport.Opener
+	pid    int
+	exited chan struct{} // closed when the process is gone
+}
+
+func newProc(h *Host, path string, sum []byte) *proc {
+	name := strings.TrimPrefix(filepath.Base(path), BinaryPrefix)
+	p := &proc{h: h, path: path, sum: sum, name: name, log: h.opts.Logger.Named(name),
+		changed: make(chan struct{}), closing: make(chan struct{})}
+	p.runCtx, p.runCancel = context.WithCancel(context.Background())
+	return p
+}
+
+func (p *proc) startOnce() error {
+	p.once.Do(func() {
+		g, err := p.launch(true)
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if err != nil {
+			p.startErr = err
+			p.setState(stateFailed)
+			return
+		}
+		if p.state == stateClosed {
+			g.client.Kill()
+			p.startErr = fmt.Errorf("plugin binary %s: %w: host closed while starting", p.path, ErrUnavailable)
+			return
+		}
+		p.gen = g
+		p.setState(stateRunning)
+		p.watch(g)
+	})
+	return p.startErr
+}
+
+// setState changes the state and wakes waiters; p.mu is held.
+func (p *proc) setState(s procState) {
+	p.state = s
+	close(p.changed)
+	p.changed = make(chan struct{})
+}
+
+func (p *proc) info() PluginInfo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String()}
+	if p.gen != nil {
+		i.PID = p.gen.pid
+	}
+	return i
+}
+
+// launch starts a process, connects the host service, describes it and
+// (after the first start) recreates every instance. On the first start it
+// also builds the dist.
+func (p *proc) launch(first bool) (*generation, error) {
+	cmd := exec.Command(p.path)
+	cmd.Env = append(os.Environ(), wire.EnvLogLevel+"="+levelName(p.log))
+	cmd.SysProcAttr = sysProcAttr()
+	var sc *plugin.SecureConfig
+	if p.sum != nil {
+		sc = &plugin.SecureConfig{Checksum: p.sum, Hash: sha256.New()}
+	}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{wire.ProtocolVersion: {wire.PluginName: &goPlugin{}}},
+		Cmd:              cmd,
+		SecureConfig:     sc,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           fixedName{p.log},
+		StartTimeout:     p.h.opts.StartTimeout,
+		SyncStdout:       &lineLogger{log: p.log, level: hclog.Info, stream: "stdout"},
+		SyncStderr:       &lineLogger{log: p.log, level: hclog.Warn, stream: "stderr"},
+	})
+	type result struct {
+		pc  *pluginConn
+		err error
+	}
+	res := make(chan result, 1)
+	g := &generation{client: client, exited: make(chan struct{})}
+	go func() {
+		defer close(g.exited)
+		// Pdeathsig fires when the thread that forked the child exits
+		// (golang/go#27505), so fork from a locked thread that lives as long
+		// as the process; the thread is discarded when this goroutine ends.
+		runtime.LockOSThread()
+		rpc, err := client.Client()
+		var pc *pluginConn
+		if err == nil {
+			var raw any
+			raw, err = rpc.Dispense(wire.PluginName)
+			if err == nil {
+				pc = raw.(*pluginConn)
+			}
+		}
+		if err != nil {
+			client.Kill()
+			res <- result{err: err}
+			return
+		}
+		res <- result{pc: pc}
+		<-pc.done.Done()
+	}()
+	r := <-res
+	if r.err != nil {
+		<-g.exited
+		return nil, p.startError(r.err)
+	}
+	g.pc = r.pc
+	g.http = transport.GRPC{Conn: r.pc.conn, Method: wire.MethodHTTP}
+
+	fail := func(what string, err error) (*generation, error) {
+		client.Kill()
+		<-g.exited
+		return nil, fmt.Errorf("plugin binary %s: %s: %w", p.path, what, rpcError(err))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.h.opts.StartTimeout)
+	defer cancel()
+	var m wire.Manifest
+	if err := wire.Invoke(ctx, r.pc.conn, wire.MethodDescribe, struct{}{}, &m); err != nil {
+		return fail("describe", err)
+	}
+	g.pid = m.PID
+	id := r.pc.broker.NextId()
+	go r.pc.broker.AcceptAndServe(id, p.hostServer)
+	if err := wire.Invoke(ctx, r.pc.conn, wire.MethodInit, wire.InitRequest{Broker: id}, nil); err != nil {
+		return fail("init", err)
+	}
+	if first {
+		p.manifest = m
+		p.name = m.Name
+		p.dist = p.remoteDist(m)
+		p.log.Debug("plugin started", "path", p.path, "pid", m.PID, "version", m.Version)
+		return g, nil
+	}
+	if m.Name != p.manifest.Name {
+		return fail("restart", fmt.Errorf("now serves dist %s instead of %s", m.Name, p.manifest.Name))
+	}
+	// Recreate the instances. The generation is current (not yet serving)
+	// so that composites recreating their apps reach it.
+	p.mu.Lock()
+	if p.state == stateClosed {
+		p.mu.Unlock()
+		client.Kill()
+		<-g.exited
+		return nil, ErrUnavailable
+	}
+	p.gen = g
+	specs := append([]*wire.CreateRequest(nil), p.specs...)
+	p.mu.Unlock()
+	for _, s := range specs {
+		if err := wire.Invoke(ctx, r.pc.conn, wire.MethodCreate, s, nil); err != nil {
+			return fail(fmt.Sprintf("recreating %s %q", s.Proto, s.Name), err)
+		}
+	}
+	p.log.Info("plugin restarted", "pid", m.PID, "instances", len(specs))
+	return g, nil
+}
+
+// startError classifies a go-plugin start failure.
+func (p *proc) startError(err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
+		got, _ := fileSum(p.path)
+		return fmt.Errorf("%w: plugin binary %s has sha256 %x, [plugins] pins %x", ErrChecksum, p.path, got, p.sum)
+	case strings.Contains(msg, "timeout while waiting"):
+		return fmt.Errorf("%w: plugin binary %s did not complete the plugin handshake within %s", ErrStartTimeout, p.path, p.h.opts.StartTimeout)
+	case strings.Contains(strings.ToLower(msg), "incompatible api version"), strings.Contains(msg, "incompatible core API"):
+		return fmt.Errorf("%w: plugin binary %s: want paster plugin protocol %d: %s", ErrProtocol, p.path, wire.ProtocolVersion, firstLine(msg))
+	case strings.Contains(msg, "exited before we could connect"), strings.Contains(msg, "Unrecognized remote plugin message"),
+		strings.Contains(msg, "exec format error"), strings.Contains(msg, "permission denied"), strings.Contains(msg, "no such file"),
+		strings.Contains(msg, "unsupported plugin protocol"), strings.Contains(msg, "Dispense"), strings.Contains(msg, "unknown plugin type"):
+		return fmt.Errorf("%w: plugin binary %s: want an executable that calls plugins.Serve (paster plugin protocol %d): %s", ErrNotPlugin, p.path, wire.ProtocolVersion, firstLine(msg))
+	}
+	return fmt.Errorf("plugin binary %s: %w", p.path, err)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// watch waits for g's process to exit and restarts it unless that was
+// expected. p.mu is held.
+func (p *proc) watch(g *generation) {
+	p.bg.Add(1)
+	go func() {
+		defer p.bg.Done()
+		<-g.exited
+		p.mu.Lock()
+		if p.gen != g || p.state == stateClosed {
+			p.mu.Unlock()
+			return
+		}
+		p.log.Error("plugin process exited unexpectedly", "path", p.path, "pid", g.pid)
+		p.gen = nil
+		p.crashLocked()
+		p.mu.Unlock()
+	}()
+}
+
+// crashLocked counts a crash and starts the restart loop or gives up.
+func (p *proc) crashLocked() {
+	now := time.Now()
+	recent := p.crashes[:0]
+	for _, t := range p.crashes {
+		if now.Sub(t) < time.Minute {
+			recent = append(recent, t)
+		}
+	}
+	p.crashes = append(recent, now)
+	if p.h.opts.MaxRestarts < 0 || len(p.crashes) > p.h.opts.MaxRestarts {
+		p.log.Error("plugin crashes too often; not restarting it", "path", p.path, "crashes_last_minute", len(p.crashes))
+		p.setState(stateFailed)
+		return
+	}
+	p.setState(stateRestarting)
+	delay := p.h.opts.RestartBackoff << (len(p.crashes) - 1)
+	delay = min(delay, 10*time.Second)
+	p.bg.Add(1)
+	go p.restart(delay)
+}
+
+func (p *proc) restart(delay time.Duration) {
+	defer p.bg.Done()
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-p.closing:
+		return
+	}
+	if gate := p.h.restartGate; gate != nil {
+		select {
+		case <-gate:
+		case <-p.closing:
+			return
+		}
+	}
+	g, err := p.launch(false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		if p.state == stateClosed {
+			return
+		}
+		p.gen = nil
+		p.log.Error("restarting plugin failed", "path", p.path, "error", err)
+		p.crashLocked()
+		return
+	}
+	if p.state == stateClosed {
+		g.client.Kill()
+		return
+	}
+	p.gen = g
+	p.setState(stateRunning)
+	p.watch(g)
+}
+
+// acquire returns the running generation for one request, or an error
+// saying why there is none. release must follow a successful acquire.
+func (p *proc) acquire() (*generation, procState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state != stateRunning {
+		return nil, p.state
+	}
+	p.inflight++
+	return p.gen, stateRunning
+}
+
+func (p *proc) release() {
+	p.mu.Lock()
+	p.inflight--
+	if p.inflight == 0 && p.drained != nil {
+		close(p.drained)
+		p.drained = nil
+	}
+	p.mu.Unlock()
+}
+
+// waitRunning waits until the plugin runs; it fails when it is closed or
+// failed, and returns ctx's error when ctx ends first.
+func (p *proc) waitRunning(ctx context.Context) (*generation, error) {
+	for {
+		p.mu.Lock()
+		st, g, ch := p.state, p.gen, p.changed
+		p.mu.Unlock()
+		switch st {
+		case stateRunning:
+			return g, nil
+		case stateClosed, stateFailed:
+			return nil, fmt.Errorf("plugin binary %s: %w (%s)", p.path, ErrUnavailable, st)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+func (p *proc) close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.state == stateClosed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.setState(stateClosed)
+	close(p.closing)
+	var drained chan struct{}
+	if p.inflight > 0 {
+		drained = make(chan struct{})
+		p.drained = drained
+	}
+	g := p.gen
+	p.mu.Unlock()
+
+	var err error
+	if drained != nil {
+		select {
+		case <-drained:
+		case <-ctx.Done():
+			err = fmt.Errorf("plugin %s: draining requests: %w", p.name, ctx.Err())
+		}
+	}
+	// Running servers and coroutines were asked to stop by closing; wait.
+	runsDone := make(chan struct{})
+	go func() { p.runs.Wait(); close(runsDone) }()
+	select {
+	case <-runsDone:
+	case <-ctx.Done():
+		if err == nil {
+			err = fmt.Errorf("plugin %s: stopping servers and coroutines: %w", p.name, ctx.Err())
+		}
+	}
+	p.runCancel()
+	if g != nil {
+		g.client.Kill()
+		<-g.exited
+	}
+	<-runsDone
+	p.bg.Wait()
+	return err
+}
+
+// create makes an instance in the plugin and remembers it for restarts.
+func (p *proc) create(req *wire.CreateRequest) (uint64, wire.CreateResponse, error) {
+	var resp wire.CreateResponse
+	req.ID = p.nextID.Add(1)
+	p.mu.Lock()
+	g := p.gen
+	if g == nil || p.state == stateClosed || p.state == stateFailed {
+		st := p.state
+		p.mu.Unlock()
+		return 0, resp, fmt.Errorf("plugin binary %s: %w (%s)", p.path, ErrUnavailable, st)
+	}
+	p.specs = append(p.specs, req)
+	p.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), p.h.opts.StartTimeout)
+	defer cancel()
+	if err := wire.Invoke(ctx, g.pc.conn, wire.MethodCreate, req, &resp); err != nil {
+		p.mu.Lock()
+		for i, s := range p.specs {
+			if s == req {
+				p.specs = append(p.specs[:i], p.specs[i+1:]...)
+				break
+			}
+		}
+		p.mu.Unlock()
+		return 0, resp, fmt.Errorf("plugin %s (%s): creating %s %q: %w", p.manifest.Name, p.path, req.Proto, req.Name, rpcError(err))
+	}
+	return req.ID, resp, nil
+}
+
+// ref names next for the plugin: an instance of this plugin stays local.
+func (p *proc) ref(next http.Handler) wire.AppRef {
+	if a, ok := next.(interface{ remote() (*proc, uint64) }); ok {
+		if ap, id := a.remote(); ap == p {
+			return wire.AppRef{Local: id}
+		}
+	}
+	return wire.AppRef{Host: p.h.refs.addApp(next)}
+}
+
+// run runs instance req.ID in the plugin until it returns or ctx ends (then
+// it asks the instance to stop and waits for it). A crash of the plugin
+// waits for the restart and runs the instance again.
+func (p *proc) run(ctx context.Context, req wire.RunRequest) error {
+	p.runs.Add(1)
+	defer p.runs.Done()
+	for {
+		g, err := p.waitRunning(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		err, crashed := p.runOnce(ctx, g, req)
+		if !crashed {
+			return err
+		}
+		p.log.Warn("instance lost with its plugin process; running it again after the restart", "id", req.ID)
+	}
+}
+
+func (p *proc) runOnce(ctx context.Context, g *generation, req wire.RunRequest) (error, bool) {
+	sctx, cancel := context.WithCancel(p.runCtx)
+	defer cancel()
+	s, err := g.pc.conn.NewStream(sctx, &wire.RunStream, wire.MethodRun, wire.CallCodec)
+	if err != nil {
+		return nil, true
+	}
+	data, _ := json.Marshal(req)
+	if err := s.SendMsg(&wire.Blob{Data: data}); err != nil {
+		return nil, true
+	}
+	type result struct {
+		res wire.RunResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var b wire.Blob
+		var r result
+		if r.err = s.RecvMsg(&b); r.err == nil {
+			r.err = json.Unmarshal(b.Data, &r.res)
+		}
+		done <- r
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		_ = s.CloseSend()
+		if r = <-done; r.err != nil {
+			return nil, false
+		}
+	case <-p.closing:
+		_ = s.CloseSend()
+		r = <-done
+	}
+	if r.err != nil {
+		select {
+		case <-g.exited:
+			return nil, true
+		case <-p.closing:
+			return nil, false
+		default:
+		}
+		return fmt.Errorf("plugin %s: running instance: %w", p.name, rpcError(r.err)), false
+	}
+	if r.res.Error != "" {
+		return errors.New(r.res.Error), false
+	}
+	return nil, false
+}
+
+// hostServer builds the broker server the plugin calls back into.
+func (p *proc) hostServer(opts []grpc.ServerOption) *grpc.Server {
+	s := grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(wire.MaxMessage))...)
+	hs := &hostService{p: p}
+	s.RegisterService(&grpc.ServiceDesc{
+		ServiceName: wire.HostService,
+		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{wire.UnaryMethod("LoadApp", hs.loadApp)},
+		Streams: []grpc.StreamDesc{
+			{StreamName: "HTTP", ServerStreams: true, ClientStreams: true, Handler: hs.serveHTTP},
+		},
+	}, hs)
+	return s
+}
+
+// hostService is what a plugin process calls back into. The runner's Core
+// will be served here too (one broker connection per process).
+type hostService struct {
+	p *proc
+}
+
+func (hs *hostService) serveHTTP(_ any, stream grpc.ServerStream) error {
+	return transport.Serve(stream.Context(), stream, hs.p.h.refs.app, hs.p.log)
+}
+
+func (hs *hostService) loadApp(ctx context.Context, in []byte) (any, error) {
+	var req wire.LoadAppRequest
+	if err := json.Unmarshal(in, &req); err != nil {
+		return nil, err
+	}
+	v, ok := hs.p.h.refs.loaders.Load(req.Loader)
+	if !ok {
+		return nil, fmt.Errorf("no loader %d", req.Loader)
+	}
+	app, err := v.(entrypoints.Loader).App(req.Name, req.Global)
+	if err != nil {
+		return nil, err
+	}
+	return hs.p.ref(app), nil
+}
+
+// fixedName keeps go-plugin's logger named after the dist: go-plugin
+// names its stderr logger after the binary's file name.
+type fixedName struct{ hclog.Logger }
+
+func (f fixedName) Named(string) hclog.Logger { return f }
+
+// lineLogger logs what a plugin writes to stdout or stderr outside hclog,
+// one record per line.
+type lineLogger struct {
+	log    hclog.Logger
+	level  hclog.Level
+	stream string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (l *lineLogger) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, b...)
+	for {
+		i := bytes.IndexByte(l.buf, '\n')
+		if i < 0 {
+			break
+		}
+		l.log.Log(l.level, string(l.buf[:i]), "stream", l.stream)
+		l.buf = l.buf[i+1:]
+	}
+	if len(l.buf) > 64<<10 {
+		l.log.Log(l.level, string(l.buf), "stream", l.stream)
+		l.buf = l.buf[:0]
+	}
+	return len(b), nil
+}
+
+func levelName(l hclog.Logger) string {
+	switch {
+	case l.IsTrace():
+		return "trace"
+	case l.IsDebug():
+		return "debug"
+	case l.IsInfo():
+		return "info"
+	case l.IsWarn():
+		return "warn"
+	}
+	return "error"
+}

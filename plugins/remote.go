@@ -1,0 +1,178 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/plugins/internal/transport"
+	"github.com/paster-dev/paster/plugins/internal/wire"
+)
+
+// remoteDist is the Dist the host hands to the loader for a plugin: every
+// factory creates an instance inside the plugin process.
+func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
+	d := &entrypoints.Dist{Name: m.Name, Version: m.Version}
+	spec := func(proto entrypoints.Protocol, name string, global map[string]string, local entrypoints.Local) *wire.CreateRequest {
+		return &wire.CreateRequest{Proto: proto, Name: name, Global: global, Local: wire.FromLocal(local)}
+	}
+	for _, name := range m.Entries[entrypoints.ProtoApp] {
+		if d.Apps == nil {
+			d.Apps = map[string]entrypoints.AppFactory{}
+		}
+		d.Apps[name] = func(global map[string]string, local entrypoints.Local) (http.Handler, error) {
+			return p.newApp(spec(entrypoints.ProtoApp, name, global, local))
+		}
+	}
+	for _, name := range m.Entries[entrypoints.ProtoComposite] {
+		if d.Composites == nil {
+			d.Composites = map[string]entrypoints.CompositeFactory{}
+		}
+		d.Composites[name] = func(l entrypoints.Loader, global map[string]string, local entrypoints.Local) (http.Handler, error) {
+			req := spec(entrypoints.ProtoComposite, name, global, local)
+			req.Loader = p.h.refs.addLoader(l)
+			return p.newApp(req)
+		}
+	}
+	for _, name := range m.Entries[entrypoints.ProtoFilterApp] {
+		if d.FilterApps == nil {
+			d.FilterApps = map[string]entrypoints.FilterAppFactory{}
+		}
+		d.FilterApps[name] = func(next http.Handler, global map[string]string, local entrypoints.Local) (http.Handler, error) {
+			req := spec(entrypoints.ProtoFilterApp, name, global, local)
+			req.Next = p.ref(next)
+			return p.newApp(req)
+		}
+	}
+	for _, name := range m.Entries[entrypoints.ProtoFilter] {
+		if d.Filters == nil {
+			d.Filters = map[string]entrypoints.FilterFactory{}
+		}
+		d.Filters[name] = func(global map[string]string, local entrypoints.Local) (entrypoints.Filter, error) {
+			fid, _, err := p.create(spec(entrypoints.ProtoFilter, name, global, local))
+			if err != nil {
+				return nil, err
+			}
+			return func(next http.Handler) http.Handler {
+				h, err := p.newApp(&wire.CreateRequest{Proto: wire.ProtoApply, Name: name, Filter: fid, Next: p.ref(next)})
+				if err != nil {
+					p.log.Error("applying filter failed", "filter", name, "error", err)
+					return failedApp{err}
+				}
+				return h
+			}, nil
+		}
+	}
+	for _, name := range m.Entries[entrypoints.ProtoServer] {
+		if d.Servers == nil {
+			d.Servers = map[string]entrypoints.ServerFactory{}
+		}
+		d.Servers[name] = func(global map[string]string, local entrypoints.Local) (entrypoints.Server, error) {
+			id, _, err := p.create(spec(entrypoints.ProtoServer, name, global, local))
+			if err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context, app http.Handler) error {
+				return p.run(ctx, wire.RunRequest{ID: id, App: p.ref(app)})
+			}, nil
+		}
+	}
+	for _, name := range m.Entries[entrypoints.ProtoRunner] {
+		if d.Runners == nil {
+			d.Runners = map[string]entrypoints.ServerRunner{}
+		}
+		d.Runners[name] = func(ctx context.Context, app http.Handler, global map[string]string, local entrypoints.Local) error {
+			id, _, err := p.create(spec(entrypoints.ProtoRunner, name, global, local))
+			if err != nil {
+				return err
+			}
+			return p.run(ctx, wire.RunRequest{ID: id, App: p.ref(app)})
+		}
+	}
+	for _, name := range m.Entries[entrypoints.ProtoCoroutine] {
+		if d.Coroutines == nil {
+			d.Coroutines = map[string]entrypoints.CoroutineFactory{}
+		}
+		d.Coroutines[name] = func(global map[string]string, local entrypoints.Local) (entrypoints.Coroutine, error) {
+			id, _, err := p.create(spec(entrypoints.ProtoCoroutine, name, global, local))
+			if err != nil {
+				return nil, err
+			}
+			return func(ctx context.Context) error { return p.run(ctx, wire.RunRequest{ID: id}) }, nil
+		}
+	}
+	return d
+}
+
+func (p *proc) newApp(req *wire.CreateRequest) (http.Handler, error) {
+	id, resp, err := p.create(req)
+	if err != nil {
+		return nil, err
+	}
+	a := &remoteApp{p: p, id: id}
+	if len(resp.Startup) == 0 {
+		return a, nil
+	}
+	return &remoteStartupApp{a, resp.Startup}, nil
+}
+
+// remoteApp is an app instance inside a plugin process.
+type remoteApp struct {
+	p  *proc
+	id uint64
+}
+
+func (a *remoteApp) remote() (*proc, uint64) { return a.p, a.id }
+
+// ServeHTTP forwards the request to the instance. While the plugin restarts
+// it answers 503 with Retry-After; when the plugin dies before answering,
+// 502; after the response began, the response is aborted.
+func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g, st := a.p.acquire()
+	if g == nil {
+		if st == stateRestarting || st == stateNew {
+			w.Header().Set("Retry-After", "1")
+		}
+		http.Error(w, "Service Unavailable: plugin "+a.p.name+" is "+st.String(), http.StatusServiceUnavailable)
+		return
+	}
+	err := transport.Forward(w, r, g.http, a.id)
+	a.p.release()
+	switch {
+	case err == nil:
+	case errors.Is(err, transport.ErrNoResponse):
+		if r.Context().Err() == nil {
+			a.p.log.Warn("plugin did not answer", "method", r.Method, "uri", r.RequestURI, "error", err)
+			http.Error(w, "Bad Gateway: plugin "+a.p.name+" did not answer", http.StatusBadGateway)
+		}
+	default:
+		panic(http.ErrAbortHandler)
+	}
+}
+
+// remoteStartupApp is a remote app that declares startup coroutines.
+type remoteStartupApp struct {
+	*remoteApp
+	names []string
+}
+
+// Startup returns coroutines that run the app's startup coroutines inside
+// the plugin.
+func (a *remoteStartupApp) Startup() map[string]entrypoints.Coroutine {
+	out := make(map[string]entrypoints.Coroutine, len(a.names))
+	for _, n := range a.names {
+		out[n] = func(ctx context.Context) error {
+			return a.p.run(ctx, wire.RunRequest{ID: a.id, Startup: n})
+		}
+	}
+	return out
+}
+
+// failedApp answers 500 for a filter that could not be applied (Filter has
+// no error result).
+type failedApp struct{ err error }
+
+func (f failedApp) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, "Internal Server Error: "+f.err.Error(), http.StatusInternalServerError)
+}

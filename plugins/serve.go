@@ -1,0 +1,462 @@
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/plugins/internal/transport"
+	"github.com/paster-dev/paster/plugins/internal/wire"
+	"google.golang.org/grpc"
+)
+
+// Serve serves d to a paster host and returns when the host stops the
+// plugin. It is all a plugin's main needs:
+//
+//	func main() { plugins.Serve(hello.Dist) }
+//
+// Logging: Serve installs an hclog JSON logger on stderr as hclog.Default
+// (level from the host), so hclog.L() output arrives in the host's logger
+// named after the dist. Anything else written to stdout or stderr is captured
+// by the host too.
+//
+// Serve exits the process (status 1) when the parent process goes away,
+// even if it was killed, and when it is run by hand rather than by a host
+// (it then prints how it is meant to be used).
+func Serve(d *entrypoints.Dist) {
+	level := hclog.LevelFromString(os.Getenv(wire.EnvLogLevel))
+	if level == hclog.NoLevel {
+		level = hclog.Info
+	}
+	log := hclog.New(&hclog.LoggerOptions{
+		Level:      level,
+		Output:     os.Stderr, // the real stderr: go-plugin swaps os.Stderr later
+		JSONFormat: true,
+	})
+	hclog.SetDefault(log)
+	if os.Getenv(wire.MagicCookieKey) == wire.MagicCookieValue {
+		go watchParent(log)
+	}
+	s := newSDK(d, log)
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{
+			wire.ProtocolVersion: {wire.PluginName: &goPlugin{sdk: s}},
+		},
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(wire.MaxMessage))...)
+		},
+		Logger: log,
+	})
+}
+
+var handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  wire.ProtocolVersion,
+	MagicCookieKey:   wire.MagicCookieKey,
+	MagicCookieValue: wire.MagicCookieValue,
+}
+
+// watchParent exits when the process that started us is gone (reparented),
+// the portable complement of the host's Pdeathsig.
+func watchParent(log hclog.Logger) {
+	ppid := os.Getppid()
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for range t.C {
+		if os.Getppid() != ppid {
+			log.Error("host process is gone; exiting", "host_pid", ppid)
+			os.Exit(1)
+		}
+	}
+}
+
+// goPlugin is the go-plugin glue for both sides: the SDK registers the
+// Plugin service; the host gets a *pluginConn.
+type goPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	sdk *sdk
+}
+
+func (p *goPlugin) GRPCServer(b *plugin.GRPCBroker, s *grpc.Server) error {
+	p.sdk.broker = b
+	p.sdk.register(s)
+	return nil
+}
+
+func (p *goPlugin) GRPCClient(ctx context.Context, b *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
+	return &pluginConn{done: ctx, broker: b, conn: c}, nil
+}
+
+// pluginConn is the host's handle on one running plugin process.
+type pluginConn struct {
+	done   context.Context // ends when the process exits
+	broker *plugin.GRPCBroker
+	conn   *grpc.ClientConn
+}
+
+// sdk is the plugin side: the dist and its instances.
+type sdk struct {
+	dist   *entrypoints.Dist
+	log    hclog.Logger
+	broker *plugin.GRPCBroker
+
+	hostMu sync.Mutex
+	host   *grpc.ClientConn // to the host service, dialled once in Init
+
+	mu         sync.RWMutex
+	handlers   map[uint64]http.Handler
+	filters    map[uint64]entrypoints.Filter
+	servers    map[uint64]entrypoints.Server
+	runners    map[uint64]runnerInstance
+	coroutines map[uint64]entrypoints.Coroutine
+	startups   map[uint64]map[string]entrypoints.Coroutine
+}
+
+type runnerInstance struct {
+	run    entrypoints.ServerRunner
+	global map[string]string
+	local  entrypoints.Local
+}
+
+func newSDK(d *entrypoints.Dist, log hclog.Logger) *sdk {
+	return &sdk{
+		dist:       d,
+		log:        log,
+		handlers:   map[uint64]http.Handler{},
+		filters:    map[uint64]entrypoints.Filter{},
+		servers:    map[uint64]entrypoints.Server{},
+		runners:    map[uint64]runnerInstance{},
+		coroutines: map[uint64]entrypoints.Coroutine{},
+		startups:   map[uint64]map[string]entrypoints.Coroutine{},
+	}
+}
+
+func (s *sdk) register(g *grpc.Server) {
+	g.RegisterService(&grpc.ServiceDesc{
+		ServiceName: wire.PluginService,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{
+			wire.UnaryMethod("Describe", s.describe),
+			wire.UnaryMethod("Init", s.init),
+			wire.UnaryMethod("Create", s.create),
+		},
+		Streams: []grpc.StreamDesc{
+			{StreamName: "HTTP", ServerStreams: true, ClientStreams: true, Handler: s.serveHTTP},
+			{StreamName: "Run", ServerStreams: true, ClientStreams: true, Handler: s.run},
+		},
+	}, s)
+}
+
+func (s *sdk) describe(ctx context.Context, _ []byte) (any, error) {
+	m := wire.Manifest{Name: s.dist.Name, Version: s.dist.Version, Entries: map[entrypoints.Protocol][]string{}, PID: os.Getpid()}
+	for _, p := range allProtocols {
+		if names := s.dist.Names(p); len(names) > 0 {
+			m.Entries[p] = names
+		}
+	}
+	return m, nil
+}
+
+var allProtocols = []entrypoints.Protocol{
+	entrypoints.ProtoApp, entrypoints.ProtoComposite, entrypoints.ProtoFilter, entrypoints.ProtoFilterApp,
+	entrypoints.ProtoServer, entrypoints.ProtoRunner, entrypoints.ProtoCoroutine,
+}
+
+func (s *sdk) init(ctx context.Context, in []byte) (any, error) {
+	var req wire.InitRequest
+	if err := json.Unmarshal(in, &req); err != nil {
+		return nil, err
+	}
+	conn, err := s.broker.DialWithOptions(req.Broker, grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(wire.MaxMessage)))
+	if err != nil {
+		return nil, fmt.Errorf("dialling the host service: %w", err)
+	}
+	s.hostMu.Lock()
+	old := s.host
+	s.host = conn
+	s.hostMu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return struct{}{}, nil
+}
+
+func (s *sdk) hostConn() (*grpc.ClientConn, error) {
+	s.hostMu.Lock()
+	defer s.hostMu.Unlock()
+	if s.host == nil {
+		return nil, errors.New("plugin not initialised by the host")
+	}
+	return s.host, nil
+}
+
+// app resolves a reference to a handler: an instance here, or a proxy to an
+// app the host serves.
+func (s *sdk) app(ref wire.AppRef) (http.Handler, error) {
+	switch {
+	case ref.Local != 0:
+		s.mu.RLock()
+		h := s.handlers[ref.Local]
+		s.mu.RUnlock()
+		if h == nil {
+			return nil, fmt.Errorf("no app instance %d in this plugin", ref.Local)
+		}
+		return h, nil
+	case ref.Host != 0:
+		conn, err := s.hostConn()
+		if err != nil {
+			return nil, err
+		}
+		return &hostApp{open: transport.GRPC{Conn: conn, Method: wire.HostMethodHTTP}, ref: ref.Host, log: s.log}, nil
+	}
+	return nil, errors.New("no app given")
+}
+
+// hostApp is an app of the host (or of another plugin) seen from a plugin.
+type hostApp struct {
+	open transport.Opener
+	ref  uint64
+	log  hclog.Logger
+}
+
+func (h *hostApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	err := transport.Forward(w, r, h.open, h.ref)
+	switch {
+	case err == nil:
+	case errors.Is(err, transport.ErrNoResponse):
+		h.log.Warn("calling host app failed", "ref", h.ref, "error", err)
+		http.Error(w, "Bad Gateway", http.StatusBadGateway)
+	default:
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func (s *sdk) create(ctx context.Context, in []byte) (any, error) {
+	var req wire.CreateRequest
+	if err := json.Unmarshal(in, &req); err != nil {
+		return nil, err
+	}
+	local := wire.ToLocal(req.Local)
+	d := s.dist
+	missing := func() error {
+		return fmt.Errorf("dist %s has no %s entry point %q", d.Name, req.Proto, req.Name)
+	}
+	var resp wire.CreateResponse
+	addHandler := func(h http.Handler, err error) error {
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.handlers[req.ID] = h
+		if sp, ok := h.(entrypoints.StartupProvider); ok {
+			co := sp.Startup()
+			s.startups[req.ID] = co
+			for name := range co {
+				resp.Startup = append(resp.Startup, name)
+			}
+		}
+		s.mu.Unlock()
+		return nil
+	}
+	var err error
+	switch req.Proto {
+	case entrypoints.ProtoApp:
+		f := d.Apps[req.Name]
+		if f == nil {
+			return nil, missing()
+		}
+		err = addHandler(f(req.Global, local))
+	case entrypoints.ProtoComposite:
+		f := d.Composites[req.Name]
+		if f == nil {
+			return nil, missing()
+		}
+		err = addHandler(f(&loader{s: s, id: req.Loader}, req.Global, local))
+	case entrypoints.ProtoFilterApp:
+		f := d.FilterApps[req.Name]
+		if f == nil {
+			return nil, missing()
+		}
+		next, nerr := s.app(req.Next)
+		if nerr != nil {
+			return nil, nerr
+		}
+		err = addHandler(f(next, req.Global, local))
+	case wire.ProtoApply:
+		s.mu.RLock()
+		filter := s.filters[req.Filter]
+		s.mu.RUnlock()
+		if filter == nil {
+			return nil, fmt.Errorf("no filter instance %d", req.Filter)
+		}
+		next, nerr := s.app(req.Next)
+		if nerr != nil {
+			return nil, nerr
+		}
+		err = addHandler(filter(next), nil)
+	case entrypoints.ProtoFilter:
+		f := d.Filters[req.Name]
+		if f == nil {
+			return nil, missing()
+		}
+		filter, ferr := f(req.Global, local)
+		if ferr == nil {
+			s.mu.Lock()
+			s.filters[req.ID] = filter
+			s.mu.Unlock()
+		}
+		err = ferr
+	case entrypoints.ProtoServer:
+		f := d.Servers[req.Name]
+		if f == nil {
+			return nil, missing()
+		}
+		srv, serr := f(req.Global, local)
+		if serr == nil {
+			s.mu.Lock()
+			s.servers[req.ID] = srv
+			s.mu.Unlock()
+		}
+		err = serr
+	case entrypoints.ProtoRunner:
+		f := d.Runners[req.Name]
+		if f == nil {
+			return nil, missing()
+		}
+		s.mu.Lock()
+		s.runners[req.ID] = runnerInstance{run: f, global: req.Global, local: local}
+		s.mu.Unlock()
+	case entrypoints.ProtoCoroutine:
+		f := d.Coroutines[req.Name]
+		if f == nil {
+			return nil, missing()
+		}
+		co, cerr := f(req.Global, local)
+		if cerr == nil {
+			s.mu.Lock()
+			s.coroutines[req.ID] = co
+			s.mu.Unlock()
+		}
+		err = cerr
+	default:
+		return nil, fmt.Errorf("unknown entry point group %q", req.Proto)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp, nil
+}
+
+// loader is a composite's Loader inside a plugin: it asks the host, which
+// loads by section name or URI as for any composite; apps of this plugin
+// come back as local instances, so no extra hop is added.
+type loader struct {
+	s  *sdk
+	id uint64
+}
+
+func (l *loader) App(nameOrURI string, global map[string]string) (http.Handler, error) {
+	conn, err := l.s.hostConn()
+	if err != nil {
+		return nil, err
+	}
+	var ref wire.AppRef
+	req := wire.LoadAppRequest{Loader: l.id, Name: nameOrURI, Global: global}
+	if err := wire.Invoke(context.Background(), conn, wire.HostMethodLoadApp, req, &ref); err != nil {
+		return nil, fmt.Errorf("loading app %q: %w", nameOrURI, rpcError(err))
+	}
+	return l.s.app(ref)
+}
+
+func (l *loader) Filter(nameOrURI string, _ map[string]string) (entrypoints.Filter, error) {
+	return nil, fmt.Errorf("loading filter %q: a composite in a plugin can load apps only", nameOrURI)
+}
+
+func (l *loader) Server(nameOrURI string, _ map[string]string) (entrypoints.Server, error) {
+	return nil, fmt.Errorf("loading server %q: a composite in a plugin can load apps only", nameOrURI)
+}
+
+func (s *sdk) lookup(id uint64) http.Handler {
+	s.mu.RLock()
+	h := s.handlers[id]
+	s.mu.RUnlock()
+	return h
+}
+
+func (s *sdk) serveHTTP(_ any, stream grpc.ServerStream) error {
+	return transport.Serve(stream.Context(), stream, s.lookup, s.log)
+}
+
+// run serves the Run stream: it runs a server, runner or coroutine until it
+// returns or the host closes its side of the stream (stop) or goes away.
+func (s *sdk) run(_ any, stream grpc.ServerStream) error {
+	var in wire.Blob
+	if err := stream.RecvMsg(&in); err != nil {
+		return err
+	}
+	var req wire.RunRequest
+	if err := json.Unmarshal(in.Data, &req); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		// The host closes its side to ask for a stop.
+		var b wire.Blob
+		for stream.RecvMsg(&b) == nil {
+		}
+		cancel()
+	}()
+	err := s.runInstance(ctx, req)
+	var res wire.RunResult
+	if err != nil {
+		res.Error = err.Error()
+	}
+	data, _ := json.Marshal(res)
+	return stream.SendMsg(&wire.Blob{Data: data})
+}
+
+func (s *sdk) runInstance(ctx context.Context, req wire.RunRequest) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.log.Error("panic in instance", "id", req.ID, "panic", fmt.Sprint(v))
+			err = fmt.Errorf("panic: %v", v)
+		}
+	}()
+	s.mu.RLock()
+	srv, isServer := s.servers[req.ID]
+	rn, isRunner := s.runners[req.ID]
+	co, isCoroutine := s.coroutines[req.ID]
+	if req.Startup != "" {
+		co, isCoroutine = s.startups[req.ID][req.Startup]
+	}
+	s.mu.RUnlock()
+	switch {
+	case isServer, isRunner:
+		app, err := s.app(req.App)
+		if err != nil {
+			return err
+		}
+		if isServer {
+			return srv(ctx, app)
+		}
+		return rn.run(ctx, app, rn.global, rn.local)
+	case isCoroutine:
+		return co(ctx)
+	}
+	return fmt.Errorf("no runnable instance %d", req.ID)
+}
+
+var _ io.Closer = (*pluginConn)(nil)
+
+// Close closes the connection; go-plugin's Kill stops the process.
+func (c *pluginConn) Close() error { return c.conn.Close() }
