@@ -305,7 +305,7 @@ func TestStreaming(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var got struct {
-			Header map[string][]string
+			Header                          map[string][]string
 			Host, URI, Method, Query, Proto string
 		}
 		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {

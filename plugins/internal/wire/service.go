@@ -46,10 +46,10 @@ var RunStream = grpc.StreamDesc{StreamName: "Run", ServerStreams: true, ClientSt
 
 // Manifest is what Describe returns: the dist and its entry point names.
 type Manifest struct {
-	Name    string                             `json:"name"`
-	Version string                             `json:"version"`
+	Name    string                            `json:"name"`
+	Version string                            `json:"version"`
 	Entries map[entrypoints.Protocol][]string `json:"entries"`
-	PID     int                                `json:"pid"`
+	PID     int                               `json:"pid"`
 }
 
 // InitRequest hands the plugin the broker ID of the host's service.
