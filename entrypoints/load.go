@@ -18,7 +18,10 @@ import (
 // Root describe both. A Session is not safe for concurrent use.
 //
 // Set Registry, Resolver and Logger before the first call; the loader fills
-// Files, Coroutines and Root.
+// Files, Coroutines and Root. Paths are absolute everywhere except in the
+// key locations of the Local values handed to factories (Local.Where,
+// Local.Errorf), which are relative to the base directory of the call when
+// the file lies below it, as in the loader's own messages.
 type Session struct {
 	// Registry holds the compiled-in dists; nil means Default.
 	Registry *Registry

@@ -45,6 +45,17 @@ func (s *Session) call(c *ctx, f func() error, nilResult func() bool) error {
 	return nil
 }
 
+// shown returns l as factories receive it: the file of each key's location
+// relative to the base directory when it lies below it, so that
+// Local.Errorf messages read like the loader's own.
+func (s *Session) shown(l Local) Local {
+	var out Local
+	for _, k := range l.Keys() {
+		out = out.With(k, l.Get(k), relLocation(s.base, l.Where(k)))
+	}
+	return out
+}
+
 // makeApp creates the application of c.
 func (s *Session) makeApp(c *ctx) (http.Handler, *Node, error) {
 	n := c.node()
@@ -104,9 +115,9 @@ func (s *Session) makeApp(c *ctx) (http.Handler, *Node, error) {
 	var err error
 	if c.proto == ProtoComposite {
 		l := &compositeLoader{s: s, c: c, node: n}
-		err = s.call(c, func() (err error) { h, err = c.dist.Composites[c.ref.Name](l, global, c.local); return err }, func() bool { return h == nil })
+		err = s.call(c, func() (err error) { h, err = c.dist.Composites[c.ref.Name](l, global, s.shown(c.local)); return err }, func() bool { return h == nil })
 	} else {
-		err = s.call(c, func() (err error) { h, err = c.dist.Apps[c.ref.Name](global, c.local); return err }, func() bool { return h == nil })
+		err = s.call(c, func() (err error) { h, err = c.dist.Apps[c.ref.Name](global, s.shown(c.local)); return err }, func() bool { return h == nil })
 	}
 	if err != nil {
 		return nil, nil, err
@@ -139,9 +150,9 @@ func (s *Session) makeFilter(c *ctx) (filterFunc, *Node, error) {
 	}
 	global := copyMap(c.global)
 	if c.proto == ProtoFilterApp {
-		fa := c.dist.FilterApps[c.ref.Name]
+		fa, local := c.dist.FilterApps[c.ref.Name], s.shown(c.local)
 		return func(next http.Handler) (h http.Handler, err error) {
-			if err := s.call(c, func() (err error) { h, err = fa(next, copyMap(global), c.local); return err }, func() bool { return h == nil }); err != nil {
+			if err := s.call(c, func() (err error) { h, err = fa(next, copyMap(global), local); return err }, func() bool { return h == nil }); err != nil {
 				return nil, err
 			}
 			s.collect(c, h)
@@ -149,7 +160,7 @@ func (s *Session) makeFilter(c *ctx) (filterFunc, *Node, error) {
 		}, n, nil
 	}
 	var f Filter
-	if err := s.call(c, func() (err error) { f, err = c.dist.Filters[c.ref.Name](global, c.local); return err }, func() bool { return f == nil }); err != nil {
+	if err := s.call(c, func() (err error) { f, err = c.dist.Filters[c.ref.Name](global, s.shown(c.local)); return err }, func() bool { return f == nil }); err != nil {
 		return nil, nil, err
 	}
 	return func(next http.Handler) (h http.Handler, err error) {
@@ -165,9 +176,9 @@ func (s *Session) makeServer(c *ctx) (Server, *Node, error) {
 	global := copyMap(c.global)
 	var srv Server
 	if c.proto == ProtoRunner {
-		r := c.dist.Runners[c.ref.Name]
-		srv = func(ctx context.Context, app http.Handler) error { return r(ctx, app, global, c.local) }
-	} else if err := s.call(c, func() (err error) { srv, err = c.dist.Servers[c.ref.Name](global, c.local); return err }, func() bool { return srv == nil }); err != nil {
+		r, local := c.dist.Runners[c.ref.Name], s.shown(c.local)
+		srv = func(ctx context.Context, app http.Handler) error { return r(ctx, app, global, local) }
+	} else if err := s.call(c, func() (err error) { srv, err = c.dist.Servers[c.ref.Name](global, s.shown(c.local)); return err }, func() bool { return srv == nil }); err != nil {
 		return nil, nil, err
 	}
 	for _, st := range c.startup {
@@ -179,7 +190,7 @@ func (s *Session) makeServer(c *ctx) (Server, *Node, error) {
 		if origin == (Location{}) {
 			origin = st.at
 		}
-		s.addCoroutine(StartupCoroutine{Name: st.name, Run: co, Local: st.ctx.local, Origin: origin})
+		s.addCoroutine(StartupCoroutine{Name: st.name, Run: co, Local: s.shown(st.ctx.local), Origin: origin})
 		n.Children = append(n.Children, cn)
 	}
 	return srv, n, nil
@@ -188,7 +199,7 @@ func (s *Session) makeServer(c *ctx) (Server, *Node, error) {
 // makeCoroutine creates the coroutine of c.
 func (s *Session) makeCoroutine(c *ctx) (Coroutine, *Node, error) {
 	var co Coroutine
-	if err := s.call(c, func() (err error) { co, err = c.dist.Coroutines[c.ref.Name](copyMap(c.global), c.local); return err }, func() bool { return co == nil }); err != nil {
+	if err := s.call(c, func() (err error) { co, err = c.dist.Coroutines[c.ref.Name](copyMap(c.global), s.shown(c.local)); return err }, func() bool { return co == nil }); err != nil {
 		return nil, nil, err
 	}
 	return co, c.node(), nil
@@ -212,7 +223,7 @@ func (s *Session) collect(c *ctx, h http.Handler) {
 			s.warn(c.loc, "", "startup coroutine %q of %s is nil and is skipped", name, c.ref)
 			continue
 		}
-		s.addCoroutine(StartupCoroutine{Name: c.label() + "/" + name, Run: cos[name], Local: c.local, Origin: c.loc})
+		s.addCoroutine(StartupCoroutine{Name: c.label() + "/" + name, Run: cos[name], Local: s.shown(c.local), Origin: c.loc})
 	}
 }
 
