@@ -1,0 +1,393 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/paster-dev/paster/entrypoints"
+)
+
+// Defaults of the http server's settings. Every limit is on unless the INI
+// file turns it off with 0.
+const (
+	DefaultHTTPHost          = "127.0.0.1"
+	DefaultHTTPPort          = 8080
+	DefaultReadHeaderTimeout = 10 * time.Second
+	DefaultReadTimeout       = 60 * time.Second
+	DefaultWriteTimeout      = 60 * time.Second
+	DefaultIdleTimeout       = 120 * time.Second
+	DefaultMaxHeaderBytes    = http.DefaultMaxHeaderBytes // 1 MiB
+	DefaultMaxBodyBytes      = 10 << 20                   // 10 MiB
+	DefaultShutdownTimeout   = 10 * time.Second
+)
+
+// ErrShutdownTimeout is wrapped by the error Serve returns when requests were
+// still in flight after shutdown_timeout and their connections were closed.
+var ErrShutdownTimeout = errors.New("shutdown timeout passed")
+
+// HTTPConfig is the http server's configuration as read from its section.
+type HTTPConfig struct {
+	// Addr is the address to bind, host:port ("127.0.0.1:8080"). Port 0
+	// binds any free port; Addr of the HTTPServer reports which.
+	Addr string
+	// ReadHeaderTimeout bounds reading a request's header (slow clients).
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a request's body, from the handler's first
+	// read of it to its end. It is a per-request deadline, not
+	// http.Server.ReadTimeout: a long-poll handler that has read its body
+	// (or has none) is never cut by it.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds each write to the client (and the final flush
+	// after the handler returns): the write deadline is moved forward
+	// whenever the handler writes or flushes. It is not
+	// http.Server.WriteTimeout, which would cut every long-poll and stream
+	// after a fixed time.
+	WriteTimeout time.Duration
+	// IdleTimeout closes keep-alive connections idle for that long.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the size of a request header.
+	MaxHeaderBytes int
+	// MaxBodyBytes bounds a request body: 0 means no limit.
+	MaxBodyBytes int64
+	// ShutdownTimeout bounds the graceful shutdown.
+	ShutdownTimeout time.Duration
+}
+
+// HTTPServerKeys are the local configuration keys NewHTTPServer reads.
+// A server runner that reads keys of its own passes them to NewHTTPServer
+// removed (Local.Without) so that they are not reported as unknown.
+var HTTPServerKeys = []string{
+	"host", "port", "read_header_timeout", "read_timeout", "write_timeout",
+	"idle_timeout", "max_header_bytes", "max_body_bytes", "shutdown_timeout",
+}
+
+// ignoredHTTPKeys are options of Paste's and cogen's servers that have no
+// meaning here; NewHTTPServer warns about each with the reason.
+var ignoredHTTPKeys = map[string]string{
+	"use_threadpool":        "net/http serves each connection on its own goroutine",
+	"threadpool_workers":    "net/http serves each connection on its own goroutine",
+	"daemon_threads":        "net/http serves each connection on its own goroutine",
+	"request_queue_size":    "the listen backlog is not settable with net.Listen",
+	"socket_timeout":        "use read_header_timeout, read_timeout, write_timeout and idle_timeout",
+	"sockoper_timeout":      "use read_header_timeout and idle_timeout",
+	"sendfile_timeout":      "write_timeout bounds every write, file bodies included",
+	"server_version":        "the Server header is not set",
+	"protocol_version":      "net/http speaks HTTP/1.1 (and HTTP/1.0 to old clients)",
+	"start_loop":            "the server always serves",
+	"server_name":           "the Host header names the server",
+	"proactor":              "not used: net/http has its own poller",
+	"sched_default_timeout": "the scheduler is configured by the runner",
+}
+
+// HTTPServer serves an http.Handler over HTTP/1.1 with the limits of its
+// section (HTTPConfig) and a graceful shutdown bounded by shutdown_timeout.
+// An HTTPServer serves once: Serve or ServeListener may be called a single
+// time.
+type HTTPServer struct {
+	cfg    HTTPConfig
+	logger hclog.Logger
+
+	served   atomic.Bool
+	inflight atomic.Int64
+
+	mu    sync.Mutex
+	hooks []func()
+	addr  net.Addr
+	bound chan struct{}
+}
+
+// NewHTTPServer reads the http server's keys from local and returns a
+// server that has bound nothing yet. Keys (durations are seconds or Go
+// durations such as 1.5s; sizes are bytes with an optional k, m or g suffix,
+// powers of 1024; 0 turns a timeout or the body limit off):
+//
+//	host                 address to bind (default 127.0.0.1); host:port accepted
+//	port                 port (default 8080; 0 = any free port)
+//	read_header_timeout  default 10s
+//	read_timeout         per-request body read deadline, default 60s
+//	write_timeout        per-write deadline, default 60s (long-polls are fine)
+//	idle_timeout         keep-alive idle limit, default 120s
+//	max_header_bytes     default 1 MiB
+//	max_body_bytes       default 10 MiB; a larger body gets 413
+//	shutdown_timeout     graceful shutdown bound, default 10s
+//
+// A bad value is an error naming the file, line, section and key. Unknown
+// keys are logged as warnings (with a near-miss suggestion), as are options
+// of Paste's and cogen's servers that mean nothing here; ssl_pem is an error,
+// since serving plain HTTP where TLS was asked for would be a surprise.
+// Logging goes to logger named "http" (hclog.Default() when logger is nil).
+func NewHTTPServer(local entrypoints.Local, logger hclog.Logger) (*HTTPServer, error) {
+	if logger == nil {
+		logger = hclog.Default()
+	}
+	logger = logger.Named("http")
+	cfg, err := parseHTTPConfig(local, logger)
+	if err != nil {
+		return nil, err
+	}
+	return &HTTPServer{cfg: cfg, logger: logger, bound: make(chan struct{})}, nil
+}
+
+func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, error) {
+	cfg := HTTPConfig{}
+	known := map[string]bool{}
+	for _, k := range HTTPServerKeys {
+		known[k] = true
+	}
+	for _, k := range local.Keys() {
+		switch {
+		case known[k]:
+		case k == "ssl_pem":
+			return cfg, local.Errorf(k, "TLS is not supported by the http server yet; terminate TLS in front of it")
+		case ignoredHTTPKeys[k] != "":
+			logger.Warn("server option ignored", "key", k, "at", local.Where(k).String(), "why", ignoredHTTPKeys[k])
+		default:
+			args := []any{"key", k, "at", local.Where(k).String(), "known", strings.Join(HTTPServerKeys, ", ")}
+			if s := entrypoints.Suggest(k, HTTPServerKeys); s != "" {
+				args = append(args, "did_you_mean", s)
+			}
+			logger.Warn("unknown server option ignored", args...)
+		}
+	}
+
+	host := strings.TrimSpace(local.Get("host"))
+	if host == "" {
+		host = DefaultHTTPHost
+	}
+	port, err := local.Int("port", DefaultHTTPPort)
+	if err != nil {
+		return cfg, err
+	}
+	if port < 0 || port > 65535 {
+		return cfg, local.Errorf("port", "port %d out of range 0-65535", port)
+	}
+	portText := strconv.Itoa(port)
+	if h, p, ok := splitHostPort(host); ok {
+		// Paste: "host = 0.0.0.0:8000" wins over port.
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 65535 {
+			return cfg, local.Errorf("host", "bad port in %q", host)
+		}
+		if v, set := local.Lookup("port"); set && strings.TrimSpace(v) != p {
+			logger.Warn("host has a port; port ignored", "host", host, "port", v, "at", local.Where("port").String())
+		}
+		host, portText = h, p
+	}
+	cfg.Addr = net.JoinHostPort(strings.Trim(host, "[]"), portText)
+
+	durations := []struct {
+		key string
+		def time.Duration
+		dst *time.Duration
+	}{
+		{"read_header_timeout", DefaultReadHeaderTimeout, &cfg.ReadHeaderTimeout},
+		{"read_timeout", DefaultReadTimeout, &cfg.ReadTimeout},
+		{"write_timeout", DefaultWriteTimeout, &cfg.WriteTimeout},
+		{"idle_timeout", DefaultIdleTimeout, &cfg.IdleTimeout},
+		{"shutdown_timeout", DefaultShutdownTimeout, &cfg.ShutdownTimeout},
+	}
+	for _, d := range durations {
+		v, err := local.Duration(d.key, d.def)
+		if err != nil {
+			return cfg, err
+		}
+		if v < 0 {
+			return cfg, local.Errorf(d.key, "negative duration %s (0 turns it off)", v)
+		}
+		*d.dst = v
+	}
+
+	hb, err := sizeKey(local, "max_header_bytes", DefaultMaxHeaderBytes)
+	if err != nil {
+		return cfg, err
+	}
+	if hb == 0 {
+		hb = DefaultMaxHeaderBytes // net/http has no "unlimited"; 0 means its default
+	}
+	cfg.MaxHeaderBytes = int(hb)
+	if cfg.MaxBodyBytes, err = sizeKey(local, "max_body_bytes", DefaultMaxBodyBytes); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+// splitHostPort splits "host:port" and "[v6]:port"; a bare name or a bare
+// IPv6 address (more than one colon, no brackets) has no port.
+func splitHostPort(s string) (host, port string, ok bool) {
+	if strings.HasPrefix(s, "[") || strings.Count(s, ":") == 1 {
+		h, p, err := net.SplitHostPort(s)
+		if err == nil {
+			return h, p, true
+		}
+	}
+	return s, "", false
+}
+
+// sizeKey reads a byte size: digits with an optional suffix k, m or g (any
+// case, optionally followed by "b" or "ib"), all powers of 1024.
+func sizeKey(local entrypoints.Local, key string, def int64) (int64, error) {
+	v, ok := local.Lookup(key)
+	if !ok || strings.TrimSpace(v) == "" {
+		return def, nil
+	}
+	s := strings.ToLower(strings.TrimSpace(v))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "b"), "i")
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'k':
+			mult = 1 << 10
+		case 'm':
+			mult = 1 << 20
+		case 'g':
+			mult = 1 << 30
+		}
+		if mult != 1 {
+			s = strings.TrimSpace(s[:n-1])
+		}
+	}
+	n, err := entrypoints.AsInt(s)
+	if err != nil || n < 0 {
+		return def, local.Errorf(key, "bad size %q (want bytes, e.g. 1048576 or 1m)", v)
+	}
+	return int64(n) * mult, nil
+}
+
+// Config returns the server's settings.
+func (s *HTTPServer) Config() HTTPConfig { return s.cfg }
+
+// OnShutdown registers f to run when shutdown starts, before in-flight
+// requests are waited for: the runner uses it to wake parked waiters so that
+// they answer and the drain can finish. Each function runs on its own
+// goroutine; shutdown waits for them at most until shutdown_timeout.
+func (s *HTTPServer) OnShutdown(f func()) {
+	s.mu.Lock()
+	s.hooks = append(s.hooks, f)
+	s.mu.Unlock()
+}
+
+// Bound returns a channel that is closed once the server has its listener;
+// Addr then reports the bound address.
+func (s *HTTPServer) Bound() <-chan struct{} { return s.bound }
+
+// Addr returns the address the server listens on, or nil before it has bound.
+func (s *HTTPServer) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// Listen binds the configured address and returns the listener without
+// serving on it; ServeListener serves it. A failure names the address.
+func (s *HTTPServer) Listen() (net.Listener, error) {
+	ln, err := net.Listen("tcp", s.cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("http: listen on %s: %w", s.cfg.Addr, err)
+	}
+	return ln, nil
+}
+
+// Serve binds the configured address and serves app until ctx is done, then
+// shuts down gracefully (see ServeListener). A bind failure is an error that
+// names the address.
+func (s *HTTPServer) Serve(ctx context.Context, app http.Handler) error {
+	ln, err := s.Listen()
+	if err != nil {
+		return err
+	}
+	return s.ServeListener(ctx, ln, app)
+}
+
+// ServeListener serves app on ln until ctx is done; it closes ln when it
+// returns. Request contexts carry ctx's values but are not cancelled with
+// it. When ctx is done the server stops accepting, runs the OnShutdown
+// functions and waits up to shutdown_timeout for in-flight requests to
+// finish; it returns nil when they all did. After the timeout it closes the
+// remaining connections and returns an error wrapping ErrShutdownTimeout that
+// says how many requests were cut. An error from accepting is returned as
+// soon as it happens. Calling ServeListener (or Serve) a second time is an
+// error.
+func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app http.Handler) error {
+	if !s.served.CompareAndSwap(false, true) {
+		ln.Close()
+		return errors.New("http: server already served; make a new HTTPServer")
+	}
+	srv := &http.Server{
+		Handler:           &limitHandler{s: s, next: app},
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	addr := ln.Addr()
+	s.mu.Lock()
+	s.addr = addr
+	s.mu.Unlock()
+	close(s.bound)
+
+	s.logger.Info("serving", "addr", addr.String())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("http: serving on %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+
+	s.logger.Info("shutting down", "addr", addr.String(), "in_flight", s.inflight.Load(), "shutdown_timeout", s.cfg.ShutdownTimeout)
+	sctx := context.Background()
+	if s.cfg.ShutdownTimeout > 0 {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(sctx, s.cfg.ShutdownTimeout)
+		defer cancel()
+	}
+	hooksDone := s.runHooks()
+	err := srv.Shutdown(sctx)
+	<-served // http.ErrServerClosed, now that Shutdown has closed the listener
+	if err != nil {
+		cut := s.inflight.Load()
+		srv.Close()
+		s.logger.Error("shutdown timeout passed; connections closed", "requests_cut", cut)
+		return fmt.Errorf("http: %w (%s) on %s: %d requests still in flight; their connections were closed",
+			ErrShutdownTimeout, s.cfg.ShutdownTimeout, addr, cut)
+	}
+	select {
+	case <-hooksDone:
+	case <-sctx.Done():
+		s.logger.Warn("shutdown hooks still running after shutdown_timeout")
+	}
+	s.logger.Info("stopped", "addr", addr.String())
+	return nil
+}
+
+func (s *HTTPServer) runHooks() <-chan struct{} {
+	s.mu.Lock()
+	hooks := append([]func(){}, s.hooks...)
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, f := range hooks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f()
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	return done
+}

@@ -1,0 +1,271 @@
+package runner
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// errResponseReplaced is what a handler's writes return after its response
+// was replaced by 413 because the request body was over max_body_bytes.
+var errResponseReplaced = errors.New("http: request body over max_body_bytes; response replaced by 413")
+
+// limitHandler applies the per-request limits of an HTTPServer around the
+// application: the body size limit, the per-request read deadline on the body
+// and the per-write deadline on the response.
+type limitHandler struct {
+	s    *HTTPServer
+	next http.Handler
+}
+
+func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := h.s
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+
+	if s.cfg.MaxBodyBytes > 0 && r.ContentLength > s.cfg.MaxBodyBytes {
+		// Known too large before reading a byte: answer at once, without
+		// sending 100 Continue.
+		w.Header().Set("Connection", "close")
+		http.Error(w, tooLargeMessage(s.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
+		return
+	}
+	lw := &limitWriter{ResponseWriter: w, rc: http.NewResponseController(w), cfg: &s.cfg}
+	if r.Body != nil && r.Body != http.NoBody {
+		body := r.Body
+		if s.cfg.MaxBodyBytes > 0 {
+			// Given the server's own writer, MaxBytesReader also marks the
+			// connection to be closed after the reply.
+			body = http.MaxBytesReader(w, body, s.cfg.MaxBodyBytes)
+		}
+		lw.body = &limitBody{rc: body, w: lw}
+		r.Body = lw.body
+	}
+	h.next.ServeHTTP(lw, r)
+	lw.finish()
+}
+
+func tooLargeMessage(limit int64) string {
+	return fmt.Sprintf("request body larger than max_body_bytes (%d bytes)", limit)
+}
+
+// limitWriter is the http.ResponseWriter handlers get from an HTTPServer.
+// It moves the write deadline forward on every write and flush, replaces the
+// response with 413 when the request body went over the limit before the
+// handler sent its header, and passes Flush, Hijack, ReadFrom and the
+// http.ResponseController methods through (Unwrap).
+type limitWriter struct {
+	http.ResponseWriter
+	rc   *http.ResponseController
+	cfg  *HTTPConfig
+	body *limitBody // nil when the request has no body
+
+	// Written by the handler's writing goroutine only.
+	wroteHeader bool
+	rejected    bool
+	hijacked    bool
+	armedAt     time.Time
+
+	appWriteDeadline atomic.Bool // the handler set its own write deadline
+	appReadDeadline  atomic.Bool // the handler set its own read deadline
+}
+
+// Unwrap returns the server's writer, for http.ResponseController.
+func (w *limitWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// bodyTooLarge reports whether reading the request body hit max_body_bytes.
+func (w *limitWriter) bodyTooLarge() bool { return w.body != nil && w.body.tooLarge.Load() }
+
+// commit is called before anything that sends the response header. It
+// reports false when the response was replaced by 413.
+func (w *limitWriter) commit() bool {
+	if w.rejected {
+		return false
+	}
+	if !w.wroteHeader {
+		if w.bodyTooLarge() {
+			w.reject()
+			return false
+		}
+		w.wroteHeader = true
+	}
+	return true
+}
+
+func (w *limitWriter) reject() {
+	w.rejected, w.wroteHeader = true, true
+	h := w.ResponseWriter.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Connection", "close")
+	w.ResponseWriter.WriteHeader(http.StatusRequestEntityTooLarge)
+	w.armWrite()
+	io.WriteString(w.ResponseWriter, tooLargeMessage(w.cfg.MaxBodyBytes)+"\n")
+}
+
+// armWrite moves the write deadline to now+write_timeout, unless the handler
+// manages the deadline itself. To keep the cost off the hot path it re-arms
+// only when a sixteenth of the timeout has passed since the last time, so a
+// write always has at least 15/16 of write_timeout.
+func (w *limitWriter) armWrite() {
+	wt := w.cfg.WriteTimeout
+	if wt <= 0 || w.hijacked || w.appWriteDeadline.Load() {
+		return
+	}
+	now := time.Now()
+	if !w.armedAt.IsZero() && now.Sub(w.armedAt) < wt/16 {
+		return
+	}
+	w.armedAt = now
+	w.rc.SetWriteDeadline(now.Add(wt))
+}
+
+// WriteHeader sends the status, or the 413 replacement (see limitWriter).
+// Informational (1xx) statuses other than 101 pass through.
+func (w *limitWriter) WriteHeader(code int) {
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		if !w.wroteHeader {
+			w.ResponseWriter.WriteHeader(code)
+		}
+		return
+	}
+	if w.rejected {
+		return
+	}
+	if !w.wroteHeader {
+		if !w.commit() {
+			return
+		}
+		w.ResponseWriter.WriteHeader(code)
+		return
+	}
+	w.ResponseWriter.WriteHeader(code) // superfluous; let net/http log it
+}
+
+// Write writes to the response with a fresh write deadline.
+func (w *limitWriter) Write(p []byte) (int, error) {
+	if !w.commit() {
+		return 0, errResponseReplaced
+	}
+	w.armWrite()
+	return w.ResponseWriter.Write(p)
+}
+
+// FlushError sends buffered data to the client, with a fresh write deadline.
+func (w *limitWriter) FlushError() error {
+	if !w.commit() {
+		return errResponseReplaced
+	}
+	w.armWrite()
+	return w.rc.Flush()
+}
+
+// Flush is FlushError without the error, for http.Flusher.
+func (w *limitWriter) Flush() { _ = w.FlushError() }
+
+// ReadFrom copies src to the response, moving the write deadline forward
+// every megabyte; it keeps sendfile where the server's writer has it.
+func (w *limitWriter) ReadFrom(src io.Reader) (int64, error) {
+	if !w.commit() {
+		return 0, errResponseReplaced
+	}
+	rf, ok := w.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(struct{ io.Writer }{w}, src)
+	}
+	const chunk = 1 << 20
+	var total int64
+	for {
+		w.armWrite()
+		n, err := rf.ReadFrom(io.LimitReader(src, chunk))
+		total += n
+		if err != nil || n < chunk {
+			return total, err
+		}
+	}
+}
+
+// Hijack takes over the connection (through http.ResponseController). The
+// server clears the connection's deadlines; the limits no longer apply.
+func (w *limitWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := w.rc.Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return c, brw, err
+}
+
+// SetWriteDeadline sets the connection's write deadline; from then on the
+// handler manages it and writes no longer move it.
+func (w *limitWriter) SetWriteDeadline(t time.Time) error {
+	w.appWriteDeadline.Store(true)
+	return w.rc.SetWriteDeadline(t)
+}
+
+// SetReadDeadline sets the connection's read deadline; from then on the
+// handler manages it and read_timeout no longer applies.
+func (w *limitWriter) SetReadDeadline(t time.Time) error {
+	w.appReadDeadline.Store(true)
+	return w.rc.SetReadDeadline(t)
+}
+
+// finish runs after the handler returned: it sends the 413 replacement if the
+// body was too large and nothing was sent, and bounds the final flush and the
+// server's discarding of an unread body.
+func (w *limitWriter) finish() {
+	if w.hijacked {
+		return
+	}
+	if !w.wroteHeader && w.bodyTooLarge() {
+		w.reject()
+	}
+	w.armWrite()
+	if b := w.body; b != nil && !b.done.Load() && w.cfg.ReadTimeout > 0 && !w.appReadDeadline.Load() {
+		w.rc.SetReadDeadline(time.Now().Add(w.cfg.ReadTimeout))
+	}
+}
+
+// limitBody is the request body handlers read: it starts the read_timeout
+// deadline at the first read, clears it at the end of the body (so that a
+// long-poll that has read its body is not cut), and notes when the body went
+// over max_body_bytes (the read then fails with *http.MaxBytesError).
+type limitBody struct {
+	rc io.ReadCloser
+	w  *limitWriter
+
+	armed    bool // written by the reading goroutine only
+	done     atomic.Bool
+	tooLarge atomic.Bool
+}
+
+func (b *limitBody) Read(p []byte) (int, error) {
+	rt := b.w.cfg.ReadTimeout
+	if !b.armed && !b.done.Load() {
+		b.armed = true
+		if rt > 0 && !b.w.appReadDeadline.Load() {
+			b.w.rc.SetReadDeadline(time.Now().Add(rt))
+		}
+	}
+	n, err := b.rc.Read(p)
+	if err != nil && !b.done.Load() {
+		b.done.Store(true)
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			b.tooLarge.Store(true)
+		}
+		if rt > 0 && !b.w.appReadDeadline.Load() {
+			b.w.rc.SetReadDeadline(time.Time{})
+		}
+	}
+	return n, err
+}
+
+func (b *limitBody) Close() error { return b.rc.Close() }
