@@ -35,7 +35,14 @@ func Serve(ctx context.Context, s Stream, lookup func(uint64) http.Handler, log 
 	if head.Flags&wire.FlagHead == 0 {
 		return errors.New("transport: first frame is not a head")
 	}
-	rw := &responseWriter{s: s, header: make(http.Header), buf: make([]byte, 0, 4096)}
+	rw := writers.Get().(*responseWriter)
+	*rw = responseWriter{s: s, header: make(http.Header, 4), buf: rw.buf[:0]}
+	defer func() {
+		if rw.conn == nil {
+			rw.s, rw.body, rw.header, rw.frame = nil, nil, nil, wire.Frame{}
+			writers.Put(rw)
+		}
+	}()
 	h := lookup(head.Target)
 	if h == nil {
 		rw.status = http.StatusNotFound
@@ -61,6 +68,9 @@ func Serve(ctx context.Context, s Stream, lookup func(uint64) http.Handler, log 
 	}
 	return rw.finish()
 }
+
+// writers recycles response writers and their buffers.
+var writers = sync.Pool{New: func() any { return &responseWriter{buf: make([]byte, 0, 4096)} }}
 
 func run(h http.Handler, rw *responseWriter, req *http.Request, log hclog.Logger) (err error) {
 	defer func() {
