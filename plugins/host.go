@@ -66,6 +66,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 	"google.golang.org/grpc/status"
 )
 
@@ -124,6 +125,7 @@ type Host struct {
 	closed bool
 
 	refs refs
+	core atomic.Pointer[runner.Core] // served to plugins (SetCore)
 
 	// restartGate, when set (tests), holds restarts until it yields.
 	restartGate chan struct{}

@@ -24,6 +24,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 )
 
 func TestEggApp(t *testing.T) {
@@ -743,3 +744,102 @@ type statusRecorder struct {
 func (r *statusRecorder) Header() http.Header         { return r.header }
 func (r *statusRecorder) Write(b []byte) (int, error) { return len(b), nil }
 func (r *statusRecorder) WriteHeader(code int)        { r.code = code }
+
+func TestCore(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	core := runner.NewCore(runner.CoreOptions{})
+	defer core.Close()
+	h.SetCore(core)
+	_, a := probe(t, h, "a")
+	// A second process of the same plugin (another file): a request parked
+	// in one is woken by a signal sent from the other.
+	other := filepath.Join(t.TempDir(), "ptest-copy")
+	data, err := os.ReadFile(bin("ptest"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	d2, err := h.Binary(other, entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	app2, err := d2.Apps["probe"](nil, entrypoints.Local{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := serve(t, app2)
+
+	got := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(a.URL + "/wait?name=go&timeout=30s")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- string(body)
+	}()
+	waitFor(t, 10*time.Second, "the plugin request to park", func() bool { return core.Stats().Waiters == 1 })
+	mustGet(t, b.URL+"/signal?name=go&value=v1", "1 <nil>")
+	if s := <-got; s != "value v1" {
+		t.Fatalf("parked request got %q", s)
+	}
+	mustGet(t, a.URL+"/wait?name=never&timeout=20ms", "timeout")
+	mustGet(t, a.URL+"/pubsub?topic=t", "1 1 m1")
+	n, err := core.Signal(context.Background(), "nobody", nil)
+	if err != nil || n != 0 {
+		t.Fatal(n, err)
+	}
+	waitFor(t, 10*time.Second, "subscriptions to close", func() bool { return core.Stats().Subscriptions == 0 })
+}
+
+func TestCloseDrains(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	core := runner.NewCore(runner.CoreOptions{})
+	defer core.Close()
+	h.SetCore(core)
+	_, srv := probe(t, h, "d")
+	pid := h.Plugins()[0].PID
+	got := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(srv.URL + "/wait?name=drain&timeout=30s")
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		got <- fmt.Sprint(resp.StatusCode, " ", string(body))
+	}()
+	waitFor(t, 10*time.Second, "the request to park", func() bool { return core.Stats().Waiters == 1 })
+	closed := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		closed <- h.Close(ctx)
+	}()
+	waitFor(t, 10*time.Second, "the host to stop taking requests", func() bool {
+		code, _ := get(t, srv.URL+"/name")
+		return code == http.StatusServiceUnavailable
+	})
+	if !alive(pid) {
+		t.Fatal("plugin stopped before its request finished")
+	}
+	if n, err := core.Signal(context.Background(), "drain", []byte("done")); n != 1 || err != nil {
+		t.Fatalf("Signal = %d, %v", n, err)
+	}
+	if s := <-got; s != "200 value done" {
+		t.Fatalf("in-flight request during Close got %q", s)
+	}
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	if alive(pid) {
+		t.Fatal("plugin alive after Close")
+	}
+}

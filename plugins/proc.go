@@ -22,6 +22,7 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins/internal/transport"
 	"github.com/paster-dev/paster/plugins/internal/wire"
+	"github.com/paster-dev/paster/runner"
 	"google.golang.org/grpc"
 )
 
@@ -199,7 +200,9 @@ func (p *proc) launch(first bool) (*generation, error) {
 	}
 	g.pid = m.PID
 	id := r.pc.broker.NextId()
-	go r.pc.broker.AcceptAndServe(id, p.hostServer)
+	go r.pc.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
+		return p.hostServer(r.pc.done, opts)
+	})
 	if err := wire.Invoke(ctx, r.pc.conn, wire.MethodInit, wire.InitRequest{Broker: id}, nil); err != nil {
 		return fail("init", err)
 	}
@@ -539,13 +542,21 @@ func (p *proc) runOnce(ctx context.Context, g *generation, req wire.RunRequest) 
 }
 
 // hostServer builds the broker server the plugin calls back into.
-func (p *proc) hostServer(opts []grpc.ServerOption) *grpc.Server {
+// ctx ends when the process is gone.
+func (p *proc) hostServer(ctx context.Context, opts []grpc.ServerOption) *grpc.Server {
 	s := grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(wire.MaxMessage))...)
 	hs := &hostService{p: p}
+	cs := &coreService{h: p.h, ctx: ctx}
+	context.AfterFunc(ctx, func() {
+		cs.subs.Range(func(k, v any) bool {
+			_ = v.(runner.Subscription).Close()
+			return true
+		})
+	})
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: wire.HostService,
 		HandlerType: (*any)(nil),
-		Methods:     []grpc.MethodDesc{wire.UnaryMethod("LoadApp", hs.loadApp)},
+		Methods:     append([]grpc.MethodDesc{wire.UnaryMethod("LoadApp", hs.loadApp)}, cs.methods()...),
 		Streams: []grpc.StreamDesc{
 			{StreamName: "HTTP", ServerStreams: true, ClientStreams: true, Handler: hs.serveHTTP},
 		},
@@ -553,8 +564,8 @@ func (p *proc) hostServer(opts []grpc.ServerOption) *grpc.Server {
 	return s
 }
 
-// hostService is what a plugin process calls back into. The runner's Core
-// will be served here too (one broker connection per process).
+// hostService is what a plugin process calls back into (with coreService,
+// the runner's Core), over one broker connection per process.
 type hostService struct {
 	p *proc
 }

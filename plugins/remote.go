@@ -129,6 +129,7 @@ func (a *remoteApp) remote() (*proc, uint64) { return a.p, a.id }
 // it answers 503 with Retry-After; when the plugin dies before answering,
 // 502; after the response began, the response is aborted.
 func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.p.h.adoptCore(r.Context())
 	g, st := a.p.acquire()
 	if g == nil {
 		if st == stateRestarting || st == stateNew {

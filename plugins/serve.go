@@ -18,6 +18,7 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins/internal/transport"
 	"github.com/paster-dev/paster/plugins/internal/wire"
+	"github.com/paster-dev/paster/runner"
 	"google.golang.org/grpc"
 )
 
@@ -422,7 +423,7 @@ func (s *sdk) lookup(id uint64) http.Handler {
 }
 
 func (s *sdk) serveHTTP(_ any, stream grpc.ServerStream) error {
-	return transport.Serve(stream.Context(), stream, s.lookup, s.log)
+	return transport.Serve(runner.WithCore(stream.Context(), remoteCore{s}), stream, s.lookup, s.log)
 }
 
 // run serves the Run stream: it runs a server, runner or coroutine until it
@@ -436,7 +437,7 @@ func (s *sdk) run(_ any, stream grpc.ServerStream) error {
 	if err := json.Unmarshal(in.Data, &req); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(stream.Context())
+	ctx, cancel := context.WithCancel(runner.WithCore(stream.Context(), remoteCore{s}))
 	defer cancel()
 	go func() {
 		// The host closes its side to ask for a stop.

@@ -6,16 +6,19 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins"
+	"github.com/paster-dev/paster/runner"
 )
 
 func main() {
@@ -128,6 +131,43 @@ func newProbe(_ map[string]string, local entrypoints.Local) (http.Handler, error
 		fmt.Fprintln(os.Stderr, "stray stderr line")
 		hclog.L().Warn("plugin warning", "key", "value")
 		hclog.L().Debug("plugin debug")
+	})
+	mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
+		timeout, _ := time.ParseDuration(r.URL.Query().Get("timeout"))
+		v, err := runner.CoreFrom(r.Context()).WaitForSignal(r.Context(), r.URL.Query().Get("name"), timeout)
+		switch {
+		case errors.Is(err, runner.ErrTimeout):
+			fmt.Fprint(w, "timeout")
+		case err != nil:
+			fmt.Fprint(w, "error: ", err)
+		default:
+			fmt.Fprintf(w, "value %s", v)
+		}
+	})
+	mux.HandleFunc("/signal", func(w http.ResponseWriter, r *http.Request) {
+		n, err := runner.CoreFrom(r.Context()).Signal(r.Context(), r.URL.Query().Get("name"), []byte(r.URL.Query().Get("value")))
+		fmt.Fprint(w, n, err)
+	})
+	mux.HandleFunc("/pubsub", func(w http.ResponseWriter, r *http.Request) {
+		core := runner.CoreFrom(r.Context())
+		topic := r.URL.Query().Get("topic")
+		sub, err := core.Subscribe(r.Context(), topic, runner.FromNow)
+		if err != nil {
+			fmt.Fprint(w, "error: ", err)
+			return
+		}
+		defer sub.Close()
+		seq, err := core.Publish(r.Context(), topic, []byte("m1"))
+		if err != nil {
+			fmt.Fprint(w, "error: ", err)
+			return
+		}
+		msgs, err := sub.Fetch(r.Context())
+		if err != nil || len(msgs) != 1 {
+			fmt.Fprint(w, "error: ", err, len(msgs))
+			return
+		}
+		fmt.Fprintf(w, "%d %d %s", seq, msgs[0].Seq, msgs[0].Data)
 	})
 	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) { os.Exit(3) })
 	return mux, nil

@@ -1,0 +1,272 @@
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/paster-dev/paster/plugins/internal/wire"
+	"github.com/paster-dev/paster/runner"
+	"google.golang.org/grpc"
+)
+
+// The runner's Core crosses the boundary as unary JSON calls on the host
+// service (one brokered connection per process). Inside a plugin,
+// runner.CoreFrom(r.Context()) in a handler, and CoreFrom(ctx) in a
+// coroutine or server, return remoteCore, so a request parked in one plugin
+// is woken by a signal sent from the host or from another plugin. Context
+// deadlines and cancellation travel with each call (gRPC deadline and
+// RST_STREAM); errors keep their identity (ErrTimeout, ErrClosed, ErrGap
+// with its *GapError, ErrNoCore, ErrBadPosition, context errors).
+
+// SetCore makes c the Core served to plugin processes. Without one, the
+// Core of the first request the host forwards (runner.CoreFrom of its
+// context) is adopted; until then plugins get runner.ErrNoCore.
+func (h *Host) SetCore(c runner.Core) { h.core.Store(&c) }
+
+func (h *Host) coreFor() runner.Core {
+	if c := h.core.Load(); c != nil {
+		return *c
+	}
+	return runner.CoreFrom(context.Background())
+}
+
+// adoptCore remembers the Core of a forwarded request if none is set.
+func (h *Host) adoptCore(ctx context.Context) {
+	if h.core.Load() == nil && runner.HasCore(ctx) {
+		c := runner.CoreFrom(ctx)
+		h.core.CompareAndSwap(nil, &c)
+	}
+}
+
+type coreCall struct {
+	Name    string        `json:"name,omitempty"`
+	Value   []byte        `json:"value,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"`
+	Min     int           `json:"min,omitempty"`
+	From    string        `json:"from,omitempty"`
+	Sub     uint64        `json:"sub,omitempty"`
+}
+
+type coreReply struct {
+	Value    []byte           `json:"value,omitempty"`
+	N        uint64           `json:"n,omitempty"`
+	Messages []runner.Message `json:"messages,omitempty"`
+	Err      *coreErr         `json:"err,omitempty"`
+}
+
+// coreErr is an error of the host's Core in wire form.
+type coreErr struct {
+	Msg   string   `json:"msg"`
+	Kinds []string `json:"kinds"`
+	Gap   *runner.GapError
+}
+
+var coreKinds = map[string]error{
+	"timeout": runner.ErrTimeout, "closed": runner.ErrClosed, "gap": runner.ErrGap,
+	"nocore": runner.ErrNoCore, "position": runner.ErrBadPosition,
+	"canceled": context.Canceled, "deadline": context.DeadlineExceeded,
+}
+
+func toCoreErr(err error) *coreErr {
+	if err == nil {
+		return nil
+	}
+	e := &coreErr{Msg: err.Error()}
+	for k, target := range coreKinds {
+		if errors.Is(err, target) {
+			e.Kinds = append(e.Kinds, k)
+		}
+	}
+	var gap *runner.GapError
+	if errors.As(err, &gap) {
+		e.Gap = gap
+	}
+	return e
+}
+
+// remoteErr is a Core error that happened in the host.
+type remoteErr struct {
+	msg   string
+	kinds []error
+}
+
+func (e *remoteErr) Error() string   { return e.msg }
+func (e *remoteErr) Unwrap() []error { return e.kinds }
+
+func (e *coreErr) err() error {
+	if e == nil {
+		return nil
+	}
+	if e.Gap != nil {
+		return e.Gap
+	}
+	r := &remoteErr{msg: e.Msg}
+	for _, k := range e.Kinds {
+		r.kinds = append(r.kinds, coreKinds[k])
+	}
+	return r
+}
+
+// Host side: the Core methods of the host service.
+
+type coreService struct {
+	h    *Host
+	ctx  context.Context // ends when the plugin process is gone
+	next atomic.Uint64
+	subs sync.Map // uint64 -> runner.Subscription
+}
+
+func (cs *coreService) methods() []grpc.MethodDesc {
+	m := func(name string, f func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error)) grpc.MethodDesc {
+		return wire.UnaryMethod(name, func(ctx context.Context, data []byte) (any, error) {
+			var in coreCall
+			if err := json.Unmarshal(data, &in); err != nil {
+				return nil, err
+			}
+			out, err := f(ctx, cs.h.coreFor(), in)
+			out.Err = toCoreErr(err)
+			return out, nil
+		})
+	}
+	return []grpc.MethodDesc{
+		m("Sleep", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+			return coreReply{}, c.Sleep(ctx, in.Timeout)
+		}),
+		m("WaitForSignal", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+			v, err := c.WaitForSignal(ctx, in.Name, in.Timeout)
+			return coreReply{Value: v}, err
+		}),
+		m("Signal", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+			var n int
+			var err error
+			if in.Min > 0 {
+				n, err = c.SignalAtLeast(ctx, in.Name, in.Value, in.Min)
+			} else {
+				n, err = c.Signal(ctx, in.Name, in.Value)
+			}
+			return coreReply{N: uint64(n)}, err
+		}),
+		m("Publish", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+			seq, err := c.Publish(ctx, in.Name, in.Value)
+			return coreReply{N: seq}, err
+		}),
+		m("Subscribe", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+			from, err := runner.ParsePosition(in.From)
+			if err != nil {
+				return coreReply{}, err
+			}
+			// The subscription lives until the plugin closes it or the
+			// plugin process goes away, not just for this call.
+			sub, err := c.Subscribe(cs.ctx, in.Name, from)
+			if err != nil {
+				return coreReply{}, err
+			}
+			id := cs.next.Add(1)
+			cs.subs.Store(id, sub)
+			return coreReply{N: id}, nil
+		}),
+		m("Fetch", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+			v, ok := cs.subs.Load(in.Sub)
+			if !ok {
+				return coreReply{}, fmt.Errorf("runner: fetch: subscription %d: %w", in.Sub, runner.ErrClosed)
+			}
+			msgs, err := v.(runner.Subscription).Fetch(ctx)
+			return coreReply{Messages: msgs}, err
+		}),
+		m("CloseSubscription", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+			if v, ok := cs.subs.LoadAndDelete(in.Sub); ok {
+				return coreReply{}, v.(runner.Subscription).Close()
+			}
+			return coreReply{}, nil
+		}),
+	}
+}
+
+// Plugin side: a runner.Core that calls the host.
+
+type remoteCore struct{ s *sdk }
+
+func (c remoteCore) call(ctx context.Context, method string, in coreCall) (coreReply, error) {
+	var out coreReply
+	conn, err := c.s.hostConn()
+	if err != nil {
+		return out, &remoteErr{msg: "runner: " + err.Error(), kinds: []error{runner.ErrNoCore}}
+	}
+	if err := wire.Invoke(ctx, conn, "/"+wire.HostService+"/"+method, in, &out); err != nil {
+		if ctx.Err() != nil {
+			return out, fmt.Errorf("runner: %s: %w", method, ctx.Err())
+		}
+		return out, &remoteErr{msg: fmt.Sprintf("runner: %s: host unreachable: %v", method, rpcError(err)), kinds: []error{runner.ErrClosed}}
+	}
+	return out, out.Err.err()
+}
+
+func (c remoteCore) Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	_, err := c.call(ctx, "Sleep", coreCall{Timeout: d})
+	return err
+}
+
+func (c remoteCore) WaitForSignal(ctx context.Context, name string, timeout time.Duration) ([]byte, error) {
+	out, err := c.call(ctx, "WaitForSignal", coreCall{Name: name, Timeout: timeout})
+	return out.Value, err
+}
+
+func (c remoteCore) Signal(ctx context.Context, name string, value []byte) (int, error) {
+	out, err := c.call(ctx, "Signal", coreCall{Name: name, Value: value})
+	return int(out.N), err
+}
+
+func (c remoteCore) SignalAtLeast(ctx context.Context, name string, value []byte, min int) (int, error) {
+	if min < 1 {
+		return c.Signal(ctx, name, value)
+	}
+	out, err := c.call(ctx, "Signal", coreCall{Name: name, Value: value, Min: min})
+	return int(out.N), err
+}
+
+func (c remoteCore) Publish(ctx context.Context, topic string, msg []byte) (uint64, error) {
+	out, err := c.call(ctx, "Publish", coreCall{Name: topic, Value: msg})
+	return out.N, err
+}
+
+func (c remoteCore) Subscribe(ctx context.Context, topic string, from runner.Position) (runner.Subscription, error) {
+	out, err := c.call(ctx, "Subscribe", coreCall{Name: topic, From: from.String()})
+	if err != nil {
+		return nil, err
+	}
+	sub := &remoteSub{c: c, id: out.N}
+	sub.stop = context.AfterFunc(ctx, func() { _ = sub.Close() })
+	return sub, nil
+}
+
+type remoteSub struct {
+	c    remoteCore
+	id   uint64
+	once sync.Once
+	stop func() bool
+}
+
+func (s *remoteSub) Fetch(ctx context.Context) ([]runner.Message, error) {
+	out, err := s.c.call(ctx, "Fetch", coreCall{Sub: s.id})
+	return out.Messages, err
+}
+
+func (s *remoteSub) Close() error {
+	s.once.Do(func() {
+		if s.stop != nil {
+			s.stop()
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, _ = s.c.call(ctx, "CloseSubscription", coreCall{Sub: s.id})
+	})
+	return nil
+}
