@@ -118,6 +118,14 @@ func TestFilters(t *testing.T) {
 	if h.refs.next.Load() != refsBefore {
 		t.Fatal("wrapping an app of the same plugin registered a host callback")
 	}
+	pd, err := h.Binary(bin("ptest"), entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherPlugin, err := pd.Apps["probe"](nil, entrypoints.NewLocal("name", "in ptest"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name  string
 		h     http.Handler
@@ -129,10 +137,15 @@ func TestFilters(t *testing.T) {
 		{"filter-app around host app", prefixHost, "> host app /x", ""},
 		{"filter-app around plugin app", prefixPlugin, ">> Hello, world!\n", ""},
 		{"filter around filter-app around host app", stamp(prefixHost), "> host app /x", "v1"},
+		{"filter around an app of another plugin", http.StripPrefix("/x", stamp(otherPlugin)), "in ptest", "v1"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			resp, err := http.Get(serve(t, c.h).URL + "/x")
+			path := "/x"
+			if strings.Contains(c.name, "another plugin") {
+				path = "/x/name"
+			}
+			resp, err := http.Get(serve(t, c.h).URL + path)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -270,6 +270,7 @@ func (p *proc) watch(g *generation) {
 	go func() {
 		defer p.bg.Done()
 		<-g.exited
+		killGroup(g.pid)
 		p.mu.Lock()
 		if p.gen != g || p.state == stateClosed {
 			p.mu.Unlock()
@@ -422,6 +423,7 @@ func (p *proc) close(ctx context.Context) error {
 	if g != nil {
 		g.client.Kill()
 		<-g.exited
+		killGroup(g.pid)
 	}
 	<-runsDone
 	p.bg.Wait()

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"runtime"
@@ -26,6 +25,10 @@ import (
 // plugin. It is all a plugin's main needs:
 //
 //	func main() { plugins.Serve(hello.Dist) }
+//
+// Handlers, coroutines and servers reach the host runner's Core with
+// runner.CoreFrom(ctx) as they would in-process; each operation is a call
+// to the host (about 0.15 ms), so keep them off hot paths.
 //
 // Logging: Serve installs an hclog JSON logger on stderr as hclog.Default
 // (level from the host), so hclog.L() output arrives in the host's logger
@@ -486,7 +489,3 @@ func (s *sdk) runInstance(ctx context.Context, req wire.RunRequest) (err error) 
 	return fmt.Errorf("no runnable instance %d", req.ID)
 }
 
-var _ io.Closer = (*pluginConn)(nil)
-
-// Close closes the connection; go-plugin's Kill stops the process.
-func (c *pluginConn) Close() error { return c.conn.Close() }

@@ -1,0 +1,55 @@
+package wire
+
+import (
+	"net/http"
+	"reflect"
+	"testing"
+
+	"google.golang.org/grpc/mem"
+)
+
+func TestFrameRoundTrip(t *testing.T) {
+	t.Parallel()
+	cases := []Frame{
+		{},
+		{Flags: FlagEnd, Body: []byte("tail")},
+		{Flags: FlagHead | FlagEnd | FlagTLS, Target: 1 << 40, Method: "POST", Host: "h", URI: "/a?b=c",
+			Proto: "HTTP/1.1", RemoteAddr: "1.2.3.4:5", ContentLength: -1,
+			Header: http.Header{"X-A": {"1", "2"}, "Empty": {}}, Body: []byte("body")},
+		{Flags: FlagHead | FlagFlush, Status: 599, Header: http.Header{"Content-Type": {"text/plain"}}},
+		{Flags: FlagEnd, Trailer: http.Header{"X-Sum": {"abc"}}},
+	}
+	c := codec{}
+	for i, f := range cases {
+		out, err := c.Marshal(&f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Split the encoding to exercise the multi-buffer path.
+		b := out.Materialize()
+		split := mem.BufferSlice{mem.SliceBuffer(b[:len(b)/2]), mem.SliceBuffer(b[len(b)/2:])}
+		var got Frame
+		if err := c.Unmarshal(split, &got); err != nil {
+			t.Fatalf("case %d: %v", i, err)
+		}
+		if len(got.Body) == 0 && len(f.Body) == 0 {
+			got.Body, f.Body = nil, nil
+		}
+		if !reflect.DeepEqual(got, f) {
+			t.Fatalf("case %d:\n got %+v\nwant %+v", i, got, f)
+		}
+	}
+}
+
+func TestFrameTruncated(t *testing.T) {
+	t.Parallel()
+	f := Frame{Flags: FlagHead, Method: "GET", URI: "/", Header: http.Header{"A": {"b"}}, Body: []byte("xyz")}
+	out, _ := codec{}.Marshal(&f)
+	b := out.Materialize()
+	for n := 0; n < len(b); n++ {
+		var got Frame
+		if err := (codec{}).Unmarshal(mem.BufferSlice{mem.SliceBuffer(b[:n])}, &got); err == nil {
+			t.Fatalf("%d of %d bytes decoded without error", n, len(b))
+		}
+	}
+}
