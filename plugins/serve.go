@@ -488,4 +488,3 @@ func (s *sdk) runInstance(ctx context.Context, req wire.RunRequest) (err error) 
 	}
 	return fmt.Errorf("no runnable instance %d", req.ID)
 }
-
