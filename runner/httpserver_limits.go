@@ -172,7 +172,9 @@ func (w *limitWriter) FlushError() error {
 func (w *limitWriter) Flush() { _ = w.FlushError() }
 
 // ReadFrom copies src to the response, moving the write deadline forward
-// every megabyte; it keeps sendfile where the server's writer has it.
+// every megabyte; it keeps sendfile where the server's writer has it (an
+// *io.LimitedReader around an *os.File, as http.ServeContent passes, is
+// unwrapped so that the chunks stay one LimitedReader deep).
 func (w *limitWriter) ReadFrom(src io.Reader) (int64, error) {
 	if !w.commit() {
 		return 0, errResponseReplaced
@@ -182,12 +184,26 @@ func (w *limitWriter) ReadFrom(src io.Reader) (int64, error) {
 		return io.Copy(struct{ io.Writer }{w}, src)
 	}
 	const chunk = 1 << 20
+	inner, lr := src, (*io.LimitedReader)(nil)
+	if l, ok := src.(*io.LimitedReader); ok {
+		inner, lr = l.R, l
+	}
 	var total int64
 	for {
+		n := int64(chunk)
+		if lr != nil && lr.N < n {
+			n = lr.N
+		}
+		if n <= 0 {
+			return total, nil
+		}
 		w.armWrite()
-		n, err := rf.ReadFrom(io.LimitReader(src, chunk))
-		total += n
-		if err != nil || n < chunk {
+		m, err := rf.ReadFrom(&io.LimitedReader{R: inner, N: n})
+		total += m
+		if lr != nil {
+			lr.N -= m
+		}
+		if err != nil || m < n {
 			return total, err
 		}
 	}

@@ -1,0 +1,54 @@
+// Package builtin is the built-in dist "paster": the entry points of Paste
+// and PasteDeploy that configuration files commonly use, compiled into every
+// paster binary. Importing the package registers the dist, so that
+// egg:paster#urlmap and its siblings resolve:
+//
+//	urlmap       composite   dispatch by path prefix and domain
+//	cascade      composite   try apps in turn until one does not answer 404
+//	static       app         files under document_root
+//	translogger  filter-app  access log (Apache combined, JSON or a template)
+//	gzip         filter-app  gzip responses for clients that accept it
+//	prefix       filter-app  PrefixMiddleware: mount prefix and X-Forwarded-*
+//	http         runner      the HTTP server (runner.New and Run)
+//
+// Apps mounted under a prefix learn it from ScriptName(r), Paste's
+// SCRIPT_NAME; r.URL.Path holds the rest (PATH_INFO). Scheme(r) is the
+// scheme the client used, as far as the prefix filter could tell.
+package builtin
+
+import (
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/paster-dev/paster/entrypoints"
+)
+
+// Version is the built-in dist's version.
+const Version = "0.1.0"
+
+// Dist is the built-in dist "paster". It is registered in the default
+// registry when the package is imported.
+var Dist = &entrypoints.Dist{
+	Name:    "paster",
+	Version: Version,
+	Apps: map[string]entrypoints.AppFactory{
+		"static": staticFactory,
+	},
+	Composites: map[string]entrypoints.CompositeFactory{
+		"urlmap":  urlmapFactory,
+		"cascade": cascadeFactory,
+	},
+	FilterApps: map[string]entrypoints.FilterAppFactory{
+		"translogger": transloggerFactory,
+		"gzip":        gzipFactory,
+		"prefix":      prefixFactory,
+	},
+	Runners: map[string]entrypoints.ServerRunner{
+		"http": httpRunner,
+	},
+}
+
+func init() { entrypoints.Register(Dist) }
+
+// logger returns the logger for the dist's warnings, looked up at each use
+// so that the command's hclog.SetDefault applies.
+func logger() hclog.Logger { return hclog.Default().Named("paster") }

@@ -1,0 +1,231 @@
+package builtin
+
+import (
+	"bufio"
+	"compress/gzip"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/paster-dev/paster/entrypoints"
+)
+
+// gzipFactory is egg:paster#gzip, Paste's GzipMiddleware. compress_level
+// (1-9, default 6) is the gzip level; any other value is an error naming
+// the key.
+//
+// A response is compressed when the client accepts gzip (Accept-Encoding,
+// honouring q=0), its Content-Type is text/* or application/* without "zip"
+// in it (as Paste; images and archives are not), it has no Content-Encoding
+// or Content-Range, its status allows a body and is not 206, and the app
+// wrote something. A Content-Type the app did not set is sniffed from the
+// first write. Compressed responses lose Content-Length, gain
+// "Content-Encoding: gzip" and have a strong ETag made weak. Every response
+// of a compressible type gets "Vary: Accept-Encoding", compressed or not.
+//
+// Streaming works: Flush on the writer flushes the gzip stream and then the
+// connection, so server-sent events and long-polls reach the client at
+// once. Hijack and, through Unwrap, the http.ResponseController methods are
+// kept.
+func gzipFactory(next http.Handler, global map[string]string, local entrypoints.Local) (http.Handler, error) {
+	level, err := local.Int("compress_level", 6)
+	if err != nil {
+		return nil, err
+	}
+	if level < 1 || level > 9 {
+		return nil, local.Errorf("compress_level", "level %d out of range 1-9", level)
+	}
+	for _, k := range local.Keys() {
+		if k != "compress_level" {
+			logger().Warn("gzip: unknown key ignored", "key", k, "at", local.Where(k).String(), "known", "compress_level")
+		}
+	}
+	g := &gzipFilter{next: next, level: level}
+	g.pool.New = func() any {
+		w, _ := gzip.NewWriterLevel(io.Discard, level)
+		return w
+	}
+	return g, nil
+}
+
+type gzipFilter struct {
+	next  http.Handler
+	level int
+	pool  sync.Pool // *gzip.Writer
+}
+
+func (g *gzipFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	gw := &gzipWriter{ResponseWriter: w, g: g, accepts: acceptsGzip(r.Header.Values("Accept-Encoding"))}
+	defer gw.finish()
+	g.next.ServeHTTP(gw, r)
+}
+
+// acceptsGzip reports whether Accept-Encoding allows gzip (or x-gzip, or
+// "*" when gzip is not named) with a non-zero quality.
+func acceptsGzip(values []string) bool {
+	star := false
+	for _, v := range values {
+		for _, part := range strings.Split(v, ",") {
+			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+			name = strings.ToLower(strings.TrimSpace(name))
+			q := 1.0
+			for _, p := range strings.Split(params, ";") {
+				if k, val, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.EqualFold(strings.TrimSpace(k), "q") {
+					if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
+						q = f
+					}
+				}
+			}
+			switch name {
+			case "gzip", "x-gzip":
+				return q > 0
+			case "*":
+				star = q > 0
+			}
+		}
+	}
+	return star
+}
+
+// compressible reports whether a Content-Type is worth compressing.
+func compressible(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		mt = strings.ToLower(strings.TrimSpace(ct))
+	}
+	return (strings.HasPrefix(mt, "text/") || strings.HasPrefix(mt, "application/")) && !strings.Contains(mt, "zip")
+}
+
+// gzipWriter decides at the first write (or flush, or the end) whether to
+// compress, holding back the status the app wrote until then.
+type gzipWriter struct {
+	http.ResponseWriter
+	g        *gzipFilter
+	accepts  bool
+	status   int // written by the app, not yet sent
+	decided  bool
+	hijacked bool
+	gz       *gzip.Writer // nil unless compressing
+}
+
+// Unwrap returns the wrapped writer, for http.ResponseController.
+func (w *gzipWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *gzipWriter) WriteHeader(code int) {
+	if w.decided {
+		w.ResponseWriter.WriteHeader(code) // superfluous: net/http logs it
+		return
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code) // informational: passes now
+		return
+	}
+	if w.status == 0 {
+		w.status = code
+	}
+}
+
+// decide sends the held status with the headers of the chosen encoding.
+// first is the first data written (nil when there is none yet).
+func (w *gzipWriter) decide(first []byte) {
+	w.decided = true
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	h := w.ResponseWriter.Header()
+	ct := h.Get("Content-Type")
+	if ct == "" && len(first) > 0 && h.Get("Content-Encoding") == "" {
+		ct = http.DetectContentType(first)
+	}
+	eligible := ct != "" && compressible(ct) && h.Get("Content-Encoding") == "" &&
+		h.Get("Content-Range") == "" && status >= 200 && status != http.StatusNoContent &&
+		status != http.StatusNotModified && status != http.StatusPartialContent
+	if eligible {
+		if !varyHas(h, "Accept-Encoding") {
+			h.Add("Vary", "Accept-Encoding")
+		}
+		if w.accepts && len(first) > 0 {
+			if h.Get("Content-Type") == "" {
+				h.Set("Content-Type", ct) // sniffing compressed bytes would fail
+			}
+			h.Del("Content-Length")
+			h.Set("Content-Encoding", "gzip")
+			if et := h.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
+				h.Set("ETag", "W/"+et)
+			}
+			w.gz = w.g.pool.Get().(*gzip.Writer)
+			w.gz.Reset(w.ResponseWriter)
+		}
+	}
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func varyHas(h http.Header, name string) bool {
+	for _, v := range h.Values("Vary") {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f == "*" || strings.EqualFold(f, name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (w *gzipWriter) Write(p []byte) (int, error) {
+	if !w.decided {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		w.decide(p)
+	}
+	if w.gz != nil {
+		return w.gz.Write(p)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// FlushError flushes the gzip stream (if any) and then the connection.
+func (w *gzipWriter) FlushError() error {
+	if !w.decided {
+		w.decide(nil)
+	}
+	if w.gz != nil {
+		if err := w.gz.Flush(); err != nil {
+			return err
+		}
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Flush is FlushError for http.Flusher.
+func (w *gzipWriter) Flush() { _ = w.FlushError() }
+
+// Hijack takes over the connection; nothing is compressed afterwards.
+func (w *gzipWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked, w.decided = true, true
+	}
+	return c, brw, err
+}
+
+// finish ends the gzip stream and returns the writer to the pool.
+func (w *gzipWriter) finish() {
+	if w.hijacked {
+		return
+	}
+	if !w.decided {
+		w.decide(nil)
+	}
+	if w.gz != nil {
+		w.gz.Close()
+		w.gz.Reset(io.Discard)
+		w.g.pool.Put(w.gz)
+		w.gz = nil
+	}
+}

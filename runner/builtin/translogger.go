@@ -1,0 +1,477 @@
+package builtin
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/paster-dev/paster/entrypoints"
+)
+
+// Access log formats that format may name.
+const (
+	FormatCombined = `%h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-Agent}i"`
+	FormatCommon   = `%h %l %u %t "%r" %>s %b`
+)
+
+// transloggerFactory is egg:paster#translogger, Paste's TransLogger: one
+// access log line per request, written when the app returns. Keys:
+//
+//	format         "combined" (default), "common", "json", or a template
+//	logger_name    name of the hclog logger (default "wsgi")
+//	logging_level  level of the lines: trace, debug, info (default), warn,
+//	               error (Python's names such as WARNING are accepted)
+//	output         where the lines go instead of hclog: stdout, stderr or a
+//	               file path (appended to; relative to global "here")
+//
+// A template mixes text with Apache's directives — %h %a (client address)
+// %l (always -) %u (basic-auth user) %t ([time]) %r (request line) %s %>s
+// (status) %b (bytes, - for none) %B (bytes) %D (microseconds) %T (seconds)
+// %m %U %q %H (method, path, ?query, protocol) %v (Host) %{Name}i (request
+// header) %{Name}o (response header) %% — and Paste's %(NAME)s fields:
+// REMOTE_ADDR, REMOTE_USER, time, REQUEST_METHOD, REQUEST_URI, HTTP_VERSION,
+// status, bytes, HTTP_REFERER, HTTP_USER_AGENT and HTTP_* (a request header).
+// In an INI file every % is written %%. With format = json, hclog gets the
+// fields as key/value pairs and other outputs get one JSON object per line.
+// Quotes, backslashes and control characters from the request are escaped.
+//
+// setup_console_handler and set_logger_level are accepted for Paste
+// compatibility and ignored (hclog's setup belongs to the command). Errors,
+// naming the key: an unknown directive, an unknown level, an output file
+// that cannot be opened.
+//
+// The writer the app gets keeps Flush, Hijack, ReadFrom (sendfile) and,
+// through Unwrap, the http.ResponseController methods.
+func transloggerFactory(next http.Handler, global map[string]string, local entrypoints.Local) (http.Handler, error) {
+	for _, k := range local.Keys() {
+		switch k {
+		case "format", "logger_name", "logging_level", "output", "setup_console_handler", "set_logger_level":
+		default:
+			logger().Warn("translogger: unknown key ignored", "key", k, "at", local.Where(k).String(),
+				"known", "format, logger_name, logging_level, output")
+		}
+	}
+	t := &translogger{next: next}
+	format := local.Get("format")
+	switch strings.TrimSpace(format) {
+	case "", "combined":
+		format = FormatCombined
+	case "common":
+		format = FormatCommon
+	case "json":
+		t.json = true
+	}
+	if !t.json {
+		fields, err := compileLogFormat(format)
+		if err != nil {
+			return nil, local.Errorf("format", "%w", err)
+		}
+		t.fields = fields
+	}
+
+	level := hclog.Info
+	if v := strings.TrimSpace(local.Get("logging_level")); v != "" {
+		lv := strings.ToLower(v)
+		level = hclog.LevelFromString(lv)
+		if alias, ok := map[string]hclog.Level{"warning": hclog.Warn, "critical": hclog.Error, "fatal": hclog.Error}[lv]; ok {
+			level = alias
+		}
+		if level == hclog.NoLevel {
+			return nil, local.Errorf("logging_level", "unknown level %q (want trace, debug, info, warn or error)", v)
+		}
+	}
+	t.level = level
+
+	switch out := strings.TrimSpace(local.Get("output")); out {
+	case "":
+		name := strings.TrimSpace(local.Get("logger_name"))
+		if name == "" {
+			name = "wsgi"
+		}
+		t.logger = hclog.Default().Named(name)
+	case "stdout":
+		t.out = &lockedWriter{w: os.Stdout}
+	case "stderr":
+		t.out = &lockedWriter{w: os.Stderr}
+	default:
+		if !filepath.IsAbs(out) && global["here"] != "" {
+			out = filepath.Join(global["here"], out)
+		}
+		f, err := os.OpenFile(out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, local.Errorf("output", "%w", err)
+		}
+		t.out = &lockedWriter{w: f}
+	}
+	return t, nil
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) write(p []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w.Write(p)
+}
+
+type translogger struct {
+	next   http.Handler
+	fields []logField
+	json   bool
+	level  hclog.Level
+	logger hclog.Logger // when out is nil
+	out    *lockedWriter
+}
+
+func (t *translogger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e := &logEntry{r: r, start: time.Now()}
+	rw := &recordingWriter{ResponseWriter: w}
+	defer func() {
+		// Deferred so that a panicking app is logged too.
+		e.dur = time.Since(e.start)
+		e.status, e.bytes, e.header = rw.status, rw.bytes, w.Header()
+		if e.status == 0 && !rw.hijacked {
+			e.status = http.StatusOK
+		}
+		t.write(e)
+	}()
+	t.next.ServeHTTP(rw, r)
+}
+
+func (t *translogger) write(e *logEntry) {
+	if t.json {
+		rec := e.record()
+		if t.out == nil {
+			t.logger.Log(t.level, "request", "remote_addr", rec.RemoteAddr, "user", rec.User, "method", rec.Method,
+				"uri", rec.URI, "proto", rec.Proto, "status", rec.Status, "bytes", rec.Bytes, "referer", rec.Referer,
+				"user_agent", rec.UserAgent, "host", rec.Host, "duration_ms", rec.DurationMS)
+			return
+		}
+		b, _ := json.Marshal(rec)
+		t.out.write(append(b, '\n'))
+		return
+	}
+	b := make([]byte, 0, 256)
+	for _, f := range t.fields {
+		b = f(b, e)
+	}
+	if t.out == nil {
+		t.logger.Log(t.level, string(b))
+		return
+	}
+	t.out.write(append(b, '\n'))
+}
+
+// logEntry is what a log line is made of.
+type logEntry struct {
+	r      *http.Request
+	start  time.Time
+	dur    time.Duration
+	status int
+	bytes  int64
+	header http.Header // the response's
+}
+
+// logRecord is the JSON form of a logEntry.
+type logRecord struct {
+	Time       string  `json:"time"`
+	RemoteAddr string  `json:"remote_addr"`
+	User       string  `json:"user,omitempty"`
+	Method     string  `json:"method"`
+	URI        string  `json:"uri"`
+	Proto      string  `json:"proto"`
+	Status     int     `json:"status"`
+	Bytes      int64   `json:"bytes"`
+	Referer    string  `json:"referer,omitempty"`
+	UserAgent  string  `json:"user_agent,omitempty"`
+	Host       string  `json:"host"`
+	DurationMS float64 `json:"duration_ms"`
+}
+
+func (e *logEntry) record() logRecord {
+	return logRecord{
+		Time:       e.start.Format(time.RFC3339Nano),
+		RemoteAddr: e.remoteHost(),
+		User:       e.user(),
+		Method:     e.r.Method,
+		URI:        e.requestURI(),
+		Proto:      e.r.Proto,
+		Status:     e.status,
+		Bytes:      e.bytes,
+		Referer:    e.r.Header.Get("Referer"),
+		UserAgent:  e.r.Header.Get("User-Agent"),
+		Host:       e.r.Host,
+		DurationMS: float64(e.dur.Microseconds()) / 1000,
+	}
+}
+
+func (e *logEntry) remoteHost() string {
+	if h, _, err := net.SplitHostPort(e.r.RemoteAddr); err == nil {
+		return h
+	}
+	return e.r.RemoteAddr
+}
+
+func (e *logEntry) user() string {
+	u, _, _ := e.r.BasicAuth()
+	return u
+}
+
+// requestURI is the target as the client sent it (never rewritten by
+// urlmap or prefix).
+func (e *logEntry) requestURI() string {
+	if e.r.RequestURI != "" {
+		return e.r.RequestURI
+	}
+	return e.r.URL.RequestURI()
+}
+
+// logField appends one piece of a log line.
+type logField func(b []byte, e *logEntry) []byte
+
+func literal(s string) logField {
+	return func(b []byte, _ *logEntry) []byte { return append(b, s...) }
+}
+
+func dashIfEmpty(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, '-')
+	}
+	return appendEscaped(b, s)
+}
+
+// appendEscaped appends s with quotes, backslashes and control characters
+// escaped, as Apache does, so that a request cannot forge log lines.
+func appendEscaped(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c == 0x7f:
+			b = append(b, fmt.Sprintf(`\x%02x`, c)...)
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+func apacheTime(t time.Time) string { return t.Format("02/Jan/2006:15:04:05 -0700") }
+
+var apacheDirectives = map[byte]logField{
+	'h': func(b []byte, e *logEntry) []byte { return appendEscaped(b, e.remoteHost()) },
+	'a': func(b []byte, e *logEntry) []byte { return appendEscaped(b, e.remoteHost()) },
+	'l': literal("-"),
+	'u': func(b []byte, e *logEntry) []byte { return dashIfEmpty(b, e.user()) },
+	't': func(b []byte, e *logEntry) []byte { return append(append(append(b, '['), apacheTime(e.start)...), ']') },
+	'r': func(b []byte, e *logEntry) []byte {
+		return appendEscaped(b, e.r.Method+" "+e.requestURI()+" "+e.r.Proto)
+	},
+	's': func(b []byte, e *logEntry) []byte {
+		if e.status == 0 {
+			return append(b, '-')
+		}
+		return strconv.AppendInt(b, int64(e.status), 10)
+	},
+	'b': func(b []byte, e *logEntry) []byte {
+		if e.bytes == 0 {
+			return append(b, '-')
+		}
+		return strconv.AppendInt(b, e.bytes, 10)
+	},
+	'B': func(b []byte, e *logEntry) []byte { return strconv.AppendInt(b, e.bytes, 10) },
+	'D': func(b []byte, e *logEntry) []byte { return strconv.AppendInt(b, e.dur.Microseconds(), 10) },
+	'T': func(b []byte, e *logEntry) []byte { return strconv.AppendInt(b, int64(e.dur/time.Second), 10) },
+	'm': func(b []byte, e *logEntry) []byte { return appendEscaped(b, e.r.Method) },
+	'U': func(b []byte, e *logEntry) []byte {
+		uri := e.requestURI()
+		if i := strings.IndexByte(uri, '?'); i >= 0 {
+			uri = uri[:i]
+		}
+		return appendEscaped(b, uri)
+	},
+	'q': func(b []byte, e *logEntry) []byte {
+		if e.r.URL.RawQuery == "" {
+			return b
+		}
+		return appendEscaped(append(b, '?'), e.r.URL.RawQuery)
+	},
+	'H': func(b []byte, e *logEntry) []byte { return appendEscaped(b, e.r.Proto) },
+	'v': func(b []byte, e *logEntry) []byte { return appendEscaped(b, e.r.Host) },
+}
+
+// pasteFields are TransLogger's %(NAME)s fields.
+var pasteFields = map[string]logField{
+	"REMOTE_ADDR":     apacheDirectives['h'],
+	"REMOTE_USER":     apacheDirectives['u'],
+	"time":            func(b []byte, e *logEntry) []byte { return append(b, apacheTime(e.start)...) },
+	"REQUEST_METHOD":  apacheDirectives['m'],
+	"REQUEST_URI":     func(b []byte, e *logEntry) []byte { return appendEscaped(b, e.requestURI()) },
+	"HTTP_VERSION":    apacheDirectives['H'],
+	"status":          apacheDirectives['s'],
+	"bytes":           apacheDirectives['b'],
+	"HTTP_REFERER":    requestHeader("Referer"),
+	"HTTP_USER_AGENT": requestHeader("User-Agent"),
+}
+
+func requestHeader(name string) logField {
+	return func(b []byte, e *logEntry) []byte { return dashIfEmpty(b, e.r.Header.Get(name)) }
+}
+
+func responseHeader(name string) logField {
+	return func(b []byte, e *logEntry) []byte { return dashIfEmpty(b, e.header.Get(name)) }
+}
+
+// compileLogFormat turns a template into fields; an unknown directive is an
+// error giving its position.
+func compileLogFormat(format string) ([]logField, error) {
+	var fields []logField
+	var text strings.Builder
+	flush := func() {
+		if text.Len() > 0 {
+			fields = append(fields, literal(text.String()))
+			text.Reset()
+		}
+	}
+	for i := 0; i < len(format); i++ {
+		c := format[i]
+		if c != '%' {
+			text.WriteByte(c)
+			continue
+		}
+		start := i
+		i++
+		if i >= len(format) {
+			return nil, fmt.Errorf("format ends with a lone %% (at %d)", start)
+		}
+		switch c := format[i]; {
+		case c == '%':
+			text.WriteByte('%')
+			continue
+		case c == '(':
+			end := strings.Index(format[i:], ")s")
+			if end < 0 {
+				return nil, fmt.Errorf("%%(NAME)s not closed at %d", start)
+			}
+			name := format[i+1 : i+end]
+			f, ok := pasteFields[name]
+			if !ok && strings.HasPrefix(name, "HTTP_") {
+				f, ok = requestHeader(strings.ReplaceAll(strings.TrimPrefix(name, "HTTP_"), "_", "-")), true
+			}
+			if !ok {
+				return nil, fmt.Errorf("unknown field %%(%s)s at %d", name, start)
+			}
+			flush()
+			fields = append(fields, f)
+			i += end + 1
+		case c == '{':
+			end := strings.IndexByte(format[i:], '}')
+			if end < 0 || i+end+1 >= len(format) {
+				return nil, fmt.Errorf("%%{NAME}i not closed at %d", start)
+			}
+			name := format[i+1 : i+end]
+			kind := format[i+end+1]
+			flush()
+			switch kind {
+			case 'i':
+				fields = append(fields, requestHeader(name))
+			case 'o':
+				fields = append(fields, responseHeader(name))
+			default:
+				return nil, fmt.Errorf("unknown directive %%{%s}%c at %d (want i or o)", name, kind, start)
+			}
+			i += end + 1
+		default:
+			if c == '>' && i+1 < len(format) && format[i+1] == 's' {
+				i++
+				c = 's'
+			}
+			f, ok := apacheDirectives[c]
+			if !ok {
+				return nil, fmt.Errorf("unknown directive %%%c at %d", c, start)
+			}
+			flush()
+			fields = append(fields, f)
+		}
+	}
+	flush()
+	return fields, nil
+}
+
+// recordingWriter notes the status and size of a response.
+type recordingWriter struct {
+	http.ResponseWriter
+	status   int
+	bytes    int64
+	hijacked bool
+}
+
+// Unwrap returns the wrapped writer, for http.ResponseController.
+func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *recordingWriter) WriteHeader(code int) {
+	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.bytes += int64(n)
+	return n, err
+}
+
+// ReadFrom passes the copy to the wrapped writer's ReadFrom (sendfile).
+func (w *recordingWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := w.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(struct{ io.Writer }{w.ResponseWriter}, src)
+	}
+	w.bytes += n
+	return n, err
+}
+
+// FlushError flushes the wrapped writer.
+func (w *recordingWriter) FlushError() error {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Flush is FlushError for http.Flusher.
+func (w *recordingWriter) Flush() { _ = w.FlushError() }
+
+// Hijack takes over the wrapped writer's connection.
+func (w *recordingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil {
+		w.hijacked = true
+	}
+	return c, brw, err
+}
