@@ -15,8 +15,9 @@ import (
 
 // CascadeMaxReplay is how many bytes of a request body cascade keeps so
 // that it can replay the body to the next app. A non-final app that reads
-// further gets a *http.MaxBytesError from its read; if its response is then
-// caught, the cascade answers 413 since the body can no longer be replayed.
+// further gets a *http.MaxBytesError from its read, and unless it has sent
+// its response header already, its response is replaced by 413 since the
+// body can no longer be replayed.
 // The final app reads the whole body, replayed part first, unbounded (the
 // server's max_body_bytes still applies).
 const CascadeMaxReplay = 10 << 20
@@ -90,7 +91,7 @@ func (c *cascade) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			app.ServeHTTP(w, r2)
 			return
 		}
-		cw := &catchWriter{w: w, catch: c.catch, header: w.Header().Clone()}
+		cw := &catchWriter{w: w, catch: c.catch, header: w.Header().Clone(), body: body}
 		app.ServeHTTP(cw, r2)
 		if !cw.caught {
 			if !cw.decided {
@@ -165,6 +166,7 @@ type catchWriter struct {
 	w       http.ResponseWriter
 	catch   map[int]bool
 	header  http.Header
+	body    *replayBody // nil without a request body
 	decided bool
 	caught  bool
 }
@@ -181,7 +183,9 @@ func (c *catchWriter) WriteHeader(code int) {
 		return
 	}
 	c.decided = true
-	if c.catch[code] {
+	if c.catch[code] || (c.body != nil && c.body.overflow) {
+		// An app that read past the replay limit answers about an error
+		// the cascade caused: its response is replaced by 413.
 		c.caught = true
 		return
 	}
