@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/paster-dev/paster/entrypoints"
+)
+
+func checkCommand(args []string, stdout, stderr io.Writer) int {
+	var opts serveOptions
+	fs := flag.NewFlagSet("paster check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	opts.register(fs)
+	asJSON := fs.Bool("json", false, "print the composition tree as JSON")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: paster check [options] CONFIG[#name] [var=value ...]")
+		fmt.Fprintln(stderr, "Loads the server and the app, calls every factory, binds nothing; exits 1 on any error.")
+		fs.PrintDefaults()
+	}
+	positional, err := parseInterleaved(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if len(positional) == 0 {
+		fmt.Fprintln(stderr, "paster check: you must give a config file")
+		return 2
+	}
+	cfg := parseConfigArg(positional[0])
+	vars, err := parseVars(positional[1:])
+	if err != nil {
+		fmt.Fprintf(stderr, "paster check: %v\n", err)
+		return 2
+	}
+	if opts.log.level == "info" {
+		opts.log.level = "warn"
+	}
+	logger, closer, err := opts.log.newLogger(stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "paster check: %v\n", err)
+		return 2
+	}
+	defer closer.Close()
+
+	comp, err := loadComposition(cfg, opts.appName, opts.serverName, vars, opts.pluginDirs, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "paster check: %v\n", err)
+		return 1
+	}
+	defer comp.Close(context.Background())
+	tree := checkReport{Files: comp.session.Files, Roots: comp.session.Root}
+	for _, c := range comp.session.Coroutines {
+		tree.Coroutines = append(tree.Coroutines, c.Name)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(tree); err != nil {
+			fmt.Fprintf(stderr, "paster check: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	tree.print(stdout)
+	return 0
+}
+
+// checkReport is what "paster check" prints.
+type checkReport struct {
+	Files      []string            `json:"files"`
+	Roots      []*entrypoints.Node `json:"roots"`
+	Coroutines []string            `json:"coroutines,omitempty"`
+}
+
+func (r checkReport) print(w io.Writer) {
+	for _, root := range r.Roots {
+		printNode(w, root, "", true, true)
+	}
+	if len(r.Coroutines) > 0 {
+		fmt.Fprintf(w, "startup coroutines: %s\n", strings.Join(r.Coroutines, ", "))
+	}
+	fmt.Fprintf(w, "files read: %s\n", strings.Join(r.Files, ", "))
+	fmt.Fprintln(w, "ok")
+}
+
+// printNode prints one node of the composition tree and its children, with
+// its entry point, local conf and (for roots) global conf.
+func printNode(w io.Writer, n *entrypoints.Node, indent string, last, root bool) {
+	branch, childIndent := "├─ ", indent+"│  "
+	if last {
+		branch, childIndent = "└─ ", indent+"   "
+	}
+	if root {
+		branch, childIndent = "", ""
+	}
+	where := n.File
+	if n.Line > 0 {
+		where = fmt.Sprintf("%s:%d", n.File, n.Line)
+	}
+	fmt.Fprintf(w, "%s%s[%s] %s  (%s)\n", indent, branch, n.Section, n.EntryPoint, where)
+	detail := childIndent + "│    "
+	if len(n.Children) == 0 {
+		detail = childIndent + "     "
+	}
+	for _, kv := range n.Local {
+		fmt.Fprintf(w, "%s%s = %s\n", detail, kv.Key, kv.Value)
+	}
+	if root {
+		keys := make([]string, 0, len(n.Global))
+		for k := range n.Global {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(w, "%sglobal %s = %s\n", detail, k, n.Global[k])
+		}
+	}
+	for i, c := range n.Children {
+		printNode(w, c, childIndent, i == len(n.Children)-1, false)
+	}
+}
