@@ -1,0 +1,178 @@
+package builtin
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+func TestCompileLogFormat(t *testing.T) {
+	t.Parallel()
+	r, _ := http.NewRequest("GET", "http://example.com/p/a?q=1", nil)
+	r.RequestURI = "/p/a?q=1"
+	r.Proto = "HTTP/1.1"
+	r.RemoteAddr = "192.0.2.1:5555"
+	r.Host = "example.com"
+	r.Header.Set("Referer", "http://ref/")
+	r.Header.Set("User-Agent", `evil "agent"`)
+	r.Header.Set("X-Req", "rq")
+	r.SetBasicAuth("bob", "pw")
+	e := &logEntry{r: r, start: time.Date(2000, 10, 10, 13, 55, 36, 0, time.FixedZone("", -7*3600)),
+		dur: 1500 * time.Millisecond, status: 201, bytes: 42, header: http.Header{"X-Resp": {"rs"}}}
+	tests := []struct {
+		format, want, err string
+	}{
+		{format: FormatCombined, want: `192.0.2.1 - bob [10/Oct/2000:13:55:36 -0700] "GET /p/a?q=1 HTTP/1.1" 201 42 "http://ref/" "evil \"agent\""`},
+		{format: FormatCommon, want: `192.0.2.1 - bob [10/Oct/2000:13:55:36 -0700] "GET /p/a?q=1 HTTP/1.1" 201 42`},
+		{format: `%m %U%q %H %v %D %T %B %% %{X-Req}i %{X-Resp}o %{X-None}i`, want: `GET /p/a?q=1 HTTP/1.1 example.com 1500000 1 42 % rq rs -`},
+		{format: `%(REMOTE_ADDR)s [%(time)s] "%(REQUEST_METHOD)s %(REQUEST_URI)s %(HTTP_VERSION)s" %(status)s %(bytes)s "%(HTTP_REFERER)s" %(HTTP_X_REQ)s`,
+			want: `192.0.2.1 [10/Oct/2000:13:55:36 -0700] "GET /p/a?q=1 HTTP/1.1" 201 42 "http://ref/" rq`},
+		{format: "%z", err: "unknown directive %z at 0"},
+		{format: "ab %(NOPE)s", err: "unknown field %(NOPE)s at 3"},
+		{format: "%{X}z", err: "want i or o"},
+		{format: "%(REMOTE_ADDR", err: "not closed"},
+		{format: "100%", err: "lone %"},
+	}
+	for _, tt := range tests {
+		fields, err := compileLogFormat(tt.format)
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: error %v, want %q", tt.format, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tt.format, err)
+			continue
+		}
+		var b []byte
+		for _, f := range fields {
+			b = f(b, e)
+		}
+		if string(b) != tt.want {
+			t.Errorf("%q:\n got %s\nwant %s", tt.format, b, tt.want)
+		}
+	}
+}
+
+func TestTransloggerOutputs(t *testing.T) {
+	t.Parallel()
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusTeapot)
+		w.Write([]byte("short and stout"))
+	})
+	combined := regexp.MustCompile(`^127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [-+]\d{4}\] "GET /tea\?x=1 HTTP/1\.1" 418 15 "http://from/" "tester"\n$`)
+	tests := []struct {
+		name  string
+		local []string
+		check func(t *testing.T, line string)
+	}{
+		{"combined", nil, func(t *testing.T, line string) {
+			if !combined.MatchString(line) {
+				t.Errorf("combined line %q", line)
+			}
+		}},
+		{"json", []string{"format", "json"}, func(t *testing.T, line string) {
+			var rec logRecord
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			if rec.Status != 418 || rec.Bytes != 15 || rec.URI != "/tea?x=1" || rec.Method != "GET" ||
+				rec.UserAgent != "tester" || rec.Referer != "http://from/" || rec.RemoteAddr != "127.0.0.1" {
+				t.Errorf("json record %+v", rec)
+			}
+		}},
+		{"template", []string{"format", "%>s %b %U"}, func(t *testing.T, line string) {
+			if line != "418 15 /tea\n" {
+				t.Errorf("template line %q", line)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			h, err := transloggerFactory(app, map[string]string{"here": dir}, localOf(append([]string{"output", "access.log"}, tt.local...)...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := newRequest(t, "GET", start(t, h).URL+"/tea?x=1", nil)
+			req.Header.Set("Referer", "http://from/")
+			req.Header.Set("User-Agent", "tester")
+			if status, _, _ := do(t, nil, req); status != 418 {
+				t.Fatalf("status %d", status)
+			}
+			// The line is written before the handler returns, so before the
+			// response is complete at the client.
+			b, err := os.ReadFile(filepath.Join(dir, "access.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, string(b))
+		})
+	}
+}
+
+// TestTransloggerHclog swaps the default hclog logger, so it is not parallel.
+func TestTransloggerHclog(t *testing.T) {
+	var buf syncBuffer
+	old := hclog.SetDefault(hclog.New(&hclog.LoggerOptions{Name: "paster", Output: &buf, Level: hclog.Trace}))
+	defer hclog.SetDefault(old)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hi")) })
+	tests := []struct {
+		local []string
+		want  []string
+	}{
+		{nil, []string{"[INFO]  paster.wsgi: 127.0.0.1 - - [", `"GET /x HTTP/1.1" 200 2`}},
+		{[]string{"logger_name", "access", "logging_level", "WARNING"}, []string{"[WARN]  paster.access: 127.0.0.1"}},
+		{[]string{"format", "json", "logging_level", "debug"}, []string{"[DEBUG] paster.wsgi: request: remote_addr=127.0.0.1", "status=200", "bytes=2", "uri=/x"}},
+	}
+	for _, tt := range tests {
+		h, err := transloggerFactory(app, nil, localOf(tt.local...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		do(t, nil, newRequest(t, "GET", start(t, h).URL+"/x", nil))
+		out := buf.String()
+		for _, want := range tt.want {
+			if !strings.Contains(out, want) {
+				t.Errorf("%v: log %q lacks %q", tt.local, out, want)
+			}
+		}
+	}
+	if _, err := transloggerFactory(app, nil, localOf("logging_level", "loud")); err == nil || !strings.Contains(err.Error(), "logging_level") {
+		t.Errorf("bad level: %v", err)
+	}
+	if _, err := transloggerFactory(app, nil, localOf("format", "%Q")); err == nil || !strings.Contains(err.Error(), "[composite:main] format:") {
+		t.Errorf("bad format: %v", err)
+	}
+	if _, err := transloggerFactory(app, nil, localOf("output", filepath.Join(t.TempDir(), "no", "such", "dir", "x.log"))); err == nil || !strings.Contains(err.Error(), "output:") {
+		t.Errorf("bad output: %v", err)
+	}
+}
+
+// syncBuffer is a bytes.Buffer the logger and the test can share.
+type syncBuffer struct {
+	lockedWriter
+	b bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
