@@ -253,6 +253,10 @@ type value struct {
 // maxInterpolationDepth is configparser's MAX_INTERPOLATION_DEPTH.
 const maxInterpolationDepth = 10
 
+// maxInterpolatedSize bounds an interpolated value: ten levels of values
+// that each name the next one several times grow exponentially.
+const maxInterpolatedSize = 1 << 20
+
 var interpolationKey = regexp.MustCompile(`^%\(([^)]+)\)s`)
 
 // scope is what %(name)s can see from one section: the section's own keys
@@ -290,6 +294,9 @@ func (sc scope) expand(b *strings.Builder, rest string, depth int) error {
 		return fmt.Errorf("recursion limit exceeded in value substitution (more than %d levels of %%(name)s)", maxInterpolationDepth)
 	}
 	for rest != "" {
+		if b.Len() > maxInterpolatedSize {
+			return fmt.Errorf("value longer than %d bytes after substitution", maxInterpolatedSize)
+		}
 		p := strings.IndexByte(rest, '%')
 		if p < 0 {
 			b.WriteString(rest)

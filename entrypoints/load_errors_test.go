@@ -59,6 +59,8 @@ func TestLoadErrors(t *testing.T) {
 			[]string{at("interp.ini", "[app:badref]", "fmt") + " fmt", "bad interpolation variable reference"}},
 		{"interpolation depth", KindApp, "config:interp.ini#deep_bad", "", []error{ErrInterpolation},
 			[]string{at("interp.ini", "[app:deep_bad]", "v0") + " v0", "recursion limit"}},
+		{"interpolation grows too long", KindApp, "config:interp.ini#wide", "", []error{ErrInterpolation},
+			[]string{at("interp.ini", "[app:wide]", "w0") + " w0", "longer than 1048576 bytes"}},
 		{"interpolation loop", KindApp, "config:interp.ini#loop", "", []error{ErrInterpolation}, []string{"[app:loop] x", "recursion limit"}},
 		{"broken [DEFAULT] fails every load", KindApp, "config:bad_default.ini", "", []error{ErrInterpolation},
 			[]string{"bad_default.ini:3 [DEFAULT] broken"}},
