@@ -607,9 +607,10 @@ func (e *StopError) Unwrap() error { return ErrTimeout }
 
 // Stop cancels every coroutine's context (coroutines in backoff end at
 // once; none is restarted) and waits up to grace for them to return. It
-// returns nil when all did, else a *StopError naming the others. With grace
-// <= 0 it does not wait. After Stop nothing can be added or started;
-// calling Stop again waits again for those still running.
+// returns nil when all did, else a *StopError naming the others. grace <= 0
+// means no limit: Stop waits until all have returned. After Stop nothing can
+// be added or started; calling Stop again waits again for those still
+// running.
 func (s *Sched) Stop(grace time.Duration) error {
 	s.mu.Lock()
 	s.stopped = true
@@ -628,28 +629,24 @@ func (s *Sched) Stop(grace time.Duration) error {
 	}
 	s.mu.Unlock()
 
-	var timeout <-chan time.Time
-	if grace > 0 {
-		timer := time.NewTimer(grace)
-		defer timer.Stop()
-		timeout = timer.C
-	}
+	dl := newDeadline(grace)
+	defer dl.stop()
+	expired := false
 	var stuck []string
 	for _, t := range running {
-		select {
-		case <-t.done:
-			continue
-		default:
-		}
-		if timeout != nil {
+		if !expired {
 			select {
 			case <-t.done:
 				continue
-			case <-timeout:
-				timeout = nil
+			case <-dl.C:
+				expired = true
 			}
 		}
-		stuck = append(stuck, t.name)
+		select {
+		case <-t.done:
+		default:
+			stuck = append(stuck, t.name)
+		}
 	}
 	if len(stuck) > 0 {
 		s.log.Warn("coroutines still running after the grace period", "grace", grace, "names", strings.Join(stuck, ", "))

@@ -17,19 +17,19 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 )
 
-// syncBuffer is a bytes.Buffer safe for concurrent writes (hclog output).
-type syncBuffer struct {
+// schedLogBuffer is a bytes.Buffer safe for concurrent writes (hclog output).
+type schedLogBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *schedLogBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *schedLogBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
@@ -38,9 +38,9 @@ func (b *syncBuffer) String() string {
 // testSched returns a scheduler whose backoff waits are recorded and
 // skipped (they end at once unless the scheduler is stopping), and whose log
 // goes to the returned buffer.
-func testSched(t testing.TB) (*Sched, *syncBuffer, func() []time.Duration) {
+func testSched(t testing.TB) (*Sched, *schedLogBuffer, func() []time.Duration) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &schedLogBuffer{}
 	s := NewSched(hclog.New(&hclog.LoggerOptions{Output: buf, Level: hclog.Debug}))
 	var mu sync.Mutex
 	var delays []time.Duration
