@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"runtime"
 	"strings"
 	"sync"
@@ -597,6 +599,42 @@ func TestNoGoroutineLeak(t *testing.T) {
 		if err := s.Stop(time.Minute); err != nil {
 			t.Fatal(err)
 		}
+
+		// A runner shut down with parked requests.
+		r, err := New(waitApp(), serverLocal())
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Logger = hclog.NewNullLogger()
+		r.Sched.Add("co", func(ctx context.Context) error { <-ctx.Done(); return nil })
+		rctx, rcancel := context.WithCancel(ctx)
+		done := startRun(t, r, rctx)
+		recv(t, "bound", r.HTTP.Bound())
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 20 * time.Second}
+		answers := make(chan int, 5)
+		for range 5 {
+			go func() {
+				resp, err := client.Get("http://" + r.HTTP.Addr().String() + "/wait")
+				if err != nil {
+					answers <- 0
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				answers <- resp.StatusCode
+			}()
+		}
+		waitFor(t, "parked requests", func() bool { return r.own.Stats().Waiters == 5 })
+		rcancel()
+		for range 5 {
+			if code := recv(t, "an answer", answers); code != http.StatusServiceUnavailable {
+				t.Errorf("parked request answered %d at shutdown", code)
+			}
+		}
+		if err := recv(t, "Run", done); err != nil {
+			t.Fatal(err)
+		}
+		client.CloseIdleConnections()
 	}()
 	checkGoroutines(t, base)
 }
