@@ -116,7 +116,8 @@ func (s *Session) LoadApp(uri, base string, global map[string]string) (http.Hand
 // LoadFilter loads and creates the filter that uri names, as LoadApp does.
 // A filter made by a filter-app factory calls the factory each time it is
 // applied; if the factory then fails, the error is logged and the returned
-// handler answers 500.
+// handler answers 500, and startup coroutines of the application it then
+// makes are not collected.
 func (s *Session) LoadFilter(uri, base string, global map[string]string) (Filter, error) {
 	c, err := s.begin(KindFilter, uri, base, global)
 	if err != nil {
@@ -210,12 +211,12 @@ func (s *Session) begin(kind Kind, uri, base string, global map[string]string) (
 	return s.uriContext(kind, uri, s.base, copyMap(global), nil)
 }
 
-// create runs make with coroutine collection on, and records the tree on
+// create runs build with coroutine collection on, and records the tree on
 // success; on failure it takes back the coroutines it added.
-func (s *Session) create(make func() (*Node, error)) error {
+func (s *Session) create(build func() (*Node, error)) error {
 	mark := len(s.Coroutines)
 	s.loading = true
-	n, err := make()
+	n, err := build()
 	s.loading = false
 	if err != nil {
 		s.Coroutines = s.Coroutines[:mark]

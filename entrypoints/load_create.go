@@ -33,10 +33,12 @@ func (s *Session) factoryErr(c *ctx, err error) error {
 	return s.fail(c.chain, because(ErrFactory, "%s factory %s failed: %w", c.kind, c.ref, err))
 }
 
-// call runs the factory of entry context c; what is its result.
-func (s *Session) call(c *ctx, f func() error, nilResult func() bool) error {
+// call runs f, the factory call of entry context c, turning a panic into an
+// error; isNil reports whether f made nothing. Errors are placed at the use
+// line that named the factory.
+func (s *Session) call(c *ctx, f func() error, isNil func() bool) error {
 	err := protect(f)
-	if err == nil && nilResult() {
+	if err == nil && isNil() {
 		err = errors.New("it returned nil and no error")
 	}
 	if err != nil {
@@ -199,7 +201,10 @@ func (s *Session) makeServer(c *ctx) (Server, *Node, error) {
 // makeCoroutine creates the coroutine of c.
 func (s *Session) makeCoroutine(c *ctx) (Coroutine, *Node, error) {
 	var co Coroutine
-	if err := s.call(c, func() (err error) { co, err = c.dist.Coroutines[c.ref.Name](copyMap(c.global), s.shown(c.local)); return err }, func() bool { return co == nil }); err != nil {
+	if err := s.call(c, func() (err error) {
+		co, err = c.dist.Coroutines[c.ref.Name](copyMap(c.global), s.shown(c.local))
+		return err
+	}, func() bool { return co == nil }); err != nil {
 		return nil, nil, err
 	}
 	return co, c.node(), nil
@@ -260,7 +265,8 @@ func (s *Session) publicFilter(f filterFunc) Filter {
 	}
 }
 
-// compositeLoader is the Loader a composite factory receives. Names are
+// compositeLoader is the Loader a composite factory receives; it must be
+// used during the factory call, while the Session is loading. Names are
 // sections of the file whose section named the composite's entry point
 // (see applyUse), or URIs relative to that file's directory; a composite
 // loaded by URI alone resolves names as entry points of its own dist, as
