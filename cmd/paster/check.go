@@ -92,9 +92,9 @@ func (r checkReport) print(w io.Writer) {
 	fmt.Fprintln(w, "ok")
 }
 
-// composition names the nodes that only compose their children; their
+// composingNode names the nodes that only compose their children; their
 // local conf is their innermost child's and is printed there.
-var composition = map[string]bool{"filter-with": true, "pipeline": true, "filter-app": true}
+var composingNode = map[string]bool{"filter-with": true, "pipeline": true, "filter-app": true}
 
 // printNode prints one node of the composition tree and its children, with
 // its entry point, local conf and (for roots) global conf.
@@ -115,7 +115,7 @@ func printNode(w io.Writer, n *entrypoints.Node, indent string, last, root bool)
 	if len(n.Children) == 0 {
 		detail = childIndent + "     "
 	}
-	if !composition[n.EntryPoint] {
+	if !composingNode[n.EntryPoint] {
 		for _, kv := range n.Local {
 			fmt.Fprintf(w, "%s%s = %s\n", detail, kv.Key, kv.Value)
 		}
