@@ -35,7 +35,12 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, tooLargeMessage(s.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
 		return
 	}
-	lw := &limitWriter{ResponseWriter: w, rc: http.NewResponseController(w), cfg: &s.cfg}
+	lw := &limitWriter{ResponseWriter: w, cfg: &s.cfg}
+	if d, ok := w.(deadliner); ok {
+		lw.dl = d // the server's own writer: no ResponseController to allocate
+	} else {
+		lw.dl = http.NewResponseController(w)
+	}
 	if r.Body != nil && r.Body != http.NoBody {
 		body := r.Body
 		if s.cfg.MaxBodyBytes > 0 {
@@ -50,6 +55,13 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	lw.finish()
 }
 
+// deadliner sets connection deadlines: net/http's response writer and
+// http.ResponseController both do.
+type deadliner interface {
+	SetReadDeadline(time.Time) error
+	SetWriteDeadline(time.Time) error
+}
+
 func tooLargeMessage(limit int64) string {
 	return fmt.Sprintf("request body larger than max_body_bytes (%d bytes)", limit)
 }
@@ -61,7 +73,7 @@ func tooLargeMessage(limit int64) string {
 // http.ResponseController methods through (Unwrap).
 type limitWriter struct {
 	http.ResponseWriter
-	rc   *http.ResponseController
+	dl   deadliner
 	cfg  *HTTPConfig
 	body *limitBody // nil when the request has no body
 
@@ -125,7 +137,7 @@ func (w *limitWriter) armWrite() {
 		return
 	}
 	w.armedAt = now
-	w.rc.SetWriteDeadline(now.Add(wt))
+	w.dl.SetWriteDeadline(now.Add(wt))
 }
 
 // WriteHeader sends the status, or the 413 replacement (see limitWriter).
@@ -165,7 +177,7 @@ func (w *limitWriter) FlushError() error {
 		return errResponseReplaced
 	}
 	w.armWrite()
-	return w.rc.Flush()
+	return http.NewResponseController(w.ResponseWriter).Flush()
 }
 
 // Flush is FlushError without the error, for http.Flusher.
@@ -212,7 +224,7 @@ func (w *limitWriter) ReadFrom(src io.Reader) (int64, error) {
 // Hijack takes over the connection (through http.ResponseController). The
 // server clears the connection's deadlines; the limits no longer apply.
 func (w *limitWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := w.rc.Hijack()
+	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err == nil {
 		w.hijacked = true
 	}
@@ -223,14 +235,14 @@ func (w *limitWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // handler manages it and writes no longer move it.
 func (w *limitWriter) SetWriteDeadline(t time.Time) error {
 	w.appWriteDeadline.Store(true)
-	return w.rc.SetWriteDeadline(t)
+	return w.dl.SetWriteDeadline(t)
 }
 
 // SetReadDeadline sets the connection's read deadline; from then on the
 // handler manages it and read_timeout no longer applies.
 func (w *limitWriter) SetReadDeadline(t time.Time) error {
 	w.appReadDeadline.Store(true)
-	return w.rc.SetReadDeadline(t)
+	return w.dl.SetReadDeadline(t)
 }
 
 // finish runs after the handler returned: it sends the 413 replacement if the
@@ -245,7 +257,7 @@ func (w *limitWriter) finish() {
 	}
 	w.armWrite()
 	if b := w.body; b != nil && !b.done.Load() && w.cfg.ReadTimeout > 0 && !w.appReadDeadline.Load() {
-		w.rc.SetReadDeadline(time.Now().Add(w.cfg.ReadTimeout))
+		w.dl.SetReadDeadline(time.Now().Add(w.cfg.ReadTimeout))
 	}
 }
 
@@ -267,7 +279,7 @@ func (b *limitBody) Read(p []byte) (int, error) {
 	if !b.armed && !b.done.Load() {
 		b.armed = true
 		if rt > 0 && !b.w.appReadDeadline.Load() {
-			b.w.rc.SetReadDeadline(time.Now().Add(rt))
+			b.w.dl.SetReadDeadline(time.Now().Add(rt))
 		}
 	}
 	n, err := b.rc.Read(p)
@@ -278,7 +290,7 @@ func (b *limitBody) Read(p []byte) (int, error) {
 			b.tooLarge.Store(true)
 		}
 		if rt > 0 && !b.w.appReadDeadline.Load() {
-			b.w.rc.SetReadDeadline(time.Time{})
+			b.w.dl.SetReadDeadline(time.Time{})
 		}
 	}
 	return n, err

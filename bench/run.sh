@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# bench/run.sh: throughput of paster's serving path against a baseline,
+# measured in one run under the same load (machines here are noisy: ratios
+# hold, absolute numbers do not).
+#
+# Every target is a server process serving the same hello handler; all are
+# started, then bench/cmd/load runs them in alternating rounds and prints
+# each one's req/s and its ratio to the baseline (goal >= GOAL).
+#
+#   bench/run.sh                 all targets
+#   bench/run.sh paster-http     the baseline and the named targets
+#
+# Knobs (environment): CONNS (16), DURATION (3s), ROUNDS (5), WARMUP (1s),
+# GOAL (0.95), PIN=1 to pin servers to CPU 0 and the load generator to the
+# other CPUs with taskset.
+#
+# Adding a target: add its name to TARGETS and a start_NAME function that
+# runs, in the foreground, a command serving GET / on a free loopback port
+# and printing "listening HOST:PORT" as the first line on stdout. Build what
+# it needs in build().
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+BASELINE=plain
+TARGETS=(paster-http)
+
+CONNS=${CONNS:-16}
+DURATION=${DURATION:-3s}
+ROUNDS=${ROUNDS:-5}
+WARMUP=${WARMUP:-1s}
+GOAL=${GOAL:-0.95}
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+	for pid in "${PIDS[@]}"; do
+		kill "$pid" 2>/dev/null || true
+	done
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+build() {
+	echo "building into $WORK ..." >&2
+	go build -o "$WORK/load" ./bench/cmd/load
+	go build -o "$WORK/benchserve" ./bench/cmd/benchserve
+}
+
+# Targets. Each start_NAME serves hello and prints "listening ADDR".
+start_plain() { exec "$WORK/benchserve" -target plain; }
+start_paster-http() { exec "$WORK/benchserve" -target paster-http; }
+
+SERVER_PIN=()
+LOAD_PIN=()
+if [[ "${PIN:-0}" == 1 ]] && command -v taskset >/dev/null && [[ $(nproc) -ge 2 ]]; then
+	SERVER_PIN=(taskset -c 0)
+	LOAD_PIN=(taskset -c "1-$(($(nproc) - 1))")
+fi
+
+# start NAME: runs start_NAME in the background and sets URL to its address.
+URL=
+start() {
+	local name=$1 fifo="$WORK/$1.fifo" fd line
+	mkfifo "$fifo"
+	if [[ ${#SERVER_PIN[@]} -gt 0 ]]; then
+		"${SERVER_PIN[@]}" bash -c "$(declare -f "start_$name"); WORK='$WORK'; start_$name" >"$fifo" 2>"$WORK/$name.log" &
+	else
+		"start_$name" >"$fifo" 2>"$WORK/$name.log" &
+	fi
+	PIDS+=($!)
+	exec {fd}<"$fifo" # stays open: the server may write more
+	if ! read -r -u "$fd" line || [[ $line != listening\ * ]]; then
+		echo "target $name did not start; its log:" >&2
+		cat "$WORK/$name.log" >&2
+		exit 1
+	fi
+	URL="http://${line#listening }/"
+}
+
+selected=("${TARGETS[@]}")
+if [[ $# -gt 0 ]]; then
+	selected=("$@")
+fi
+for name in "${selected[@]}"; do
+	if ! declare -F "start_$name" >/dev/null; then
+		echo "unknown target $name (have: $BASELINE ${TARGETS[*]})" >&2
+		exit 2
+	fi
+done
+
+build
+start "$BASELINE"
+args=("$BASELINE=$URL")
+for name in "${selected[@]}"; do
+	start "$name"
+	args+=("$name=$URL")
+done
+echo "go $(go env GOVERSION), $(nproc) CPUs, $(uname -sr)"
+status=0
+"${LOAD_PIN[@]}" "$WORK/load" -c "$CONNS" -d "$DURATION" -rounds "$ROUNDS" -warmup "$WARMUP" -goal "$GOAL" "${args[@]}" || status=$?
+exit "$status"
