@@ -1,5 +1,5 @@
 # Builds paster and the example plugin binaries from a fresh clone.
-#   make build    bin/paster (if cmd/paster exists) and bin/plugins/paster-plugin-*
+#   make build    bin/paster and bin/plugins/paster-plugin-*
 #   make plugins  only the plugin binaries
 #   make run      build, then bin/paster serve development.ini
 #   make test     go test -race ./...
@@ -13,7 +13,7 @@ PLUGINS := $(wildcard examples/*/cmd/paster-plugin-*)
 build: paster plugins
 
 paster:
-	@if [ -f cmd/paster/main.go ]; then $(GO) build -o bin/paster ./cmd/paster; fi
+	$(GO) build -o bin/paster ./cmd/paster
 
 plugins:
 	@mkdir -p bin/plugins
