@@ -10,7 +10,7 @@
 #   bench/run.sh                 all targets
 #   bench/run.sh paster-http     the baseline and the named targets
 #
-# Knobs (environment): CONNS (16), DURATION (3s), ROUNDS (5), WARMUP (1s),
+# Knobs (environment): CONNS (16), DURATION (1s), ROUNDS (20), WARMUP (1s),
 # GOAL (0.95), PIN=1 to pin servers to CPU 0 and the load generator to the
 # other CPUs with taskset.
 #
@@ -26,8 +26,8 @@ BASELINE=plain
 TARGETS=(paster-http)
 
 CONNS=${CONNS:-16}
-DURATION=${DURATION:-3s}
-ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-1s}
+ROUNDS=${ROUNDS:-20}
 WARMUP=${WARMUP:-1s}
 GOAL=${GOAL:-0.95}
 

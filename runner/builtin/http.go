@@ -9,15 +9,19 @@ import (
 )
 
 // httpRunner is egg:paster#http, the server runner of [server:main]
-// sections. Its keys are the HTTP server's (runner.NewHTTPServer): host,
-// port, the timeouts, max_header_bytes, max_body_bytes, shutdown_timeout.
+// sections: runner.New(app, local) and Run(ctx), so the app's startup
+// coroutines run on the runner's scheduler before it serves and parked
+// waiters are woken at shutdown. Its keys are the runner's (runner.New:
+// sched_default_timeout, ready_timeout, pubsub_retain_*) and the HTTP
+// server's (runner.NewHTTPServer): host, port, the timeouts,
+// max_header_bytes, max_body_bytes, shutdown_timeout.
 // It serves until ctx ends (paster serve cancels it on SIGINT and SIGTERM)
 // and returns nil after a clean shutdown; a bad key, a failed bind or
 // requests cut by shutdown_timeout are errors.
 func httpRunner(ctx context.Context, app http.Handler, global map[string]string, local entrypoints.Local) error {
-	srv, err := runner.NewHTTPServer(local, nil)
+	r, err := runner.New(app, local)
 	if err != nil {
 		return err
 	}
-	return srv.Serve(ctx, app)
+	return r.Run(ctx)
 }
