@@ -5,13 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/paster-dev/paster/plugins/internal/transport"
 	"github.com/paster-dev/paster/plugins/internal/wire"
 	"github.com/paster-dev/paster/runner"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 )
 
 // The runner's Core crosses the boundary as unary JSON calls on the host
@@ -44,6 +48,9 @@ func (h *Host) adoptCore(ctx context.Context) {
 }
 
 type coreCall struct {
+	// Scope is the request Core the call belongs to (see scopes); 0 means
+	// the host's Core.
+	Scope   uint64        `json:"scope,omitempty"`
 	Name    string        `json:"name,omitempty"`
 	Value   []byte        `json:"value,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"`
@@ -128,7 +135,11 @@ func (cs *coreService) methods() []grpc.MethodDesc {
 			if err := json.Unmarshal(data, &in); err != nil {
 				return nil, err
 			}
-			out, err := f(ctx, cs.h.coreFor(), in)
+			core := cs.h.coreFor()
+			if in.Scope != 0 {
+				core = cs.h.scopes.get(in.Scope)
+			}
+			out, err := f(ctx, core, in)
 			out.Err = toCoreErr(err)
 			return out, nil
 		})
@@ -187,12 +198,17 @@ func (cs *coreService) methods() []grpc.MethodDesc {
 	}
 }
 
-// Plugin side: a runner.Core that calls the host.
+// Plugin side: a runner.Core that calls the host. scope is the request
+// Core of the host request a handler serves (0 outside requests).
 
-type remoteCore struct{ s *sdk }
+type remoteCore struct {
+	s     *sdk
+	scope uint64
+}
 
 func (c remoteCore) call(ctx context.Context, method string, in coreCall) (coreReply, error) {
 	var out coreReply
+	in.Scope = c.scope
 	conn, err := c.s.hostConn()
 	if err != nil {
 		return out, &remoteErr{msg: "runner: " + err.Error(), kinds: []error{runner.ErrNoCore}}
@@ -269,4 +285,94 @@ func (s *remoteSub) Close() error {
 		_, _ = s.c.call(ctx, "CloseSubscription", coreCall{Sub: s.id})
 	})
 	return nil
+}
+
+// Request scopes. A request's context may carry a Core other than the one
+// served to plugins: runner.Runner gives requests a runner.CoreScope, which
+// it closes when shutdown begins so that every parked wait of a request
+// returns ErrClosed at once and its handler can answer. For a request
+// forwarded into a plugin to behave the same, the host registers the
+// request's Core under a number for the length of the request and sends the
+// number with the exchange (gRPC metadata scopeKey); the plugin's Core for
+// that request names it in every call, and the host runs the call on that
+// Core. Calls naming a scope that has ended fail with ErrClosed.
+
+// scopeKey is the metadata key of the request scope number.
+const scopeKey = "paster-core-scope"
+
+// scopes holds the Cores of requests in flight into plugins, by number.
+type scopes struct {
+	next atomic.Uint64
+	m    sync.Map // uint64 -> runner.Core
+}
+
+func (s *scopes) add(c runner.Core) uint64 {
+	id := s.next.Add(1)
+	s.m.Store(id, c)
+	return id
+}
+
+func (s *scopes) remove(id uint64) { s.m.Delete(id) }
+
+// get returns the Core of scope id, or one whose operations fail with
+// ErrClosed when the request has ended.
+func (s *scopes) get(id uint64) runner.Core {
+	if v, ok := s.m.Load(id); ok {
+		return v.(runner.Core)
+	}
+	return endedScope
+}
+
+// endedScope is a closed CoreScope: the Core of calls whose request has
+// ended.
+var endedScope = func() runner.Core {
+	sc := runner.NewCoreScope(runner.CoreFrom(context.Background()))
+	sc.Close()
+	return sc
+}()
+
+// requestScope returns the opener to forward r with: o itself when r's
+// Core is the one served to plugins (or r has none), else o sending the
+// number of r's Core, registered until done is called.
+func (h *Host) requestScope(r *http.Request, o transport.Opener) (transport.Opener, func()) {
+	if !runner.HasCore(r.Context()) {
+		return o, func() {}
+	}
+	c := runner.CoreFrom(r.Context())
+	if sameCore(c, h.coreFor()) {
+		return o, func() {}
+	}
+	id := h.scopes.add(c)
+	return scopedOpener{o, strconv.FormatUint(id, 10)}, func() { h.scopes.remove(id) }
+}
+
+// scopedOpener opens exchanges that carry a request scope number.
+type scopedOpener struct {
+	transport.Opener
+	id string
+}
+
+func (o scopedOpener) Open(ctx context.Context) (transport.Stream, error) {
+	return o.Opener.Open(metadata.AppendToOutgoingContext(ctx, scopeKey, o.id))
+}
+
+// scopeOf returns the request scope number an exchange carries, or 0.
+func scopeOf(ctx context.Context) uint64 {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if v := md.Get(scopeKey); len(v) == 1 {
+		id, _ := strconv.ParseUint(v[0], 10, 64)
+		return id
+	}
+	return 0
+}
+
+// sameCore reports whether a and b are the same Core (false for Cores of a
+// type that cannot be compared).
+func sameCore(a, b runner.Core) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
 }

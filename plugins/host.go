@@ -15,6 +15,27 @@
 // filter's next app, a composite's loader, a server's app) over one brokered
 // connection set up when the process starts.
 //
+// # Coroutines and the Core
+//
+// All coroutines of the INI file (startup = on the server section) and of
+// the apps (entrypoints.StartupProvider, a plugin app's included) run on the
+// host's scheduler, supervised there: a plugin coroutine is a long-lived
+// call into its plugin, and what it reports with runner.Ready reaches the
+// host's scheduler. When the server itself lives in a plugin (a server or
+// server runner entry point such as egg:chat#hijacked_runner), the host-side
+// wrapper runs those coroutines on a scheduler of its own for as long as the
+// plugin's server runs, waits for the required ones before starting it
+// (ready_timeout), and stops them after it returns (shutdown_timeout). A
+// plugin runner's own coroutines, added in code with r.Sched.Add, run on
+// its scheduler in the plugin.
+//
+// Every plugin process is served one Core, the host's (SetCore), so that a
+// request waiting in one plugin is woken by a signal from another plugin or
+// from the host. A request forwarded into a plugin uses the Core of the
+// host request instead, when that differs (runner.Runner gives each request
+// a runner.CoreScope): when shutdown closes the scope, the plugin's parked
+// waits end with ErrClosed at once, as in-process ones do.
+//
 // # Finding plugin binaries
 //
 // egg:NAME looks for an executable file called paster-plugin-NAME in these
@@ -124,8 +145,9 @@ type Host struct {
 	procs  map[string]*proc // by absolute binary path
 	closed bool
 
-	refs refs
-	core atomic.Pointer[runner.Core] // served to plugins (SetCore)
+	refs   refs
+	core   atomic.Pointer[runner.Core] // served to plugins (SetCore)
+	scopes scopes                      // Cores of forwarded requests
 
 	// restartGate, when set (tests), holds restarts until it yields.
 	restartGate chan struct{}

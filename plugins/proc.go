@@ -508,12 +508,21 @@ func (p *proc) runOnce(ctx context.Context, g *generation, req wire.RunRequest) 
 	}
 	done := make(chan result, 1)
 	go func() {
-		var b wire.Blob
-		var r result
-		if r.err = s.RecvMsg(&b); r.err == nil {
-			r.err = json.Unmarshal(b.Data, &r.res)
+		for {
+			var b wire.Blob
+			var r result
+			if r.err = s.RecvMsg(&b); r.err == nil {
+				r.err = json.Unmarshal(b.Data, &r.res)
+			}
+			if r.err == nil && r.res.Ready {
+				// The instance reported ready (runner.Ready in the
+				// plugin): pass it on to the host's scheduler.
+				runner.Ready(ctx)
+				continue
+			}
+			done <- r
+			return
 		}
-		done <- r
 	}()
 	var r result
 	select {

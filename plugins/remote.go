@@ -74,7 +74,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 				return nil, err
 			}
 			return func(ctx context.Context, app http.Handler) error {
-				return p.run(ctx, wire.RunRequest{ID: id, App: p.ref(app)})
+				return p.serveWithStartup(ctx, local, wire.RunRequest{ID: id, App: p.ref(app)})
 			}, nil
 		}
 	}
@@ -87,7 +87,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 			if err != nil {
 				return err
 			}
-			return p.run(ctx, wire.RunRequest{ID: id, App: p.ref(app)})
+			return p.serveWithStartup(ctx, local, wire.RunRequest{ID: id, App: p.ref(app)})
 		}
 	}
 	for _, name := range m.Entries[entrypoints.ProtoCoroutine] {
@@ -138,7 +138,9 @@ func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Service Unavailable: plugin "+a.p.name+" is "+st.String(), http.StatusServiceUnavailable)
 		return
 	}
-	err := transport.Forward(w, r, g.http, a.id)
+	open, done := a.p.h.requestScope(r, g.http)
+	err := transport.Forward(w, r, open, a.id)
+	done()
 	a.p.release()
 	switch {
 	case err == nil:

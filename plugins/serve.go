@@ -426,7 +426,7 @@ func (s *sdk) lookup(id uint64) http.Handler {
 }
 
 func (s *sdk) serveHTTP(_ any, stream grpc.ServerStream) error {
-	return transport.Serve(runner.WithCore(stream.Context(), remoteCore{s}), stream, s.lookup, s.log)
+	return transport.Serve(runner.WithCore(stream.Context(), remoteCore{s: s, scope: scopeOf(stream.Context())}), stream, s.lookup, s.log)
 }
 
 // run serves the Run stream: it runs a server, runner or coroutine until it
@@ -440,8 +440,20 @@ func (s *sdk) run(_ any, stream grpc.ServerStream) error {
 	if err := json.Unmarshal(in.Data, &req); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(runner.WithCore(stream.Context(), remoteCore{s}))
+	ctx, cancel := context.WithCancel(runner.WithCore(stream.Context(), remoteCore{s: s}))
 	defer cancel()
+	// SendMsg is not safe for concurrent use: Ready may be called from any
+	// goroutine of the instance.
+	var sendMu sync.Mutex
+	var readyOnce sync.Once
+	ctx = runner.WithReadyFunc(ctx, func() {
+		readyOnce.Do(func() {
+			data, _ := json.Marshal(wire.RunResult{Ready: true})
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			_ = stream.SendMsg(&wire.Blob{Data: data})
+		})
+	})
 	go func() {
 		// The host closes its side to ask for a stop.
 		var b wire.Blob
@@ -455,6 +467,8 @@ func (s *sdk) run(_ any, stream grpc.ServerStream) error {
 		res.Error = err.Error()
 	}
 	data, _ := json.Marshal(res)
+	sendMu.Lock()
+	defer sendMu.Unlock()
 	return stream.SendMsg(&wire.Blob{Data: data})
 }
 

@@ -98,15 +98,12 @@ type Runner struct {
 
 // New reads a server section's configuration and returns a Runner that
 // will serve app, with an empty scheduler and a new LocalCore. It binds
-// nothing. Keys it reads, besides the HTTP server's (see NewHTTPServer):
+// nothing. Keys it reads, besides the HTTP server's (see NewHTTPServer) and
+// the Core's (sched_default_timeout, pubsub_retain_count and
+// pubsub_retain_age; see CoreOptionsFromLocal):
 //
-//	sched_default_timeout  default timeout of waits that have none (seconds or
-//	                       a Go duration; 0 or -1: none, the default)
 //	ready_timeout          how long to wait for required coroutines before
 //	                       serving (default 30s; 0: no limit)
-//	pubsub_retain_count    messages a topic keeps (default 1000; 0: no limit)
-//	pubsub_retain_age      how long a topic keeps a message (default 10m;
-//	                       0: no limit); the two cannot both be 0
 //
 // shutdown_timeout (the HTTP server's) bounds both the draining of requests
 // and then the stopping of coroutines. cogen's scheduler options
@@ -119,9 +116,8 @@ func New(app http.Handler, local entrypoints.Local) (*Runner, error) {
 	}
 	logger := hclog.Default().Named("runner")
 
-	var opts CoreOptions
-	var err error
-	if opts.DefaultTimeout, err = local.Duration("sched_default_timeout", 0); err != nil {
+	opts, err := CoreOptionsFromLocal(local)
+	if err != nil {
 		return nil, err
 	}
 	readyTimeout, err := local.Duration("ready_timeout", DefaultReadyTimeout)
@@ -130,28 +126,6 @@ func New(app http.Handler, local entrypoints.Local) (*Runner, error) {
 	}
 	if readyTimeout < 0 {
 		return nil, local.Errorf("ready_timeout", "negative duration %s (0 turns it off)", readyTimeout)
-	}
-	count, err := local.Int("pubsub_retain_count", DefaultRetainCount)
-	if err != nil {
-		return nil, err
-	}
-	age, err := local.Duration("pubsub_retain_age", DefaultRetainAge)
-	if err != nil {
-		return nil, err
-	}
-	if count <= 0 && age <= 0 {
-		key := "pubsub_retain_count"
-		if _, ok := local.Lookup(key); !ok {
-			key = "pubsub_retain_age"
-		}
-		return nil, local.Errorf(key, "pubsub_retain_count and pubsub_retain_age cannot both be 0: topics would grow without limit")
-	}
-	opts.RetainCount, opts.RetainAge = count, age
-	if count <= 0 {
-		opts.RetainCount = -1
-	}
-	if age <= 0 {
-		opts.RetainAge = -1
 	}
 	opts.Logger = logger.Named("core")
 

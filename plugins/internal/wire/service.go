@@ -41,7 +41,8 @@ var HTTPStream = grpc.StreamDesc{StreamName: "HTTP", ServerStreams: true, Client
 
 // RunStream describes the Run stream: the host sends a RunRequest and later
 // closes its side to ask the instance to stop; the plugin answers with one
-// RunResult when the instance has returned.
+// RunResult when the instance has returned, preceded by one with Ready set
+// if the instance reported ready.
 var RunStream = grpc.StreamDesc{StreamName: "Run", ServerStreams: true, ClientStreams: true}
 
 // Manifest is what Describe returns: the dist and its entry point names.
@@ -102,9 +103,12 @@ type RunRequest struct {
 	App     AppRef `json:"app"`
 }
 
-// RunResult ends a Run: Error is "" after a clean return.
+// RunResult ends a Run: Error is "" after a clean return. Before it, the
+// plugin may send results with Ready set, one when the instance called
+// runner.Ready; they do not end the Run.
 type RunResult struct {
 	Error string `json:"error,omitempty"`
+	Ready bool   `json:"ready,omitempty"`
 }
 
 // LoadAppRequest asks the host's Loader Loader for an app.
