@@ -298,9 +298,18 @@ func (s *HTTPServer) Listen() (net.Listener, error) {
 }
 
 // Serve binds the configured address and serves app until ctx is done, then
-// shuts down gracefully (see ServeListener). A bind failure is an error that
-// names the address.
+// shuts down gracefully (see ServeListener). When ctx carries a
+// ListenerSource (WithListeners), the listener comes from it, so a socket
+// kept across a reload is reused. A bind failure is an error that names the
+// address.
 func (s *HTTPServer) Serve(ctx context.Context, app http.Handler) error {
+	if src := ListenersFrom(ctx); src != nil {
+		ln, err := src.Listen(s.cfg.Addr)
+		if err != nil {
+			return err
+		}
+		return s.ServeListener(ctx, ln, app)
+	}
 	ln, err := s.Listen()
 	if err != nil {
 		return err

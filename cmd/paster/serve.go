@@ -9,8 +9,10 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/entrypoints"
 )
 
 // serveOptions are the options of "paster serve".
@@ -19,18 +21,47 @@ type serveOptions struct {
 	pidFile             string
 	log                 logOptions
 	pluginDirs          stringList
+
+	reload         bool
+	reloadInterval string
+	daemon         bool
+	monitorRestart bool
+	status         bool
+	stopDaemon     bool
 }
 
 func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.appName, "app-name", "", "app section `NAME` or URI to serve (default: CONFIG's #name, else main)")
 	fs.StringVar(&o.appName, "n", "", "short for --app-name")
 	fs.StringVar(&o.serverName, "server-name", "", "server section `NAME` or URI (default: CONFIG's #name, else main)")
-	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to `FILE`; removed at exit")
-	fs.StringVar(&o.log.file, "log-file", "", "append logs to `FILE` instead of stderr")
+	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to `FILE`; removed at exit (default paster.pid with --daemon, start, stop, status)")
+	fs.StringVar(&o.log.file, "log-file", "", "append logs to `FILE` instead of stderr (default paster.log with --daemon)")
 	fs.StringVar(&o.log.level, "log-level", "info", "log `LEVEL`: trace, debug, info, warn, error")
 	fs.StringVar(&o.log.format, "log-format", "text", "log `FORMAT`: text or json")
 	fs.Var(&o.pluginDirs, "plugin-dir", "search `DIR` for plugin binaries (repeatable; searched first)")
+	fs.BoolVar(&o.reload, "reload", false, "reload, without dropping a request, when an INI file read or a plugin binary started changes")
+	fs.StringVar(&o.reloadInterval, "reload-interval", "1", "how often --reload looks at the files (`SECONDS` or a Go duration)")
+	fs.BoolVar(&o.daemon, "daemon", false, "run in the background")
+	fs.BoolVar(&o.monitorRestart, "monitor-restart", false, "run under a monitor process that starts the server again whenever it exits")
+	fs.BoolVar(&o.status, "status", false, "same as the status subcommand")
+	fs.BoolVar(&o.stopDaemon, "stop-daemon", false, "same as the stop subcommand")
 }
+
+// Environment markers of the processes paster serve starts itself.
+const (
+	// envDaemonChild marks the background process of --daemon, which must
+	// not daemonize again.
+	envDaemonChild = "PASTER_DAEMON_CHILD"
+	// envMonitorChild marks the server started by --monitor-restart's
+	// monitor, which must not become a monitor again nor write the pid file.
+	envMonitorChild = "PASTER_MONITOR_CHILD"
+	// envReadyFD names the descriptor on which a background server writes
+	// "ok" once it serves, so that "paster serve ... start" can report
+	// whether it started.
+	envReadyFD = "PASTER_READY_FD"
+)
+
+var subcommands = map[string]bool{"start": true, "stop": true, "restart": true, "status": true}
 
 func serveCommand(args []string, stdout, stderr io.Writer) int {
 	var opts serveOptions
@@ -48,16 +79,63 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
+	if opts.stopDaemon {
+		return stopDaemon(opts.pidFileOrDefault(), "stop", stdout)
+	}
 	if len(positional) == 0 {
 		fmt.Fprintln(stderr, "paster serve: you must give a config file")
 		return 2
 	}
 	cfg := parseConfigArg(positional[0])
 	varArgs := positional[1:]
+	cmd := ""
+	if len(varArgs) > 0 && subcommands[varArgs[0]] {
+		cmd, varArgs = varArgs[0], varArgs[1:]
+	}
 	vars, err := parseVars(varArgs)
 	if err != nil {
 		fmt.Fprintf(stderr, "paster serve: %v\n", err)
 		return 2
+	}
+	interval, err := entrypoints.AsDuration(opts.reloadInterval)
+	if err != nil || interval <= 0 {
+		fmt.Fprintf(stderr, "paster serve: --reload-interval %q: want a positive number of seconds or a Go duration\n", opts.reloadInterval)
+		return 2
+	}
+	if opts.daemon && opts.reload {
+		fmt.Fprintln(stderr, "paster serve: The --daemon and --reload options may not be used together")
+		return 2
+	}
+	if opts.status || cmd == "status" {
+		return daemonStatus(opts.pidFileOrDefault(), stdout)
+	}
+	if cmd == "stop" || cmd == "restart" {
+		if code := stopDaemon(opts.pidFileOrDefault(), cmd, stdout); code != 0 || cmd == "stop" {
+			return code
+		}
+	}
+	if cmd == "start" || cmd == "restart" {
+		opts.daemon = true
+	}
+	if opts.daemon && opts.reload {
+		fmt.Fprintln(stderr, "paster serve: The --daemon and --reload options may not be used together")
+		return 2
+	}
+
+	monitorChild := os.Getenv(envMonitorChild) != ""
+	if opts.daemon {
+		if opts.pidFile == "" {
+			opts.pidFile = defaultPIDFile
+		}
+		if opts.log.file == "" {
+			opts.log.file = defaultLogFile
+		}
+		if os.Getenv(envDaemonChild) == "" && !monitorChild {
+			return daemonize(&opts, stdout, stderr)
+		}
+	}
+	if opts.monitorRestart && !monitorChild {
+		return monitorRestart(&opts, stdout, stderr)
 	}
 
 	logger, closer, err := opts.log.newLogger(stderr)
@@ -67,7 +145,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	defer closer.Close()
 
-	if opts.pidFile != "" {
+	if opts.pidFile != "" && !monitorChild {
 		if err := writePIDFile(opts.pidFile); err != nil {
 			logger.Error("cannot write pid file", "file", opts.pidFile, "error", err)
 			return 1
@@ -77,21 +155,61 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, vars, &opts, logger); err != nil {
+	if err := serve(ctx, cfg, vars, &opts, interval, logger); err != nil {
 		logger.Error("serve failed", "error", err)
 		return 1
 	}
 	return 0
 }
 
-// serve loads the server first and then the app, both with vars as global
-// conf, and serves until ctx ends.
-func serve(ctx context.Context, cfg configArg, vars map[string]string, opts *serveOptions, logger hclog.Logger) error {
-	comp, err := loadComposition(cfg, opts.appName, opts.serverName, vars, opts.pluginDirs, logger)
+// serve runs the generations of cfg until ctx ends: SIGHUP reloads, and so
+// does a change of a watched file with --reload (see reload.go).
+func serve(ctx context.Context, cfg configArg, vars map[string]string, opts *serveOptions, interval time.Duration, logger hclog.Logger) error {
+	m, err := newManager(cfg, vars, opts, logger)
 	if err != nil {
 		return err
 	}
-	defer comp.Close(context.Background())
-	logger.Info("starting server", "pid", os.Getpid(), "config", cfg.URI)
-	return comp.Serve(ctx)
+	reload := make(chan struct{}, 1)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	fwd, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for {
+			select {
+			case <-fwd.Done():
+				return
+			case <-hup:
+				logger.Info("SIGHUP received; reloading")
+			}
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	if opts.reload {
+		w := newWatcher(interval, logger)
+		m.watchFiles = w.set
+		go w.run(fwd)
+		go func() {
+			for {
+				select {
+				case <-fwd.Done():
+					return
+				case <-w.reload:
+				}
+				select {
+				case reload <- struct{}{}:
+				default:
+				}
+			}
+		}()
+	}
+	m.onServing = func() {
+		logger.Info(fmt.Sprintf("Starting server in PID %d.", os.Getpid()))
+		signalReady()
+	}
+	return m.Run(ctx, reload)
 }

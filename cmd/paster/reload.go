@@ -1,0 +1,648 @@
+package main
+
+// # Generations, reload and drain
+//
+// paster serve runs a sequence of generations. A generation is one complete
+// load of the configuration with a fresh entrypoints.Session: the server, the
+// app, the startup coroutines on a scheduler of the generation's own, and
+// the plugin instances, in processes shared through a pluginPool. What lives
+// across generations, for the whole process, is:
+//
+//   - the Core (runner.LocalCore), so a request parked in an old generation
+//     is woken by a signal or a message from the new one, and pub/sub topics
+//     keep their sequence numbers;
+//   - the Front (runner.Front), the http.Handler every server is given; it
+//     hands each request to the current generation's Mount;
+//   - the ListenerPool, which keeps listening sockets open across server
+//     restarts;
+//   - the pluginPool, whose processes are reference-counted by generation;
+//   - the observe.Registry behind egg:paster#metrics and #health.
+//
+// A reload (SIGHUP, or a change seen by --reload) builds generation N+1
+// completely: load, create every instance (starting changed plugin binaries
+// beside the old processes), start its coroutines and wait until the
+// required ones are ready. Any failure leaves generation N serving and logs
+// the error, which names the file, line and section. Then:
+//
+//   - If the server section is unchanged (same entry point, configuration
+//     and, for a plugin-hosted server, the same binary), the Front is switched
+//     to N+1's Mount. The server, its socket and its connections are
+//     untouched; requests already in N finish there.
+//   - If it changed and the new server runs in this process, the new server
+//     is started while the old one still serves, taking its socket from the
+//     ListenerPool (the same socket when the address is unchanged), and once
+//     it has its listener the Front is switched and the old server shut down
+//     gracefully. No connection is refused.
+//   - A server that runs inside a plugin process binds its own socket there,
+//     so the old one is stopped before the new one starts; connections may be
+//     refused for that moment, and a warning says so.
+//
+// Generation N is then drained in the background: it takes no new requests;
+// its requests may finish until shutdown_timeout, less a margin after which
+// those still parked on the Core are answered with ErrClosed and the contexts
+// of the rest cancelled (runner.Mount.Drain); its coroutines are stopped with
+// shutdown_timeout as grace; and its plugin processes that N+1 does not use
+// are stopped after their requests have ended.
+//
+// Shutdown (SIGINT, SIGTERM) takes the same path for the last generation,
+// except that parked waits are answered at once, since no newer generation
+// will signal them: the server stops accepting and drains within
+// shutdown_timeout, the coroutines are stopped, older generations finish
+// draining, and every plugin process is stopped.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/plugins"
+	"github.com/paster-dev/paster/runner"
+	"github.com/paster-dev/paster/runner/observe"
+)
+
+// Defaults for a generation when its server section does not say.
+const (
+	defaultGrace        = runner.DefaultShutdownTimeout
+	defaultReadyTimeout = runner.DefaultReadyTimeout
+	// bindTimeout bounds how long a new server may take to bind before a
+	// reload gives up on it.
+	bindTimeout = 30 * time.Second
+)
+
+// generation is one load of the configuration.
+type generation struct {
+	id      int
+	session *entrypoints.Session
+	server  entrypoints.Server
+	app     http.Handler
+	startup []runner.StartupCoroutine
+	plugins *genPlugins
+	sched   *runner.Sched
+	mount   *runner.Mount
+
+	serverKey    string        // what a server restart is decided on
+	inProcess    bool          // the server runs in this process
+	addr         string        // host:port of the server section, "" if unknown
+	grace        time.Duration // shutdown_timeout
+	readyTimeout time.Duration
+}
+
+// files returns what a reload watcher should watch for this generation:
+// every INI file read and every plugin binary used.
+func (g *generation) files() []string {
+	return append(append([]string(nil), g.session.Files...), g.plugins.paths()...)
+}
+
+// serving is a running server.
+type serving struct {
+	gen    int
+	key    string
+	cancel context.CancelFunc
+	done   chan error // receives the server's return value once
+	err    error
+	ended  bool
+}
+
+// wait waits for the server to return, at most until ctx ends.
+func (s *serving) wait(ctx context.Context) error {
+	if s.ended {
+		return s.err
+	}
+	select {
+	case s.err = <-s.done:
+		s.ended = true
+		return s.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// manager runs the generations of one paster serve process.
+type manager struct {
+	cfg       configArg
+	opts      *serveOptions
+	vars      map[string]string
+	base      string
+	logger    hclog.Logger
+	core      *runner.LocalCore
+	front     *runner.Front
+	listeners *runner.ListenerPool
+	pool      *pluginPool
+	reg       *observe.Registry
+	started   time.Time
+
+	// watchFiles, if set, is told the files to watch after every load.
+	watchFiles func([]string)
+	// onServing, if set, is called once the first generation serves.
+	onServing func()
+
+	mu       sync.Mutex // guards what snapshot reads
+	cur      *generation
+	draining map[int]bool
+	reloads  observe.Reloads
+	nextID   int
+
+	srv    *serving
+	drains sync.WaitGroup
+}
+
+func newManager(cfg configArg, vars map[string]string, opts *serveOptions, logger hclog.Logger) (*manager, error) {
+	base, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	m := &manager{
+		cfg: cfg, opts: opts, vars: vars, base: base, logger: logger,
+		front:     runner.NewFront(nil),
+		listeners: runner.NewListenerPool(),
+		reg:       observe.New(),
+		draining:  map[int]bool{},
+	}
+	m.reg.SetSource(m.snapshot)
+	return m, nil
+}
+
+// snapshot is the observe.Source of the process.
+func (m *manager) snapshot() observe.Snapshot {
+	m.mu.Lock()
+	cur := m.cur
+	s := observe.Snapshot{Reloads: m.reloads, Started: m.started}
+	for id := range m.draining {
+		s.Draining = append(s.Draining, id)
+	}
+	m.mu.Unlock()
+	sort.Ints(s.Draining)
+	if cur != nil {
+		s.Generation = cur.id
+		s.Coroutines = cur.sched.Status()
+	}
+	if m.core != nil {
+		s.Core, s.HasCore = m.core.Stats(), true
+	}
+	if m.pool != nil {
+		s.Plugins = m.pool.infos()
+	}
+	return s
+}
+
+// Run loads the first generation, serves it, and then reloads on each value
+// from reload and shuts down when ctx ends. It returns the error that kept
+// the first generation from serving, the error of a server that stopped by
+// itself, or the errors of an unclean shutdown.
+func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
+	g, _, err := m.build(ctx)
+	if err != nil {
+		if m.pool != nil {
+			m.closeAll()
+		}
+		return err
+	}
+	defer func() { err = errors.Join(err, m.shutdown()) }()
+	m.front.Swap(g.mount)
+	m.setCurrent(g)
+	m.started = time.Now()
+	if m.watchFiles != nil {
+		m.watchFiles(g.files())
+	}
+	srv, err := m.startServer(g)
+	if err != nil {
+		return err
+	}
+	m.srv = srv
+	m.logger.Info("serving", "pid", os.Getpid(), "config", m.cfg.URI, "generation", g.id)
+	if m.onServing != nil {
+		m.onServing()
+	}
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-reload:
+			m.reload(ctx)
+		case err := <-m.srv.done:
+			m.srv.ended, m.srv.err = true, err
+			if err == nil {
+				err = errors.New("server runner returned without being asked to stop")
+			}
+			return fmt.Errorf("server stopped: %w", err)
+		}
+	}
+}
+
+// build loads and starts a new generation; on error everything it started
+// is stopped again and the files it read are returned for watching.
+func (m *manager) build(ctx context.Context) (*generation, []string, error) {
+	m.mu.Lock()
+	m.nextID++
+	id := m.nextID
+	m.mu.Unlock()
+	log := m.logger.With("generation", id)
+
+	g := &generation{id: id, grace: defaultGrace, readyTimeout: defaultReadyTimeout}
+	session := &entrypoints.Session{Logger: log.Named("loader")}
+	g.session = session
+	if m.pool == nil {
+		m.pool = newPluginPool(plugins.HostOptions{Logger: m.logger, PluginDirs: m.opts.pluginDirs}, nil)
+	}
+	g.plugins = m.pool.forGeneration(id)
+	session.Resolver = g.plugins
+
+	fail := func(err error) (*generation, []string, error) {
+		files := g.files()
+		if g.sched != nil {
+			g.sched.Stop(g.grace)
+		}
+		rctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+		defer cancel()
+		if rerr := g.plugins.release(rctx); rerr != nil {
+			log.Warn("stopping the plugins of a failed generation", "error", rerr)
+		}
+		return nil, files, err
+	}
+
+	// The server first, then the app, as PasteScript does, both with vars
+	// as global conf.
+	var err error
+	if g.server, err = session.LoadServer(m.cfg.target(m.cfg.pick(m.opts.serverName)), m.base, m.vars); err != nil {
+		return fail(err)
+	}
+	local, err := m.describeServer(g)
+	if err != nil {
+		return fail(err)
+	}
+	if m.core == nil {
+		if err := m.initCore(local); err != nil {
+			return fail(err)
+		}
+	}
+	if g.app, err = session.LoadApp(m.cfg.target(m.cfg.pick(m.opts.appName)), m.base, m.vars); err != nil {
+		return fail(err)
+	}
+	for _, co := range session.Coroutines {
+		policy, err := runner.PolicyFromLocal(co.Local)
+		if err != nil {
+			return fail(fmt.Errorf("startup coroutine %s (%s): %w", co.Name, co.Origin, err))
+		}
+		g.startup = append(g.startup, runner.StartupCoroutine{Name: co.Name, Run: co.Run, Policy: policy})
+	}
+	g.sched = runner.NewSched(log.Named("sched"))
+	for _, co := range g.startup {
+		if err := g.sched.Add(co.Name, co.Run, co.Policy); err != nil {
+			return fail(err)
+		}
+	}
+	if err := g.sched.Start(runner.WithCore(context.Background(), m.core)); err != nil {
+		return fail(err)
+	}
+	if err := g.sched.WaitReady(ctx, g.readyTimeout); err != nil {
+		return fail(fmt.Errorf("generation %d not started: %w", id, err))
+	}
+	app := observe.Instrument(m.reg, m.cfg.pick(m.opts.appName), g.app)
+	g.mount = runner.NewMount(app, m.core, nil)
+	return g, nil, nil
+}
+
+// initCore creates the process-wide Core from the first generation's server
+// section (runner.CoreOptionsFromLocal: sched_default_timeout,
+// pubsub_retain_count, pubsub_retain_age) and hands it to the plugin pool.
+// Later changes of those keys take a restart.
+func (m *manager) initCore(local entrypoints.Local) error {
+	opts, err := runner.CoreOptionsFromLocal(local)
+	if err != nil {
+		return err
+	}
+	opts.Logger = m.logger.Named("core")
+	m.core = runner.NewCore(opts)
+	m.pool.setCore(m.core)
+	return nil
+}
+
+// describeServer reads what the generation needs from its server section:
+// the key a server restart is decided on, whether the server runs in this
+// process, its address, shutdown_timeout and ready_timeout.
+func (m *manager) describeServer(g *generation) (entrypoints.Local, error) {
+	local := entrypoints.Local{}
+	roots := g.session.Root
+	if len(roots) == 0 {
+		return local, errors.New("no server was loaded")
+	}
+	node := roots[0]
+	var keyed []entrypoints.KV
+	for _, kv := range node.Local {
+		local = local.With(kv.Key, kv.Value, entrypoints.Location{File: node.File, Line: node.Line, Section: node.Section})
+		if kv.Key != "startup" && kv.Key != "ready_timeout" {
+			keyed = append(keyed, kv)
+		}
+	}
+	var err error
+	if g.grace, err = local.Duration("shutdown_timeout", defaultGrace); err != nil {
+		return local, err
+	}
+	if g.readyTimeout, err = local.Duration("ready_timeout", defaultReadyTimeout); err != nil {
+		return local, err
+	}
+	g.addr = serverAddr(local)
+
+	// The server runs in a plugin when its entry point's dist is one of the
+	// binaries this generation used; its binary's checksum is then part of
+	// the key, so a rebuilt binary restarts the server.
+	g.inProcess = true
+	var binaries []string
+	dist, isEgg := strings.CutPrefix(node.EntryPoint, "egg:")
+	dist, _, _ = strings.Cut(dist, "#")
+	for _, e := range g.plugins.entries() {
+		for _, info := range e.host.Plugins() {
+			if (isEgg && strings.EqualFold(info.Dist, dist)) || strings.HasPrefix(node.EntryPoint, "plugin:") && strings.Contains(node.EntryPoint, info.Path) {
+				g.inProcess = false
+				binaries = append(binaries, fmt.Sprintf("%s=%x", e.path, e.sum))
+			}
+		}
+	}
+	if strings.HasPrefix(node.EntryPoint, "plugin:") {
+		g.inProcess = false
+	}
+	key, _ := json.Marshal(struct {
+		EntryPoint string
+		Global     map[string]string
+		Local      []entrypoints.KV
+		Binaries   []string
+	}{node.EntryPoint, node.Global, keyed, binaries})
+	g.serverKey = string(key)
+	return local, nil
+}
+
+// serverAddr is the address a server section asks for, as the http server
+// reads it (host, port; host:port in host wins), or "" when it cannot tell.
+func serverAddr(local entrypoints.Local) string {
+	host := strings.TrimSpace(local.Get("host"))
+	if host == "" {
+		host = runner.DefaultHTTPHost
+	}
+	port := fmt.Sprint(runner.DefaultHTTPPort)
+	if p := strings.TrimSpace(local.Get("port")); p != "" {
+		port = p
+	}
+	if h, p, err := net.SplitHostPort(host); err == nil {
+		host, port = h, p
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
+}
+
+// startServer runs g's server on the Front. A server in this process takes
+// its listener from the pool, and startServer returns once it has one; a
+// server in a plugin binds there, and startServer returns once its address
+// accepts connections. An error means the server did not start (it has
+// returned, or was stopped after bindTimeout).
+func (m *manager) startServer(g *generation) (*serving, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	view := m.listeners.View()
+	sctx := runner.WithListeners(runner.WithCore(ctx, m.core), view)
+	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- g.server(sctx, m.front) }()
+
+	bound := view.Bound()
+	if !g.inProcess {
+		bound = m.probe(ctx, g.addr)
+	}
+	timer := time.NewTimer(bindTimeout)
+	defer timer.Stop()
+	select {
+	case <-bound:
+		return s, nil
+	case err := <-s.done:
+		cancel()
+		s.ended, s.err = true, err
+		if err == nil {
+			err = errors.New("server runner returned before serving")
+		}
+		return nil, fmt.Errorf("generation %d: server did not start: %w", g.id, err)
+	case <-timer.C:
+		if g.inProcess && g.addr != "" {
+			// A server that binds by itself, not through the pool: accept
+			// it once its address answers.
+			select {
+			case <-m.probe(ctx, g.addr):
+				return s, nil
+			default:
+			}
+		}
+		cancel()
+		s.wait(context.Background())
+		return nil, fmt.Errorf("generation %d: server did not bind within %s", g.id, bindTimeout)
+	}
+}
+
+// probe returns a channel closed once addr accepts TCP connections, tried
+// every 20ms until ctx ends.
+func (m *manager) probe(ctx context.Context, addr string) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		for {
+			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+				c.Close()
+				close(ch)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return ch
+}
+
+func (m *manager) setCurrent(g *generation) {
+	m.mu.Lock()
+	m.cur = g
+	m.mu.Unlock()
+}
+
+// reload builds the next generation and swaps it in, or logs why not.
+func (m *manager) reload(ctx context.Context) {
+	start := time.Now()
+	m.logger.Info("reloading", "config", m.cfg.URI)
+	g, files, err := m.build(ctx)
+	if err == nil {
+		err = m.swap(g)
+	}
+	m.mu.Lock()
+	m.reloads.Total++
+	m.reloads.Last = time.Now()
+	m.reloads.LastOK = err == nil
+	m.reloads.LastError = ""
+	if err != nil {
+		m.reloads.Failed++
+		m.reloads.LastError = err.Error()
+	}
+	cur := m.cur
+	m.mu.Unlock()
+	if err != nil {
+		m.logger.Error("reload failed; the previous generation keeps serving", "generation", cur.id, "error", err)
+		if m.watchFiles != nil {
+			m.watchFiles(append(files, cur.files()...))
+		}
+		return
+	}
+	m.logger.Info("reloaded", "generation", g.id, "took", time.Since(start).Round(time.Millisecond))
+	if m.watchFiles != nil {
+		m.watchFiles(g.files())
+	}
+}
+
+// swap makes g current, restarting the server if its section changed, and
+// starts draining the previous generation. On error g is stopped again and
+// the previous generation is left serving.
+func (m *manager) swap(g *generation) error {
+	old := m.cur
+	oldSrv := m.srv
+	if g.serverKey == oldSrv.key {
+		m.front.Swap(g.mount)
+		m.setCurrent(g)
+		m.drain(old, nil)
+		return nil
+	}
+	if g.inProcess {
+		m.logger.Info("server section changed; starting the new server beside the old one", "generation", g.id, "addr", g.addr)
+		srv, err := m.startServer(g)
+		if err != nil {
+			m.abandon(g)
+			return err
+		}
+		m.front.Swap(g.mount)
+		m.setCurrent(g)
+		m.srv = srv
+		m.drain(old, oldSrv)
+		return nil
+	}
+	m.logger.Warn("server section changed and the server runs in a plugin process, which binds its own socket: stopping the old server first; connections may be refused until the new one listens",
+		"generation", g.id, "addr", g.addr)
+	oldSrv.cancel()
+	wctx, cancel := context.WithTimeout(context.Background(), old.grace+time.Second)
+	oldSrv.wait(wctx)
+	cancel()
+	m.front.Swap(g.mount)
+	m.setCurrent(g)
+	srv, err := m.startServer(g)
+	if err != nil {
+		// Serve the old generation again with its server.
+		m.front.Swap(old.mount)
+		m.setCurrent(old)
+		if again, err2 := m.startServer(old); err2 == nil {
+			m.srv = again
+		} else {
+			m.logger.Error("the previous server did not start again", "error", err2)
+		}
+		m.abandon(g)
+		return err
+	}
+	m.srv = srv
+	m.drain(old, nil)
+	return nil
+}
+
+// abandon stops a generation that never served.
+func (m *manager) abandon(g *generation) {
+	g.mount.Cut()
+	g.sched.Stop(g.grace)
+	ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+	defer cancel()
+	g.plugins.release(ctx)
+}
+
+// drain drains generation g in the background (see the file comment); srv,
+// if not nil, is g's server, shut down first.
+func (m *manager) drain(g *generation, srv *serving) {
+	m.mu.Lock()
+	m.draining[g.id] = true
+	m.mu.Unlock()
+	m.drains.Add(1)
+	go func() {
+		defer m.drains.Done()
+		log := m.logger.With("generation", g.id)
+		start := time.Now()
+		if srv != nil {
+			srv.cancel()
+		}
+		left := g.mount.Drain(g.grace)
+		if srv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), g.grace+time.Second)
+			if err := srv.wait(ctx); err != nil {
+				log.Warn("old server's shutdown", "error", err)
+			}
+			cancel()
+		}
+		if err := g.sched.Stop(g.grace); err != nil {
+			log.Warn("old generation's coroutines", "error", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+		if err := g.plugins.release(ctx); err != nil {
+			log.Warn("stopping old plugin processes", "error", err)
+		}
+		cancel()
+		if srv != nil {
+			if pruned := m.listeners.Prune(); len(pruned) > 0 {
+				log.Info("closed listening sockets no server uses", "addrs", strings.Join(pruned, ", "))
+			}
+		}
+		m.mu.Lock()
+		delete(m.draining, g.id)
+		m.mu.Unlock()
+		log.Info("generation drained", "took", time.Since(start).Round(time.Millisecond), "requests_cut", left)
+	}()
+}
+
+// shutdown stops serving: parked waits of the current generation are
+// answered at once, the server drains within shutdown_timeout, the
+// coroutines stop, older generations finish draining, and every plugin
+// process is stopped.
+func (m *manager) shutdown() error {
+	g := m.cur
+	m.logger.Info("shutting down", "generation", g.id, "shutdown_timeout", g.grace)
+	var errs []error
+	g.mount.Cut()
+	if m.srv != nil {
+		m.srv.cancel()
+		ctx, cancel := context.WithTimeout(context.Background(), g.grace+2*time.Second)
+		if err := m.srv.wait(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	if left := g.mount.Drain(g.grace); left > 0 {
+		errs = append(errs, fmt.Errorf("%d requests still running after shutdown_timeout", left))
+	}
+	if err := g.sched.Stop(g.grace); err != nil {
+		errs = append(errs, err)
+	}
+	m.drains.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+	defer cancel()
+	if err := g.plugins.release(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	m.closeAll()
+	return errors.Join(errs...)
+}
+
+// closeAll closes what lives for the whole process.
+func (m *manager) closeAll() {
+	m.listeners.Close()
+	if m.core != nil {
+		m.core.Close()
+	}
+}

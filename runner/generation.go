@@ -1,0 +1,199 @@
+package runner
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// # Generations
+//
+// A generation is one load of the configuration: its apps, startup
+// coroutines and plugin instances. paster serve keeps one generation current
+// and builds the next one completely on reload (loaded, instances created,
+// coroutines ready) before it is swapped in; the previous one is drained.
+//
+// The pieces that belong to serving, and so live in this package, are:
+//
+//   - Front, the long-lived http.Handler a server runner is given. It hands
+//     each request to the current Mount. Swapping the Mount is how a reload
+//     that changes only apps takes effect: the server, its listener and its
+//     connections are untouched, and no request is refused or cut.
+//   - Mount, one generation's app as seen by the Front: it counts the
+//     generation's requests, gives them a CoreScope of their own and, when
+//     retired, lets the drain wait for them and then answer those still
+//     parked (Cut).
+//   - ListenerPool, sockets kept across server restarts: a server-section
+//     change starts the new server on the same listening socket while the
+//     old one still accepts, so no connection is refused (WithListeners;
+//     HTTPServer.Serve takes its listener from the pool when ctx has one).
+
+// Front is the http.Handler a server is given when its apps can be swapped
+// underneath it. A request is served by the Mount current when it arrives,
+// until it ends, even if another Mount is swapped in meanwhile. Before the
+// first Swap the Front answers 503.
+type Front struct {
+	mu  sync.RWMutex
+	cur *Mount
+}
+
+// NewFront returns a Front serving m (nil: 503 until the first Swap).
+func NewFront(m *Mount) *Front { return &Front{cur: m} }
+
+// Swap makes m current and returns the previous Mount (nil if none). Requests
+// that already entered the previous Mount stay with it; Retire and Cut it to
+// drain them.
+func (f *Front) Swap(m *Mount) *Mount {
+	f.mu.Lock()
+	old := f.cur
+	f.cur = m
+	f.mu.Unlock()
+	return old
+}
+
+// Current returns the current Mount.
+func (f *Front) Current() *Mount {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.cur
+}
+
+func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	for {
+		m := f.Current()
+		if m == nil {
+			w.Header().Set("Retry-After", "1")
+			http.Error(w, "no application loaded yet", http.StatusServiceUnavailable)
+			return
+		}
+		if m.serve(w, r) {
+			return
+		}
+		// m was retired between Current and serve: the next one is current.
+	}
+}
+
+// Mount is one generation's app as the Front serves it. Each request it
+// serves gets, in its context, the Mount's CoreScope as its Core (so that Cut
+// can answer parked waits of this generation only) and a cancellation that
+// Cut triggers.
+type Mount struct {
+	app   http.Handler
+	scope *CoreScope
+	wrap  func(*http.Request) *http.Request
+
+	cutCtx context.Context
+	cut    context.CancelCauseFunc
+
+	mu      sync.Mutex
+	n       int
+	retired bool
+	idle    chan struct{} // closed when retired and n == 0
+}
+
+// NewMount returns a Mount serving app with a new CoreScope over core. wrap,
+// if not nil, may add to each request's context before app sees it (paster
+// serve adds its observability registry).
+func NewMount(app http.Handler, core Core, wrap func(*http.Request) *http.Request) *Mount {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	return &Mount{app: app, scope: NewCoreScope(core), wrap: wrap, cutCtx: ctx, cut: cancel, idle: make(chan struct{})}
+}
+
+// Scope returns the CoreScope the Mount's requests get as their Core.
+func (m *Mount) Scope() *CoreScope { return m.scope }
+
+// InFlight returns how many requests the Mount is serving.
+func (m *Mount) InFlight() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.n
+}
+
+// serve serves r unless m is retired; it reports whether it did.
+func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
+	m.mu.Lock()
+	if m.retired {
+		m.mu.Unlock()
+		return false
+	}
+	m.n++
+	m.mu.Unlock()
+	defer m.leave()
+
+	ctx, cancel := context.WithCancelCause(WithCore(r.Context(), m.scope))
+	stop := context.AfterFunc(m.cutCtx, func() { cancel(context.Cause(m.cutCtx)) })
+	defer func() { stop(); cancel(nil) }()
+	r = r.WithContext(ctx)
+	if m.wrap != nil {
+		r = m.wrap(r)
+	}
+	m.app.ServeHTTP(w, r)
+	return true
+}
+
+func (m *Mount) leave() {
+	m.mu.Lock()
+	m.n--
+	if m.n == 0 && m.retired {
+		close(m.idle)
+	}
+	m.mu.Unlock()
+}
+
+// Retire stops m from taking new requests (a Front that still has m current
+// answers them with the next Mount only after Swap, so Swap first) and
+// returns a channel closed when its last request has ended. Retire is
+// idempotent.
+func (m *Mount) Retire() <-chan struct{} {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.retired {
+		m.retired = true
+		if m.n == 0 {
+			close(m.idle)
+		}
+	}
+	return m.idle
+}
+
+// Cut gives every request still in m a definite end: their parked waits on
+// the Core (WaitForSignal, SignalAtLeast, Fetch, Sleep) return an error
+// wrapping ErrClosed at once, so in-process handlers can answer, and their
+// contexts are cancelled with cause ErrClosed, which ends requests forwarded
+// to plugins. Cut is idempotent.
+func (m *Mount) Cut() {
+	m.scope.Close()
+	m.cut(ErrClosed)
+}
+
+// Drain retires m and waits for its requests: until they end, or until
+// grace minus a margin (a quarter of grace, at most a second) has passed,
+// when it cuts the rest (Cut) and waits for them until grace has passed. It
+// returns how many requests were still running at the end (0 when all
+// ended). grace <= 0 cuts at once and waits for the requests without limit.
+func (m *Mount) Drain(grace time.Duration) int {
+	idle := m.Retire()
+	if grace <= 0 {
+		m.Cut()
+		<-idle
+		return 0
+	}
+	margin := min(grace/4, time.Second)
+	t := time.NewTimer(grace - margin)
+	defer t.Stop()
+	select {
+	case <-idle:
+		m.Cut()
+		return 0
+	case <-t.C:
+	}
+	m.Cut()
+	t.Reset(margin)
+	select {
+	case <-idle:
+		return 0
+	case <-t.C:
+		return m.InFlight()
+	}
+}

@@ -1,0 +1,261 @@
+package runner
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+)
+
+// ListenerPool keeps listening sockets open across server restarts. A server
+// that takes its listener from the pool (HTTPServer.Serve does when its ctx
+// carries one, see WithListeners) gets a handle on the socket bound to its
+// address, binding it the first time. Closing a handle, as a server does when
+// it shuts down, detaches that server only: the socket stays open and the
+// kernel keeps queueing connections until another handle accepts them. So a
+// new server started on the same address while the old one still runs shares
+// the socket, and when the old one stops nothing is refused.
+//
+// Connections are accepted by one goroutine per socket and handed to
+// whichever open handle asks first; a connection accepted while no handle is
+// open waits for the next one. Prune closes the sockets no handle uses;
+// Close closes them all.
+type ListenerPool struct {
+	mu     sync.Mutex
+	socks  map[string]*sharedSock
+	closed bool
+}
+
+// NewListenerPool returns an empty pool.
+func NewListenerPool() *ListenerPool { return &ListenerPool{socks: map[string]*sharedSock{}} }
+
+// ListenerSource gives servers their listeners: a ListenerPool, or a view of
+// one that reports binding (ListenerPool.View).
+type ListenerSource interface {
+	// Listen returns a listener for the TCP address addr ("host:port").
+	Listen(addr string) (net.Listener, error)
+}
+
+type listenersKey struct{}
+
+// WithListeners returns a copy of ctx carrying src: HTTPServer.Serve then
+// takes its listener from src instead of binding one itself.
+func WithListeners(ctx context.Context, src ListenerSource) context.Context {
+	return context.WithValue(ctx, listenersKey{}, src)
+}
+
+// ListenersFrom returns the ListenerSource ctx carries, or nil.
+func ListenersFrom(ctx context.Context) ListenerSource {
+	src, _ := ctx.Value(listenersKey{}).(ListenerSource)
+	return src
+}
+
+// Listen returns a new handle on the socket bound to addr, binding it if the
+// pool has none. An address with port 0 always binds a new socket (it cannot
+// be matched). A bind failure names the address.
+func (p *ListenerPool) Listen(addr string) (net.Listener, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, fmt.Errorf("listen on %s: listener pool %w", addr, net.ErrClosed)
+	}
+	s := p.socks[addr]
+	if s == nil {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
+		}
+		s = newSharedSock(ln)
+		key := addr
+		if _, port, _ := net.SplitHostPort(addr); port == "0" {
+			key = ln.Addr().String()
+		}
+		p.socks[key] = s
+	}
+	return s.handle(), nil
+}
+
+// Addrs returns the addresses of the sockets the pool holds.
+func (p *ListenerPool) Addrs() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]string, 0, len(p.socks))
+	for k := range p.socks {
+		out = append(out, k)
+	}
+	return out
+}
+
+// Prune closes the sockets that no open handle uses and returns their
+// addresses. Connections they had accepted but not handed out are closed.
+func (p *ListenerPool) Prune() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for k, s := range p.socks {
+		if s.unused() {
+			s.close()
+			delete(p.socks, k)
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// Close closes every socket; open handles' Accept then fails with
+// net.ErrClosed. Later Listen calls fail.
+func (p *ListenerPool) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	for k, s := range p.socks {
+		s.close()
+		delete(p.socks, k)
+	}
+	return nil
+}
+
+// View returns a ListenerSource over the pool that reports, on Bound, when
+// the first listener was taken through it: paster serve uses it to know that
+// a newly started server accepts before it stops the old one.
+func (p *ListenerPool) View() *ListenerView {
+	return &ListenerView{pool: p, bound: make(chan struct{})}
+}
+
+// ListenerView is a ListenerSource over a ListenerPool; see View.
+type ListenerView struct {
+	pool  *ListenerPool
+	once  sync.Once
+	bound chan struct{}
+}
+
+// Listen is ListenerPool.Listen; the first success closes Bound.
+func (v *ListenerView) Listen(addr string) (net.Listener, error) {
+	ln, err := v.pool.Listen(addr)
+	if err == nil {
+		v.once.Do(func() { close(v.bound) })
+	}
+	return ln, err
+}
+
+// Bound is closed once a listener has been taken through v.
+func (v *ListenerView) Bound() <-chan struct{} { return v.bound }
+
+// sharedSock is one listening socket and its accept loop.
+type sharedSock struct {
+	ln    net.Listener
+	conns chan net.Conn
+	done  chan struct{} // closed when the socket is closed
+	once  sync.Once
+
+	mu      sync.Mutex
+	handles int
+	err     error // the accept loop's final error
+}
+
+func newSharedSock(ln net.Listener) *sharedSock {
+	s := &sharedSock{ln: ln, conns: make(chan net.Conn), done: make(chan struct{})}
+	go s.acceptLoop()
+	return s
+}
+
+func (s *sharedSock) acceptLoop() {
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			s.mu.Lock()
+			s.err = err
+			s.mu.Unlock()
+			s.close()
+			return
+		}
+		select {
+		case s.conns <- c:
+		case <-s.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+func (s *sharedSock) requeue(c net.Conn) {
+	select {
+	case s.conns <- c:
+	case <-s.done:
+		c.Close()
+	}
+}
+
+func (s *sharedSock) handle() *sockHandle {
+	s.mu.Lock()
+	s.handles++
+	s.mu.Unlock()
+	return &sockHandle{s: s, closed: make(chan struct{})}
+}
+
+func (s *sharedSock) unused() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.handles == 0
+}
+
+func (s *sharedSock) close() {
+	s.once.Do(func() {
+		close(s.done)
+		s.ln.Close()
+	})
+}
+
+// sockHandle is one server's net.Listener on a sharedSock.
+type sockHandle struct {
+	s      *sharedSock
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (h *sockHandle) Accept() (net.Conn, error) {
+	// A closed handle never takes a connection, even if one is ready.
+	select {
+	case <-h.closed:
+		return nil, net.ErrClosed
+	default:
+	}
+	select {
+	case c := <-h.s.conns:
+		select {
+		case <-h.closed:
+			// Closed meanwhile: the server would drop c; give it back
+			// for another handle.
+			go h.s.requeue(c)
+			return nil, net.ErrClosed
+		default:
+			return c, nil
+		}
+	case <-h.closed:
+		return nil, net.ErrClosed
+	case <-h.s.done:
+		h.s.mu.Lock()
+		err := h.s.err
+		h.s.mu.Unlock()
+		if err == nil {
+			err = net.ErrClosed
+		}
+		return nil, err
+	}
+}
+
+// Close detaches the handle; the socket stays open for other handles.
+func (h *sockHandle) Close() error {
+	h.once.Do(func() {
+		close(h.closed)
+		h.s.mu.Lock()
+		h.s.handles--
+		h.s.mu.Unlock()
+	})
+	return nil
+}
+
+func (h *sockHandle) Addr() net.Addr { return h.s.ln.Addr() }

@@ -1,0 +1,248 @@
+// Package observe is paster's process-wide view of itself, for the
+// egg:paster#metrics and egg:paster#health apps: request counts and
+// latencies by app and status, and snapshots of the current generation
+// (coroutines, the Core, plugin processes, reloads).
+//
+// A Registry is made by whoever serves (paster serve makes one per process)
+// and reaches apps through the request context (With, From), so a metrics
+// app mounted anywhere in a composition reports on the process serving it,
+// without globals. The serving side records requests (Instrument) and gives
+// the Registry a Source that takes a Snapshot on demand; the registry holds
+// no copy of the scheduler's or the plugins' state.
+//
+// Label sets are bounded: at most MaxApps app labels (later ones are counted
+// under "other") and status codes 100-599 (anything else is "other").
+package observe
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/paster-dev/paster/runner"
+)
+
+// MaxApps bounds the number of distinct app labels a Registry keeps.
+const MaxApps = 32
+
+// Buckets are the upper bounds, in seconds, of the request latency
+// histogram. They reach a minute because long-polls are requests too.
+var Buckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// Plugin is one plugin process as a Snapshot shows it.
+type Plugin struct {
+	Path, Dist, Version string
+	PID                 int
+	// State is running, restarting, failed or closed.
+	State string
+	// Generations lists the generations using the process.
+	Generations []int
+}
+
+// Reloads describes the reloads so far.
+type Reloads struct {
+	// Total counts reloads attempted; Failed those that kept the old
+	// generation serving.
+	Total, Failed int
+	// Last is when the last reload ended (zero: none yet); LastOK whether it
+	// succeeded and LastError why not.
+	Last      time.Time
+	LastOK    bool
+	LastError string
+}
+
+// Snapshot is the state of the serving process at one moment.
+type Snapshot struct {
+	// Generation numbers the current generation (1 for the first load);
+	// Draining lists older generations still finishing requests.
+	Generation int
+	Draining   []int
+	// Coroutines are the current generation's startup coroutines.
+	Coroutines []runner.CoroutineStatus
+	// Core is what the process-wide Core holds; HasCore says whether it is
+	// known.
+	Core    runner.CoreStats
+	HasCore bool
+	Plugins []Plugin
+	Reloads Reloads
+	// Started is when the process began serving.
+	Started time.Time
+}
+
+// Source returns a Snapshot of the serving process.
+type Source func() Snapshot
+
+// Registry holds request metrics and the Source of snapshots. The zero value
+// is not usable; make one with New. It is safe for concurrent use.
+type Registry struct {
+	source atomic.Pointer[Source]
+
+	inflight atomic.Int64
+
+	mu   sync.Mutex
+	apps map[string]*appStats
+}
+
+type appStats struct {
+	codes   map[string]uint64
+	buckets []uint64 // cumulative counts are computed when written
+	count   uint64
+	sum     float64
+}
+
+// New returns an empty Registry.
+func New() *Registry { return &Registry{apps: map[string]*appStats{}} }
+
+// SetSource makes f the Registry's Source.
+func (r *Registry) SetSource(f Source) { r.source.Store(&f) }
+
+// Snapshot returns the Source's snapshot, or a zero Snapshot without one.
+func (r *Registry) Snapshot() Snapshot {
+	if f := r.source.Load(); f != nil {
+		return (*f)()
+	}
+	return Snapshot{}
+}
+
+// InFlight returns how many instrumented requests are being served.
+func (r *Registry) InFlight() int64 { return r.inflight.Load() }
+
+// Observe records one finished request of app with status code and
+// duration d.
+func (r *Registry) Observe(app string, code int, d time.Duration) {
+	c := "other"
+	if code >= 100 && code <= 599 {
+		c = statusText[code-100]
+	}
+	secs := d.Seconds()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	a := r.apps[app]
+	if a == nil {
+		if len(r.apps) >= MaxApps {
+			app = "other"
+			a = r.apps[app]
+		}
+		if a == nil {
+			a = &appStats{codes: map[string]uint64{}, buckets: make([]uint64, len(Buckets))}
+			r.apps[app] = a
+		}
+	}
+	a.codes[c]++
+	a.count++
+	a.sum += secs
+	for i, b := range Buckets {
+		if secs <= b {
+			a.buckets[i]++
+			break
+		}
+	}
+}
+
+var statusText = func() []string {
+	out := make([]string, 500)
+	for i := range out {
+		out[i] = itoa(i + 100)
+	}
+	return out
+}()
+
+func itoa(n int) string {
+	var b [20]byte
+	i := len(b)
+	for n >= 10 {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+	}
+	i--
+	b[i] = byte('0' + n)
+	return string(b[i:])
+}
+
+func (r *Registry) appNames() []string {
+	names := make([]string, 0, len(r.apps))
+	for k := range r.apps {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return names
+}
+
+type registryKey struct{}
+
+// With returns a copy of ctx carrying r.
+func With(ctx context.Context, r *Registry) context.Context {
+	return context.WithValue(ctx, registryKey{}, r)
+}
+
+// From returns the Registry ctx carries, or nil.
+func From(ctx context.Context) *Registry {
+	r, _ := ctx.Value(registryKey{}).(*Registry)
+	return r
+}
+
+// Instrument returns a handler that serves next, with r in each request's
+// context, and records each request under the label app: in flight while it
+// runs, then its status (200 if the handler wrote nothing) and duration. The
+// ResponseWriter passed on keeps Flush and Hijack, and unwraps for
+// http.ResponseController; a hijacked request counts as 101.
+func Instrument(r *Registry, app string, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		start := time.Now()
+		r.inflight.Add(1)
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			r.inflight.Add(-1)
+			code := sw.code
+			if code == 0 {
+				code = http.StatusOK
+			}
+			r.Observe(app, code, time.Since(start))
+		}()
+		next.ServeHTTP(sw, req.WithContext(With(req.Context(), r)))
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 && code >= 200 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err == nil && w.code == 0 {
+		w.code = http.StatusSwitchingProtocols
+	}
+	return c, rw, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
