@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BASELINE=plain
-TARGETS=(paster-http)
+TARGETS=(paster-http paster-plugin reverse-proxy)
 
 CONNS=${CONNS:-16}
 DURATION=${DURATION:-1s}
@@ -46,11 +46,14 @@ build() {
 	echo "building into $WORK ..." >&2
 	go build -o "$WORK/load" ./bench/cmd/load
 	go build -o "$WORK/benchserve" ./bench/cmd/benchserve
+	go build -o "$WORK/plugins/" ./examples/hello/cmd/paster-plugin-hello
 }
 
 # Targets. Each start_NAME serves hello and prints "listening ADDR".
 start_plain() { exec "$WORK/benchserve" -target plain; }
 start_paster-http() { exec "$WORK/benchserve" -target paster-http; }
+start_paster-plugin() { exec "$WORK/benchserve" -target paster-plugin -plugin-dir "$WORK/plugins"; }
+start_reverse-proxy() { exec "$WORK/benchserve" -target reverse-proxy; }
 
 SERVER_PIN=()
 LOAD_PIN=()
@@ -99,5 +102,9 @@ for name in "${selected[@]}"; do
 done
 echo "go $(go env GOVERSION), $(nproc) CPUs, $(uname -sr)"
 status=0
-"${LOAD_PIN[@]}" "$WORK/load" -c "$CONNS" -d "$DURATION" -rounds "$ROUNDS" -warmup "$WARMUP" -goal "$GOAL" "${args[@]}" || status=$?
+# paster-http is held to GOAL against plain net/http; the plugin path is
+# compared with the reverse proxy users would otherwise put in front of a
+# separate app server (goal: at least as fast).
+"${LOAD_PIN[@]}" "$WORK/load" -c "$CONNS" -d "$DURATION" -rounds "$ROUNDS" -warmup "$WARMUP" \
+	-goal "$GOAL" -gated paster-http -compare "paster-plugin/reverse-proxy>=1.0" "${args[@]}" || status=$?
 exit "$status"

@@ -3,19 +3,30 @@
 // "listening ADDR" as its first line on stdout once it accepts. It serves
 // until SIGINT or SIGTERM.
 //
-//	benchserve -target plain        net/http's http.Server, nothing else
-//	benchserve -target paster-http  the built-in dist's http runner
-//	                                (egg:paster#http) with default settings
+//	benchserve -target plain          net/http's http.Server, nothing else
+//	benchserve -target paster-http    the built-in dist's http runner
+//	                                  (egg:paster#http) with default settings
+//	benchserve -target paster-plugin  the same runner serving egg:hello#main
+//	                                  from the plugin binary paster-plugin-hello
+//	                                  in -plugin-dir, as paster serve does
+//	benchserve -target reverse-proxy  httputil.ReverseProxy in front of the
+//	                                  hello handler served by a separate
+//	                                  benchserve process on a unix socket:
+//	                                  what users would otherwise pick
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"sync"
 	"syscall"
@@ -24,6 +35,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/plugins"
 	"github.com/paster-dev/paster/runner/builtin"
 )
 
@@ -35,8 +47,10 @@ func hello(w http.ResponseWriter, r *http.Request) {
 }
 
 func main() {
-	target := flag.String("target", "plain", "what serves: plain or paster-http")
+	target := flag.String("target", "plain", "what serves: plain, paster-http, paster-plugin, reverse-proxy")
 	host := flag.String("host", "127.0.0.1", "address to bind")
+	pluginDir := flag.String("plugin-dir", "", "directory of paster-plugin-hello (paster-plugin)")
+	unixSocket := flag.String("unix", "", "serve the plain hello handler on this unix socket (the reverse proxy's backend)")
 	flag.Parse()
 	logger := hclog.New(&hclog.LoggerOptions{Name: "benchserve", Output: os.Stderr, Level: hclog.Warn})
 
@@ -47,9 +61,15 @@ func main() {
 	case "plain":
 		err = servePlain(ctx, *host)
 	case "paster-http":
-		err = servePaster(ctx, *host)
+		err = servePaster(ctx, *host, http.HandlerFunc(hello))
+	case "paster-plugin":
+		err = servePlugin(ctx, *host, *pluginDir)
+	case "reverse-proxy":
+		err = serveReverseProxy(ctx, *host)
+	case "backend":
+		err = serveBackend(ctx, *unixSocket)
 	default:
-		err = fmt.Errorf("unknown target %q (plain, paster-http)", *target)
+		err = fmt.Errorf("unknown target %q (plain, paster-http, paster-plugin, reverse-proxy)", *target)
 	}
 	if err != nil {
 		logger.Error("serving failed", "target", *target, "error", err)
@@ -87,8 +107,103 @@ func (a *addrWriter) Write(p []byte) (int, error) {
 	return os.Stderr.Write(p)
 }
 
-func servePaster(ctx context.Context, host string) error {
+func servePaster(ctx context.Context, host string, app http.Handler) error {
 	hclog.SetDefault(hclog.New(&hclog.LoggerOptions{Name: "paster", Output: &addrWriter{}, Level: hclog.Info}))
 	run := builtin.Dist.Runners["http"]
-	return run(ctx, http.HandlerFunc(hello), map[string]string{}, entrypoints.NewLocal("host", host, "port", "0"))
+	return run(ctx, app, map[string]string{}, entrypoints.NewLocal("host", host, "port", "0"))
+}
+
+// servePlugin loads egg:hello#main through a plugins.Host, as paster serve
+// does, and serves it with the http runner.
+func servePlugin(ctx context.Context, host, pluginDir string) error {
+	if pluginDir == "" {
+		return errors.New("-plugin-dir is required")
+	}
+	logger := hclog.New(&hclog.LoggerOptions{Name: "paster", Output: os.Stderr, Level: hclog.Warn})
+	pluginHost := plugins.NewHost(plugins.HostOptions{Logger: logger, PluginDirs: []string{pluginDir}})
+	defer pluginHost.Close(context.Background())
+	d, err := pluginHost.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		return err
+	}
+	app, err := d.Apps["main"](map[string]string{}, entrypoints.NewLocal("greeting", "Hello", "name", "world"))
+	if err != nil {
+		return err
+	}
+	return servePaster(ctx, host, app)
+}
+
+// serveBackend serves the hello handler on a unix socket.
+func serveBackend(ctx context.Context, socket string) error {
+	ln, err := net.Listen("unix", socket)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(hello), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Shutdown(context.Background())
+	}()
+	if err := srv.Serve(ln); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
+}
+
+// serveReverseProxy starts a backend process on a unix socket and serves
+// httputil.ReverseProxy in front of it.
+func serveReverseProxy(ctx context.Context, host string) error {
+	dir, err := os.MkdirTemp("", "benchserve")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	socket := filepath.Join(dir, "backend.sock")
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	backend := exec.CommandContext(ctx, self, "-target", "backend", "-unix", socket)
+	backend.Stderr = os.Stderr
+	backend.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := backend.Start(); err != nil {
+		return err
+	}
+	defer backend.Wait()
+	transport := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		MaxIdleConnsPerHost: 256,
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		conn, err := net.Dial("unix", socket)
+		if err == nil {
+			conn.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("backend did not start: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	proxy := &httputil.ReverseProxy{
+		Rewrite:   func(r *httputil.ProxyRequest) { r.Out.URL.Scheme, r.Out.URL.Host = "http", "backend" },
+		Transport: transport,
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Printf("listening %s\n", ln.Addr())
+	go func() {
+		<-ctx.Done()
+		srv.Shutdown(context.Background())
+	}()
+	if err := srv.Serve(ln); err != http.ErrServerClosed {
+		return err
+	}
+	return nil
 }

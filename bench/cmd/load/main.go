@@ -24,6 +24,7 @@ import (
 	"net/url"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -41,7 +42,14 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "duration of one round per target")
 	rounds := flag.Int("rounds", 5, "rounds; each runs every target once, order alternating")
 	warmup := flag.Duration("warmup", time.Second, "unmeasured load on each target before the rounds")
-	goal := flag.Float64("goal", 0.95, "ratio to the baseline every target should reach")
+	goal := flag.Float64("goal", 0.95, "ratio to the baseline every gated target should reach")
+	gated := flag.String("gated", "", "comma-separated targets held to -goal (default: all)")
+	var compares []comparison
+	flag.Func("compare", "extra ratio `A/B>=GOAL` between two targets, per round (repeatable)", func(v string) error {
+		c, err := parseComparison(v)
+		compares = append(compares, c)
+		return err
+	})
 	flag.Parse()
 	if flag.NArg() < 1 {
 		fmt.Fprintln(os.Stderr, "usage: load [flags] NAME=URL [NAME=URL ...] (the first is the baseline)")
@@ -99,7 +107,9 @@ func main() {
 		}
 		ratio := median(ratios)
 		mark := ""
-		if t != base {
+		if t != base && !isGated(*gated, t.name) {
+			mark = ""
+		} else if t != base {
 			mark = "  (goal ≥ " + fmt.Sprint(*goal) + ": ok)"
 			if ratio < *goal {
 				mark = "  (goal ≥ " + fmt.Sprint(*goal) + ": BELOW)"
@@ -113,7 +123,61 @@ func main() {
 			status = 1
 		}
 	}
+	byName := map[string]*target{}
+	for _, t := range targets {
+		byName[t.name] = t
+	}
+	for _, c := range compares {
+		a, b := byName[c.a], byName[c.b]
+		if a == nil || b == nil {
+			fmt.Printf("%s/%s: not both measured\n", c.a, c.b)
+			continue
+		}
+		ratios := make([]float64, len(a.rps))
+		for i := range a.rps {
+			ratios[i] = a.rps[i] / b.rps[i]
+		}
+		ratio, verdict := median(ratios), "ok"
+		if ratio < c.goal {
+			verdict = "BELOW"
+			status = max(status, 3)
+		}
+		fmt.Printf("%s / %s = %.3f  (goal ≥ %v: %s)\n", c.a, c.b, ratio, c.goal, verdict)
+	}
 	os.Exit(status)
+}
+
+// comparison is a -compare flag: the per-round ratio of target a to target
+// b, and the least it should be.
+type comparison struct {
+	a, b string
+	goal float64
+}
+
+func parseComparison(v string) (comparison, error) {
+	pair, goal, ok := strings.Cut(v, ">=")
+	a, b, ok2 := strings.Cut(pair, "/")
+	if !ok || !ok2 || a == "" || b == "" {
+		return comparison{}, fmt.Errorf("want A/B>=GOAL, got %q", v)
+	}
+	g, err := strconv.ParseFloat(goal, 64)
+	if err != nil {
+		return comparison{}, fmt.Errorf("goal in %q: %w", v, err)
+	}
+	return comparison{a: a, b: b, goal: g}, nil
+}
+
+// isGated reports whether name is held to the -goal ratio.
+func isGated(gated, name string) bool {
+	if gated == "" {
+		return true
+	}
+	for _, g := range strings.Split(gated, ",") {
+		if strings.TrimSpace(g) == name {
+			return true
+		}
+	}
+	return false
 }
 
 func median(xs []float64) float64 {
