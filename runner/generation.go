@@ -167,6 +167,13 @@ func (m *Mount) Cut() {
 	m.cut(ErrClosed)
 }
 
+// AnswerParked answers the parked waits of m's requests (their CoreScope
+// closes: WaitForSignal, SignalAtLeast, Fetch and Sleep return an error
+// wrapping ErrClosed at once, in plugins too) without cancelling the
+// requests, so that handlers can write their answer and requests that are
+// not waiting on the Core (an upload still arriving) go on. Cut does both.
+func (m *Mount) AnswerParked() { m.scope.Close() }
+
 // Drain retires m and waits for its requests: until they end, or until
 // grace minus a margin (a quarter of grace, at most a second) has passed,
 // when it cuts the rest (Cut) and waits for them until grace has passed. It

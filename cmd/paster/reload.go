@@ -614,7 +614,9 @@ func (m *manager) shutdown() error {
 	g := m.cur
 	m.logger.Info("shutting down", "generation", g.id, "shutdown_timeout", g.grace)
 	var errs []error
-	g.mount.Cut()
+	// Parked waits end now; requests are cancelled only if they outlast
+	// the drain (Drain cuts them).
+	g.mount.AnswerParked()
 	if m.srv != nil {
 		m.srv.cancel()
 		ctx, cancel := context.WithTimeout(context.Background(), g.grace+2*time.Second)
