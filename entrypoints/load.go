@@ -1,6 +1,7 @@
 package entrypoints
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -431,6 +432,11 @@ func (s *Session) egg(name string, from Origin) (*Dist, error) {
 		d, err := s.Resolver.Egg(name, from)
 		if err == nil {
 			return d, nil
+		}
+		if !errors.Is(err, ErrNoDist) {
+			// A binary was found but could not be started: that is the
+			// error, with its own kind (checksum, protocol, timeout).
+			return nil, fmt.Errorf("dist %q: %w", name, err)
 		}
 		msg += "; " + err.Error()
 	}

@@ -22,8 +22,11 @@ func (r *testResolver) Egg(name string, from Origin) (*Dist, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.asks, r.from = append(r.asks, "egg "+name), append(r.from, from)
-	if name == "Remote" {
+	switch name {
+	case "Remote":
 		return r.dist, nil
+	case "Broken":
+		return nil, fmt.Errorf("%w: binary bin/paster-plugin-Broken", errBrokenPlugin)
 	}
 	return nil, fmt.Errorf("%w: no plugin %q in %s", ErrNoDist, name, from.Plugins["path"])
 }
@@ -34,6 +37,10 @@ func (r *testResolver) Binary(path string, from Origin) (*Dist, error) {
 	r.asks, r.from = append(r.asks, "binary "+path), append(r.from, from)
 	return r.dist, nil
 }
+
+// errBrokenPlugin is what testResolver fails with for dist "Broken": a
+// binary that exists but cannot be started.
+var errBrokenPlugin = errors.New("plugin checksum mismatch")
 
 func newResolver() *testResolver {
 	app := func(global map[string]string, local Local) (http.Handler, error) { return &tracer{tag: "remote"}, nil }
@@ -83,6 +90,16 @@ func TestResolver(t *testing.T) {
 			t.Fatalf("error %v", err)
 		}
 		wantContains(t, "error", err.Error(), `no plugin "Blgo"`, `did you mean "Blog"?`)
+	})
+	t.Run("a binary that fails to start keeps its error kind", func(t *testing.T) {
+		t.Parallel()
+		s, _, _ := newSession()
+		s.Resolver = newResolver()
+		_, err := s.LoadApp("egg:Broken", dir, nil)
+		if !errors.Is(err, errBrokenPlugin) || errors.Is(err, ErrNoDist) {
+			t.Fatalf("error %v: want the resolver's own kind, not ErrNoDist", err)
+		}
+		wantContains(t, "error", err.Error(), `dist "Broken"`, "bin/paster-plugin-Broken")
 	})
 }
 
