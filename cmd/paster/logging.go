@@ -23,7 +23,7 @@ func (o logOptions) newLogger(stderr io.Writer) (hclog.Logger, io.Closer, error)
 	if o.format != "text" && o.format != "json" {
 		return nil, nil, fmt.Errorf("--log-format %q: want text or json", o.format)
 	}
-	out, closer := stderr, io.Closer(io.NopCloser(nil))
+	out, closer := stderr, io.Closer(noFile{})
 	if o.file != "" {
 		f, err := os.OpenFile(o.file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 		if err != nil {
@@ -39,3 +39,8 @@ func (o logOptions) newLogger(stderr io.Writer) (hclog.Logger, io.Closer, error)
 	})
 	return logger, closer, nil
 }
+
+// noFile is the closer of a logger that writes to stderr: nothing to close.
+type noFile struct{}
+
+func (noFile) Close() error { return nil }
