@@ -13,8 +13,10 @@ type logOptions struct {
 	file, level, format string
 }
 
-// newLogger builds the root hclog logger from the options. The returned
-// closer closes the log file, if any.
+// newLogger builds the root hclog logger from the options and makes it
+// hclog's default, so that library code logging through hclog.Default()
+// (the built-in dist, the runners) follows --log-file, --log-level and
+// --log-format too. The returned closer closes the log file, if any.
 func (o logOptions) newLogger(stderr io.Writer) (hclog.Logger, io.Closer, error) {
 	level := hclog.LevelFromString(o.level)
 	if level == hclog.NoLevel {
@@ -37,6 +39,7 @@ func (o logOptions) newLogger(stderr io.Writer) (hclog.Logger, io.Closer, error)
 		JSONFormat: o.format == "json",
 		Output:     out,
 	})
+	hclog.SetDefault(logger)
 	return logger, closer, nil
 }
 
