@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // binDir holds the paster binary built for these tests and, in its plugins
@@ -217,5 +220,61 @@ func TestVersion(t *testing.T) {
 	stdout, _, exit := paster(t, ".", "version")
 	if exit != 0 || !strings.HasPrefix(stdout, "paster ") {
 		t.Fatalf("version: exit %d, %q", exit, stdout)
+	}
+}
+
+// TestServeLogsToFile: --log-file and --log-format json capture the lines of
+// library code too (the http runner's "serving"), and SIGTERM ends serve
+// with status 0.
+func TestServeLogsToFile(t *testing.T) {
+	t.Parallel()
+	logFile := filepath.Join(t.TempDir(), "paster.log")
+	cmd := exec.Command(filepath.Join(binDir, "paster"), "serve", "testdata/good.ini", "--log-file", logFile, "--log-format", "json")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	var addr string
+	waitUntil(t, "the serving line in the log file", func() bool {
+		b, _ := os.ReadFile(logFile)
+		for _, line := range strings.Split(string(b), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["@message"] == "serving" && rec["addr"] != nil {
+				addr = rec["addr"].(string)
+				return true
+			}
+		}
+		return false
+	})
+	resp, err := http.Get("http://" + addr + "/good.ini")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /good.ini: %s", resp.Status)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve after SIGTERM: %v", err)
+	}
+	b, _ := os.ReadFile(logFile)
+	if !strings.Contains(string(b), `"GET /good.ini HTTP/1.1\" 200`) {
+		t.Errorf("the access log line is not in the log file:\n%s", b)
+	}
+}
+
+// waitUntil polls cond until it holds, failing the test after 20 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
