@@ -9,7 +9,9 @@
 // GET / streams "I'm waiting for some signal<br>" at once, waits for the
 // signal, then writes "Your time is up !" or "Someone signaled me with this
 // message: MESSAGE" (HTML-escaped). GET or POST /signal?message=TEXT sends the
-// signal and answers how many waiters it woke.
+// signal and answers how many waiters it woke; with min=N it first waits
+// until at least N requests wait (runner's SignalAtLeast, bounded by the
+// request), so that a test or a benchmark wakes a known number at once.
 package waitapp
 
 import (
@@ -17,6 +19,7 @@ import (
 	"fmt"
 	"html"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
@@ -72,7 +75,16 @@ func wait(w http.ResponseWriter, r *http.Request, signal string, timeout time.Du
 
 func send(w http.ResponseWriter, r *http.Request, signal string) {
 	message := r.FormValue("message")
-	woken, err := runner.CoreFrom(r.Context()).Signal(r.Context(), signal, []byte(message))
+	least := 0
+	if v := r.FormValue("min"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			http.Error(w, "min: want a number of waiters", http.StatusBadRequest)
+			return
+		}
+		least = n
+	}
+	woken, err := runner.CoreFrom(r.Context()).SignalAtLeast(r.Context(), signal, []byte(message), least)
 	if err != nil {
 		http.Error(w, "signal failed: "+err.Error(), http.StatusServiceUnavailable)
 		return
