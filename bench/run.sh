@@ -9,6 +9,7 @@
 #
 #   bench/run.sh                 all targets
 #   bench/run.sh paster-http     the baseline and the named targets
+#   bench/run.sh parked          10,000 parked waiters (see below)
 #
 # Knobs (environment): CONNS (16), DURATION (1s), ROUNDS (20), WARMUP (1s),
 # GOAL (0.95), PIN=1 to pin servers to CPU 0 and the load generator to the
@@ -21,6 +22,16 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+
+# Target parked is of another kind: issue 4's parked-waiters benchmark
+# (scenario/parked_bench_test.go). It holds 10,000 HTTP requests parked in
+# WaitForSignal at once, with waitapp compiled in and in its plugin, and
+# reports the memory per parked request and the time for one Signal (which
+# must wake 10,000) to answer them all; the plugin row reads against the
+# in-process one. PARKED_ROUNDS (1) rounds per mode.
+if [[ ${1:-} == parked ]]; then
+	exec go test -run '^$' -bench ParkedWaiters -benchtime "${PARKED_ROUNDS:-1}x" ./scenario
+fi
 
 BASELINE=plain
 TARGETS=(paster-http paster-plugin reverse-proxy)

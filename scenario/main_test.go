@@ -69,6 +69,7 @@ func build(dir string) error {
 			"./examples/upload/cmd/paster-plugin-upload",
 			"./scenario/testdata/paster-plugin-scentest",
 		},
+		{"go", "build", "-o", filepath.Join(dir, "paster-benchhost"), "./scenario/testdata/paster-benchhost"},
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "plugins"), 0o755); err != nil {
 		return err
@@ -84,9 +85,9 @@ func build(dir string) error {
 	return nil
 }
 
-// server is a running paster serve process.
+// server is a running paster serve (or paster-benchhost) process.
 type server struct {
-	t    *testing.T
+	t    testing.TB
 	cmd  *exec.Cmd
 	log  *logLines
 	addr string // host:port, once serving
@@ -97,9 +98,15 @@ type server struct {
 // serve starts "paster serve --log-level debug testdata/INI args..." and,
 // unless noWait, waits until it logs that it serves. The process is
 // stopped (SIGTERM, then SIGKILL) when the test ends.
-func serve(t *testing.T, ini string, noWait bool, args ...string) *server {
+func serve(t testing.TB, ini string, noWait bool, args ...string) *server {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, "paster"), append([]string{"serve", "--log-level", "debug", filepath.Join("testdata", ini)}, args...)...)
+	return start(t, "paster", noWait, append([]string{"serve", "--log-level", "debug", filepath.Join("testdata", ini)}, args...)...)
+}
+
+// start starts the program name of bin with args, as serve does.
+func start(t testing.TB, name string, noWait bool, args ...string) *server {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(bin, name), args...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +133,7 @@ func serve(t *testing.T, ini string, noWait bool, args ...string) *server {
 			}
 		}
 		if t.Failed() {
-			t.Logf("paster log (%s):\n%s", ini, s.log.String())
+			t.Logf("%s log:\n%s", strings.Join(cmd.Args, " "), s.log.String())
 		}
 	})
 	if !noWait {
@@ -259,7 +266,7 @@ func (l *logLines) String() string {
 
 // freePort returns a loopback port that was free a moment ago, for the
 // tests that must know the port before the server binds it.
-func freePort(t *testing.T) string {
+func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -277,7 +284,7 @@ var client = &http.Client{Transport: &http.Transport{
 
 // get fetches url and returns the status and body; it fails the test on a
 // transport error.
-func get(t *testing.T, url string) (int, string) {
+func get(t testing.TB, url string) (int, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), bounded)
 	defer cancel()
@@ -303,7 +310,7 @@ type waiter struct {
 
 // startWait sends GET url and returns once the first line of the body has
 // arrived, checking that it is want.
-func startWait(t *testing.T, url, want string) *waiter {
+func startWait(t testing.TB, url, want string) *waiter {
 	t.Helper()
 	w, err := openWait(url, want)
 	if err != nil {
@@ -338,7 +345,7 @@ func (w *waiter) rest() (string, error) {
 	return string(b), err
 }
 
-func readAll(t *testing.T, r io.Reader) string {
+func readAll(t testing.TB, r io.Reader) string {
 	t.Helper()
 	b, err := io.ReadAll(r)
 	if err != nil {

@@ -1,0 +1,217 @@
+package scenario
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// parkedN is how many requests BenchmarkParkedWaiters holds parked at once.
+const parkedN = 10000
+
+// BenchmarkParkedWaiters holds 10,000 real HTTP requests (one TCP
+// connection each) parked in WaitForSignal at once, in waitapp served by
+// paster-benchhost, compiled in (inproc) or in its plugin process (plugin),
+// then wakes them all with one Signal. Per round it reports:
+//
+//	B/parked      resident memory added per parked request: the RSS growth
+//	              of the server process (and, for plugin, the plugin
+//	              process) from before the requests to all parked, / 10,000
+//	signal-ms     how long the one Signal call took (it must report 10,000)
+//	wake-all-ms   from sending the Signal until every request has its answer
+//
+// Run it alone, without -race (the race detector allows 8,128 goroutines):
+//
+//	go test -run '^$' -bench ParkedWaiters -benchtime 1x ./scenario
+//
+// It raises the open-files limit to the hard limit; 10,000 connections need
+// about 10,100 descriptors in this process and in the server.
+func BenchmarkParkedWaiters(b *testing.B) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		b.Fatal(err)
+	}
+	if lim.Cur < parkedN+500 {
+		b.Skipf("open-files hard limit %d is below %d", lim.Max, parkedN+500)
+	}
+	for _, mode := range []string{"inproc", "plugin"} {
+		b.Run(mode, func(b *testing.B) {
+			s := start(b, "paster-benchhost", false, "-mode", mode, "-plugins", bin+"/plugins")
+			var signal, wake time.Duration
+			var perReq float64
+			for i := 0; i < b.N; i++ {
+				r := parkRound(b, s)
+				perReq += r.perReq
+				signal += r.signal
+				wake += r.wake
+			}
+			b.ReportMetric(perReq/float64(b.N), "B/parked")
+			b.ReportMetric(float64(signal.Microseconds())/1000/float64(b.N), "signal-ms")
+			b.ReportMetric(float64(wake.Microseconds())/1000/float64(b.N), "wake-all-ms")
+		})
+	}
+}
+
+type roundResult struct {
+	perReq       float64
+	signal, wake time.Duration
+}
+
+type stats struct {
+	Waiters int
+	Pids    []int
+}
+
+func benchStats(b *testing.B, s *server) stats {
+	b.Helper()
+	_, body := get(b, s.url("/stats"))
+	var st stats
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		b.Fatalf("stats: %q: %v", body, err)
+	}
+	return st
+}
+
+// rss returns the summed resident set of pids, in bytes.
+func rss(b *testing.B, pids []int) int64 {
+	b.Helper()
+	var total int64
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				total += kb << 10
+			}
+		}
+	}
+	return total
+}
+
+func parkRound(b *testing.B, s *server) roundResult {
+	b.Helper()
+	b.StopTimer()
+	st := benchStats(b, s)
+	before := rss(b, st.Pids)
+
+	conns := make([]net.Conn, parkedN)
+	readers := make([]*bufio.Reader, parkedN)
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	fail := func(err error) {
+		mu.Lock()
+		if firstErr == nil {
+			firstErr = err
+		}
+		mu.Unlock()
+	}
+	for w := 0; w < 64; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				c, err := net.Dial("tcp", s.addr)
+				if err != nil {
+					fail(err)
+					continue
+				}
+				c.SetDeadline(time.Now().Add(5 * bounded))
+				if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")); err != nil {
+					fail(err)
+				}
+				conns[i] = c
+				readers[i] = bufio.NewReaderSize(c, 512)
+			}
+		}()
+	}
+	for i := range parkedN {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		b.Fatal(firstErr)
+	}
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
+	// Every request has its first line: it is at or in WaitForSignal.
+	readUntil := func(marker string) {
+		var wg sync.WaitGroup
+		for i := range conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := readTo(readers[i], marker); err != nil {
+					fail(fmt.Errorf("request %d: %w", i, err))
+				}
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			b.Fatal(firstErr)
+		}
+	}
+	readUntil("I'm waiting for some signal")
+	// Bounded polling of the Core until all are parked.
+	deadline := time.Now().Add(bounded)
+	for benchStats(b, s).Waiters != parkedN {
+		if time.Now().After(deadline) {
+			b.Fatalf("%d of %d requests parked after %v", benchStats(b, s).Waiters, parkedN, bounded)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	after := rss(b, st.Pids)
+
+	b.StartTimer()
+	t0 := time.Now()
+	_, body := get(b, s.url("/signal?message=go"))
+	signal := time.Since(t0)
+	if body != fmt.Sprintf("Signalled %d waiter(s)\n", parkedN) {
+		b.Fatalf("the Signal answered %q, want %d woken", body, parkedN)
+	}
+	readUntil("Someone signaled me with this message: go")
+	wake := time.Since(t0)
+	b.StopTimer()
+	return roundResult{perReq: float64(after-before) / parkedN, signal: signal, wake: wake}
+}
+
+// readTo reads r until marker has been read.
+func readTo(r *bufio.Reader, marker string) error {
+	var buf []byte
+	for {
+		line, err := r.ReadSlice('\n')
+		buf = append(buf, line...)
+		if bytes.Contains(buf, []byte(marker)) {
+			return nil
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return err
+		}
+		if len(buf) > 4096 {
+			buf = buf[len(buf)-len(marker):]
+		}
+	}
+}
