@@ -27,6 +27,17 @@ func main() {
 		Version: "1.0",
 		Apps:    map[string]entrypoints.AppFactory{"probe": newProbe},
 		Coroutines: map[string]entrypoints.CoroutineFactory{
+			// ready reports ready (to the host's scheduler, across the
+			// boundary) and runs until its context ends.
+			"ready": func(map[string]string, entrypoints.Local) (entrypoints.Coroutine, error) {
+				return func(ctx context.Context) error {
+					runner.Ready(ctx)
+					hclog.L().Info("ready coroutine reported ready")
+					<-ctx.Done()
+					hclog.L().Info("ready coroutine stopped")
+					return nil
+				}, nil
+			},
 			"waiter": func(map[string]string, entrypoints.Local) (entrypoints.Coroutine, error) {
 				return func(ctx context.Context) error {
 					hclog.L().Info("waiter started")
