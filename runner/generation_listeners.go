@@ -3,8 +3,11 @@ package runner
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // ListenerPool keeps listening sockets open across server restarts. A server
@@ -115,9 +118,10 @@ func (p *ListenerPool) Close() error {
 	return nil
 }
 
-// View returns a ListenerSource over the pool that reports, on Bound, when
-// the first listener was taken through it: paster serve uses it to know that
-// a newly started server accepts before it stops the old one.
+// View returns a ListenerSource over the pool for one server: it reports,
+// on Bound, when the server took its first listener, and Detach hands the
+// server's share of the sockets over to the other servers before it is shut
+// down.
 func (p *ListenerPool) View() *ListenerView {
 	return &ListenerView{pool: p, bound: make(chan struct{})}
 }
@@ -127,19 +131,54 @@ type ListenerView struct {
 	pool  *ListenerPool
 	once  sync.Once
 	bound chan struct{}
+
+	mu      sync.Mutex
+	handles []*sockHandle
 }
 
 // Listen is ListenerPool.Listen; the first success closes Bound.
 func (v *ListenerView) Listen(addr string) (net.Listener, error) {
 	ln, err := v.pool.Listen(addr)
-	if err == nil {
-		v.once.Do(func() { close(v.bound) })
+	if err != nil {
+		return nil, err
 	}
-	return ln, err
+	h := ln.(*sockHandle)
+	v.mu.Lock()
+	v.handles = append(v.handles, h)
+	v.mu.Unlock()
+	v.once.Do(func() { close(v.bound) })
+	return h, nil
 }
 
 // Bound is closed once a listener has been taken through v.
 func (v *ListenerView) Bound() <-chan struct{} { return v.bound }
+
+// Detach makes the listeners taken through v stop taking connections, so
+// that other handles on the same sockets get them all, and waits until every
+// connection they did take has delivered its first bytes (or was closed),
+// at most for d. It reports whether they all had.
+//
+// Shut a server down only after Detach: net/http closes, without an answer,
+// a connection whose first request it reads after Shutdown began, so a
+// connection handed to a server just before its shutdown would be lost.
+func (v *ListenerView) Detach(d time.Duration) bool {
+	v.mu.Lock()
+	hs := append([]*sockHandle(nil), v.handles...)
+	v.mu.Unlock()
+	for _, h := range hs {
+		h.detach()
+	}
+	deadline := time.Now().Add(d)
+	for _, h := range hs {
+		for h.fresh.Load() > 0 {
+			if time.Now().After(deadline) {
+				return false
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	return true
+}
 
 // sharedSock is one listening socket and its accept loop.
 type sharedSock struct {
@@ -193,7 +232,7 @@ func (s *sharedSock) handle() *sockHandle {
 	s.mu.Lock()
 	s.handles++
 	s.mu.Unlock()
-	return &sockHandle{s: s, closed: make(chan struct{})}
+	return &sockHandle{s: s, closed: make(chan struct{}), detached: make(chan struct{})}
 }
 
 func (s *sharedSock) unused() bool {
@@ -211,39 +250,56 @@ func (s *sharedSock) close() {
 
 // sockHandle is one server's net.Listener on a sharedSock.
 type sockHandle struct {
-	s      *sharedSock
-	once   sync.Once
-	closed chan struct{}
+	s          *sharedSock
+	once       sync.Once
+	closed     chan struct{}
+	detachOnce sync.Once
+	detached   chan struct{}
+	// fresh counts the connections handed out that have not delivered a
+	// byte yet.
+	fresh atomic.Int64
 }
 
+func (h *sockHandle) detach() { h.detachOnce.Do(func() { close(h.detached) }) }
+
 func (h *sockHandle) Accept() (net.Conn, error) {
-	// A closed handle never takes a connection, even if one is ready.
-	select {
-	case <-h.closed:
-		return nil, net.ErrClosed
-	default:
-	}
-	select {
-	case c := <-h.s.conns:
+	// A closed or detached handle never takes a connection, even if one is
+	// ready; a detached one waits for its Close.
+	conns, detached := h.s.conns, h.detached
+	for {
 		select {
 		case <-h.closed:
-			// Closed meanwhile: the server would drop c; give it back
-			// for another handle.
-			go h.s.requeue(c)
 			return nil, net.ErrClosed
+		case <-detached:
+			conns, detached = nil, nil
+			continue
 		default:
-			return c, nil
 		}
-	case <-h.closed:
-		return nil, net.ErrClosed
-	case <-h.s.done:
-		h.s.mu.Lock()
-		err := h.s.err
-		h.s.mu.Unlock()
-		if err == nil {
-			err = net.ErrClosed
+		select {
+		case c := <-conns:
+			select {
+			case <-h.closed:
+			case <-h.detached:
+			default:
+				h.fresh.Add(1)
+				return &trackedConn{Conn: c, h: h}, nil
+			}
+			// Closed or detached meanwhile: the server might drop c;
+			// give it back for another handle.
+			go h.s.requeue(c)
+		case <-detached:
+			conns, detached = nil, nil
+		case <-h.closed:
+			return nil, net.ErrClosed
+		case <-h.s.done:
+			h.s.mu.Lock()
+			err := h.s.err
+			h.s.mu.Unlock()
+			if err == nil {
+				err = net.ErrClosed
+			}
+			return nil, err
 		}
-		return nil, err
 	}
 }
 
@@ -259,3 +315,37 @@ func (h *sockHandle) Close() error {
 }
 
 func (h *sockHandle) Addr() net.Addr { return h.s.ln.Addr() }
+
+// trackedConn counts, for Detach, a connection until its first byte.
+type trackedConn struct {
+	net.Conn
+	h    *sockHandle
+	done atomic.Bool
+}
+
+func (c *trackedConn) settle() {
+	if c.done.CompareAndSwap(false, true) {
+		c.h.fresh.Add(-1)
+	}
+}
+
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if n > 0 || err != nil {
+		c.settle()
+	}
+	return n, err
+}
+
+func (c *trackedConn) Close() error {
+	c.settle()
+	return c.Conn.Close()
+}
+
+// ReadFrom keeps sendfile for responses (net/http's response body copy).
+func (c *trackedConn) ReadFrom(r io.Reader) (int64, error) {
+	if rf, ok := c.Conn.(io.ReaderFrom); ok {
+		return rf.ReadFrom(r)
+	}
+	return io.Copy(struct{ io.Writer }{c.Conn}, r)
+}

@@ -77,6 +77,9 @@ const (
 	// bindTimeout bounds how long a new server may take to bind before a
 	// reload gives up on it.
 	bindTimeout = 30 * time.Second
+	// detachTimeout bounds how long an old server keeps connections that
+	// were handed to it but have not sent their request yet.
+	detachTimeout = 2 * time.Second
 )
 
 // generation is one load of the configuration.
@@ -109,6 +112,7 @@ type serving struct {
 	key    string
 	cancel context.CancelFunc
 	done   chan error // receives the server's return value once
+	view   *runner.ListenerView
 	err    error
 	ended  bool
 }
@@ -408,7 +412,7 @@ func (m *manager) startServer(g *generation) (*serving, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	view := m.listeners.View()
 	sctx := runner.WithListeners(runner.WithCore(ctx, m.core), view)
-	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1)}
+	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1), view: view}
 	go func() { s.done <- g.server(sctx, m.front) }()
 
 	bound := view.Bound()
@@ -576,6 +580,11 @@ func (m *manager) drain(g *generation, srv *serving) {
 		log := m.logger.With("generation", g.id)
 		start := time.Now()
 		if srv != nil {
+			// Hand the socket over to the new server before the old one
+			// shuts down, so no connection reaches a closing server.
+			if !srv.view.Detach(detachTimeout) {
+				log.Warn("connections handed to the old server sent nothing yet; shutting it down anyway", "waited", detachTimeout)
+			}
 			srv.cancel()
 		}
 		left := g.mount.Drain(g.grace)

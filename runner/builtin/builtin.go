@@ -6,6 +6,10 @@
 //	urlmap       composite   dispatch by path prefix and domain
 //	cascade      composite   try apps in turn until one does not answer 404
 //	static       app         files under document_root
+//	metrics      app         Prometheus metrics of paster serve (metrics.go)
+//	health       app         liveness /live and readiness /ready (health.go)
+//	pprof        app         Go's profiler, loopback clients by default (pprof.go)
+//	limits       filter-app  per-app request body limit (limits.go)
 //	translogger  filter-app  access log (Apache combined, JSON or a template)
 //	gzip         filter-app  gzip responses for clients that accept it
 //	prefix       filter-app  PrefixMiddleware: mount prefix and X-Forwarded-*
@@ -31,7 +35,10 @@ var Dist = &entrypoints.Dist{
 	Name:    "paster",
 	Version: Version,
 	Apps: map[string]entrypoints.AppFactory{
-		"static": staticFactory,
+		"static":  staticFactory,
+		"metrics": metricsFactory,
+		"health":  healthFactory,
+		"pprof":   pprofFactory,
 	},
 	Composites: map[string]entrypoints.CompositeFactory{
 		"urlmap":  urlmapFactory,
@@ -41,6 +48,7 @@ var Dist = &entrypoints.Dist{
 		"translogger": transloggerFactory,
 		"gzip":        gzipFactory,
 		"prefix":      prefixFactory,
+		"limits":      limitsFactory,
 	},
 	Runners: map[string]entrypoints.ServerRunner{
 		"http": httpRunner,

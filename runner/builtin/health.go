@@ -1,0 +1,117 @@
+package builtin
+
+import (
+	"encoding/json"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner/observe"
+)
+
+// healthFactory is egg:paster#health, liveness and readiness for load
+// balancers and orchestrators. Relative to where it is mounted:
+//
+//	GET /live   200 "ok" while the process serves requests at all
+//	GET /ready  200 "ready" when every required startup coroutine of the
+//	            current generation is ready and every plugin process runs;
+//	            503 with one reason per line otherwise
+//	GET /       JSON: live, pid, ready, reasons, generation, draining
+//	            generations, coroutines, plugins and the last reload
+//
+// Readiness comes from the observe.Registry paster serve puts in each
+// request's context; without one /ready answers 503. It takes no keys.
+//
+//	[app:health]
+//	use = egg:paster#health
+func healthFactory(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
+	warnUnknown("health", local)
+	return http.HandlerFunc(serveHealth), nil
+}
+
+func serveHealth(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	reg := observe.From(r.Context())
+	ready, reasons := false, []string{"no observe.Registry: not run under paster serve"}
+	if reg != nil {
+		ready, reasons = reg.Readiness()
+	}
+	switch strings.TrimSuffix(r.URL.Path, "/") {
+	case "/live", "/livez", "/healthz":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Write([]byte("ok\n"))
+	case "/ready", "/readyz":
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte(strings.Join(reasons, "\n") + "\n"))
+			return
+		}
+		w.Write([]byte("ready\n"))
+	case "":
+		type coroutine struct {
+			Name      string    `json:"name"`
+			State     string    `json:"state"`
+			Required  bool      `json:"required"`
+			Restarts  int       `json:"restarts"`
+			LastError string    `json:"last_error,omitempty"`
+			Since     time.Time `json:"since"`
+		}
+		type plugin struct {
+			Dist        string `json:"dist"`
+			Path        string `json:"path"`
+			PID         int    `json:"pid"`
+			State       string `json:"state"`
+			Generations []int  `json:"generations"`
+		}
+		out := struct {
+			Live       bool        `json:"live"`
+			PID        int         `json:"pid"`
+			Ready      bool        `json:"ready"`
+			Reasons    []string    `json:"reasons,omitempty"`
+			Generation int         `json:"generation"`
+			Draining   []int       `json:"draining,omitempty"`
+			Coroutines []coroutine `json:"coroutines"`
+			Plugins    []plugin    `json:"plugins"`
+			Reloads    struct {
+				Total     int       `json:"total"`
+				Failed    int       `json:"failed"`
+				Last      time.Time `json:"last,omitzero"`
+				LastOK    bool      `json:"last_ok"`
+				LastError string    `json:"last_error,omitempty"`
+			} `json:"reloads"`
+		}{Live: true, PID: os.Getpid(), Ready: ready, Reasons: reasons, Coroutines: []coroutine{}, Plugins: []plugin{}}
+		if reg != nil {
+			s := reg.Snapshot()
+			out.Generation, out.Draining = s.Generation, s.Draining
+			for _, c := range s.Coroutines {
+				co := coroutine{Name: c.Name, State: c.State.String(), Required: c.Required, Restarts: c.Restarts, Since: c.Since}
+				if c.LastError != nil {
+					co.LastError = c.LastError.Error()
+				}
+				out.Coroutines = append(out.Coroutines, co)
+			}
+			for _, p := range s.Plugins {
+				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, Generations: p.Generations})
+			}
+			out.Reloads.Total, out.Reloads.Failed = s.Reloads.Total, s.Reloads.Failed
+			out.Reloads.Last, out.Reloads.LastOK, out.Reloads.LastError = s.Reloads.Last, s.Reloads.LastOK, s.Reloads.LastError
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if !ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+	default:
+		http.NotFound(w, r)
+	}
+}

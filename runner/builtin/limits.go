@@ -1,0 +1,151 @@
+package builtin
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/paster-dev/paster/entrypoints"
+)
+
+// limitsFactory is egg:paster#limits, a filter-app that gives the app it
+// wraps its own request body limit, below (or, with the server's limit off,
+// instead of) the server's max_body_bytes. Keys:
+//
+//	max_body_bytes  bytes, with an optional k, m or g suffix (powers of
+//	                1024); required, > 0
+//
+// A request whose Content-Length is over the limit gets 413 before the app
+// runs. A body without a length that grows over the limit makes the app's
+// read fail with *http.MaxBytesError, and the response becomes 413 if the
+// app had not sent its header yet; the connection is closed afterwards.
+//
+//	[filter-app:upload-limit]
+//	use = egg:paster#limits
+//	max_body_bytes = 64k
+//	next = upload
+func limitsFactory(next http.Handler, _ map[string]string, local entrypoints.Local) (http.Handler, error) {
+	warnUnknown("limits", local, "max_body_bytes")
+	v, ok := local.Lookup("max_body_bytes")
+	if !ok {
+		return nil, local.Errorf("max_body_bytes", "required: the largest request body the app accepts")
+	}
+	n, err := parseSize(v)
+	if err != nil || n <= 0 {
+		return nil, local.Errorf("max_body_bytes", "bad size %q (want bytes > 0, e.g. 65536 or 64k)", v)
+	}
+	return &limits{next: next, max: n}, nil
+}
+
+type limits struct {
+	next http.Handler
+	max  int64
+}
+
+func (l *limits) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	msg := fmt.Sprintf("request body larger than this app's max_body_bytes (%d bytes)", l.max)
+	if r.ContentLength > l.max {
+		w.Header().Set("Connection", "close")
+		http.Error(w, msg, http.StatusRequestEntityTooLarge)
+		return
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		l.next.ServeHTTP(w, r)
+		return
+	}
+	lw := &limitedWriter{ResponseWriter: w, msg: msg}
+	r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, l.max), w: lw}
+	l.next.ServeHTTP(lw, r)
+}
+
+// limitedBody notes when the body went over the limit.
+type limitedBody struct {
+	io.ReadCloser
+	w *limitedWriter
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		b.w.over.Store(true)
+	}
+	return n, err
+}
+
+// limitedWriter turns the app's first status into 413 when the body was
+// over the limit before the header went out.
+type limitedWriter struct {
+	http.ResponseWriter
+	msg         string
+	over        atomic.Bool
+	wroteHeader bool
+	replaced    bool
+}
+
+func (w *limitedWriter) WriteHeader(code int) {
+	if w.wroteHeader {
+		return
+	}
+	w.wroteHeader = true
+	if w.over.Load() {
+		w.replaced = true
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Del("Content-Length")
+		w.ResponseWriter.WriteHeader(http.StatusRequestEntityTooLarge)
+		io.WriteString(w.ResponseWriter, w.msg+"\n")
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *limitedWriter) Write(b []byte) (int, error) {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.replaced {
+		return 0, errors.New("limits: request body over max_body_bytes; response replaced by 413")
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *limitedWriter) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok && !w.replaced {
+		f.Flush()
+	}
+}
+
+func (w *limitedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// parseSize reads bytes with an optional k, m or g suffix (optionally
+// followed by b or ib), powers of 1024.
+func parseSize(v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(v))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "b"), "i")
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'k':
+			mult = 1 << 10
+		case 'm':
+			mult = 1 << 20
+		case 'g':
+			mult = 1 << 30
+		}
+		if mult != 1 {
+			s = strings.TrimSpace(s[:n-1])
+		}
+	}
+	n, err := entrypoints.AsInt(s)
+	if err != nil {
+		return 0, err
+	}
+	return int64(n) * mult, nil
+}

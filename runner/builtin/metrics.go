@@ -1,0 +1,66 @@
+package builtin
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+
+	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner/observe"
+)
+
+// metricsFactory is egg:paster#metrics, an app answering GET with the
+// process's metrics in the Prometheus text format: requests by app and
+// status code, latency histograms, requests in flight, operations parked on
+// the Core, startup coroutines' states and restarts, plugin processes'
+// states, the current generation, reloads by result, and a few Go runtime
+// gauges. It reads the observe.Registry that paster serve puts in each
+// request's context; served without one (another server) it answers 503
+// saying so. It takes no keys (unknown keys are logged).
+//
+//	[app:metrics]
+//	use = egg:paster#metrics
+func metricsFactory(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
+	warnUnknown("metrics", local)
+	return http.HandlerFunc(serveMetrics), nil
+}
+
+func serveMetrics(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	reg := observe.From(r.Context())
+	if reg == nil {
+		http.Error(w, "no metrics: this server does not keep an observe.Registry (run under paster serve)", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", observe.ContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	if err := reg.WritePrometheus(w); err != nil {
+		return
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	fmt.Fprintf(w, "# HELP go_goroutines Goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
+	fmt.Fprintf(w, "# HELP go_memstats_heap_alloc_bytes Heap bytes allocated and in use.\n# TYPE go_memstats_heap_alloc_bytes gauge\ngo_memstats_heap_alloc_bytes %d\n", ms.HeapAlloc)
+	fmt.Fprintf(w, "# HELP go_memstats_sys_bytes Bytes obtained from the OS.\n# TYPE go_memstats_sys_bytes gauge\ngo_memstats_sys_bytes %d\n", ms.Sys)
+}
+
+// warnUnknown logs every key of local not in known.
+func warnUnknown(app string, local entrypoints.Local, known ...string) {
+	for _, k := range local.Keys() {
+		ok := false
+		for _, kk := range known {
+			ok = ok || k == kk
+		}
+		if !ok {
+			args := []any{"key", k, "at", local.Where(k).String()}
+			if s := entrypoints.Suggest(k, known); s != "" {
+				args = append(args, "did_you_mean", s)
+			}
+			logger().Warn(app+": unknown key ignored", args...)
+		}
+	}
+}
