@@ -23,10 +23,13 @@ const parkedN = 10000
 // paster-benchhost, compiled in (inproc) or in its plugin process (plugin),
 // then wakes them all with one Signal. Per round it reports:
 //
-//	B/parked      resident memory added per parked request: the RSS growth
-//	              of the server process (and, for plugin, the plugin
-//	              process) from before the requests to all parked, / 10,000
-//	signal-ms     how long the one Signal call took (it must report 10,000)
+//	B/parked      resident memory per parked request: the RSS of the server
+//	              process (and, for plugin, the plugin process) with all
+//	              10,000 parked, less its RSS idle before the first round,
+//	              / 10,000
+//	signal-ms     how long the one Signal request (GET /signal, which must
+//	              answer that it woke 10,000) took to answer, while the
+//	              woken requests are being answered
 //	wake-all-ms   from sending the Signal until every request has its answer
 //
 // Run it alone, without -race (the race detector allows 8,128 goroutines):
@@ -50,10 +53,13 @@ func BenchmarkParkedWaiters(b *testing.B) {
 	for _, mode := range []string{"inproc", "plugin"} {
 		b.Run(mode, func(b *testing.B) {
 			s := start(b, "paster-benchhost", false, "-mode", mode, "-plugins", bin+"/plugins")
+			// The idle server's memory, once: later rounds reuse what the
+			// first one grew, so each round is measured against this.
+			base := rss(b, benchStats(b, s).Pids)
 			var signal, wake time.Duration
 			var perReq float64
 			for i := 0; i < b.N; i++ {
-				r := parkRound(b, s)
+				r := parkRound(b, s, base)
 				perReq += r.perReq
 				signal += r.signal
 				wake += r.wake
@@ -104,11 +110,10 @@ func rss(b *testing.B, pids []int) int64 {
 	return total
 }
 
-func parkRound(b *testing.B, s *server) roundResult {
+func parkRound(b *testing.B, s *server, before int64) roundResult {
 	b.Helper()
 	b.StopTimer()
 	st := benchStats(b, s)
-	before := rss(b, st.Pids)
 
 	conns := make([]net.Conn, parkedN)
 	readers := make([]*bufio.Reader, parkedN)
