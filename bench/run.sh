@@ -10,6 +10,7 @@
 #   bench/run.sh                 all targets
 #   bench/run.sh paster-http     the baseline and the named targets
 #   bench/run.sh parked          10,000 parked waiters (see below)
+#   bench/run.sh reload          reloads under load (bench/reload.sh)
 #
 # Knobs (environment): CONNS (16), DURATION (1s), ROUNDS (20), WARMUP (1s),
 # GOAL (0.95), PIN=1 to pin servers to CPU 0 and the load generator to the
@@ -31,6 +32,12 @@ cd "$(dirname "$0")/.."
 # in-process one. PARKED_ROUNDS (1) rounds per mode.
 if [[ ${1:-} == parked ]]; then
 	exec go test -run '^$' -bench ParkedWaiters -benchtime "${PARKED_ROUNDS:-1}x" ./scenario
+fi
+
+# Target reload is issue 5's reload benchmark: paster serve under load while
+# its INI is rewritten and reloaded many times (bench/reload.sh).
+if [[ ${1:-} == reload ]]; then
+	exec bench/reload.sh
 fi
 
 BASELINE=plain
