@@ -314,6 +314,8 @@ type PluginInfo struct {
 	Version string
 	PID     int
 	State   string // "running", "restarting", "failed", "closed"
+	// Restarts counts the processes started after a crash.
+	Restarts int
 }
 
 // Plugins returns the plugins started so far, sorted by path.

@@ -64,6 +64,7 @@ type proc struct {
 	drained  chan struct{} // closed when inflight reaches 0 after close
 	changed  chan struct{} // closed and replaced on every state change
 	crashes  []time.Time
+	restarts int // processes started after a crash
 	closing  chan struct{}
 
 	runCtx    context.Context // ends when Close gives up waiting: tears Run streams down
@@ -121,7 +122,7 @@ func (p *proc) setState(s procState) {
 func (p *proc) info() PluginInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String()}
+	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String(), Restarts: p.restarts}
 	if p.gen != nil {
 		i.PID = p.gen.pid
 	}
@@ -338,6 +339,7 @@ func (p *proc) restart(delay time.Duration) {
 		return
 	}
 	p.gen = g
+	p.restarts++
 	p.setState(stateRunning)
 	p.watch(g)
 }

@@ -200,16 +200,29 @@ func (m *manager) snapshot() observe.Snapshot {
 }
 
 // Run loads the first generation, serves it, and then reloads on each value
-// from reload and shuts down when ctx ends. It returns the error that kept
+// from reload and shuts down when ctx ends. With a watcher (--reload), a
+// first load that fails is logged and tried again on each value from
+// reload, as PasteScript's reloader waits for the file to be fixed. It returns the error that kept
 // the first generation from serving, the error of a server that stopped by
 // itself, or the errors of an unclean shutdown.
 func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
-	g, _, err := m.build(ctx)
-	if err != nil {
-		if m.pool != nil {
+	g, files, err := m.build(ctx)
+	for err != nil {
+		if m.watchFiles == nil {
 			m.closeAll()
+			return err
 		}
-		return err
+		// --reload: as PasteScript's reloader does, report the error and
+		// try again once a file read changes.
+		m.logger.Error("loading failed; waiting for a change to the files read", "error", err, "files", strings.Join(files, ", "))
+		m.watchFiles(files)
+		select {
+		case <-ctx.Done():
+			m.closeAll()
+			return nil
+		case <-reload:
+		}
+		g, files, err = m.build(ctx)
 	}
 	defer func() { err = errors.Join(err, m.shutdown()) }()
 	m.front.Swap(g.mount)
@@ -652,6 +665,11 @@ func (m *manager) shutdown() error {
 
 // closeAll closes what lives for the whole process.
 func (m *manager) closeAll() {
+	if m.pool != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+		defer cancel()
+		m.pool.closeAll(ctx)
+	}
 	m.listeners.Close()
 	if m.core != nil {
 		m.core.Close()

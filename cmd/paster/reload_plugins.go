@@ -192,6 +192,23 @@ func (p *pluginPool) release(ctx context.Context, gen int, entries []*poolEntry)
 	return errors.Join(errs...)
 }
 
+// closeAll closes every Host still in the pool (there should be none once
+// every generation was released).
+func (p *pluginPool) closeAll(ctx context.Context) error {
+	p.mu.Lock()
+	var all []*poolEntry
+	for _, list := range p.entries {
+		all = append(all, list...)
+	}
+	p.entries = map[string][]*poolEntry{}
+	p.mu.Unlock()
+	var errs []error
+	for _, e := range all {
+		errs = append(errs, e.host.Close(ctx))
+	}
+	return errors.Join(errs...)
+}
+
 // infos describes every process in the pool, with the generations using it.
 func (p *pluginPool) infos() []observe.Plugin {
 	p.mu.Lock()
@@ -216,7 +233,7 @@ func (p *pluginPool) infos() []observe.Plugin {
 	var out []observe.Plugin
 	for _, h := range hs {
 		for _, i := range h.e.host.Plugins() {
-			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State, Generations: h.gens})
+			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State, Restarts: i.Restarts, Generations: h.gens})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -85,6 +85,18 @@ func (s *syncBuffer) String() string {
 // answers on port.
 func startServe(t *testing.T, dir string, port int, args ...string) *serveProc {
 	t.Helper()
+	p := spawnServe(t, dir, port, args...)
+	p.waitFor("the server to answer", func() bool {
+		code, _ := p.get("/health/live")
+		return code == 200
+	})
+	return p
+}
+
+// spawnServe starts paster serve in dir; it is stopped with SIGTERM when
+// the test ends.
+func spawnServe(t *testing.T, dir string, port int, args ...string) *serveProc {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "paster"), append([]string{"serve"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PASTER_PLUGIN_PATH=")
@@ -105,10 +117,6 @@ func startServe(t *testing.T, dir string, port int, args ...string) *serveProc {
 		if t.Failed() {
 			t.Logf("paster serve log:\n%s", p.log.String())
 		}
-	})
-	p.waitFor("the server to answer", func() bool {
-		code, _ := p.get("/health/live")
-		return code == 200
 	})
 	return p
 }
@@ -423,6 +431,9 @@ func exerciseReloads(t *testing.T, dir string, p *serveProc, v iniVars, trigger 
 	if h := p.health(); h.Reloads.Failed != 0 {
 		t.Errorf("failed reloads: %+v", h.Reloads)
 	}
+	if code, body := p.get("/health/ready"); code != 200 || body != "ready\n" {
+		t.Errorf("GET /health/ready: %d %q", code, body)
+	}
 	code, metrics := p.get("/metrics")
 	if code != 200 {
 		t.Fatalf("GET /metrics: %d %s", code, metrics)
@@ -434,6 +445,7 @@ func exerciseReloads(t *testing.T, dir string, p *serveProc, v iniVars, trigger 
 		`paster_reload_last_success 1`,
 		`paster_coroutine_state{coroutine="tick",state="running"} 1`,
 		`paster_plugin_up{dist="hello"`,
+		`paster_plugin_restarts_total{dist="hello"`,
 		`paster_core_parked{kind="waiters"}`,
 		"paster_generation 5",
 	} {
@@ -577,4 +589,24 @@ func TestParkedWaiterAcrossReloadAndShutdown(t *testing.T) {
 		t.Errorf("paster serve exit: %v", err)
 	}
 	p.done <- nil
+}
+
+// TestReloadFirstLoadFails: with --reload, a configuration that does not
+// load is reported and tried again once it is fixed.
+func TestReloadFirstLoadFails(t *testing.T) {
+	t.Parallel()
+	dir, v := reloadSetup(t)
+	ini := filepath.Join(dir, "dev.ini")
+	good, _ := os.ReadFile(ini)
+	os.WriteFile(ini, []byte(strings.Replace(string(good), "use = egg:paster#health", "use = egg:paster#helth", 1)), 0o644)
+	p := spawnServe(t, dir, v.port, "dev.ini", "--reload", "--reload-interval", "100ms")
+	p.waitFor("the load error", func() bool { return strings.Contains(p.log.String(), "waiting for a change") })
+	if log := p.log.String(); !strings.Contains(log, "[app:health]") || !strings.Contains(log, "dev.ini:") {
+		t.Errorf("load error should name the file, line and section:\n%s", log)
+	}
+	writeINI(t, ini, v)
+	p.waitFor("the server after the fix", func() bool {
+		code, _ := p.get("/health/live")
+		return code == 200
+	})
 }

@@ -69,6 +69,7 @@ func serveHealth(w http.ResponseWriter, r *http.Request) {
 			Path        string `json:"path"`
 			PID         int    `json:"pid"`
 			State       string `json:"state"`
+			Restarts    int    `json:"restarts"`
 			Generations []int  `json:"generations"`
 		}
 		out := struct {
@@ -99,7 +100,7 @@ func serveHealth(w http.ResponseWriter, r *http.Request) {
 				out.Coroutines = append(out.Coroutines, co)
 			}
 			for _, p := range s.Plugins {
-				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, Generations: p.Generations})
+				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, Restarts: p.Restarts, Generations: p.Generations})
 			}
 			out.Reloads.Total, out.Reloads.Failed = s.Reloads.Total, s.Reloads.Failed
 			out.Reloads.Last, out.Reloads.LastOK, out.Reloads.LastError = s.Reloads.Last, s.Reloads.LastOK, s.Reloads.LastError

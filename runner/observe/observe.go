@@ -40,6 +40,8 @@ type Plugin struct {
 	PID                 int
 	// State is running, restarting, failed or closed.
 	State string
+	// Restarts counts the processes started after a crash.
+	Restarts int
 	// Generations lists the generations using the process.
 	Generations []int
 }

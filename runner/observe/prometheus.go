@@ -76,6 +76,10 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 	for _, p := range snap.Plugins {
 		fmt.Fprintf(&b, "paster_plugin_up{dist=%s,path=%s,state=%s} %d\n", quote(p.Dist), quote(p.Path), quote(p.State), b2i(p.State == "running"))
 	}
+	help(&b, "paster_plugin_restarts_total", "counter", "Plugin processes started again after a crash.")
+	for _, p := range snap.Plugins {
+		fmt.Fprintf(&b, "paster_plugin_restarts_total{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), p.Restarts)
+	}
 	help(&b, "paster_plugin_pid", "gauge", "Process id of each plugin process.")
 	for _, p := range snap.Plugins {
 		fmt.Fprintf(&b, "paster_plugin_pid{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), p.PID)
