@@ -152,6 +152,8 @@ type sdk struct {
 	runners    map[uint64]runnerInstance
 	coroutines map[uint64]entrypoints.Coroutine
 	startups   map[uint64]map[string]entrypoints.Coroutine
+
+	listeners *runner.ListenerPool // shared by the servers of this process
 }
 
 type runnerInstance struct {
@@ -170,6 +172,7 @@ func newSDK(d *entrypoints.Dist, log hclog.Logger) *sdk {
 		runners:    map[uint64]runnerInstance{},
 		coroutines: map[uint64]entrypoints.Coroutine{},
 		startups:   map[uint64]map[string]entrypoints.Coroutine{},
+		listeners:  runner.NewListenerPool(),
 	}
 }
 
@@ -493,6 +496,12 @@ func (s *sdk) runInstance(ctx context.Context, req wire.RunRequest) (err error) 
 		if err != nil {
 			return err
 		}
+		// Servers of this process share listening sockets (runner's
+		// HTTPServer takes them from the pool), so a server restarted by a
+		// reload takes over the old one's socket without refusing a
+		// connection; sockets no server holds are closed when one returns.
+		ctx = runner.WithListeners(ctx, s.listeners)
+		defer s.listeners.Prune()
 		if isServer {
 			return srv(ctx, app)
 		}

@@ -170,11 +170,8 @@ func (v *ListenerView) Detach(d time.Duration) bool {
 	}
 	deadline := time.Now().Add(d)
 	for _, h := range hs {
-		for h.fresh.Load() > 0 {
-			if time.Now().After(deadline) {
-				return false
-			}
-			time.Sleep(5 * time.Millisecond)
+		if !h.settled(deadline) {
+			return false
 		}
 	}
 	return true
@@ -261,6 +258,24 @@ type sockHandle struct {
 }
 
 func (h *sockHandle) detach() { h.detachOnce.Do(func() { close(h.detached) }) }
+
+// Detach stops the handle from taking connections and waits, at most d,
+// until those it took have delivered their first bytes; it reports whether
+// they all had. HTTPServer calls it before shutting down on a pooled socket.
+func (h *sockHandle) Detach(d time.Duration) bool {
+	h.detach()
+	return h.settled(time.Now().Add(d))
+}
+
+func (h *sockHandle) settled(deadline time.Time) bool {
+	for h.fresh.Load() > 0 {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
 
 func (h *sockHandle) Accept() (net.Conn, error) {
 	// A closed or detached handle never takes a connection, even if one is

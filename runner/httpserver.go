@@ -318,8 +318,9 @@ func (s *HTTPServer) Serve(ctx context.Context, app http.Handler) error {
 }
 
 // ServeListener serves app on ln until ctx is done; it closes ln when it
-// returns. Request contexts carry ctx's values but are not cancelled with
-// it. When ctx is done the server stops accepting, runs the OnShutdown
+// returns. Once serving it calls Ready(ctx), so a caller that gave ctx a
+// ReadyFunc learns that the server accepts. Request contexts carry ctx's
+// values but are not cancelled with it. When ctx is done the server stops accepting, runs the OnShutdown
 // functions and waits up to shutdown_timeout for in-flight requests to
 // finish; it returns nil when they all did. After the timeout it closes the
 // remaining connections and returns an error wrapping ErrShutdownTimeout that
@@ -346,6 +347,9 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 	close(s.bound)
 
 	s.logger.Info("serving", "addr", addr.String())
+	// Tell whoever started the server that it accepts (paster serve learns
+	// it this way across a plugin boundary); a no-op without a ReadyFunc.
+	Ready(ctx)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
@@ -363,6 +367,12 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 		defer cancel()
 	}
 	hooksDone := s.runHooks()
+	if d, ok := ln.(interface{ Detach(time.Duration) bool }); ok {
+		// A socket shared through a ListenerPool: let the other servers
+		// on it take the connections first, since net/http drops, without
+		// an answer, a request it reads after Shutdown began.
+		d.Detach(time.Second)
+	}
 	err := srv.Shutdown(sctx)
 	<-served // http.ErrServerClosed, now that Shutdown has closed the listener
 	if err != nil {

@@ -95,6 +95,7 @@ type generation struct {
 
 	serverKey    string        // what a server restart is decided on
 	inProcess    bool          // the server runs in this process
+	serverProc   *poolEntry    // the plugin process it runs in, if not
 	addr         string        // host:port of the server section, "" if unknown
 	grace        time.Duration // shutdown_timeout
 	readyTimeout time.Duration
@@ -231,7 +232,7 @@ func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	if m.watchFiles != nil {
 		m.watchFiles(g.files())
 	}
-	srv, err := m.startServer(g)
+	srv, err := m.startServer(g, true)
 	if err != nil {
 		return err
 	}
@@ -382,6 +383,7 @@ func (m *manager) describeServer(g *generation) (entrypoints.Local, error) {
 		for _, info := range e.host.Plugins() {
 			if (isEgg && strings.EqualFold(info.Dist, dist)) || strings.HasPrefix(node.EntryPoint, "plugin:") && strings.Contains(node.EntryPoint, info.Path) {
 				g.inProcess = false
+				g.serverProc = e
 				binaries = append(binaries, fmt.Sprintf("%s=%x", e.path, e.sum))
 			}
 		}
@@ -416,26 +418,35 @@ func serverAddr(local entrypoints.Local) string {
 	return net.JoinHostPort(strings.Trim(host, "[]"), port)
 }
 
-// startServer runs g's server on the Front. A server in this process takes
-// its listener from the pool, and startServer returns once it has one; a
-// server in a plugin binds there, and startServer returns once its address
-// accepts connections. An error means the server did not start (it has
-// returned, or was stopped after bindTimeout).
-func (m *manager) startServer(g *generation) (*serving, error) {
+// startServer runs g's server on the Front and returns once it accepts: a
+// server built on runner's HTTPServer reports that with runner.Ready (from
+// a plugin process too) and, in this process, takes its listener from the
+// pool. A server that does neither is taken to accept once its address
+// answers, which is only tried when no other server listens there (alone).
+// An error means the server did not start: it returned, or it was stopped
+// after bindTimeout.
+func (m *manager) startServer(g *generation, alone bool) (*serving, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	view := m.listeners.View()
+	ready := make(chan struct{})
+	var once sync.Once
 	sctx := runner.WithListeners(runner.WithCore(ctx, m.core), view)
+	sctx = runner.WithReadyFunc(sctx, func() { once.Do(func() { close(ready) }) })
 	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1), view: view}
 	go func() { s.done <- g.server(sctx, m.front) }()
 
-	bound := view.Bound()
-	if !g.inProcess {
-		bound = m.probe(ctx, g.addr)
+	var answered <-chan struct{}
+	if alone && g.addr != "" {
+		answered = m.probe(ctx, g.addr)
 	}
 	timer := time.NewTimer(bindTimeout)
 	defer timer.Stop()
 	select {
-	case <-bound:
+	case <-view.Bound():
+		return s, nil
+	case <-ready:
+		return s, nil
+	case <-answered:
 		return s, nil
 	case err := <-s.done:
 		cancel()
@@ -445,18 +456,9 @@ func (m *manager) startServer(g *generation) (*serving, error) {
 		}
 		return nil, fmt.Errorf("generation %d: server did not start: %w", g.id, err)
 	case <-timer.C:
-		if g.inProcess && g.addr != "" {
-			// A server that binds by itself, not through the pool: accept
-			// it once its address answers.
-			select {
-			case <-m.probe(ctx, g.addr):
-				return s, nil
-			default:
-			}
-		}
 		cancel()
 		s.wait(context.Background())
-		return nil, fmt.Errorf("generation %d: server did not bind within %s", g.id, bindTimeout)
+		return nil, fmt.Errorf("generation %d: server did not report listening within %s", g.id, bindTimeout)
 	}
 }
 
@@ -533,9 +535,11 @@ func (m *manager) swap(g *generation) error {
 		m.drain(old, nil)
 		return nil
 	}
-	if g.inProcess {
+	if g.inProcess || g.serverProc != nil && g.serverProc == old.serverProc {
+		// In this process, or in the same plugin process as the old
+		// server: the new server shares the old one's socket.
 		m.logger.Info("server section changed; starting the new server beside the old one", "generation", g.id, "addr", g.addr)
-		srv, err := m.startServer(g)
+		srv, err := m.startServer(g, false)
 		if err != nil {
 			m.abandon(g)
 			return err
@@ -546,7 +550,7 @@ func (m *manager) swap(g *generation) error {
 		m.drain(old, oldSrv)
 		return nil
 	}
-	m.logger.Warn("server section changed and the server runs in a plugin process, which binds its own socket: stopping the old server first; connections may be refused until the new one listens",
+	m.logger.Warn("server section changed and the server runs in a new plugin process, which binds its own socket: stopping the old server first; connections may be refused until the new one listens",
 		"generation", g.id, "addr", g.addr)
 	oldSrv.cancel()
 	wctx, cancel := context.WithTimeout(context.Background(), old.grace+time.Second)
@@ -554,12 +558,12 @@ func (m *manager) swap(g *generation) error {
 	cancel()
 	m.front.Swap(g.mount)
 	m.setCurrent(g)
-	srv, err := m.startServer(g)
+	srv, err := m.startServer(g, true)
 	if err != nil {
 		// Serve the old generation again with its server.
 		m.front.Swap(old.mount)
 		m.setCurrent(old)
-		if again, err2 := m.startServer(old); err2 == nil {
+		if again, err2 := m.startServer(old, true); err2 == nil {
 			m.srv = again
 		} else {
 			m.logger.Error("the previous server did not start again", "error", err2)

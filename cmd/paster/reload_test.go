@@ -25,22 +25,25 @@ import (
 // sleeping, and no timing decides pass or fail.
 
 var (
-	waitappOnce sync.Once
-	waitappErr  error
+	pluginBuildMu sync.Mutex
+	pluginBuilt   = map[string]error{}
 )
 
-// buildWaitapp builds the waitapp plugin next to the hello plugin.
-func buildWaitapp(t *testing.T) {
+// buildPlugin builds examples/NAME's plugin next to the hello plugin, once.
+func buildPlugin(t *testing.T, name string) {
 	t.Helper()
-	waitappOnce.Do(func() {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "plugins")+"/", "../../examples/waitapp/cmd/paster-plugin-waitapp")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			waitappErr = fmt.Errorf("building waitapp: %v\n%s", err, out)
+	pluginBuildMu.Lock()
+	defer pluginBuildMu.Unlock()
+	err, done := pluginBuilt[name]
+	if !done {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "plugins")+"/", "../../examples/"+name+"/cmd/paster-plugin-"+name)
+		if out, berr := cmd.CombinedOutput(); berr != nil {
+			err = fmt.Errorf("building %s: %v\n%s", name, berr, out)
 		}
-	})
-	if waitappErr != nil {
-		t.Fatal(waitappErr)
+		pluginBuilt[name] = err
+	}
+	if err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -550,7 +553,7 @@ func startWaiter(t *testing.T, base string) <-chan string {
 
 func TestParkedWaiterAcrossReloadAndShutdown(t *testing.T) {
 	t.Parallel()
-	buildWaitapp(t)
+	buildPlugin(t, "waitapp")
 	dir := t.TempDir()
 	port := freePort(t)
 	ini := filepath.Join(dir, "dev.ini")
@@ -609,4 +612,52 @@ func TestReloadFirstLoadFails(t *testing.T) {
 		code, _ := p.get("/health/live")
 		return code == 200
 	})
+}
+
+const pluginServerINI = `[server:main]
+use = egg:chat#hijacked_runner
+host = 127.0.0.1
+port = %d
+shutdown_timeout = 5
+tick_interval = %d
+
+[composite:main]
+use = egg:paster#urlmap
+/ = files
+/health = health
+
+[app:files]
+use = egg:paster#static
+document_root = .
+
+[app:health]
+use = egg:paster#health
+`
+
+// TestReloadPluginServerKeepsSocket: the server runs inside a plugin
+// process (chat's hijacked_runner, built on runner.Runner); a change of its
+// section starts the new server in the same process on the same socket, and
+// no request fails, new connections included.
+func TestReloadPluginServerKeepsSocket(t *testing.T) {
+	t.Parallel()
+	buildPlugin(t, "chat")
+	dir := t.TempDir()
+	port := freePort(t)
+	ini := filepath.Join(dir, "dev.ini")
+	os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
+	os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 30), 0o644)
+	p := startServe(t, dir, port, "dev.ini")
+	l := startLoad(p.base, "/hello", 4)
+	p.waitFor("load to be served", func() bool { return l.seen("hi\n") })
+	for i := 1; i <= 3; i++ {
+		os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 30+i), 0o644)
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		p.waitReload(i)
+		sent := l.sent.Load()
+		p.waitFor("requests after the switch", func() bool { return l.sent.Load() > sent+20 })
+	}
+	l.finish(t)
+	if n := strings.Count(p.log.String(), "starting the new server beside the old one"); n != 3 {
+		t.Errorf("%d server switches beside the old one, want 3", n)
+	}
 }
