@@ -360,6 +360,44 @@ func (h *Host) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Mark is a point in the sequence of instances a Host created: the last
+// instance ID of each of its plugin binaries. paster serve takes one before
+// and one after loading a generation, and Destroys what lies between when
+// the generation has drained while the processes serve on.
+type Mark map[string]uint64
+
+// Mark returns the current Mark.
+func (h *Host) Mark() Mark {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := Mark{}
+	for path, p := range h.procs {
+		m[path] = p.lastID()
+	}
+	return m
+}
+
+// Destroy forgets the instances created after from and up to to, in every
+// plugin process: the plugins drop them, restarts no longer recreate them,
+// and the host references they held are released. Their servers and
+// coroutines must have been stopped before. Errors name the plugin; a plugin
+// binary too old to destroy instances keeps them, without an error.
+func (h *Host) Destroy(ctx context.Context, from, to Mark) error {
+	h.mu.Lock()
+	ps := make(map[string]*proc, len(h.procs))
+	for path, p := range h.procs {
+		ps[path] = p
+	}
+	h.mu.Unlock()
+	var errs []error
+	for path, upto := range to {
+		if p := ps[path]; p != nil && upto > from[path] {
+			errs = append(errs, p.destroy(ctx, from[path], upto))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // refs holds what the host serves to plugins by number: apps (a filter's
 // next, a server's app, apps a composite loaded) and composite loaders.
 type refs struct {

@@ -24,6 +24,8 @@ import (
 	"github.com/paster-dev/paster/plugins/internal/wire"
 	"github.com/paster-dev/paster/runner"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 type procState int
@@ -459,6 +461,54 @@ func (p *proc) create(req *wire.CreateRequest) (uint64, wire.CreateResponse, err
 		return 0, resp, fmt.Errorf("plugin %s (%s): creating %s %q: %w", p.manifest.Name, p.path, req.Proto, req.Name, rpcError(err))
 	}
 	return req.ID, resp, nil
+}
+
+// lastID returns the ID of the last instance created.
+func (p *proc) lastID() uint64 { return p.nextID.Load() }
+
+// destroy forgets the instances with IDs in (from, to]: the plugin drops
+// them, a restart no longer recreates them, and the host references only
+// they held are released. A plugin built before Destroy existed keeps its
+// instances (logged at debug level).
+func (p *proc) destroy(ctx context.Context, from, to uint64) error {
+	p.mu.Lock()
+	var keep, gone []*wire.CreateRequest
+	for _, s := range p.specs {
+		if s.ID > from && s.ID <= to {
+			gone = append(gone, s)
+		} else {
+			keep = append(keep, s)
+		}
+	}
+	p.specs = keep
+	g, st := p.gen, p.state
+	p.mu.Unlock()
+	if len(gone) == 0 {
+		return nil
+	}
+	ids := make([]uint64, len(gone))
+	for i, s := range gone {
+		ids[i] = s.ID
+		if s.Next.Host != 0 {
+			p.h.refs.apps.Delete(s.Next.Host)
+		}
+		if s.Loader != 0 {
+			p.h.refs.loaders.Delete(s.Loader)
+		}
+	}
+	if g == nil || st != stateRunning {
+		return nil
+	}
+	var resp struct{}
+	if err := wire.Invoke(ctx, g.pc.conn, wire.MethodDestroy, &wire.DestroyRequest{IDs: ids}, &resp); err != nil {
+		if status.Code(err) == codes.Unimplemented {
+			p.log.Debug("plugin cannot destroy instances (built before Destroy); they stay", "count", len(ids))
+			return nil
+		}
+		return fmt.Errorf("plugin %s (%s): destroying %d instances: %w", p.manifest.Name, p.path, len(ids), rpcError(err))
+	}
+	p.log.Debug("instances destroyed", "count", len(ids))
+	return nil
 }
 
 // ref names next for the plugin: an instance of this plugin stays local.

@@ -184,6 +184,7 @@ func (s *sdk) register(g *grpc.Server) {
 			wire.UnaryMethod("Describe", s.describe),
 			wire.UnaryMethod("Init", s.init),
 			wire.UnaryMethod("Create", s.create),
+			wire.UnaryMethod("Destroy", s.destroy),
 		},
 		Streams: []grpc.StreamDesc{
 			{StreamName: "HTTP", ServerStreams: true, ClientStreams: true, Handler: s.serveHTTP},
@@ -274,6 +275,26 @@ func (h *hostApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// destroy drops instances the host no longer uses; a running server or
+// coroutine among them was stopped by the host before.
+func (s *sdk) destroy(_ context.Context, in []byte) (any, error) {
+	var req wire.DestroyRequest
+	if err := json.Unmarshal(in, &req); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range req.IDs {
+		delete(s.handlers, id)
+		delete(s.filters, id)
+		delete(s.servers, id)
+		delete(s.runners, id)
+		delete(s.coroutines, id)
+		delete(s.startups, id)
+	}
+	return struct{}{}, nil
 }
 
 func (s *sdk) create(ctx context.Context, in []byte) (any, error) {

@@ -295,6 +295,7 @@ func (m *manager) build(ctx context.Context) (*generation, []string, error) {
 	if g.server, err = session.LoadServer(m.cfg.target(m.cfg.pick(m.opts.serverName)), m.base, m.vars); err != nil {
 		return fail(err)
 	}
+	defer g.plugins.finish()
 	local, err := m.describeServer(g)
 	if err != nil {
 		return fail(err)

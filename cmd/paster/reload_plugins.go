@@ -92,7 +92,7 @@ func (p *pluginPool) setCore(c runner.Core) {
 
 // forGeneration returns the DistResolver generation gen loads with.
 func (p *pluginPool) forGeneration(gen int) *genPlugins {
-	return &genPlugins{pool: p, gen: gen, used: map[*poolEntry]bool{}}
+	return &genPlugins{pool: p, gen: gen, used: map[*poolEntry]bool{}, spans: map[*poolEntry][2]plugins.Mark{}}
 }
 
 // acquire returns the entry for the binary at path for generation gen,
@@ -154,13 +154,16 @@ func usable(e *poolEntry) bool {
 
 // release drops generation gen's hold on entries and closes, in parallel and
 // within ctx, the Hosts no generation holds any more (their requests may
-// finish first; see plugins.Host.Close).
-func (p *pluginPool) release(ctx context.Context, gen int, entries []*poolEntry) error {
-	var closing []*poolEntry
+// finish first; see plugins.Host.Close). In a Host that other generations
+// still use, the generation's instances are destroyed (spans: the Marks
+// before and after the generation was loaded).
+func (p *pluginPool) release(ctx context.Context, gen int, entries []*poolEntry, spans map[*poolEntry][2]plugins.Mark) error {
+	var closing, shared []*poolEntry
 	p.mu.Lock()
 	for _, e := range entries {
 		delete(e.gens, gen)
 		if len(e.gens) > 0 {
+			shared = append(shared, e)
 			continue
 		}
 		closing = append(closing, e)
@@ -178,6 +181,12 @@ func (p *pluginPool) release(ctx context.Context, gen int, entries []*poolEntry)
 		}
 	}
 	p.mu.Unlock()
+	var derrs []error
+	for _, e := range shared {
+		if sp, ok := spans[e]; ok && sp[1] != nil {
+			derrs = append(derrs, e.host.Destroy(ctx, sp[0], sp[1]))
+		}
+	}
 	errs := make([]error, len(closing))
 	var wg sync.WaitGroup
 	for i, e := range closing {
@@ -189,7 +198,7 @@ func (p *pluginPool) release(ctx context.Context, gen int, entries []*poolEntry)
 		}()
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(append(derrs, errs...)...)
 }
 
 // closeAll closes every Host still in the pool (there should be none once
@@ -269,6 +278,9 @@ type genPlugins struct {
 	used map[*poolEntry]bool
 	// order lists the entries in the order first used.
 	order []*poolEntry
+	// spans holds, per entry, the Host's Mark when the generation first
+	// used it and when its load ended (finish): its instances lie between.
+	spans map[*poolEntry][2]plugins.Mark
 }
 
 // Egg finds paster-plugin-NAME in the plugin path and returns its dist.
@@ -305,9 +317,21 @@ func (g *genPlugins) acquire(path string) (*poolEntry, error) {
 	if !g.used[e] {
 		g.used[e] = true
 		g.order = append(g.order, e)
+		g.spans[e] = [2]plugins.Mark{e.host.Mark(), nil}
 	}
 	g.mu.Unlock()
 	return e, nil
+}
+
+// finish records where the generation's instances end in each Host; call
+// it when the load is over (generations load one at a time, so what a Host
+// created in between is this generation's).
+func (g *genPlugins) finish() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for e, sp := range g.spans {
+		g.spans[e] = [2]plugins.Mark{sp[0], e.host.Mark()}
+	}
 }
 
 // entries returns the entries the generation used.
@@ -328,5 +352,14 @@ func (g *genPlugins) paths() []string {
 
 // release releases the generation's processes (see pluginPool.release).
 func (g *genPlugins) release(ctx context.Context) error {
-	return g.pool.release(ctx, g.gen, g.entries())
+	g.mu.Lock()
+	spans := make(map[*poolEntry][2]plugins.Mark, len(g.spans))
+	for e, sp := range g.spans {
+		if sp[1] == nil {
+			sp[1] = e.host.Mark() // a load that failed midway
+		}
+		spans[e] = sp
+	}
+	g.mu.Unlock()
+	return g.pool.release(ctx, g.gen, g.entries(), spans)
 }

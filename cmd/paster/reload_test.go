@@ -469,8 +469,13 @@ func reloadSetup(t *testing.T) (string, iniVars) {
 func TestReloadSIGHUPUnderLoad(t *testing.T) {
 	t.Parallel()
 	dir, v := reloadSetup(t)
-	p := startServe(t, dir, v.port, "dev.ini")
+	p := startServe(t, dir, v.port, "dev.ini", "--log-level", "debug")
 	exerciseReloads(t, dir, p, v, func() { p.cmd.Process.Signal(syscall.SIGHUP) })
+	// The drained generations' instances in the reused hello process
+	// were destroyed, not left to pile up.
+	p.waitFor("instances of a drained generation destroyed", func() bool {
+		return strings.Contains(p.log.String(), "instances destroyed")
+	})
 }
 
 func TestReloadWatchUnderLoad(t *testing.T) {

@@ -31,6 +31,7 @@ const (
 	MethodDescribe = "/paster.v1.Plugin/Describe"
 	MethodInit     = "/paster.v1.Plugin/Init"
 	MethodCreate   = "/paster.v1.Plugin/Create"
+	MethodDestroy  = "/paster.v1.Plugin/Destroy"
 
 	HostMethodHTTP    = "/paster.v1.Host/HTTP"
 	HostMethodLoadApp = "/paster.v1.Host/LoadApp"
@@ -93,6 +94,12 @@ type CreateResponse struct {
 type AppRef struct {
 	Local uint64 `json:"local,omitempty"`
 	Host  uint64 `json:"host,omitempty"`
+}
+
+// DestroyRequest asks the plugin to drop instances IDs (those of a
+// generation that paster serve has drained). Unknown IDs are ignored.
+type DestroyRequest struct {
+	IDs []uint64 `json:"ids"`
 }
 
 // RunRequest runs instance ID: a server, runner or coroutine, or the startup
