@@ -156,6 +156,7 @@ type manager struct {
 	draining map[int]bool
 	reloads  observe.Reloads
 	nextID   int
+	stopping bool
 
 	srv    *serving
 	drains sync.WaitGroup
@@ -181,7 +182,7 @@ func newManager(cfg configArg, vars map[string]string, opts *serveOptions, logge
 func (m *manager) snapshot() observe.Snapshot {
 	m.mu.Lock()
 	cur := m.cur
-	s := observe.Snapshot{Reloads: m.reloads, Started: m.started}
+	s := observe.Snapshot{Reloads: m.reloads, Started: m.started, Stopping: m.stopping}
 	for id := range m.draining {
 		s.Draining = append(s.Draining, id)
 	}
@@ -639,6 +640,9 @@ func (m *manager) drain(g *generation, srv *serving) {
 // process is stopped.
 func (m *manager) shutdown() error {
 	g := m.cur
+	m.mu.Lock()
+	m.stopping = true
+	m.mu.Unlock()
 	m.logger.Info("shutting down", "generation", g.id, "shutdown_timeout", g.grace)
 	var errs []error
 	// Parked waits end now; requests are cancelled only if they outlast

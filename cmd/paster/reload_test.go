@@ -442,8 +442,9 @@ func exerciseReloads(t *testing.T, dir string, p *serveProc, v iniVars, trigger 
 		t.Fatalf("GET /metrics: %d %s", code, metrics)
 	}
 	for _, want := range []string{
-		`paster_http_requests_total{app="main",code="200"}`,
-		`paster_http_request_duration_seconds_bucket{app="main",le="+Inf"}`,
+		`paster_http_requests_total{app="/hello",code="200"}`,
+		`paster_http_requests_total{app="/health",code="200"}`,
+		`paster_http_request_duration_seconds_bucket{app="/hello",le="+Inf"}`,
 		`paster_reloads_total{result="ok"} 4`,
 		`paster_reload_last_success 1`,
 		`paster_coroutine_state{coroutine="tick",state="running"} 1`,

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner/observe"
 )
 
 // urlmapFactory is egg:paster#urlmap, Paste's URLMap composite. Every local
@@ -132,6 +133,14 @@ func parsePathExpression(expr string) (domain, path string, err error) {
 	return domain, normalizePrefix(path), nil
 }
 
+// mountLabel is the metrics label of a mount path ("/" for the root).
+func mountLabel(path string) string {
+	if path == "" {
+		return "/"
+	}
+	return path
+}
+
 type urlMapEntry struct {
 	domain string // "" for any host; "host" or "host:port"
 	path   string // normalized prefix, "" for the root
@@ -167,6 +176,8 @@ func (m *urlMap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if _, ok := matchPrefix(r.URL.Path, e.path); !ok {
 			continue
 		}
+		// Count the request under its mount (egg:paster#metrics).
+		observe.SetApp(r.Context(), mountLabel(ScriptName(r)+e.path))
 		e.app.ServeHTTP(w, mount(r, e.path, ScriptName(r)+e.path))
 		return
 	}

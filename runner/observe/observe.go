@@ -74,6 +74,8 @@ type Snapshot struct {
 	Reloads Reloads
 	// Started is when the process began serving.
 	Started time.Time
+	// Stopping is set once the process is shutting down.
+	Stopping bool
 }
 
 // Source returns a Snapshot of the serving process.
@@ -189,9 +191,31 @@ func From(ctx context.Context) *Registry {
 	return r
 }
 
+type labelKey struct{}
+
+// appLabel is the app label of one request, refined by SetApp.
+type appLabel struct {
+	mu   sync.Mutex
+	name string
+}
+
+// SetApp names the app serving the request of ctx, for its metrics: a
+// composite that dispatches (egg:paster#urlmap) calls it with the mount path
+// it chose, so requests are counted by mount. The number of distinct names
+// stays bounded as long as callers pass names from the configuration, never
+// from the request. Outside Instrument it does nothing.
+func SetApp(ctx context.Context, name string) {
+	if l, ok := ctx.Value(labelKey{}).(*appLabel); ok {
+		l.mu.Lock()
+		l.name = name
+		l.mu.Unlock()
+	}
+}
+
 // Instrument returns a handler that serves next, with r in each request's
-// context, and records each request under the label app: in flight while it
-// runs, then its status (200 if the handler wrote nothing) and duration. The
+// context, and records each request under the label app (or what SetApp set
+// meanwhile): in flight while it runs, then its status (200 if the handler
+// wrote nothing) and duration. The
 // ResponseWriter passed on keeps Flush and Hijack, and unwraps for
 // http.ResponseController; a hijacked request counts as 101.
 func Instrument(r *Registry, app string, next http.Handler) http.Handler {
@@ -199,15 +223,20 @@ func Instrument(r *Registry, app string, next http.Handler) http.Handler {
 		start := time.Now()
 		r.inflight.Add(1)
 		sw := &statusWriter{ResponseWriter: w}
+		label := &appLabel{name: app}
 		defer func() {
 			r.inflight.Add(-1)
 			code := sw.code
 			if code == 0 {
 				code = http.StatusOK
 			}
-			r.Observe(app, code, time.Since(start))
+			label.mu.Lock()
+			name := label.name
+			label.mu.Unlock()
+			r.Observe(name, code, time.Since(start))
 		}()
-		next.ServeHTTP(sw, req.WithContext(With(req.Context(), r)))
+		ctx := context.WithValue(With(req.Context(), r), labelKey{}, label)
+		next.ServeHTTP(sw, req.WithContext(ctx))
 	})
 }
 

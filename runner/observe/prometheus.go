@@ -129,8 +129,8 @@ func unix(t time.Time) int64 {
 }
 
 // Readiness reports whether the process is ready to take traffic, and
-// why not: every required coroutine of the current generation must be
-// ready, and every plugin process running. A process with no snapshot
+// why not: it must not be shutting down, every required coroutine of the
+// current generation must be ready, and every plugin process running. A process with no snapshot
 // source (nothing serving yet) is not ready.
 func (r *Registry) Readiness() (ready bool, reasons []string) {
 	if r.source.Load() == nil {
@@ -139,6 +139,9 @@ func (r *Registry) Readiness() (ready bool, reasons []string) {
 	snap := r.Snapshot()
 	if snap.Generation == 0 {
 		reasons = append(reasons, "no generation loaded")
+	}
+	if snap.Stopping {
+		reasons = append(reasons, "shutting down")
 	}
 	for _, c := range snap.Coroutines {
 		if c.Required && c.State.String() != "ready" {

@@ -1,0 +1,154 @@
+package builtin
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/paster-dev/paster/runner"
+	"github.com/paster-dev/paster/runner/observe"
+)
+
+// observed serves app as paster serve does: instrumented, with a registry
+// whose snapshot is *snap.
+func observed(t *testing.T, app http.Handler, snap *observe.Snapshot) *httptest.Server {
+	reg := observe.New()
+	reg.SetSource(func() observe.Snapshot { return *snap })
+	srv := httptest.NewServer(observe.Instrument(reg, "main", app))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	h, err := healthFactory(nil, localOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := &observe.Snapshot{Generation: 2, Coroutines: []runner.CoroutineStatus{{Name: "db", State: runner.StateRunning, Required: true}}}
+	srv := observed(t, h, snap)
+	get := func(path string) (int, string) {
+		t.Helper()
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		buf := make([]byte, 4096)
+		for {
+			n, err := resp.Body.Read(buf)
+			b.Write(buf[:n])
+			if err != nil {
+				break
+			}
+		}
+		return resp.StatusCode, b.String()
+	}
+	if code, body := get("/live"); code != 200 || body != "ok\n" {
+		t.Errorf("/live: %d %q", code, body)
+	}
+	if code, body := get("/ready"); code != 503 || !strings.Contains(body, "required coroutine db is running") {
+		t.Errorf("/ready not ready: %d %q", code, body)
+	}
+	snap.Coroutines[0].State = runner.StateReady
+	if code, body := get("/ready"); code != 200 || body != "ready\n" {
+		t.Errorf("/ready: %d %q", code, body)
+	}
+	code, body := get("/")
+	var doc struct {
+		Live, Ready bool
+		Generation  int
+		Coroutines  []struct{ Name, State string }
+	}
+	if err := json.Unmarshal([]byte(body), &doc); code != 200 || err != nil || !doc.Live || !doc.Ready || doc.Generation != 2 || len(doc.Coroutines) != 1 {
+		t.Errorf("/: %d %v %s", code, err, body)
+	}
+	if code, _ := get("/nope"); code != 404 {
+		t.Errorf("/nope: %d", code)
+	}
+	// Outside paster serve: live, never ready.
+	bare := httptest.NewServer(h)
+	defer bare.Close()
+	resp, err := http.Get(bare.URL + "/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Errorf("/ready without a registry: %d", resp.StatusCode)
+	}
+}
+
+func TestMetricsApp(t *testing.T) {
+	t.Parallel()
+	m, err := metricsFactory(nil, localOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := observed(t, m, &observe.Snapshot{Generation: 1})
+	for range 2 {
+		resp, err := http.Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 1<<16)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain; version=0.0.4") {
+		t.Errorf("Content-Type %q", ct)
+	}
+	for _, want := range []string{`paster_http_requests_total{app="main",code="200"} 2`, "paster_generation 1", "go_goroutines "} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	bare := httptest.NewRecorder()
+	m.ServeHTTP(bare, httptest.NewRequest("GET", "/", nil))
+	if bare.Code != 503 {
+		t.Errorf("without a registry: %d", bare.Code)
+	}
+}
+
+func TestPprofAllow(t *testing.T) {
+	t.Parallel()
+	if _, err := pprofFactory(nil, localOf("allow", "not-a-net")); err == nil || !strings.Contains(err.Error(), "test.ini:3") {
+		t.Errorf("bad allow: %v", err)
+	}
+	p, err := pprofFactory(nil, localOf("allow", "10.0.0.0/8, 192.168.1.5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for remote, want := range map[string]int{"10.1.2.3:5": 200, "192.168.1.5:1": 200, "127.0.0.1:9": 403} {
+		req := httptest.NewRequest("GET", "/cmdline", nil)
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		p.ServeHTTP(rec, req)
+		if rec.Code != want {
+			t.Errorf("%s: %d, want %d", remote, rec.Code, want)
+		}
+	}
+	def, _ := pprofFactory(nil, localOf())
+	req := httptest.NewRequest("GET", "/", nil)
+	req.RemoteAddr = "[::1]:80"
+	rec := httptest.NewRecorder()
+	def.ServeHTTP(rec, req)
+	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "goroutine") {
+		t.Errorf("index from loopback: %d", rec.Code)
+	}
+}
