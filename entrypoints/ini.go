@@ -48,6 +48,7 @@ type iniSection struct {
 	line  int
 	keys  []*iniKey
 	index map[string]*iniKey
+	used  bool // found by a lookup of this session (Session.Unused)
 }
 
 func newSection(name string, line int) *iniSection {

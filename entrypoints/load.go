@@ -356,6 +356,41 @@ func (s *Session) resolveURI(kind Kind, u URI, uri, dir string, global map[strin
 	}
 }
 
+// Unused returns the sections of the kinds the loader knows (app, composite,
+// pipeline, filter-app, filter, server, coroutine and their aliases) that
+// no lookup of this session found, in file order: sections a composition
+// defines but does not use, often a misspelt reference's intended target or
+// an alternative server. Files that only failed to parse have none.
+func (s *Session) Unused() []Location {
+	var out []Location
+	for _, path := range s.Files {
+		f := s.parsed[path]
+		if f == nil {
+			continue
+		}
+		for _, sec := range f.sections {
+			prefix, _, ok := strings.Cut(sec.name, ":")
+			if ok && loadedPrefixes[prefix] && !sec.used {
+				out = append(out, relLocation(s.base, Location{File: f.path, Line: sec.line, Section: sec.name}))
+			}
+		}
+	}
+	return out
+}
+
+// loadedPrefixes are the section prefixes that sectionGroups searches.
+var loadedPrefixes = func() map[string]bool {
+	m := map[string]bool{}
+	for _, groups := range sectionGroups {
+		for _, g := range groups {
+			for _, p := range g {
+				m[p] = true
+			}
+		}
+	}
+	return m
+}()
+
 // read returns the parsed file at path, reading it once per session.
 func (s *Session) read(path string, chain []Step) (*iniFile, error) {
 	path = filepath.Clean(path)
@@ -582,6 +617,7 @@ func (fl *fileLoader) find(kind Kind, name string, bare bool, chain []Step) (*in
 	where := relLocation(s.base, Location{File: fl.f.path}).File
 	switch {
 	case len(found) == 1:
+		found[0].used = true
 		return found[0], nil
 	case len(found) > 1:
 		var names []string

@@ -61,6 +61,9 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	for _, c := range comp.session.Coroutines {
 		tree.Coroutines = append(tree.Coroutines, c.Name)
 	}
+	for _, l := range comp.session.Unused() {
+		tree.Unused = append(tree.Unused, l.String())
+	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -79,6 +82,9 @@ type checkReport struct {
 	Files      []string            `json:"files"`
 	Roots      []*entrypoints.Node `json:"roots"`
 	Coroutines []string            `json:"coroutines,omitempty"`
+	// Unused lists the sections this composition does not use, as
+	// "FILE:LINE [SECTION]": alternatives, or the target of a misspelling.
+	Unused []string `json:"unused,omitempty"`
 }
 
 func (r checkReport) print(w io.Writer) {
@@ -87,6 +93,9 @@ func (r checkReport) print(w io.Writer) {
 	}
 	if len(r.Coroutines) > 0 {
 		fmt.Fprintf(w, "startup coroutines: %s\n", strings.Join(r.Coroutines, ", "))
+	}
+	for _, u := range r.Unused {
+		fmt.Fprintf(w, "not used: %s\n", u)
 	}
 	fmt.Fprintf(w, "files read: %s\n", strings.Join(r.Files, ", "))
 	fmt.Fprintln(w, "ok")
