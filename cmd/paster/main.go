@@ -6,6 +6,14 @@
 //	paster check CONFIG[#name] [--json] [var=value ...]
 //	paster points [--json] [--plugin-dir DIR]
 //	paster version
+//
+// paster serve reloads without dropping a request on SIGHUP, and with
+// --reload whenever an INI file it read or a plugin binary it started
+// changes: the new configuration is loaded completely beside the running
+// one and swapped in only if it loads and its startup coroutines are ready;
+// the old one drains within shutdown_timeout. reload.go describes the
+// design (generations, the shared Core, plugin processes shared between
+// generations, the kept listening socket); daemon.go the daemon commands.
 package main
 
 import (
