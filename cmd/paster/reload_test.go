@@ -205,8 +205,12 @@ func (p *serveProc) waitReload(n int) healthDoc {
 	p.t.Helper()
 	var h healthDoc
 	p.waitFor(fmt.Sprintf("reload %d", n), func() bool {
-		h = p.health()
-		return h.Reloads.Total >= n
+		code, body := p.get("/health/")
+		if code != 200 && code != 503 {
+			return false // not there yet (a new address)
+		}
+		h = healthDoc{}
+		return json.Unmarshal([]byte(body), &h) == nil && h.Reloads.Total >= n
 	})
 	return h
 }
@@ -666,4 +670,51 @@ func TestReloadPluginServerKeepsSocket(t *testing.T) {
 	if n := strings.Count(p.log.String(), "starting the new server beside the old one"); n != 3 {
 		t.Errorf("%d server switches beside the old one, want 3", n)
 	}
+}
+
+// TestReloadNotReadyKeepsServing: a new generation whose required startup
+// coroutine does not report ready within ready_timeout is never swapped in.
+func TestReloadNotReadyKeepsServing(t *testing.T) {
+	t.Parallel()
+	dir, v := reloadSetup(t)
+	p := startServe(t, dir, v.port, "dev.ini")
+	ini := filepath.Join(dir, "dev.ini")
+	v.startup = true
+	writeINI(t, ini, v)
+	b, _ := os.ReadFile(ini)
+	s := strings.Replace(string(b), "startup = tick", "startup = tick\nready_timeout = 0.5", 1)
+	s = strings.Replace(s, "interval = 1\n", "interval = 1\nrequired = true\n", 1)
+	os.WriteFile(ini, []byte(s), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	h := p.waitReload(1)
+	if h.Reloads.Failed != 1 || h.Generation != 1 || !strings.Contains(h.Reloads.LastError, "not ready") || !strings.Contains(h.Reloads.LastError, "tick") {
+		t.Errorf("after a reload that never got ready: generation %d, %+v", h.Generation, h.Reloads)
+	}
+	if hasCoroutine(h, "tick") {
+		t.Error("the failed generation's coroutine is shown as current")
+	}
+	if code, body := p.get("/hello"); code != 200 || body != "Hello, reload!\n" {
+		t.Errorf("old generation: %d %q", code, body)
+	}
+}
+
+// TestReloadNewAddress: a server section moved to another port serves
+// there, and the old port's socket is closed once the old server drained.
+func TestReloadNewAddress(t *testing.T) {
+	t.Parallel()
+	dir, v := reloadSetup(t)
+	p := startServe(t, dir, v.port, "dev.ini")
+	old := p.base
+	v.port = freePort(t)
+	writeINI(t, filepath.Join(dir, "dev.ini"), v)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.base = fmt.Sprintf("http://127.0.0.1:%d", v.port)
+	p.waitReload(1)
+	if code, body := p.get("/hello"); code != 200 {
+		t.Errorf("new address: %d %q", code, body)
+	}
+	p.waitFor("the old socket to close", func() bool {
+		_, err := net.Dial("tcp", strings.TrimPrefix(old, "http://"))
+		return err != nil
+	})
 }
