@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,30 +35,23 @@ import (
 // until it ends, even if another Mount is swapped in meanwhile. Before the
 // first Swap the Front answers 503.
 type Front struct {
-	mu  sync.RWMutex
-	cur *Mount
+	cur atomic.Pointer[Mount]
 }
 
 // NewFront returns a Front serving m (nil: 503 until the first Swap).
-func NewFront(m *Mount) *Front { return &Front{cur: m} }
+func NewFront(m *Mount) *Front {
+	f := &Front{}
+	f.cur.Store(m)
+	return f
+}
 
 // Swap makes m current and returns the previous Mount (nil if none). Requests
 // that already entered the previous Mount stay with it; Retire and Cut it to
 // drain them.
-func (f *Front) Swap(m *Mount) *Mount {
-	f.mu.Lock()
-	old := f.cur
-	f.cur = m
-	f.mu.Unlock()
-	return old
-}
+func (f *Front) Swap(m *Mount) *Mount { return f.cur.Swap(m) }
 
 // Current returns the current Mount.
-func (f *Front) Current() *Mount {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.cur
-}
+func (f *Front) Current() *Mount { return f.cur.Load() }
 
 func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	for {
