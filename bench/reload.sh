@@ -6,8 +6,13 @@
 # requests sent, non-2xx and socket errors (must be 0: exit 1 otherwise),
 # reloads ok/failed, latency percentiles and the longest pause.
 #
+# Then, to tell which change costs what, 12 reloads of each kind alone
+# (SIGHUP) with their longest pause, and a run with no reload as the
+# baseline pause of the machine.
+#
 # Knobs (environment): RELOADS (40 per trigger), CONNS (8), TRIGGERS
-# ("hup watch": SIGHUP, and --reload's file watcher).
+# ("hup watch": SIGHUP, and --reload's file watcher), BYKIND (1; 0 skips
+# the per-kind runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,4 +37,16 @@ for trigger in $TRIGGERS; do
 		tail -50 "$WORK/$trigger/reload.log" >&2 || true
 	}
 done
+if [[ ${BYKIND:-1} == 1 ]]; then
+	echo "longest pause by kind of change (12 reloads each, SIGHUP; none = no reload):"
+	for kind in none setting binary coroutine server; do
+		n=12
+		k=$kind
+		if [[ $kind == none ]]; then n=0; k=setting; fi
+		mkdir -p "$WORK/kind-$kind"
+		line=$("$WORK/reload" -paster "$WORK/paster" -plugin "$WORK/plugins/paster-plugin-hello" \
+			-dir "$WORK/kind-$kind" -n "$n" -c "$CONNS" -trigger hup -kinds "$k" | grep -E "longest pause|socket errors|non-2xx" | tr -s ' ' | tr '\n' ' ') || status=1
+		printf "  %-10s %s\n" "$kind" "$line"
+	done
+fi
 exit $status

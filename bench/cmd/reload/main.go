@@ -71,8 +71,9 @@ func main() {
 	n := flag.Int("n", 40, "reloads")
 	conns := flag.Int("c", 8, "load workers")
 	trigger := flag.String("trigger", "hup", "hup (SIGHUP) or watch (--reload)")
+	kinds := flag.String("kinds", "setting,binary,coroutine,server", "kinds of change to cycle through")
 	flag.Parse()
-	if err := run(*paster, *plugin, *dir, *n, *conns, *trigger); err != nil {
+	if err := run(*paster, *plugin, *dir, *n, *conns, *trigger, strings.Split(*kinds, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "reload:", err)
 		os.Exit(1)
 	}
@@ -112,7 +113,7 @@ func copyPlugin(src, dir string, gen int) error {
 	return os.Rename(tmp, filepath.Join(dir, "paster-plugin-hello"))
 }
 
-func run(paster, plugin, dir string, n, conns int, trigger string) error {
+func run(paster, plugin, dir string, n, conns int, trigger string, kinds []string) error {
 	if dir == "" {
 		d, err := os.MkdirTemp("", "paster-reload-bench")
 		if err != nil {
@@ -155,10 +156,15 @@ func run(paster, plugin, dir string, n, conns int, trigger string) error {
 
 	l := startLoad(base+"/hello", conns)
 	time.Sleep(500 * time.Millisecond) // load before the first change (not a measurement)
-	kinds := []string{"setting", "binary", "coroutine", "server"}
+	type change struct {
+		kind       string
+		start, end time.Time
+	}
+	var changes []change
 	start := time.Now()
 	for i := 1; i <= n; i++ {
-		switch kinds[(i-1)%len(kinds)] {
+		c := change{kind: kinds[(i-1)%len(kinds)], start: time.Now()}
+		switch c.kind {
 		case "setting":
 			st.greeting = fmt.Sprintf("Hello%d", i)
 		case "binary":
@@ -179,6 +185,8 @@ func run(paster, plugin, dir string, n, conns int, trigger string) error {
 		if _, err := waitHealth(base, func(h health) bool { return h.Reloads.Total >= i }); err != nil {
 			return err
 		}
+		c.end = time.Now()
+		changes = append(changes, c)
 	}
 	took := time.Since(start)
 	time.Sleep(300 * time.Millisecond) // load after the last change
@@ -192,7 +200,22 @@ func run(paster, plugin, dir string, n, conns int, trigger string) error {
 	fmt.Printf("  non-2xx:        %d\n", l.non2xx.Load())
 	fmt.Printf("  socket errors:  %d\n", l.errs.Load())
 	fmt.Printf("  latency:        p50 %s  p99 %s  max %s\n", pct(lat, 0.50), pct(lat, 0.99), pct(lat, 1))
-	fmt.Printf("  longest pause:  %s (longest time no request completed)\n", l.longestPause().Round(time.Microsecond))
+	pause, at := l.longestPause()
+	// Attribute the pause to the last change begun before it (its old
+	// generation drains after the reload is seen, so the pause may come
+	// later than the reload).
+	during := "no change"
+	begin := at.Add(-pause)
+	for _, c := range changes {
+		if c.start.Before(begin) {
+			during = fmt.Sprintf("after a %s change: from +%s to +%s; reload seen at +%s", c.kind,
+				begin.Sub(c.start).Round(time.Millisecond), at.Sub(c.start).Round(time.Millisecond), c.end.Sub(c.start).Round(time.Millisecond))
+		}
+	}
+	if len(changes) == 0 || begin.Before(changes[0].start) {
+		during = "no change"
+	}
+	fmt.Printf("  longest pause:  %s (longest time no request completed; %s)\n", pause.Round(time.Microsecond), during)
 	if l.first != "" {
 		fmt.Printf("  first failure:  %s\n", l.first)
 	}
@@ -310,14 +333,19 @@ func (l *load) latencies() []time.Duration {
 	return out
 }
 
-func (l *load) longestPause() time.Duration {
+// longestPause returns the longest time between two request completions
+// and when it ended.
+func (l *load) longestPause() (time.Duration, time.Time) {
 	ts := slices.Clone(l.done)
 	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
 	var longest time.Duration
+	var at time.Time
 	for i := 1; i < len(ts); i++ {
-		longest = max(longest, ts[i].Sub(ts[i-1]))
+		if d := ts[i].Sub(ts[i-1]); d > longest {
+			longest, at = d, ts[i]
+		}
 	}
-	return longest
+	return longest, at
 }
 
 func pct(sorted []time.Duration, p float64) time.Duration {
