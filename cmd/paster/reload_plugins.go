@@ -112,6 +112,7 @@ func (p *pluginPool) acquire(path string, gen int) (*poolEntry, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	list := p.entries[abs]
+	var sum []byte
 	if n := len(list); n > 0 {
 		e := list[n-1]
 		if usable(e) {
@@ -119,16 +120,21 @@ func (p *pluginPool) acquire(path string, gen int) (*poolEntry, error) {
 				e.gens[gen] = true
 				return e, nil
 			}
-			if sum, err := fileSum(abs); err == nil && string(sum) == string(e.sum) {
-				e.stamp = stamp
-				e.gens[gen] = true
-				return e, nil
+			// Hashing a binary costs tens of milliseconds of CPU: only
+			// when the size leaves the question open, and only once.
+			if stamp.size == e.stamp.size {
+				if sum, err = fileSum(abs); err == nil && string(sum) == string(e.sum) {
+					e.stamp = stamp
+					e.gens[gen] = true
+					return e, nil
+				}
 			}
 		}
 	}
-	sum, err := fileSum(abs)
-	if err != nil {
-		return nil, fmt.Errorf("plugin binary %s: %w", abs, err)
+	if sum == nil {
+		if sum, err = fileSum(abs); err != nil {
+			return nil, fmt.Errorf("plugin binary %s: %w", abs, err)
+		}
 	}
 	h := plugins.NewHost(p.opts)
 	if p.core != nil {
