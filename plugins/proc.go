@@ -210,8 +210,10 @@ func (p *proc) launch(first bool) (*generation, error) {
 		return fail("init", err)
 	}
 	if first {
+		p.mu.Lock() // info (Host.Plugins) reads the manifest meanwhile
 		p.manifest = m
 		p.name = m.Name
+		p.mu.Unlock()
 		p.dist = p.remoteDist(m)
 		p.log.Debug("plugin started", "path", p.path, "pid", m.PID, "version", m.Version)
 		return g, nil
