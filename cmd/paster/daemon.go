@@ -18,6 +18,7 @@ package main
 // would restart at once.
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -200,8 +201,10 @@ func daemonize(opts *serveOptions, stdout, stderr io.Writer) int {
 
 	got := make(chan string, 1)
 	go func() {
-		b, _ := io.ReadAll(rd)
-		got <- string(b)
+		// One line, not until EOF: processes the server starts could
+		// hold the pipe open.
+		line, _ := bufio.NewReader(rd).ReadString('\n')
+		got <- line
 	}()
 	select {
 	case msg := <-got:
@@ -216,6 +219,14 @@ func daemonize(opts *serveOptions, stdout, stderr io.Writer) int {
 		rd.Close()
 		fmt.Fprintf(stderr, "paster serve: the server (PID %d) did not start serving within %s; see %s\n", pid, startTimeout, opts.log.file)
 		return 1
+	}
+}
+
+// keepReadyFD marks the ready pipe inherited from "start" close-on-exec, so
+// that plugin processes do not inherit it. Call it before starting anything.
+func keepReadyFD() {
+	if n, err := strconv.Atoi(os.Getenv(envReadyFD)); err == nil && n > 2 {
+		syscall.CloseOnExec(n)
 	}
 }
 

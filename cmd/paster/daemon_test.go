@@ -19,9 +19,14 @@ shutdown_timeout = 5
 [composite:main]
 use = egg:paster#urlmap
 /health = health
+/hello = hello
 
 [app:health]
 use = egg:paster#health
+
+# A plugin process: it must not hold the pipe "start" waits on.
+[app:hello]
+use = egg:hello#main
 `
 
 // TestDaemonStartStatusStop walks PasteScript's daemon vocabulary with its
@@ -65,6 +70,9 @@ func TestDaemonStartStatusStop(t *testing.T) {
 	p := &serveProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), done: make(chan error, 1)}
 	if code, body := p.get("/health/live"); code != 200 {
 		t.Errorf("daemon's /health/live: %d %s", code, body)
+	}
+	if code, body := p.get("/hello"); code != 200 {
+		t.Errorf("daemon's plugin app: %d %s", code, body)
 	}
 	expect([]string{"serve", "dev.ini", "status"}, 0, fmt.Sprintf("Server running in PID %d", pid))
 	expect([]string{"serve", "dev.ini", "start"}, 1, fmt.Sprintf("Daemon is already running (PID: %d from PID file paster.pid)", pid))

@@ -72,6 +72,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "usage: paster serve [options] CONFIG[#name] [start|stop|restart|status] [var=value ...]")
 		fs.PrintDefaults()
 	}
+	keepReadyFD()
 	positional, err := parseInterleaved(fs, args)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
