@@ -541,7 +541,33 @@ func (p *proc) run(ctx context.Context, req wire.RunRequest) error {
 		if !crashed {
 			return err
 		}
+		p.waitPast(ctx, g)
 		p.log.Warn("instance lost with its plugin process; running it again after the restart", "id", req.ID)
+	}
+}
+
+// waitPast waits until g is no longer the running process (its exit was
+// seen), at most 2 s, so that a Run loop does not spin on a dead process.
+func (p *proc) waitPast(ctx context.Context, g *generation) {
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		current := p.gen == g && p.state == stateRunning
+		ch := p.changed
+		p.mu.Unlock()
+		if !current {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		case <-p.closing:
+			return
+		case <-t.C:
+			return
+		}
 	}
 }
 
@@ -591,12 +617,16 @@ func (p *proc) runOnce(ctx context.Context, g *generation, req wire.RunRequest) 
 		r = <-done
 	}
 	if r.err != nil {
+		// A broken Run stream is most often the process dying, and the
+		// stream may break before the exit is seen: give it a moment.
+		t := time.NewTimer(2 * time.Second)
+		defer t.Stop()
 		select {
 		case <-g.exited:
 			return nil, true
 		case <-p.closing:
 			return nil, false
-		default:
+		case <-t.C:
 		}
 		return fmt.Errorf("plugin %s: running instance: %w", p.name, rpcError(r.err)), false
 	}

@@ -204,9 +204,9 @@ func (m *manager) snapshot() observe.Snapshot {
 // Run loads the first generation, serves it, and then reloads on each value
 // from reload and shuts down when ctx ends. With a watcher (--reload), a
 // first load that fails is logged and tried again on each value from
-// reload, as PasteScript's reloader waits for the file to be fixed. It returns the error that kept
-// the first generation from serving, the error of a server that stopped by
-// itself, or the errors of an unclean shutdown.
+// reload, as PasteScript's reloader waits for the file to be fixed. It
+// returns the error that kept the first generation from serving, the error
+// of a server that stopped by itself, or the errors of an unclean shutdown.
 func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	g, files, err := m.build(ctx)
 	for err != nil {
@@ -229,7 +229,9 @@ func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	defer func() { err = errors.Join(err, m.shutdown()) }()
 	m.front.Swap(g.mount)
 	m.setCurrent(g)
+	m.mu.Lock()
 	m.started = time.Now()
+	m.mu.Unlock()
 	if m.watchFiles != nil {
 		m.watchFiles(g.files())
 	}
@@ -284,7 +286,7 @@ func (m *manager) build(ctx context.Context) (*generation, []string, error) {
 		}
 		rctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
 		defer cancel()
-		if rerr := g.plugins.release(rctx); rerr != nil {
+		if rerr := g.plugins.release(rctx, false); rerr != nil {
 			log.Warn("stopping the plugins of a failed generation", "error", rerr)
 		}
 		return nil, files, err
@@ -296,6 +298,7 @@ func (m *manager) build(ctx context.Context) (*generation, []string, error) {
 	if g.server, err = session.LoadServer(m.cfg.target(m.cfg.pick(m.opts.serverName)), m.base, m.vars); err != nil {
 		return fail(err)
 	}
+	g.plugins.serverLoaded()
 	defer g.plugins.finish()
 	local, err := m.describeServer(g)
 	if err != nil {
@@ -534,7 +537,7 @@ func (m *manager) swap(g *generation) error {
 	if g.serverKey == oldSrv.key {
 		m.front.Swap(g.mount)
 		m.setCurrent(g)
-		m.drain(old, nil)
+		m.drain(old, nil, oldSrv.gen == old.id)
 		return nil
 	}
 	if g.inProcess || g.serverProc != nil && g.serverProc == old.serverProc {
@@ -549,7 +552,7 @@ func (m *manager) swap(g *generation) error {
 		m.front.Swap(g.mount)
 		m.setCurrent(g)
 		m.srv = srv
-		m.drain(old, oldSrv)
+		m.drain(old, oldSrv, false)
 		return nil
 	}
 	m.logger.Warn("server section changed and the server runs in a new plugin process, which binds its own socket: stopping the old server first; connections may be refused until the new one listens",
@@ -574,7 +577,7 @@ func (m *manager) swap(g *generation) error {
 		return err
 	}
 	m.srv = srv
-	m.drain(old, nil)
+	m.drain(old, nil, false)
 	return nil
 }
 
@@ -584,12 +587,13 @@ func (m *manager) abandon(g *generation) {
 	g.sched.Stop(g.grace)
 	ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
 	defer cancel()
-	g.plugins.release(ctx)
+	g.plugins.release(ctx, false)
 }
 
 // drain drains generation g in the background (see the file comment); srv,
-// if not nil, is g's server, shut down first.
-func (m *manager) drain(g *generation, srv *serving) {
+// if not nil, is the server to shut down first. keepServer says that g's
+// server serves on (its instances are not destroyed).
+func (m *manager) drain(g *generation, srv *serving, keepServer bool) {
 	m.mu.Lock()
 	m.draining[g.id] = true
 	m.mu.Unlock()
@@ -618,7 +622,7 @@ func (m *manager) drain(g *generation, srv *serving) {
 			log.Warn("old generation's coroutines", "error", err)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
-		if err := g.plugins.release(ctx); err != nil {
+		if err := g.plugins.release(ctx, keepServer); err != nil {
 			log.Warn("stopping old plugin processes", "error", err)
 		}
 		cancel()
@@ -665,7 +669,7 @@ func (m *manager) shutdown() error {
 	m.drains.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
 	defer cancel()
-	if err := g.plugins.release(ctx); err != nil {
+	if err := g.plugins.release(ctx, false); err != nil {
 		errs = append(errs, err)
 	}
 	m.closeAll()

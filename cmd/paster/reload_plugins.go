@@ -287,6 +287,10 @@ type genPlugins struct {
 	// spans holds, per entry, the Host's Mark when the generation first
 	// used it and when its load ended (finish): its instances lie between.
 	spans map[*poolEntry][2]plugins.Mark
+	// afterServer holds the Marks once the server section was loaded: the
+	// instances before them (the server's) outlive the generation while
+	// its server serves later generations.
+	afterServer map[*poolEntry]plugins.Mark
 }
 
 // Egg finds paster-plugin-NAME in the plugin path and returns its dist.
@@ -329,6 +333,16 @@ func (g *genPlugins) acquire(path string) (*poolEntry, error) {
 	return e, nil
 }
 
+// serverLoaded records where the server section's instances end.
+func (g *genPlugins) serverLoaded() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.afterServer = map[*poolEntry]plugins.Mark{}
+	for e := range g.spans {
+		g.afterServer[e] = e.host.Mark()
+	}
+}
+
 // finish records where the generation's instances end in each Host; call
 // it when the load is over (generations load one at a time, so what a Host
 // created in between is this generation's).
@@ -357,12 +371,19 @@ func (g *genPlugins) paths() []string {
 }
 
 // release releases the generation's processes (see pluginPool.release).
-func (g *genPlugins) release(ctx context.Context) error {
+//
+// keepServer keeps the instances of the server section (the generation's
+// server still serves a later generation): destroying them would lose the
+// server instance if its plugin restarted.
+func (g *genPlugins) release(ctx context.Context, keepServer bool) error {
 	g.mu.Lock()
 	spans := make(map[*poolEntry][2]plugins.Mark, len(g.spans))
 	for e, sp := range g.spans {
 		if sp[1] == nil {
 			sp[1] = e.host.Mark() // a load that failed midway
+		}
+		if m, ok := g.afterServer[e]; ok && keepServer {
+			sp[0] = m
 		}
 		spans[e] = sp
 	}

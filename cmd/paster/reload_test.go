@@ -670,6 +670,28 @@ func TestReloadPluginServerKeepsSocket(t *testing.T) {
 	if n := strings.Count(p.log.String(), "starting the new server beside the old one"); n != 3 {
 		t.Errorf("%d server switches beside the old one, want 3", n)
 	}
+
+	// An app-only change keeps the server; the generation that started it
+	// drains without taking the server instance along: when the plugin
+	// process crashes, the server is run again in the restarted process.
+	body, _ := os.ReadFile(ini)
+	os.WriteFile(ini, []byte(strings.Replace(string(body), "document_root = .", "document_root = .\ncache_max_age = 5", 1)), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	h := p.waitReload(4)
+	p.waitFor("the previous generation drained", func() bool { return strings.Contains(p.log.String(), fmt.Sprintf("generation drained: generation=%d", h.Generation-1)) })
+	chat := pluginPID(h, "/paster-plugin-chat")
+	if chat == 0 {
+		t.Fatalf("no chat process in %+v", h.Plugins)
+	}
+	syscall.Kill(chat, syscall.SIGKILL)
+	p.waitFor("the server back in a restarted chat process", func() bool {
+		code, body := p.get("/health/")
+		var h healthDoc
+		return code == 200 && json.Unmarshal([]byte(body), &h) == nil && pluginPID(h, "/paster-plugin-chat") != chat && pluginPID(h, "/paster-plugin-chat") != 0
+	})
+	if code, body := p.get("/hello"); code != 200 || body != "hi\n" {
+		t.Errorf("after the plugin's restart: %d %q", code, body)
+	}
 }
 
 // TestReloadNotReadyKeepsServing: a new generation whose required startup
