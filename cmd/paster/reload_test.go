@@ -678,7 +678,9 @@ func TestReloadPluginServerKeepsSocket(t *testing.T) {
 	os.WriteFile(ini, []byte(strings.Replace(string(body), "document_root = .", "document_root = .\ncache_max_age = 5", 1)), 0o644)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	h := p.waitReload(4)
-	p.waitFor("the previous generation drained", func() bool { return strings.Contains(p.log.String(), fmt.Sprintf("generation drained: generation=%d", h.Generation-1)) })
+	p.waitFor("the previous generation drained", func() bool {
+		return strings.Contains(p.log.String(), fmt.Sprintf("generation drained: generation=%d", h.Generation-1))
+	})
 	chat := pluginPID(h, "/paster-plugin-chat")
 	if chat == 0 {
 		t.Fatalf("no chat process in %+v", h.Plugins)
