@@ -31,11 +31,20 @@ package main
 //   - If it changed and the new server runs in this process, the new server
 //     is started while the old one still serves, taking its socket from the
 //     ListenerPool (the same socket when the address is unchanged), and once
-//     it has its listener the Front is switched and the old server shut down
-//     gracefully. No connection is refused.
-//   - A server that runs inside a plugin process binds its own socket there,
-//     so the old one is stopped before the new one starts; connections may be
-//     refused for that moment, and a warning says so.
+//     it reports that it listens (runner.Ready, which runner's HTTPServer
+//     calls) the Front is switched and the old server, detached from the
+//     socket first, shut down gracefully. No connection is refused.
+//   - A server run by a plugin (chat's hijacked_runner) binds in the plugin
+//     process, whose SDK keeps its own ListenerPool: when the plugin process
+//     is the same (binary unchanged), the new server shares the old one's
+//     socket there in the same way, its readiness crossing the Run stream.
+//   - Only a server in a new plugin process (its binary changed) cannot
+//     share the socket: the old one is stopped before the new one starts,
+//     connections may be refused for that moment, and a warning says so.
+//
+// Instances a drained generation created in plugin processes the next one
+// reuses are destroyed (plugins.Host.Mark and Destroy), except those of the
+// server section while that generation's server still serves.
 //
 // Generation N is then drained in the background: it takes no new requests;
 // its requests may finish until shutdown_timeout, less a margin after which
