@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"time"
 
@@ -20,25 +19,18 @@ import (
 // once serving has ended.
 const pluginStopTimeout = 10 * time.Second
 
-// composition is a loaded configuration: the server, the app it serves, the
-// startup coroutines collected while loading, the plugin processes the
-// loading started, and the one Core of the process.
+// composition is a configuration loaded the way paster serve loads a
+// generation, for paster check: every factory called, every plugin started,
+// nothing bound and no coroutine started.
 type composition struct {
 	session *entrypoints.Session
 	host    *plugins.Host
-	server  entrypoints.Server
-	app     http.Handler
-	startup []runner.StartupCoroutine
-	// core is the host's Core: made from the server section's keys
-	// (runner.CoreOptionsFromLocal), served to every plugin process and
-	// handed to the server runner in its context, so that a waiter in one
-	// plugin is woken by a signal from another plugin or from the host.
-	core *runner.LocalCore
 }
 
 // loadComposition loads the server section first and then the app, as
 // PasteScript does, both with vars as global conf and relative to the
-// current directory. On error, plugins started so far are stopped.
+// current directory, and checks the startup coroutines' policies. On error,
+// plugins started so far are stopped.
 func loadComposition(cfg configArg, appName, serverName string, vars map[string]string, pluginDirs []string, logger hclog.Logger) (*composition, error) {
 	base, err := os.Getwd()
 	if err != nil {
@@ -57,28 +49,32 @@ func loadComposition(cfg configArg, appName, serverName string, vars map[string]
 }
 
 func (c *composition) load(cfg configArg, appName, serverName string, vars map[string]string, base string) error {
-	var err error
-	if c.server, err = c.session.LoadServer(cfg.target(cfg.pick(serverName)), base, vars); err != nil {
+	if _, err := c.session.LoadServer(cfg.target(cfg.pick(serverName)), base, vars); err != nil {
 		return err
 	}
-	opts, err := runner.CoreOptionsFromLocal(serverLocal(c.session))
-	if err != nil {
+	if _, err := runner.CoreOptionsFromLocal(serverLocal(c.session)); err != nil {
 		return err
 	}
-	opts.Logger = c.session.Logger.ResetNamed("core")
-	c.core = runner.NewCore(opts)
-	c.host.SetCore(c.core)
-	if c.app, err = c.session.LoadApp(cfg.target(cfg.pick(appName)), base, vars); err != nil {
+	if _, err := c.session.LoadApp(cfg.target(cfg.pick(appName)), base, vars); err != nil {
 		return err
 	}
-	for _, co := range c.session.Coroutines {
+	_, err := startupCoroutines(c.session)
+	return err
+}
+
+// startupCoroutines returns the coroutines session collected (INI-registered
+// and app-declared) with their supervision policies; a bad policy key is an
+// error naming the coroutine and where it was written.
+func startupCoroutines(session *entrypoints.Session) ([]runner.StartupCoroutine, error) {
+	var out []runner.StartupCoroutine
+	for _, co := range session.Coroutines {
 		policy, err := runner.PolicyFromLocal(co.Local)
 		if err != nil {
-			return fmt.Errorf("startup coroutine %s (%s): %w", co.Name, co.Origin, err)
+			return nil, fmt.Errorf("startup coroutine %s (%s): %w", co.Name, co.Origin, err)
 		}
-		c.startup = append(c.startup, runner.StartupCoroutine{Name: co.Name, Run: co.Run, Policy: policy})
+		out = append(out, runner.StartupCoroutine{Name: co.Name, Run: co.Run, Policy: policy})
 	}
-	return nil
+	return out, nil
 }
 
 // serverLocal returns the local configuration of the server section
@@ -97,24 +93,9 @@ func serverLocal(s *entrypoints.Session) entrypoints.Local {
 	return local
 }
 
-// Serve runs the server with the app until ctx ends. The startup coroutines
-// and the host's Core travel in the context to whichever server runner the
-// INI file names (runner.Runner uses both; a plugin's server runner gets the
-// Core through the plugin and its startup coroutines run on a scheduler in
-// this process, see package plugins).
-func (c *composition) Serve(ctx context.Context) error {
-	ctx = runner.WithCore(ctx, c.core)
-	return c.server(runner.WithStartup(ctx, c.startup...), c.app)
-}
-
-// Close stops every plugin process the composition started, after their
-// requests have ended, and then closes the Core.
+// Close stops every plugin process the composition started.
 func (c *composition) Close(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, pluginStopTimeout)
 	defer cancel()
-	err := c.host.Close(ctx)
-	if c.core != nil {
-		c.core.Close()
-	}
-	return err
+	return c.host.Close(ctx)
 }

@@ -321,12 +321,8 @@ func (m *manager) build(ctx context.Context) (*generation, []string, error) {
 	if g.app, err = session.LoadApp(m.cfg.target(m.cfg.pick(m.opts.appName)), m.base, m.vars); err != nil {
 		return fail(err)
 	}
-	for _, co := range session.Coroutines {
-		policy, err := runner.PolicyFromLocal(co.Local)
-		if err != nil {
-			return fail(fmt.Errorf("startup coroutine %s (%s): %w", co.Name, co.Origin, err))
-		}
-		g.startup = append(g.startup, runner.StartupCoroutine{Name: co.Name, Run: co.Run, Policy: policy})
+	if g.startup, err = startupCoroutines(session); err != nil {
+		return fail(err)
 	}
 	g.sched = runner.NewSched(log.Named("sched"))
 	for _, co := range g.startup {
@@ -364,15 +360,13 @@ func (m *manager) initCore(local entrypoints.Local) error {
 // the key a server restart is decided on, whether the server runs in this
 // process, its address, shutdown_timeout and ready_timeout.
 func (m *manager) describeServer(g *generation) (entrypoints.Local, error) {
-	local := entrypoints.Local{}
 	roots := g.session.Root
 	if len(roots) == 0 {
-		return local, errors.New("no server was loaded")
+		return entrypoints.Local{}, errors.New("no server was loaded")
 	}
-	node := roots[0]
+	node, local := roots[0], serverLocal(g.session)
 	var keyed []entrypoints.KV
 	for _, kv := range node.Local {
-		local = local.With(kv.Key, kv.Value, entrypoints.Location{File: node.File, Line: node.Line, Section: node.Section})
 		if kv.Key != "startup" && kv.Key != "ready_timeout" {
 			keyed = append(keyed, kv)
 		}
