@@ -282,7 +282,7 @@ func (h *Host) start(path, pin string) (*entrypoints.Dist, error) {
 }
 
 func checkSum(path string, want []byte) error {
-	got, err := fileSum(path)
+	got, err := FileSum(path)
 	if err != nil {
 		return fmt.Errorf("plugin binary %s: %w", path, err)
 	}
@@ -292,7 +292,9 @@ func checkSum(path string, want []byte) error {
 	return nil
 }
 
-func fileSum(path string) ([]byte, error) {
+// FileSum returns the SHA-256 of the file at path: the digest a
+// [plugins] sha256.NAME pin is compared with.
+func FileSum(path string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -618,7 +618,7 @@ func TestStartErrors(t *testing.T) {
 		}
 		return p
 	}
-	helloSum, err := fileSum(bin("hello"))
+	helloSum, err := FileSum(bin("hello"))
 	if err != nil {
 		t.Fatal(err)
 	}

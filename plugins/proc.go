@@ -247,7 +247,7 @@ func (p *proc) startError(err error) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
-		got, _ := fileSum(p.path)
+		got, _ := FileSum(p.path)
 		return fmt.Errorf("%w: plugin binary %s has sha256 %x, [plugins] pins %x", ErrChecksum, p.path, got, p.sum)
 	case strings.Contains(msg, "timeout while waiting"):
 		return fmt.Errorf("%w: plugin binary %s did not complete the plugin handshake within %s", ErrStartTimeout, p.path, p.h.opts.StartTimeout)

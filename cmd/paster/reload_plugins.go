@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -123,7 +121,7 @@ func (p *pluginPool) acquire(path string, gen int) (*poolEntry, error) {
 			// Hashing a binary costs tens of milliseconds of CPU: only
 			// when the size leaves the question open, and only once.
 			if stamp.size == e.stamp.size {
-				if sum, err = fileSum(abs); err == nil && string(sum) == string(e.sum) {
+				if sum, err = plugins.FileSum(abs); err == nil && string(sum) == string(e.sum) {
 					e.stamp = stamp
 					e.gens[gen] = true
 					return e, nil
@@ -132,7 +130,7 @@ func (p *pluginPool) acquire(path string, gen int) (*poolEntry, error) {
 		}
 	}
 	if sum == nil {
-		if sum, err = fileSum(abs); err != nil {
+		if sum, err = plugins.FileSum(abs); err != nil {
 			return nil, fmt.Errorf("plugin binary %s: %w", abs, err)
 		}
 	}
@@ -260,18 +258,6 @@ func (p *pluginPool) infos() []observe.Plugin {
 	return out
 }
 
-func fileSum(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, err
-	}
-	return h.Sum(nil), nil
-}
 
 // genPlugins is the entrypoints.DistResolver of one generation: it finds
 // binaries as a plugins.Host does and starts or reuses them through the pool,
