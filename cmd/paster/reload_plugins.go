@@ -258,7 +258,6 @@ func (p *pluginPool) infos() []observe.Plugin {
 	return out
 }
 
-
 // genPlugins is the entrypoints.DistResolver of one generation: it finds
 // binaries as a plugins.Host does and starts or reuses them through the pool,
 // remembering which it used.
