@@ -167,6 +167,20 @@ func (l Local) Duration(key string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
+// Size returns key converted with AsSize, or def when key is not set or
+// empty. The error names the key and where it was written.
+func (l Local) Size(key string, def int64) (int64, error) {
+	v, ok := l.values[key]
+	if !ok || strings.TrimSpace(v) == "" {
+		return def, nil
+	}
+	n, err := AsSize(v)
+	if err != nil {
+		return def, l.Errorf(key, "%w", err)
+	}
+	return n, nil
+}
+
 // List returns key split with AsList (runs of whitespace), or nil when not set.
 func (l Local) List(key string) []string { return AsList(l.values[key], "") }
 
@@ -220,6 +234,33 @@ func AsList(v, sep string) []string {
 		parts[i] = strings.TrimSpace(parts[i])
 	}
 	return parts
+}
+
+// AsSize converts a byte size: an integer (AsInt's spellings) with an
+// optional suffix k, m or g in any case, optionally followed by "b" or "ib",
+// all powers of 1024 ("64k", "10MiB", "1g"). Negative sizes are errors.
+func AsSize(v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(v))
+	s = strings.TrimSuffix(strings.TrimSuffix(s, "b"), "i")
+	mult := int64(1)
+	if n := len(s); n > 0 {
+		switch s[n-1] {
+		case 'k':
+			mult = 1 << 10
+		case 'm':
+			mult = 1 << 20
+		case 'g':
+			mult = 1 << 30
+		}
+		if mult != 1 {
+			s = strings.TrimSpace(s[:n-1])
+		}
+	}
+	n, err := AsInt(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad size %q (want bytes, e.g. 1048576 or 1m)", v)
+	}
+	return int64(n) * mult, nil
 }
 
 // AsDuration converts a duration: a bare number is seconds ("5", "0.25"), or

@@ -207,7 +207,7 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 		*d.dst = v
 	}
 
-	hb, err := sizeKey(local, "max_header_bytes", DefaultMaxHeaderBytes)
+	hb, err := local.Size("max_header_bytes", DefaultMaxHeaderBytes)
 	if err != nil {
 		return cfg, err
 	}
@@ -215,7 +215,7 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 		hb = DefaultMaxHeaderBytes // net/http has no "unlimited"; 0 means its default
 	}
 	cfg.MaxHeaderBytes = int(hb)
-	if cfg.MaxBodyBytes, err = sizeKey(local, "max_body_bytes", DefaultMaxBodyBytes); err != nil {
+	if cfg.MaxBodyBytes, err = local.Size("max_body_bytes", DefaultMaxBodyBytes); err != nil {
 		return cfg, err
 	}
 	return cfg, nil
@@ -231,36 +231,6 @@ func splitHostPort(s string) (host, port string, ok bool) {
 		}
 	}
 	return s, "", false
-}
-
-// sizeKey reads a byte size: digits with an optional suffix k, m or g (any
-// case, optionally followed by "b" or "ib"), all powers of 1024.
-func sizeKey(local entrypoints.Local, key string, def int64) (int64, error) {
-	v, ok := local.Lookup(key)
-	if !ok || strings.TrimSpace(v) == "" {
-		return def, nil
-	}
-	s := strings.ToLower(strings.TrimSpace(v))
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "b"), "i")
-	mult := int64(1)
-	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case 'k':
-			mult = 1 << 10
-		case 'm':
-			mult = 1 << 20
-		case 'g':
-			mult = 1 << 30
-		}
-		if mult != 1 {
-			s = strings.TrimSpace(s[:n-1])
-		}
-	}
-	n, err := entrypoints.AsInt(s)
-	if err != nil || n < 0 {
-		return def, local.Errorf(key, "bad size %q (want bytes, e.g. 1048576 or 1m)", v)
-	}
-	return int64(n) * mult, nil
 }
 
 // Config returns the server's settings.

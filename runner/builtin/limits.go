@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync/atomic"
 
 	"github.com/paster-dev/paster/entrypoints"
@@ -29,13 +28,15 @@ import (
 //	next = upload
 func limitsFactory(next http.Handler, _ map[string]string, local entrypoints.Local) (http.Handler, error) {
 	warnUnknown("limits", local, "max_body_bytes")
-	v, ok := local.Lookup("max_body_bytes")
-	if !ok {
+	if _, ok := local.Lookup("max_body_bytes"); !ok {
 		return nil, local.Errorf("max_body_bytes", "required: the largest request body the app accepts")
 	}
-	n, err := parseSize(v)
-	if err != nil || n <= 0 {
-		return nil, local.Errorf("max_body_bytes", "bad size %q (want bytes > 0, e.g. 65536 or 64k)", v)
+	n, err := local.Size("max_body_bytes", 0)
+	if err != nil {
+		return nil, err
+	}
+	if n <= 0 {
+		return nil, local.Errorf("max_body_bytes", "must be more than 0 bytes, not %d", n)
 	}
 	return &limits{next: next, max: n}, nil
 }
@@ -123,29 +124,3 @@ func (w *limitedWriter) Flush() {
 }
 
 func (w *limitedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-// parseSize reads bytes with an optional k, m or g suffix (optionally
-// followed by b or ib), powers of 1024.
-func parseSize(v string) (int64, error) {
-	s := strings.ToLower(strings.TrimSpace(v))
-	s = strings.TrimSuffix(strings.TrimSuffix(s, "b"), "i")
-	mult := int64(1)
-	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case 'k':
-			mult = 1 << 10
-		case 'm':
-			mult = 1 << 20
-		case 'g':
-			mult = 1 << 30
-		}
-		if mult != 1 {
-			s = strings.TrimSpace(s[:n-1])
-		}
-	}
-	n, err := entrypoints.AsInt(s)
-	if err != nil {
-		return 0, err
-	}
-	return int64(n) * mult, nil
-}
