@@ -82,8 +82,13 @@ func servePlain(ctx context.Context, host string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(hello), ReadHeaderTimeout: 10 * time.Second}
 	fmt.Printf("listening %s\n", ln.Addr())
+	return serveNetHTTP(ctx, ln, http.HandlerFunc(hello))
+}
+
+// serveNetHTTP serves h on ln with a plain http.Server until ctx ends.
+func serveNetHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-ctx.Done()
 		srv.Shutdown(context.Background())
@@ -139,15 +144,7 @@ func serveBackend(ctx context.Context, socket string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(hello), ReadHeaderTimeout: 10 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Shutdown(context.Background())
-	}()
-	if err := srv.Serve(ln); err != http.ErrServerClosed {
-		return err
-	}
-	return nil
+	return serveNetHTTP(ctx, ln, http.HandlerFunc(hello))
 }
 
 // serveReverseProxy starts a backend process on a unix socket and serves
@@ -196,14 +193,6 @@ func serveReverseProxy(ctx context.Context, host string) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
 	fmt.Printf("listening %s\n", ln.Addr())
-	go func() {
-		<-ctx.Done()
-		srv.Shutdown(context.Background())
-	}()
-	if err := srv.Serve(ln); err != http.ErrServerClosed {
-		return err
-	}
-	return nil
+	return serveNetHTTP(ctx, ln, proxy)
 }
