@@ -15,6 +15,10 @@
 //	prefix       filter-app  PrefixMiddleware: mount prefix and X-Forwarded-*
 //	http         runner      the HTTP server (runner.New and Run)
 //
+// The dists "Paste" and "PasteDeploy" are registered too, as aliases of the
+// entry points Paste's own configuration files name (egg:Paste#urlmap,
+// egg:PasteDeploy#prefix), so such files run unchanged.
+//
 // Apps mounted under a prefix learn it from ScriptName(r), Paste's
 // SCRIPT_NAME; r.URL.Path holds the rest (PATH_INFO). Scheme(r) is the
 // scheme the client used, as far as the prefix filter could tell.
@@ -55,7 +59,11 @@ var Dist = &entrypoints.Dist{
 	},
 }
 
-func init() { entrypoints.Register(Dist) }
+func init() {
+	entrypoints.Register(Dist)
+	entrypoints.Register(PasteDist)
+	entrypoints.Register(PasteDeployDist)
+}
 
 // logger returns the logger for the dist's warnings, looked up at each use
 // so that the command's hclog.SetDefault applies.
