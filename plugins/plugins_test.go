@@ -486,6 +486,66 @@ func TestWebSocket(t *testing.T) {
 	}
 }
 
+// TestWebSocketThroughPluginServer: a WebSocket reaches a plugin app through
+// a server that runs in another plugin process (two hops: client → hello's
+// server → host → wsecho), as with development.ini's hijacked_runner.
+func TestWebSocketThroughPluginServer(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	ws, err := h.Egg("wsecho", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo, err := ws.Apps["main"](nil, entrypoints.Local{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello, err := h.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The plugin server binds the address it is given; ask the kernel for
+	// a free port first and hand it over.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv, err := hello.Servers["http"](nil, entrypoints.NewLocal("listen", addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv(ctx, echo) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("plugin server: %v", err)
+		}
+	}()
+	var c *websocket.Conn
+	waitFor(t, 10*time.Second, "the plugin server to upgrade", func() bool {
+		c, _, err = websocket.DefaultDialer.Dial("ws://"+addr+"/", nil)
+		return err == nil
+	})
+	defer c.Close()
+	for _, msg := range []string{"hello", strings.Repeat("y", 70<<10)} {
+		if err := c.WriteMessage(websocket.TextMessage, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		_, got, err := c.ReadMessage()
+		if err != nil || string(got) != msg {
+			t.Fatalf("echo of %d bytes: got %d bytes, %v", len(msg), len(got), err)
+		}
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	if _, _, err := c.ReadMessage(); !websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+		t.Fatalf("after close: %v", err)
+	}
+}
+
 func TestLogs(t *testing.T) {
 	t.Parallel()
 	h := newHost(t, HostOptions{})

@@ -98,7 +98,12 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 	}
 	pump := false
 	switch {
-	case r.Body == nil || r.Body == http.NoBody:
+	case r.Body == nil || r.Body == http.NoBody,
+		// A server request with Content-Length 0 has no body (chunked
+		// ones have -1), whatever its Body is: a request that itself came
+		// through a transport keeps a stream-backed Body, and an upgrade
+		// forwarded on from it must stay upgradable.
+		r.ContentLength == 0 && len(r.TransferEncoding) == 0:
 		head.Flags |= wire.FlagEnd
 	case r.ContentLength > 0 && r.ContentLength <= wire.ChunkSize:
 		buf := make([]byte, r.ContentLength)
