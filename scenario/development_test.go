@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/gorilla/websocket"
 )
 
 // TestDevelopmentShape serves testdata/development.ini, the shape of the
@@ -11,7 +13,7 @@ import (
 // hijacked_runner) and with --server-name plain (the built-in http
 // runner): the wait page in one request, the signal from another, the
 // heartbeat coroutine registered in the INI and the chat app's own roster
-// coroutine running, the translogger logging.
+// coroutine running, the translogger logging, a WebSocket echoed.
 func TestDevelopmentShape(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"main", "plain"} {
@@ -27,6 +29,21 @@ func TestDevelopmentShape(t *testing.T) {
 			if rest, err := w.rest(); err != nil || rest != "Someone signaled me with this message: hi\n" {
 				t.Fatalf("wait page ended with %q (%v)", rest, err)
 			}
+
+			// A WebSocket reaches the wsecho plugin through urlmap and
+			// translogger, and with the main server through the chat
+			// plugin's runner as well (two process hops).
+			c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(s.url("/echo"), "http"), nil)
+			if err != nil {
+				t.Fatalf("WebSocket to /echo: %v", err)
+			}
+			if err := c.WriteMessage(websocket.TextMessage, []byte("hi")); err != nil {
+				t.Fatal(err)
+			}
+			if _, got, err := c.ReadMessage(); err != nil || string(got) != "hi" {
+				t.Fatalf("echo: %q, %v", got, err)
+			}
+			c.Close()
 
 			if name == "main" {
 				// The heartbeat coroutine (egg:chat#ticker, startup = in

@@ -67,6 +67,7 @@ func build(dir string) error {
 			"./examples/chat/cmd/paster-plugin-chat",
 			"./examples/waitapp/cmd/paster-plugin-waitapp",
 			"./examples/upload/cmd/paster-plugin-upload",
+			"./examples/wsecho/cmd/paster-plugin-wsecho",
 			"./scenario/testdata/paster-plugin-scentest",
 		},
 		{"go", "build", "-o", filepath.Join(dir, "paster-benchhost"), "./scenario/testdata/paster-benchhost"},
