@@ -318,6 +318,9 @@ type PluginInfo struct {
 	State   string // "running", "restarting", "failed", "closed"
 	// Restarts counts the processes started after a crash.
 	Restarts int
+	// Instances counts the instances created in the process and not yet
+	// destroyed (what a restart recreates).
+	Instances int
 }
 
 // Plugins returns the plugins started so far, sorted by path.

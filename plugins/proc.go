@@ -124,7 +124,7 @@ func (p *proc) setState(s procState) {
 func (p *proc) info() PluginInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String(), Restarts: p.restarts}
+	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String(), Restarts: p.restarts, Instances: len(p.specs)}
 	if p.gen != nil {
 		i.PID = p.gen.pid
 	}

@@ -47,8 +47,9 @@ func TestDevelopmentINI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cmd.Process.Kill()
-	// The server runs in the chat plugin; its "serving" line names the port.
-	serving := regexp.MustCompile(`serving: addr=(127\.0\.0\.1:\d+)`)
+	// The server runs in the chat plugin; its "serving" line names the port
+	// (a plugin's log fields come in any order).
+	serving := regexp.MustCompile(`serving: .*\baddr=(127\.0\.0\.1:\d+)`)
 	lines := bufio.NewScanner(stderr)
 	var base string
 	for base == "" && lines.Scan() {

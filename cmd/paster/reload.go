@@ -44,7 +44,9 @@ package main
 //
 // Instances a drained generation created in plugin processes the next one
 // reuses are destroyed (plugins.Host.Mark and Destroy), except those of the
-// server section while that generation's server still serves.
+// server section while that generation's server still serves. A server's
+// own instances (its section's, and those a server runner creates when it
+// starts) are destroyed once a server-section change has stopped it.
 //
 // Generation N is then drained in the background: it takes no new requests;
 // its requests may finish until shutdown_timeout, less a margin after which
@@ -125,6 +127,10 @@ type serving struct {
 	view   *runner.ListenerView
 	err    error
 	ended  bool
+	// load and run are, per plugin Host, the spans of the server's
+	// instances: those its section created when loaded, and those created
+	// when it started (a server runner's). See manager.forget.
+	load, run map[*poolEntry][2]plugins.Mark
 }
 
 // wait waits for the server to return, at most until ctx ends.
@@ -440,7 +446,14 @@ func (m *manager) startServer(g *generation, alone bool) (*serving, error) {
 	var once sync.Once
 	sctx := runner.WithListeners(runner.WithCore(ctx, m.core), view)
 	sctx = runner.WithReadyFunc(sctx, func() { once.Do(func() { close(ready) }) })
-	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1), view: view}
+	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1), view: view, load: g.plugins.serverSpans()}
+	before := g.plugins.marks()
+	started := func() {
+		s.run = map[*poolEntry][2]plugins.Mark{}
+		for e, from := range before {
+			s.run[e] = [2]plugins.Mark{from, e.host.Mark()}
+		}
+	}
 	go func() { s.done <- g.server(sctx, m.front) }()
 
 	var answered <-chan struct{}
@@ -451,14 +464,13 @@ func (m *manager) startServer(g *generation, alone bool) (*serving, error) {
 	defer timer.Stop()
 	select {
 	case <-view.Bound():
-		return s, nil
 	case <-ready:
-		return s, nil
 	case <-answered:
-		return s, nil
 	case err := <-s.done:
 		cancel()
 		s.ended, s.err = true, err
+		started()
+		m.forget(s, false)
 		if err == nil {
 			err = errors.New("server runner returned before serving")
 		}
@@ -466,7 +478,38 @@ func (m *manager) startServer(g *generation, alone bool) (*serving, error) {
 	case <-timer.C:
 		cancel()
 		s.wait(context.Background())
+		started()
+		m.forget(s, false)
 		return nil, fmt.Errorf("generation %d: server did not report listening within %s", g.id, bindTimeout)
+	}
+	// Generations load one at a time, on this goroutine: what the Hosts
+	// created since before is the server's.
+	started()
+	return s, nil
+}
+
+// forget destroys the instances of server s in the plugin processes once
+// it has returned: those created when it started and, with load, those
+// its section created when loaded (none of them serves another server).
+// A drained generation destroys its own instances too (genPlugins.release),
+// but not those of a server that outlived it, nor a server runner's.
+func (m *manager) forget(s *serving, load bool) {
+	if !s.ended {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+	defer cancel()
+	var errs []error
+	for e, sp := range s.run {
+		errs = append(errs, e.host.Destroy(ctx, sp[0], sp[1]))
+	}
+	if load {
+		for e, sp := range s.load {
+			errs = append(errs, e.host.Destroy(ctx, sp[0], sp[1]))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		m.logger.Warn("destroying a stopped server's plugin instances", "generation", s.gen, "error", err)
 	}
 }
 
@@ -576,11 +619,14 @@ func (m *manager) swap(g *generation) error {
 		} else {
 			m.logger.Error("the previous server did not start again", "error", err2)
 		}
+		// The stopped server's run-time instances are not used again;
+		// its section's are when it was old's own server (run again).
+		m.forget(oldSrv, oldSrv.gen != old.id)
 		m.abandon(g)
 		return err
 	}
 	m.srv = srv
-	m.drain(old, nil, false)
+	m.drain(old, oldSrv, false)
 	return nil
 }
 
@@ -594,8 +640,10 @@ func (m *manager) abandon(g *generation) {
 }
 
 // drain drains generation g in the background (see the file comment); srv,
-// if not nil, is the server to shut down first. keepServer says that g's
-// server serves on (its instances are not destroyed).
+// if not nil, is the server that stopped serving g: it is shut down first
+// unless it has returned already, and its plugin instances are destroyed
+// once it has (forget). keepServer says that g's server serves on (its
+// instances are not destroyed).
 func (m *manager) drain(g *generation, srv *serving, keepServer bool) {
 	m.mu.Lock()
 	m.draining[g.id] = true
@@ -605,7 +653,7 @@ func (m *manager) drain(g *generation, srv *serving, keepServer bool) {
 		defer m.drains.Done()
 		log := m.logger.With("generation", g.id)
 		start := time.Now()
-		if srv != nil {
+		if srv != nil && !srv.ended {
 			// Hand the socket over to the new server before the old one
 			// shuts down, so no connection reaches a closing server.
 			if !srv.view.Detach(detachTimeout) {
@@ -623,6 +671,9 @@ func (m *manager) drain(g *generation, srv *serving, keepServer bool) {
 		}
 		if err := g.sched.Stop(g.grace); err != nil {
 			log.Warn("old generation's coroutines", "error", err)
+		}
+		if srv != nil {
+			m.forget(srv, true)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
 		if err := g.plugins.release(ctx, keepServer); err != nil {

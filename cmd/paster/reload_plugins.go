@@ -246,7 +246,7 @@ func (p *pluginPool) infos() []observe.Plugin {
 	var out []observe.Plugin
 	for _, h := range hs {
 		for _, i := range h.e.host.Plugins() {
-			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State, Restarts: i.Restarts, Generations: h.gens})
+			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State, Restarts: i.Restarts, Instances: i.Instances, Generations: h.gens})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {
@@ -274,7 +274,8 @@ type genPlugins struct {
 	spans map[*poolEntry][2]plugins.Mark
 	// afterServer holds the Marks once the server section was loaded: the
 	// instances before them (the server's) outlive the generation while
-	// its server serves later generations.
+	// its server serves later generations; manager.forget destroys them
+	// once that server has stopped.
 	afterServer map[*poolEntry]plugins.Mark
 }
 
@@ -326,6 +327,29 @@ func (g *genPlugins) serverLoaded() {
 	for e := range g.spans {
 		g.afterServer[e] = e.host.Mark()
 	}
+}
+
+// serverSpans returns, per Host, the span of the instances the server
+// section created when it was loaded (see afterServer).
+func (g *genPlugins) serverSpans() map[*poolEntry][2]plugins.Mark {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[*poolEntry][2]plugins.Mark, len(g.afterServer))
+	for e, m := range g.afterServer {
+		out[e] = [2]plugins.Mark{g.spans[e][0], m}
+	}
+	return out
+}
+
+// marks returns the current Mark of every Host the generation used.
+func (g *genPlugins) marks() map[*poolEntry]plugins.Mark {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make(map[*poolEntry]plugins.Mark, len(g.order))
+	for _, e := range g.order {
+		out[e] = e.host.Mark()
+	}
+	return out
 }
 
 // finish records where the generation's instances end in each Host; call

@@ -165,6 +165,7 @@ type healthDoc struct {
 	Plugins []struct {
 		Path        string `json:"path"`
 		PID         int    `json:"pid"`
+		Instances   int    `json:"instances"`
 		Generations []int  `json:"generations"`
 	} `json:"plugins"`
 	Reloads struct {
@@ -693,6 +694,71 @@ func TestReloadPluginServerKeepsSocket(t *testing.T) {
 	})
 	if code, body := p.get("/hello"); code != 200 || body != "hi\n" {
 		t.Errorf("after the plugin's restart: %d %q", code, body)
+	}
+}
+
+// TestReloadPluginServerInstances: a server runner in a reused plugin
+// process (chat's hijacked_runner) leaves no instance behind in the plugin
+// when a change of its section stops it, while a server kept across
+// generations keeps its instance.
+func TestReloadPluginServerInstances(t *testing.T) {
+	t.Parallel()
+	buildPlugin(t, "chat")
+	dir := t.TempDir()
+	port := freePort(t)
+	ini := filepath.Join(dir, "dev.ini")
+	os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
+	os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 30), 0o644)
+	p := startServe(t, dir, port, "dev.ini")
+	instances := func(h healthDoc) int {
+		for _, pl := range h.Plugins {
+			if strings.HasSuffix(pl.Path, "/paster-plugin-chat") && slices.Contains(pl.Generations, h.Generation) {
+				return pl.Instances
+			}
+		}
+		t.Fatalf("no chat process in %+v", h.Plugins)
+		return 0
+	}
+	// reload signals a reload and waits until the previous generation
+	// has drained (its instances are destroyed before that is logged).
+	reload := func(n int) healthDoc {
+		p.cmd.Process.Signal(syscall.SIGHUP)
+		h := p.waitReload(n)
+		if h.Generation != n+1 {
+			t.Fatalf("reload %d: generation %d, %+v", n, h.Generation, h.Reloads)
+		}
+		p.waitFor(fmt.Sprintf("generation %d drained", n), func() bool {
+			return strings.Contains(p.log.String(), fmt.Sprintf("generation drained: generation=%d ", n))
+		})
+		return p.health()
+	}
+	want := instances(p.health())
+	if want < 1 {
+		t.Fatalf("%d instances in the chat process serving the server", want)
+	}
+	for i := 1; i <= 4; i++ {
+		os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 30+i), 0o644)
+		if got := instances(reload(i)); got != want {
+			t.Errorf("after server-section reload %d: %d instances in the chat process, want %d", i, got, want)
+		}
+	}
+	// An app-only change keeps the server and its instance.
+	body, _ := os.ReadFile(ini)
+	os.WriteFile(ini, []byte(strings.Replace(string(body), "document_root = .", "document_root = .\ncache_max_age = 5", 1)), 0o644)
+	if got := instances(reload(5)); got != want {
+		t.Errorf("after an app-only reload: %d instances in the chat process, want %d", got, want)
+	}
+	// The kept server, started by an older generation, is stopped by a
+	// server-section change: its instance goes too.
+	os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 40), 0o644)
+	if got := instances(reload(6)); got != want {
+		t.Errorf("after stopping a server kept across generations: %d instances in the chat process, want %d", got, want)
+	}
+	if code, body := p.get("/hello"); code != 200 || body != "hi\n" {
+		t.Errorf("after the reloads: %d %q", code, body)
+	}
+	if n := strings.Count(p.log.String(), "starting the new server beside the old one"); n != 5 {
+		t.Errorf("%d server switches beside the old one, want 5", n)
 	}
 }
 

@@ -70,6 +70,7 @@ func serveHealth(w http.ResponseWriter, r *http.Request) {
 			PID         int    `json:"pid"`
 			State       string `json:"state"`
 			Restarts    int    `json:"restarts"`
+			Instances   int    `json:"instances"`
 			Generations []int  `json:"generations"`
 		}
 		out := struct {
@@ -100,7 +101,7 @@ func serveHealth(w http.ResponseWriter, r *http.Request) {
 				out.Coroutines = append(out.Coroutines, co)
 			}
 			for _, p := range s.Plugins {
-				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, Restarts: p.Restarts, Generations: p.Generations})
+				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, Restarts: p.Restarts, Instances: p.Instances, Generations: p.Generations})
 			}
 			out.Reloads.Total, out.Reloads.Failed = s.Reloads.Total, s.Reloads.Failed
 			out.Reloads.Last, out.Reloads.LastOK, out.Reloads.LastError = s.Reloads.Last, s.Reloads.LastOK, s.Reloads.LastError

@@ -42,6 +42,8 @@ type Plugin struct {
 	State string
 	// Restarts counts the processes started after a crash.
 	Restarts int
+	// Instances counts the instances living in the process.
+	Instances int
 	// Generations lists the generations using the process.
 	Generations []int
 }
