@@ -25,6 +25,8 @@
 package builtin
 
 import (
+	"net/http"
+
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/paster-dev/paster/entrypoints"
@@ -68,3 +70,14 @@ func init() {
 // logger returns the logger for the dist's warnings, looked up at each use
 // so that the command's hclog.SetDefault applies.
 func logger() hclog.Logger { return hclog.Default().Named("paster") }
+
+// onlyGetHead answers 405 with an Allow header and message, and returns
+// false, unless r is a GET or HEAD: the read-only apps' method check.
+func onlyGetHead(w http.ResponseWriter, r *http.Request, message string) bool {
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return true
+	}
+	w.Header().Set("Allow", "GET, HEAD")
+	http.Error(w, message, http.StatusMethodNotAllowed)
+	return false
+}

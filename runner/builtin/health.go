@@ -32,9 +32,7 @@ func healthFactory(_ map[string]string, local entrypoints.Local) (http.Handler, 
 }
 
 func serveHealth(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	if !onlyGetHead(w, r, "method not allowed") {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")

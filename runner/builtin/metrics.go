@@ -26,9 +26,7 @@ func metricsFactory(_ map[string]string, local entrypoints.Local) (http.Handler,
 }
 
 func serveMetrics(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+	if !onlyGetHead(w, r, "method not allowed") {
 		return
 	}
 	reg := observe.From(r.Context())

@@ -68,9 +68,7 @@ type static struct {
 }
 
 func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
-		w.Header().Set("Allow", "GET, HEAD")
-		http.Error(w, "405 Method Not Allowed", http.StatusMethodNotAllowed)
+	if !onlyGetHead(w, r, "405 Method Not Allowed") {
 		return
 	}
 	p := r.URL.Path
