@@ -15,10 +15,13 @@ package main
 // child (marker PASTER_MONITOR_CHILD) and starts it again whenever it exits.
 // Unlike PasteScript, the pid file holds the monitor's pid, so "stop"
 // stops the monitor, which stops its child, instead of a server the monitor
-// would restart at once.
+// would restart at once. If the monitor dies, even by SIGKILL, its server
+// sees it is orphaned and stops. "restart" stops the daemon in the
+// foreground; its background child (same arguments) only starts.
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -29,6 +32,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 const (
@@ -310,6 +315,33 @@ func monitorRestart(opts *serveOptions, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stderr, "-------------------- Restarting --------------------")
 	}
+}
+
+// whileParentLives returns a context that ends when this process's parent
+// is gone (it was reparented): a server started by --monitor-restart whose
+// monitor dies, even by SIGKILL, stops gracefully instead of running on as
+// an orphan that no pid file names. Polling getppid is portable, and
+// unlike Pdeathsig it does not depend on which thread started the child.
+func whileParentLives(ctx context.Context, logger hclog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	ppid := os.Getppid()
+	go func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if os.Getppid() != ppid {
+				logger.Error("the monitor process is gone; stopping", "monitor_pid", ppid)
+				cancel()
+				return
+			}
+		}
+	}()
+	return ctx, cancel
 }
 
 func exitCode(err error) int {

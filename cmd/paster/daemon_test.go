@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -137,4 +138,122 @@ func TestMonitorRestart(t *testing.T) {
 	if !strings.Contains(p.log.String(), "Restarting") {
 		t.Errorf("monitor log lacks the restart banner:\n%s", p.log.String())
 	}
+}
+
+// TestDaemonRestart restarts a live daemon: the old server stops, a new one
+// serves on the same port, and the pid file names the new one.
+func TestDaemonRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	port := freePort(t)
+	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, daemonINI, port), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(dir, "paster.pid")
+	t.Cleanup(func() {
+		if pid, err := readPIDFile(pidFile); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	if stdout, stderr, code := paster(t, dir, "serve", "dev.ini", "start"); code != 0 {
+		t.Fatalf("start: exit %d: %s %s", code, stdout, stderr)
+	}
+	first, err := readPIDFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, stderr, code := paster(t, dir, "serve", "dev.ini", "restart")
+	if code != 0 {
+		log, _ := os.ReadFile(filepath.Join(dir, "paster.log"))
+		t.Fatalf("restart: exit %d: %s %s\npaster.log:\n%s", code, stdout, stderr, log)
+	}
+	second, err := readPIDFile(pidFile)
+	if err != nil {
+		t.Fatalf("pid file after restart: %v", err)
+	}
+	if second == first || !alive(second) || alive(first) {
+		t.Errorf("after restart: old PID %d alive=%v, new PID %d alive=%v", first, alive(first), second, alive(second))
+	}
+	if !strings.Contains(stdout, fmt.Sprintf("Starting server in PID %d.", second)) {
+		t.Errorf("restart said %q; pid file has %d", stdout, second)
+	}
+	p := &serveProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), done: make(chan error, 1)}
+	if got := p.healthPID(); got != second {
+		t.Errorf("the server answering is PID %d; pid file says %d", got, second)
+	}
+	if _, _, code := paster(t, dir, "serve", "dev.ini", "stop"); code != 0 || alive(second) {
+		t.Errorf("stop after restart: exit %d, PID %d alive=%v", code, second, alive(second))
+	}
+}
+
+// TestDaemonMonitorPIDFile starts a daemon under --monitor-restart: the pid
+// file names the monitor, and "stop" stops the monitor and its server.
+func TestDaemonMonitorPIDFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	port := freePort(t)
+	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, daemonINI, port), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pidFile := filepath.Join(dir, "paster.pid")
+	p := &serveProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), done: make(chan error, 1)}
+	t.Cleanup(func() {
+		if pid := p.healthPID(); pid != 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if pid, err := readPIDFile(pidFile); err == nil {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	})
+	if stdout, stderr, code := paster(t, dir, "serve", "dev.ini", "start", "--monitor-restart"); code != 0 {
+		t.Fatalf("start: exit %d: %s %s", code, stdout, stderr)
+	}
+	monitor, err := readPIDFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := p.healthPID()
+	if server == 0 || server == monitor || parentOf(server) != monitor {
+		t.Fatalf("pid file names %d; the server answering is %d with parent %d", monitor, server, parentOf(server))
+	}
+	if _, _, code := paster(t, dir, "serve", "dev.ini", "stop"); code != 0 {
+		t.Errorf("stop: exit %d", code)
+	}
+	if !waitGone(server, 10*time.Second) || alive(monitor) {
+		t.Errorf("after stop: monitor %d alive=%v, server %d alive=%v", monitor, alive(monitor), server, alive(server))
+	}
+}
+
+// TestMonitorKilledTakesServer SIGKILLs the --monitor-restart monitor: its
+// server must not stay behind as an orphan.
+func TestMonitorKilledTakesServer(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	port := freePort(t)
+	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, daemonINI, port), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, dir, port, "dev.ini", "--monitor-restart")
+	server := p.healthPID()
+	t.Cleanup(func() { syscall.Kill(server, syscall.SIGKILL) })
+	p.cmd.Process.Kill()
+	if !waitGone(server, 15*time.Second) {
+		t.Errorf("server %d still running 15s after its monitor was SIGKILLed", server)
+	}
+}
+
+// parentOf returns pid's parent process id from /proc, or 0.
+func parentOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name is in parentheses and may hold spaces.
+	s := string(b)
+	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(fields) < 2 {
+		return 0
+	}
+	ppid, _ := strconv.Atoi(fields[1])
+	return ppid
 }

@@ -110,6 +110,12 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	if opts.status || cmd == "status" {
 		return daemonStatus(opts.pidFileOrDefault(), stdout)
 	}
+	monitorChild := os.Getenv(envMonitorChild) != ""
+	if cmd == "restart" && (os.Getenv(envDaemonChild) != "" || monitorChild) {
+		// The background child of "restart" gets the same arguments: the
+		// stop half already ran in the foreground.
+		cmd = "start"
+	}
 	if cmd == "stop" || cmd == "restart" {
 		if code := stopDaemon(opts.pidFileOrDefault(), cmd, stdout); code != 0 || cmd == "stop" {
 			return code
@@ -123,7 +129,6 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	monitorChild := os.Getenv(envMonitorChild) != ""
 	if opts.daemon {
 		if opts.pidFile == "" {
 			opts.pidFile = defaultPIDFile
@@ -156,6 +161,11 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if monitorChild {
+		var cancel context.CancelFunc
+		ctx, cancel = whileParentLives(ctx, logger)
+		defer cancel()
+	}
 	if err := serve(ctx, cfg, vars, &opts, interval, logger); err != nil {
 		logger.Error("serve failed", "error", err)
 		return 1
