@@ -20,10 +20,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-)
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "0.1.0-dev"
+	"github.com/paster-dev/paster/runner/builtin"
+)
 
 const usage = `usage: paster COMMAND [options]
 
@@ -55,7 +54,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "points":
 		return pointsCommand(args[1:], stdout, stderr)
 	case "version", "--version", "-V":
-		fmt.Fprintf(stdout, "paster %s\n", version)
+		fmt.Fprintf(stdout, "paster %s\n", builtin.Version)
 		return 0
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)

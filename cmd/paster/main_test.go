@@ -217,11 +217,25 @@ func TestPoints(t *testing.T) {
 	}
 }
 
+// TestVersion: paster has one version string, the same in `paster version`
+// and in the built-in dist that `paster points` (and the plugin protocol's
+// manifests) show.
 func TestVersion(t *testing.T) {
 	t.Parallel()
 	stdout, _, exit := paster(t, ".", "version")
 	if exit != 0 || !strings.HasPrefix(stdout, "paster ") {
 		t.Fatalf("version: exit %d, %q", exit, stdout)
+	}
+	version := strings.TrimSpace(strings.TrimPrefix(stdout, "paster "))
+	out, _, exit := paster(t, ".", "points", "--json")
+	var dists []distPoints
+	if exit != 0 || json.Unmarshal([]byte(out), &dists) != nil {
+		t.Fatalf("points --json: exit %d, output:\n%s", exit, out)
+	}
+	for _, d := range dists {
+		if d.Name == "paster" && d.Version != version {
+			t.Errorf("paster version says %q; dist paster says %q", version, d.Version)
+		}
 	}
 }
 

@@ -10,7 +10,8 @@
 // POST / with any body answers 200 "read N bytes in C chunks" plus
 // "sha256 HEX". A read that waits longer than read_timeout answers 408
 // "timed out after N bytes"; a broken body answers 400 "read error after N
-// bytes: ...". GET / shows a form.
+// bytes: ...". GET / shows a form (multipart/form-data, so the count
+// includes the multipart envelope).
 package upload
 
 import (
@@ -33,8 +34,9 @@ var Dist = &entrypoints.Dist{
 }
 
 const form = `<!doctype html><title>upload</title>
-<form method="post" enctype="application/octet-stream"><input type="file" name="f"> <button>Upload</button></form>
-<p>or: curl --data-binary @FILE URL</p>
+<form method="post" enctype="multipart/form-data"><input type="file" name="f"> <button>Upload</button></form>
+<p>The answer counts the request body as sent: from this form, the file in its multipart envelope.
+For the file's own size and sha256: curl --data-binary @FILE URL</p>
 `
 
 func newApp(_ map[string]string, local entrypoints.Local) (http.Handler, error) {

@@ -32,8 +32,10 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 )
 
-// Version is the built-in dist's version.
-const Version = "0.1.0"
+// Version is paster's version: the built-in dist's, and what `paster
+// version` prints. Set it at build time with
+// -ldflags "-X github.com/paster-dev/paster/runner/builtin.Version=...".
+var Version = "0.1.0"
 
 // Dist is the built-in dist "paster". It is registered in the default
 // registry when the package is imported.

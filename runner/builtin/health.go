@@ -81,13 +81,14 @@ func serveHealth(w http.ResponseWriter, r *http.Request) {
 			Coroutines []coroutine `json:"coroutines"`
 			Plugins    []plugin    `json:"plugins"`
 			Reloads    struct {
-				Total     int       `json:"total"`
-				Failed    int       `json:"failed"`
-				Last      time.Time `json:"last,omitzero"`
-				LastOK    bool      `json:"last_ok"`
-				LastError string    `json:"last_error,omitempty"`
+				Total     int    `json:"total"`
+				Failed    int    `json:"failed"`
+				Last      any    `json:"last"` // a time, or "none yet"
+				LastOK    *bool  `json:"last_ok,omitempty"`
+				LastError string `json:"last_error,omitempty"`
 			} `json:"reloads"`
 		}{Live: true, PID: os.Getpid(), Ready: ready, Reasons: reasons, Coroutines: []coroutine{}, Plugins: []plugin{}}
+		out.Reloads.Last = "none yet"
 		if reg != nil {
 			s := reg.Snapshot()
 			out.Generation, out.Draining = s.Generation, s.Draining
@@ -102,7 +103,10 @@ func serveHealth(w http.ResponseWriter, r *http.Request) {
 				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, Restarts: p.Restarts, Instances: p.Instances, Generations: p.Generations})
 			}
 			out.Reloads.Total, out.Reloads.Failed = s.Reloads.Total, s.Reloads.Failed
-			out.Reloads.Last, out.Reloads.LastOK, out.Reloads.LastError = s.Reloads.Last, s.Reloads.LastOK, s.Reloads.LastError
+			if !s.Reloads.Last.IsZero() {
+				ok := s.Reloads.LastOK
+				out.Reloads.Last, out.Reloads.LastOK, out.Reloads.LastError = s.Reloads.Last, &ok, s.Reloads.LastError
+			}
 		}
 		w.Header().Set("Content-Type", "application/json")
 		if !ready {

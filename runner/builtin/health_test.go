@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/observe"
@@ -65,6 +66,19 @@ func TestHealth(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(body), &doc); code != 200 || err != nil || !doc.Live || !doc.Ready || doc.Generation != 2 || len(doc.Coroutines) != 1 {
 		t.Errorf("/: %d %v %s", code, err, body)
+	}
+	var reloads struct {
+		Reloads map[string]any `json:"reloads"`
+	}
+	json.Unmarshal([]byte(body), &reloads)
+	if reloads.Reloads["last"] != "none yet" || reloads.Reloads["last_ok"] != nil {
+		t.Errorf("before any reload, reloads = %v; want last \"none yet\" and no last_ok", reloads.Reloads)
+	}
+	snap.Reloads = observe.Reloads{Total: 1, Last: time.Unix(100, 0), LastOK: true}
+	_, body = get("/")
+	json.Unmarshal([]byte(body), &reloads)
+	if reloads.Reloads["last_ok"] != true || reloads.Reloads["last"] == "none yet" {
+		t.Errorf("after a reload, reloads = %v", reloads.Reloads)
 	}
 	if code, _ := get("/nope"); code != 404 {
 		t.Errorf("/nope: %d", code)
