@@ -500,6 +500,10 @@ func CoroutineName(ctx context.Context) string {
 	return name
 }
 
+// readyHint ends WaitReady's errors: the usual cause of a required coroutine
+// that never gets ready is one that never says so.
+const readyHint = " (a required coroutine must call runner.Ready(ctx) once it is ready)"
+
 // WaitReady waits until every required coroutine has reported ready (or
 // ended cleanly after doing so). It returns nil at once when no coroutine is
 // required. It fails, with an error wrapping ErrNotReady that names each
@@ -532,7 +536,7 @@ func (s *Sched) WaitReady(ctx context.Context, timeout time.Duration) error {
 		s.mu.Unlock()
 
 		if len(dead) > 0 {
-			return fmt.Errorf("runner: %w: ended without reporting ready: %s", ErrNotReady, strings.Join(append(dead, waiting...), ", "))
+			return fmt.Errorf("runner: %w: ended without reporting ready: %s%s", ErrNotReady, strings.Join(append(dead, waiting...), ", "), readyHint)
 		}
 		if len(waiting) == 0 {
 			return nil
@@ -540,7 +544,7 @@ func (s *Sched) WaitReady(ctx context.Context, timeout time.Duration) error {
 		select {
 		case <-changed:
 		case <-dl.C:
-			return fmt.Errorf("runner: %w: %w: %s", ErrNotReady, dl.err(), strings.Join(waiting, ", "))
+			return fmt.Errorf("runner: %w: %w: %s%s", ErrNotReady, dl.err(), strings.Join(waiting, ", "), readyHint)
 		case <-ctx.Done():
 			return fmt.Errorf("runner: %w: %w: %s", ErrNotReady, ctxErr(ctx), strings.Join(waiting, ", "))
 		}

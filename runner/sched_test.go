@@ -304,6 +304,9 @@ func TestReadiness(t *testing.T) {
 	if !strings.Contains(err.Error(), "db (running)") || strings.Contains(err.Error(), "optional") {
 		t.Fatalf("WaitReady error %q should name db only", err)
 	}
+	if !strings.Contains(err.Error(), "runner.Ready(ctx)") {
+		t.Fatalf("WaitReady error %q should say that a required coroutine calls runner.Ready(ctx)", err)
+	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	if err := s.WaitReady(cctx, 0); !errors.Is(err, ErrNotReady) || !errors.Is(err, context.Canceled) {
