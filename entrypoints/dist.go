@@ -8,6 +8,26 @@
 // The loader (LoadApp, LoadFilter, LoadServer, AppConfig and the Session they
 // share) reads PasteDeploy INI files and turns sections into values by calling
 // the factories of the entry points they name.
+//
+// # Where paster differs from PasteDeploy
+//
+// The loader keeps PasteDeploy's semantics, quirks included (a [DEFAULT] key
+// shadows a local key of the same name; a use= target's keys are overridden
+// by the referrer's), and warns where PasteDeploy is silent. It differs on
+// purpose in these cases:
+//
+//   - A composite's children are looked up in the file of the section whose
+//     use names the composite's entry point, where the keys that name them
+//     are written. PasteDeploy looks them up in the outermost referrer's
+//     file, so a composite reached through config:other.ini#x could not find
+//     its own siblings.
+//   - Explicit protocol keys (paste.app_factory = …) and call: URIs are
+//     refused with an error that says to use use = egg:DIST#NAME.
+//   - Errors name the file, line, section and key, the chain of references
+//     that led there, and what exists instead; reference cycles are errors,
+//     not recursion limits.
+//   - A file's interpolated size is capped (see the loader's errors), and
+//     values of keys named like secrets are redacted in errors and logs.
 package entrypoints
 
 import (
