@@ -29,6 +29,9 @@ const (
 	DefaultMaxHeaderBytes    = http.DefaultMaxHeaderBytes // 1 MiB
 	DefaultMaxBodyBytes      = 10 << 20                   // 10 MiB
 	DefaultShutdownTimeout   = 10 * time.Second
+	// DefaultHandlerTimeout is off: long-polls park for as long as their
+	// own waits allow.
+	DefaultHandlerTimeout = 0
 )
 
 // ErrShutdownTimeout is wrapped by the error Serve returns when requests were
@@ -61,6 +64,17 @@ type HTTPConfig struct {
 	MaxBodyBytes int64
 	// ShutdownTimeout bounds the graceful shutdown.
 	ShutdownTimeout time.Duration
+	// MaxConnections caps the connections the server has open at once
+	// (idle keep-alive, active and hijacked ones): at the cap it stops
+	// accepting and new connections wait in the kernel's listen backlog
+	// until one closes. 0 means no cap. The default is
+	// DefaultMaxConnections().
+	MaxConnections int
+	// HandlerTimeout bounds how long a handler may run: after it, the
+	// handler's context is cancelled and the client gets 503 if nothing
+	// was sent yet, or its connection is ended if the response had
+	// started (see TimeoutHandler). 0, the default, means no bound.
+	HandlerTimeout time.Duration
 }
 
 // HTTPServerKeys are the local configuration keys NewHTTPServer reads.
@@ -69,6 +83,7 @@ type HTTPConfig struct {
 var HTTPServerKeys = []string{
 	"host", "port", "read_header_timeout", "read_timeout", "write_timeout",
 	"idle_timeout", "max_header_bytes", "max_body_bytes", "shutdown_timeout",
+	"max_connections", "handler_timeout",
 }
 
 // ignoredHTTPKeys are options of Paste's and cogen's servers that have no
@@ -120,6 +135,11 @@ type HTTPServer struct {
 //	max_header_bytes     default 1 MiB
 //	max_body_bytes       default 10 MiB; a larger body gets 413
 //	shutdown_timeout     graceful shutdown bound, default 10s
+//	max_connections      open connections at once; more wait in the listen
+//	                     backlog (default DefaultMaxConnections(), from
+//	                     the open-file limit; 0 = no cap)
+//	handler_timeout      bound on a handler's run: then 503 and its context
+//	                     cancelled (default 0 = off, for long-polls)
 //
 // A bad value is an error naming the file, line, section and key. Unknown
 // keys are logged as warnings (with a near-miss suggestion), as are options
@@ -195,6 +215,7 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 		{"write_timeout", DefaultWriteTimeout, &cfg.WriteTimeout},
 		{"idle_timeout", DefaultIdleTimeout, &cfg.IdleTimeout},
 		{"shutdown_timeout", DefaultShutdownTimeout, &cfg.ShutdownTimeout},
+		{"handler_timeout", DefaultHandlerTimeout, &cfg.HandlerTimeout},
 	}
 	for _, d := range durations {
 		v, err := local.Duration(d.key, d.def)
@@ -217,6 +238,12 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 	cfg.MaxHeaderBytes = int(hb)
 	if cfg.MaxBodyBytes, err = local.Size("max_body_bytes", DefaultMaxBodyBytes); err != nil {
 		return cfg, err
+	}
+	if cfg.MaxConnections, err = local.Int("max_connections", DefaultMaxConnections()); err != nil {
+		return cfg, err
+	}
+	if cfg.MaxConnections < 0 {
+		return cfg, local.Errorf("max_connections", "negative count %d (0 turns the cap off)", cfg.MaxConnections)
 	}
 	return cfg, nil
 }

@@ -67,6 +67,7 @@ func TestNewHTTPServerConfig(t *testing.T) {
 		MaxHeaderBytes:    DefaultMaxHeaderBytes,
 		MaxBodyBytes:      DefaultMaxBodyBytes,
 		ShutdownTimeout:   DefaultShutdownTimeout,
+		MaxConnections:    DefaultMaxConnections(),
 	}
 	with := func(f func(c *HTTPConfig)) HTTPConfig {
 		c := def
@@ -101,6 +102,13 @@ func TestNewHTTPServerConfig(t *testing.T) {
 			want: with(func(c *HTTPConfig) { c.MaxHeaderBytes, c.MaxBodyBytes = 64<<10, 2<<20 })},
 		{name: "body limit off", local: localOf("max_body_bytes", "0"),
 			want: with(func(c *HTTPConfig) { c.MaxBodyBytes = 0 })},
+		{name: "connection cap and handler timeout", local: localOf("max_connections", "500", "handler_timeout", "30s"),
+			want: with(func(c *HTTPConfig) { c.MaxConnections, c.HandlerTimeout = 500, 30*time.Second })},
+		{name: "connection cap off", local: localOf("max_connections", "0"),
+			want: with(func(c *HTTPConfig) { c.MaxConnections = 0 })},
+		{name: "bad connection cap", local: localOf("max_connections", "many"), wantErr: "bad integer value", errKey: "max_connections"},
+		{name: "negative connection cap", local: localOf("max_connections", "-1"), wantErr: "negative", errKey: "max_connections"},
+		{name: "negative handler timeout", local: localOf("handler_timeout", "-1s"), wantErr: "negative", errKey: "handler_timeout"},
 		{name: "bad port", local: localOf("port", "eighty"), wantErr: "bad integer value", errKey: "port"},
 		{name: "port out of range", local: localOf("port", "70000"), wantErr: "out of range", errKey: "port"},
 		{name: "bad port in host", local: localOf("host", "localhost:http"), wantErr: "bad port", errKey: "host"},
