@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 )
 
@@ -143,4 +144,22 @@ func clientPathHasSlash(r *http.Request) bool {
 		ru = u.Path
 	}
 	return strings.HasSuffix(ru, "/")
+}
+
+// siteRedirect answers code (a 3xx) with a Location on this site: target,
+// a path, is cleaned (a trailing slash is kept) and starts with exactly one
+// slash, so no request path ("//host/..", "/\host", "/%2f%2fhost") can
+// turn into a scheme-relative URL that browsers follow to another host; a
+// backslash is sent escaped (%5C). rawQuery, when not empty, is appended.
+func siteRedirect(w http.ResponseWriter, r *http.Request, target, rawQuery string, code int) {
+	trailing := strings.HasSuffix(target, "/")
+	p := "/" + strings.TrimLeft(path.Clean("/"+target), "/")
+	if trailing && p != "/" {
+		p += "/"
+	}
+	loc := (&url.URL{Path: p}).EscapedPath()
+	if rawQuery != "" {
+		loc += "?" + rawQuery
+	}
+	http.Redirect(w, r, loc, code)
 }

@@ -74,7 +74,7 @@ func (a *pprofApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "":
 		// Index lists the profiles with links relative to the mount.
 		if !strings.HasSuffix(r.URL.Path, "/") {
-			http.Redirect(w, r, ScriptName(r)+"/", http.StatusMovedPermanently)
+			siteRedirect(w, r, ScriptName(r)+"/", "", http.StatusMovedPermanently)
 			return
 		}
 		pprof.Index(w, r)

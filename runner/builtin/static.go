@@ -5,7 +5,6 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
-	"net/url"
 	"os"
 	"path"
 	"path/filepath"
@@ -25,7 +24,9 @@ import (
 //
 // GET and HEAD only (405 otherwise). A directory is answered with its
 // index.html; a directory asked for without a trailing slash is first
-// redirected (301) to the slash form under ScriptName(r); a missing file or
+// redirected (301) to the slash form of its cleaned path under
+// ScriptName(r), always a path on this site (GET //host/.. is redirected to
+// /, never to //host/../); a missing file or
 // a directory without index.html is 404 (no listings). Ranges, conditional
 // requests and content types are http.ServeContent's. Files are opened
 // through an os.Root, so no path (.., encoded traversal, or a symlink
@@ -96,11 +97,10 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if fi.IsDir() {
 		if !clientPathHasSlash(r) {
-			target := (&url.URL{Path: ScriptName(r) + strings.TrimSuffix(p, "/") + "/"}).EscapedPath()
-			if r.URL.RawQuery != "" {
-				target += "?" + r.URL.RawQuery
-			}
-			http.Redirect(w, r, target, http.StatusMovedPermanently)
+			// The target is built from the cleaned name, never from the
+			// path as sent: "//host/.." names the root, and is redirected
+			// to "/", not to "//host/../".
+			siteRedirect(w, r, ScriptName(r)+"/"+name+"/", r.URL.RawQuery, http.StatusMovedPermanently)
 			return
 		}
 		f.Close()
