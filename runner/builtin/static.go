@@ -21,6 +21,9 @@ import (
 //	               relative to the global conf's "here" (the INI file's
 //	               directory) when present, else the working directory
 //	cache_max_age  seconds; sets "Cache-Control: max-age=N" on files
+//	serve_hidden   bool, default false: serve dotfiles (.env, .htpasswd)
+//	               and anything under a dot-directory (.git/); when false
+//	               they are 404, except under /.well-known/ (RFC 8615)
 //
 // GET and HEAD only (405 otherwise). A directory is answered with its
 // index.html; a directory asked for without a trailing slash is first
@@ -32,8 +35,8 @@ import (
 // through an os.Root, so no path (.., encoded traversal, or a symlink
 // pointing outside) reaches anything outside document_root.
 //
-// Errors: document_root missing, not a directory or not openable, and a bad
-// cache_max_age, each naming the key. The root stays open for the life of
+// Errors: document_root missing, not a directory or not openable, a bad
+// cache_max_age or serve_hidden, each naming the key. The root stays open for the life of
 // the process.
 func staticFactory(global map[string]string, local entrypoints.Local) (http.Handler, error) {
 	dir := strings.TrimSpace(local.Get("document_root"))
@@ -44,15 +47,19 @@ func staticFactory(global map[string]string, local entrypoints.Local) (http.Hand
 		dir = filepath.Join(global["here"], dir)
 	}
 	for _, k := range local.Keys() {
-		if k != "document_root" && k != "cache_max_age" {
-			logger().Warn("static: unknown key ignored", "key", k, "at", local.Where(k).String(), "known", "document_root, cache_max_age")
+		if k != "document_root" && k != "cache_max_age" && k != "serve_hidden" {
+			logger().Warn("static: unknown key ignored", "key", k, "at", local.Where(k).String(), "known", "document_root, cache_max_age, serve_hidden")
 		}
+	}
+	serveHidden, err := local.Bool("serve_hidden", false)
+	if err != nil {
+		return nil, err
 	}
 	root, err := os.OpenRoot(dir)
 	if err != nil {
 		return nil, local.Errorf("document_root", "%w", err)
 	}
-	s := &static{root: root.FS()}
+	s := &static{root: root.FS(), serveHidden: serveHidden}
 	age, err := local.Int("cache_max_age", -1)
 	if err != nil {
 		return nil, err
@@ -66,6 +73,7 @@ func staticFactory(global map[string]string, local entrypoints.Local) (http.Hand
 type static struct {
 	root         fs.FS
 	cacheControl string
+	serveHidden  bool
 }
 
 func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -83,6 +91,10 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name := strings.TrimPrefix(path.Clean("/"+p), "/")
 	if name == "" {
 		name = "."
+	}
+	if !s.serveHidden && isHidden(name) {
+		http.Error(w, "404 Not Found", http.StatusNotFound)
+		return
 	}
 	f, err := s.root.Open(name)
 	if err != nil {
@@ -126,6 +138,18 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.ServeContent(w, r, fi.Name(), fi.ModTime(), rs)
+}
+
+// isHidden reports whether the cleaned, relative name is a dotfile or
+// lies under a dot-directory, other than /.well-known/ (RFC 8615's
+// directory for files meant to be public).
+func isHidden(name string) bool {
+	for i, seg := range strings.Split(name, "/") {
+		if strings.HasPrefix(seg, ".") && seg != "." && (i > 0 || seg != ".well-known") {
+			return true
+		}
+	}
+	return false
 }
 
 // error answers 404 for anything that does not exist or lies outside the

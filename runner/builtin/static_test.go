@@ -142,3 +142,65 @@ func TestStaticErrors(t *testing.T) {
 		wantErr(t, err, tt.key, tt.err)
 	}
 }
+
+// TestStaticHidden: dotfiles and anything under a dot-directory are 404
+// unless serve_hidden = true (issue 8.12); /.well-known/ (RFC 8615) is
+// served either way. Requests are written by hand so that encoded and
+// doubled forms reach the server as sent.
+func TestStaticHidden(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	files := map[string]string{
+		".env":                 "SECRET=1",
+		".git/config":          "[core] SECRET",
+		".git/index.html":      "SECRET index",
+		"sub/.htpasswd":        "SECRET:x",
+		"sub/.cache/x.txt":     "SECRET cache",
+		"sub/ok.txt":           "visible",
+		".well-known/acme.txt": "challenge",
+		"a.b/.c":               "SECRET c",
+		"name.with.dots.txt":   "dots",
+	}
+	for name, body := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hidden := []string{
+		"/.env", "/.env?x=1", "/%2eenv", "/.git/config", "/.git/", "/.git", "/.git/index.html",
+		"//.git/config", "/sub/../.env", "/sub/.htpasswd", "/sub/.cache/x.txt", "/sub/.cache/",
+		"/a.b/.c", "/./.env", "/x/..%2f.env",
+	}
+	visible := map[string]string{"/sub/ok.txt": "visible", "/.well-known/acme.txt": "challenge", "/name.with.dots.txt": "dots"}
+	for _, serveHidden := range []bool{false, true} {
+		local := []string{"document_root", root}
+		if serveHidden {
+			local = append(local, "serve_hidden", "true")
+		}
+		h, err := staticFactory(nil, localOf(local...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := start(t, h).Listener.Addr().String()
+		for _, target := range hidden {
+			resp, body := rawGet(t, addr, target)
+			if !serveHidden && (resp.StatusCode != http.StatusNotFound || strings.Contains(body, "SECRET")) {
+				t.Errorf("GET %s: %d %q, want 404", target, resp.StatusCode, body)
+			}
+		}
+		for target, want := range visible {
+			if resp, body := rawGet(t, addr, target); resp.StatusCode != 200 || body != want {
+				t.Errorf("serve_hidden=%v: GET %s: %d %q, want 200 %q", serveHidden, target, resp.StatusCode, body, want)
+			}
+		}
+		if resp, body := rawGet(t, addr, "/.env"); serveHidden && (resp.StatusCode != 200 || body != "SECRET=1") {
+			t.Errorf("serve_hidden=true: GET /.env: %d %q", resp.StatusCode, body)
+		}
+	}
+	_, err := staticFactory(nil, localOf("document_root", root, "serve_hidden", "perhaps"))
+	wantErr(t, err, "serve_hidden", "perhaps")
+}
