@@ -8,6 +8,20 @@ import (
 	"testing"
 )
 
+// writeFiles writes files (name: contents) under root, making directories.
+func writeFiles(t *testing.T, root string, files map[string]string) {
+	t.Helper()
+	for name, body := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // staticTree makes DIR/root with files, and DIR/secret.txt outside it.
 func staticTree(t *testing.T) (dir, root string) {
 	t.Helper()
@@ -20,15 +34,7 @@ func staticTree(t *testing.T) (dir, root string) {
 		"nodir/x.txt":    "x",
 		"../secret.txt":  "SECRET",
 	}
-	for name, body := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, root, files)
 	if err := os.Symlink(filepath.Join(dir, "secret.txt"), filepath.Join(root, "escape")); err != nil {
 		t.Fatal(err)
 	}
@@ -161,15 +167,7 @@ func TestStaticHidden(t *testing.T) {
 		"a.b/.c":               "SECRET c",
 		"name.with.dots.txt":   "dots",
 	}
-	for name, body := range files {
-		p := filepath.Join(root, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeFiles(t, root, files)
 	hidden := []string{
 		"/.env", "/.env?x=1", "/%2eenv", "/.git/config", "/.git/", "/.git", "/.git/index.html",
 		"//.git/config", "/sub/../.env", "/sub/.htpasswd", "/sub/.cache/x.txt", "/sub/.cache/",
