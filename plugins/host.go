@@ -62,9 +62,12 @@
 //
 // A plugin process that exits unexpectedly is seen at once. Requests that
 // were in flight get 502 Bad Gateway, new ones 503 Service Unavailable with
-// Retry-After while the host starts a new process with backoff and recreates
-// every instance; after HostOptions.MaxRestarts crashes within a minute it
-// gives up and the dist's apps answer 503 until the host is closed. A plugin
+// Retry-After (the seconds until the next start attempt) while the host
+// starts a new process with backoff and recreates every instance. After
+// HostOptions.MaxRestarts crashes within a minute the plugin is in a crash
+// loop: each further start is tried after a cooldown (HostOptions.
+// CrashLoopCooldown, [plugins] crash_loop_cooldown, default 30 s; 0 gives
+// up, and the dist's apps answer 503 until a reload loads it again). A plugin
 // never outlives its host: it is started with Pdeathsig SIGKILL and the SDK
 // exits when its parent process changes.
 package plugins
@@ -129,11 +132,20 @@ type HostOptions struct {
 	// RestartBackoff is the first delay before a crashed plugin is started
 	// again; it doubles per crash up to 10 s. Default 100 ms.
 	RestartBackoff time.Duration
-	// MaxRestarts is how many crashes within a minute are restarted before
-	// the host gives up on the plugin. Default 5; negative means never
-	// restart.
+	// MaxRestarts is how many crashes within a minute are restarted with
+	// backoff; each crash beyond is restarted after CrashLoopCooldown.
+	// Default 5; negative means never restart.
 	MaxRestarts int
+	// CrashLoopCooldown is the wait before each restart once a plugin
+	// crashed more than MaxRestarts times within a minute; [plugins]
+	// crash_loop_cooldown overrides it. Default 30 s; negative means no
+	// restart past the limit (the plugin stays failed until it is loaded
+	// again by a reload).
+	CrashLoopCooldown time.Duration
 }
+
+// DefaultCrashLoopCooldown is HostOptions.CrashLoopCooldown's default.
+const DefaultCrashLoopCooldown = 30 * time.Second
 
 // Host starts, supervises and stops plugin processes, and resolves dists to
 // them. It is safe for concurrent use. Close it to stop every plugin.
@@ -166,6 +178,9 @@ func NewHost(opts HostOptions) *Host {
 	}
 	if opts.MaxRestarts == 0 {
 		opts.MaxRestarts = 5
+	}
+	if opts.CrashLoopCooldown == 0 {
+		opts.CrashLoopCooldown = DefaultCrashLoopCooldown
 	}
 	return &Host{opts: opts, log: opts.Logger.Named("plugins"), procs: map[string]*proc{}}
 }
@@ -222,7 +237,7 @@ func (h *Host) Egg(name string, from entrypoints.Origin) (*entrypoints.Dist, err
 	if err != nil {
 		return nil, err
 	}
-	d, err := h.start(path, from.Plugins["sha256."+name])
+	d, err := h.start(path, from.Plugins["sha256."+name], from)
 	if err != nil {
 		return nil, err
 	}
@@ -240,10 +255,29 @@ func (h *Host) Binary(path string, from entrypoints.Origin) (*entrypoints.Dist, 
 	if !filepath.IsAbs(path) && from.File != "" {
 		path = filepath.Join(filepath.Dir(from.File), path)
 	}
-	return h.start(path, from.Plugins["sha256."+filepath.Base(path)])
+	return h.start(path, from.Plugins["sha256."+filepath.Base(path)], from)
 }
 
-func (h *Host) start(path, pin string) (*entrypoints.Dist, error) {
+// crashLoopCooldown returns the [plugins] crash_loop_cooldown of from, or
+// def when it has none; 0 means no restart past the crash-loop limit. A
+// value that is not a non-negative duration is an error naming the key.
+func crashLoopCooldown(from entrypoints.Origin, def time.Duration) (time.Duration, error) {
+	v, ok := from.Plugins["crash_loop_cooldown"]
+	if !ok {
+		return def, nil
+	}
+	d, err := time.ParseDuration(strings.TrimSpace(v))
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("[plugins] crash_loop_cooldown = %q: want a duration such as 30s (0: no restart past the crash-loop limit)", v)
+	}
+	return d, nil
+}
+
+func (h *Host) start(path, pin string, from entrypoints.Origin) (*entrypoints.Dist, error) {
+	cooldown, err := crashLoopCooldown(from, h.opts.CrashLoopCooldown)
+	if err != nil {
+		return nil, err
+	}
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, err
@@ -269,6 +303,7 @@ func (h *Host) start(path, pin string) (*entrypoints.Dist, error) {
 		h.procs[abs] = p
 	}
 	h.mu.Unlock()
+	p.setCooldown(cooldown)
 	if err := p.startOnce(); err != nil {
 		return nil, err
 	}
@@ -315,7 +350,14 @@ type PluginInfo struct {
 	Dist    string
 	Version string
 	PID     int
-	State   string // "running", "restarting", "failed", "closed"
+	// State is "running", "restarting" (a restart with backoff is due),
+	// "crash_loop" (more than MaxRestarts crashes within a minute: the
+	// restart is due after the cooldown), "failed" (not restarted) or
+	// "closed".
+	State string
+	// NextRestart is when the next start attempt is due while restarting
+	// or in a crash loop (zero otherwise).
+	NextRestart time.Time
 	// Restarts counts the processes started after a crash.
 	Restarts int
 	// Instances counts the instances created in the process and not yet

@@ -181,7 +181,13 @@ func mustGet(t *testing.T, url string, want string) {
 // probe starts a ptest probe app instance named name behind a test server.
 func probe(t *testing.T, h testHost, name string) (*entrypoints.Dist, *httptest.Server) {
 	t.Helper()
-	d, err := h.Binary(bin("ptest"), entrypoints.Origin{})
+	return probeFrom(t, h, entrypoints.Origin{}, name)
+}
+
+// probeFrom is probe with the plugin referenced from from (its [plugins]).
+func probeFrom(t *testing.T, h testHost, from entrypoints.Origin, name string) (*entrypoints.Dist, *httptest.Server) {
+	t.Helper()
+	d, err := h.Binary(bin("ptest"), from)
 	if err != nil {
 		t.Fatal(err)
 	}

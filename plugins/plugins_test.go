@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -619,10 +620,14 @@ func TestCrashAndRestart(t *testing.T) {
 	mustGet(t, otherSrv.URL, "Hello, world!\n")
 }
 
-func TestCrashLoopLimit(t *testing.T) {
-	t.Parallel()
-	h := newHost(t, HostOptions{RestartBackoff: time.Millisecond, MaxRestarts: 1})
-	_, srv := probe(t, h, "x")
+// TestCrashLoopCooldown: past the crash-loop limit the plugin is started
+// again after [plugins] crash_loop_cooldown, without a reload, and requests
+// meanwhile are told when to retry.
+// crashTwice starts a probe app with [plugins] crash_loop_cooldown =
+// cooldown and makes its plugin exit twice (past MaxRestarts 1).
+func crashTwice(t *testing.T, h testHost, cooldown string) *httptest.Server {
+	t.Helper()
+	_, srv := probeFrom(t, h, entrypoints.Origin{Plugins: map[string]string{"crash_loop_cooldown": cooldown}}, "x")
 	pid := h.Plugins()[0].PID
 	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
 		t.Fatalf("first exit: %d", code)
@@ -634,10 +639,71 @@ func TestCrashLoopLimit(t *testing.T) {
 	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
 		t.Fatalf("second exit: %d", code)
 	}
+	return srv
+}
+
+func TestCrashLoopCooldown(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{RestartBackoff: time.Millisecond, MaxRestarts: 1})
+	srv := crashTwice(t, h, "1500ms")
+	waitFor(t, 10*time.Second, "the crash loop", func() bool { return h.Plugins()[0].State == "crash_loop" })
+	if next := h.Plugins()[0].NextRestart; next.IsZero() {
+		t.Fatal("crash loop without a next restart time")
+	}
+	resp, err := http.Get(srv.URL + "/name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "2" && resp.Header.Get("Retry-After") != "1" {
+		t.Fatalf("during the cooldown: %d Retry-After %q, want 503 with Retry-After 1 or 2 (cooldown 1.5s)", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	waitFor(t, 15*time.Second, "the restart after the cooldown", func() bool { return h.Plugins()[0].State == "running" })
+	mustGet(t, srv.URL+"/name", "x")
+	if !strings.Contains(h.logs.String(), "starting it again after the cooldown") {
+		t.Errorf("the crash loop was not logged")
+	}
+}
+
+// TestCrashLoopOff: crash_loop_cooldown = 0 gives up past the limit.
+func TestCrashLoopOff(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{RestartBackoff: time.Millisecond, MaxRestarts: 1})
+	if _, err := h.Binary(bin("ptest"), entrypoints.Origin{Plugins: map[string]string{"crash_loop_cooldown": "soon"}}); err == nil || !strings.Contains(err.Error(), "crash_loop_cooldown") {
+		t.Fatalf("bad crash_loop_cooldown: %v", err)
+	}
+	srv := crashTwice(t, h, "0")
 	waitFor(t, 10*time.Second, "the host to give up", func() bool { return h.Plugins()[0].State == "failed" })
-	code, _ := get(t, srv.URL+"/name")
-	if code != http.StatusServiceUnavailable {
-		t.Fatalf("failed plugin answered %d", code)
+	resp, err := http.Get(srv.URL + "/name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "" {
+		t.Fatalf("failed plugin answered %d Retry-After %q, want 503 without", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+// TestRetryAfterIsTheWait: Retry-After is the time until the restart is
+// tried, not a fixed second.
+func TestRetryAfterIsTheWait(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{RestartBackoff: 4 * time.Second})
+	_, srv := probe(t, h, "x")
+	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
+		t.Fatalf("exit: %d", code)
+	}
+	waitFor(t, 10*time.Second, "the restart to be scheduled", func() bool { return h.Plugins()[0].State == "restarting" })
+	resp, err := http.Get(srv.URL + "/name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	left := time.Until(h.Plugins()[0].NextRestart)
+	got, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+	// The header was computed before left: it may be one second more.
+	if want := int((left + time.Second - 1) / time.Second); resp.StatusCode != http.StatusServiceUnavailable || got != want && got != want+1 {
+		t.Fatalf("got %d Retry-After %q with the restart due in %s", resp.StatusCode, resp.Header.Get("Retry-After"), left)
 	}
 }
 

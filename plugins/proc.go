@@ -34,12 +34,19 @@ const (
 	stateNew procState = iota
 	stateRunning
 	stateRestarting
+	stateCrashLoop // past the crash-loop limit: restarted after the cooldown
 	stateFailed
 	stateClosed
 )
 
 func (s procState) String() string {
-	return [...]string{"new", "running", "restarting", "failed", "closed"}[s]
+	return [...]string{"new", "running", "restarting", "crash_loop", "failed", "closed"}[s]
+}
+
+// waiting reports whether a process is to be started in state s: requests
+// are told to retry and Run loops wait for it.
+func (s procState) waiting() bool {
+	return s == stateNew || s == stateRestarting || s == stateCrashLoop
 }
 
 // proc is one plugin binary: the current process (generation), the instance
@@ -67,6 +74,12 @@ type proc struct {
 	changed  chan struct{} // closed and replaced on every state change
 	crashes  []time.Time
 	restarts int // processes started after a crash
+	// nextStart is when the scheduled restart is due (zero: none
+	// scheduled, or it is under way).
+	nextStart time.Time
+	// cooldown is the wait before each restart past the crash-loop limit
+	// ([plugins] crash_loop_cooldown; 0: none, the plugin stays failed).
+	cooldown time.Duration
 	closing  chan struct{}
 
 	runCtx    context.Context // ends when Close gives up waiting: tears Run streams down
@@ -87,7 +100,7 @@ type generation struct {
 func newProc(h *Host, path string, sum []byte) *proc {
 	name := strings.TrimPrefix(filepath.Base(path), BinaryPrefix)
 	p := &proc{h: h, path: path, sum: sum, name: name, log: h.opts.Logger.Named(name),
-		changed: make(chan struct{}), closing: make(chan struct{})}
+		changed: make(chan struct{}), closing: make(chan struct{}), cooldown: h.opts.CrashLoopCooldown}
 	p.runCtx, p.runCancel = context.WithCancel(context.Background())
 	return p
 }
@@ -124,7 +137,7 @@ func (p *proc) setState(s procState) {
 func (p *proc) info() PluginInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String(), Restarts: p.restarts, Instances: len(p.specs)}
+	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String(), Restarts: p.restarts, Instances: len(p.specs), NextRestart: p.nextStart}
 	if p.gen != nil {
 		i.PID = p.gen.pid
 	}
@@ -288,7 +301,10 @@ func (p *proc) watch(g *generation) {
 	}()
 }
 
-// crashLocked counts a crash and starts the restart loop or gives up.
+// crashLocked counts a crash and schedules the restart: after a backoff
+// that doubles per crash within a minute (up to 10 s), or, past the
+// crash-loop limit, after the cooldown; without a cooldown (or with
+// MaxRestarts negative) the plugin stays failed. p.mu is held.
 func (p *proc) crashLocked() {
 	now := time.Now()
 	recent := p.crashes[:0]
@@ -298,16 +314,44 @@ func (p *proc) crashLocked() {
 		}
 	}
 	p.crashes = append(recent, now)
-	if p.h.opts.MaxRestarts < 0 || len(p.crashes) > p.h.opts.MaxRestarts {
-		p.log.Error("plugin crashes too often; not restarting it", "path", p.path, "crashes_last_minute", len(p.crashes))
+	if p.h.opts.MaxRestarts < 0 {
+		p.log.Error("plugin crashed; restarts are off", "path", p.path)
 		p.setState(stateFailed)
 		return
 	}
-	p.setState(stateRestarting)
-	delay := p.h.opts.RestartBackoff << (len(p.crashes) - 1)
-	delay = min(delay, 10*time.Second)
+	state, delay := stateRestarting, min(p.h.opts.RestartBackoff<<(len(p.crashes)-1), 10*time.Second)
+	if len(p.crashes) > p.h.opts.MaxRestarts {
+		if p.cooldown <= 0 {
+			p.log.Error("plugin crashes too often; not restarting it", "path", p.path, "crashes_last_minute", len(p.crashes))
+			p.setState(stateFailed)
+			return
+		}
+		state, delay = stateCrashLoop, p.cooldown
+		p.log.Error("plugin crashes too often; starting it again after the cooldown", "path", p.path,
+			"crashes_last_minute", len(p.crashes), "cooldown", p.cooldown)
+	}
+	p.nextStart = now.Add(delay)
+	p.setState(state)
 	p.bg.Add(1)
 	go p.restart(delay)
+}
+
+// setCooldown sets the wait before restarts past the crash-loop limit (the
+// configuration loaded last wins).
+func (p *proc) setCooldown(d time.Duration) {
+	p.mu.Lock()
+	p.cooldown = d
+	p.mu.Unlock()
+}
+
+// retryAfter is the Retry-After value, in seconds, for a request turned
+// away while a restart is due: the time until the restart is tried,
+// rounded up, and at least 1 (a restart under way).
+func (p *proc) retryAfter() int {
+	p.mu.Lock()
+	next := p.nextStart
+	p.mu.Unlock()
+	return max(1, int((time.Until(next)+time.Second-1)/time.Second))
 }
 
 func (p *proc) restart(delay time.Duration) {
@@ -326,6 +370,9 @@ func (p *proc) restart(delay time.Duration) {
 			return
 		}
 	}
+	p.mu.Lock()
+	p.nextStart = time.Time{}
+	p.mu.Unlock()
 	g, err := p.launch(false)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -377,10 +424,10 @@ func (p *proc) waitRunning(ctx context.Context) (*generation, error) {
 		p.mu.Lock()
 		st, g, ch := p.state, p.gen, p.changed
 		p.mu.Unlock()
-		switch st {
-		case stateRunning:
+		switch {
+		case st == stateRunning:
 			return g, nil
-		case stateClosed, stateFailed:
+		case !st.waiting():
 			return nil, fmt.Errorf("plugin binary %s: %w (%s)", p.path, ErrUnavailable, st)
 		}
 		select {

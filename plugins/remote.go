@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins/internal/transport"
@@ -126,14 +127,15 @@ type remoteApp struct {
 func (a *remoteApp) remote() (*proc, uint64) { return a.p, a.id }
 
 // ServeHTTP forwards the request to the instance. While the plugin restarts
-// it answers 503 with Retry-After; when the plugin dies before answering,
+// (also during a crash loop's cooldown) it answers 503 with Retry-After set
+// to the seconds until the next start attempt; when the plugin dies before answering,
 // 502; after the response began, the response is aborted.
 func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.p.h.adoptCore(r.Context())
 	g, st := a.p.acquire()
 	if g == nil {
-		if st == stateRestarting || st == stateNew {
-			w.Header().Set("Retry-After", "1")
+		if st.waiting() {
+			w.Header().Set("Retry-After", strconv.Itoa(a.p.retryAfter()))
 		}
 		http.Error(w, "Service Unavailable: plugin "+a.p.name+" is "+st.String(), http.StatusServiceUnavailable)
 		return

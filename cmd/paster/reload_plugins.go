@@ -28,7 +28,8 @@ import (
 //
 // A binary is unchanged when its size and modification time are those seen
 // when its process started or, failing that, when its SHA-256 is the same
-// (a touched file). A process that failed for good is never reused.
+// (a touched file). A process that failed or is in a crash loop is never
+// reused: the reload starts a new one (and says so).
 type pluginPool struct {
 	opts plugins.HostOptions
 	core runner.Core
@@ -111,9 +112,15 @@ func (p *pluginPool) acquire(path string, gen int) (*poolEntry, error) {
 	defer p.mu.Unlock()
 	list := p.entries[abs]
 	var sum []byte
+	why := "plugin binary changed; starting a new process beside the old one"
 	if n := len(list); n > 0 {
 		e := list[n-1]
-		if usable(e) {
+		if st := failedState(e); st != "" {
+			why = "plugin process failed; the reload starts it again"
+			if st == "crash_loop" {
+				why = "plugin process is in a crash loop; the reload starts it again now"
+			}
+		} else {
 			if e.stamp == stamp {
 				e.gens[gen] = true
 				return e, nil
@@ -141,19 +148,21 @@ func (p *pluginPool) acquire(path string, gen int) (*poolEntry, error) {
 	e := &poolEntry{path: abs, stamp: stamp, sum: sum, host: h, gens: map[int]bool{gen: true}}
 	p.entries[abs] = append(list, e)
 	if len(list) > 0 {
-		p.log.Info("plugin binary changed; starting a new process beside the old one", "path", abs, "generation", gen)
+		p.log.Info(why, "path", abs, "generation", gen)
 	}
 	return e, nil
 }
 
-// usable reports whether e's process may serve another generation.
-func usable(e *poolEntry) bool {
+// failedState returns the state of e's process when it may not serve
+// another generation (failed, crash_loop: a reload starts it again at once
+// rather than after the cooldown; closed), or "".
+func failedState(e *poolEntry) string {
 	for _, info := range e.host.Plugins() {
-		if info.State == "failed" || info.State == "closed" {
-			return false
+		if info.State == "failed" || info.State == "crash_loop" || info.State == "closed" {
+			return info.State
 		}
 	}
-	return true
+	return ""
 }
 
 // release drops generation gen's hold on entries and closes, in parallel and
@@ -246,7 +255,7 @@ func (p *pluginPool) infos() []observe.Plugin {
 	var out []observe.Plugin
 	for _, h := range hs {
 		for _, i := range h.e.host.Plugins() {
-			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State, Restarts: i.Restarts, Instances: i.Instances, Generations: h.gens})
+			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State, NextRestart: i.NextRestart, Restarts: i.Restarts, Instances: i.Instances, Generations: h.gens})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

@@ -63,13 +63,14 @@ func serveHealth(w http.ResponseWriter, r *http.Request) {
 			Since     time.Time `json:"since"`
 		}
 		type plugin struct {
-			Dist        string `json:"dist"`
-			Path        string `json:"path"`
-			PID         int    `json:"pid"`
-			State       string `json:"state"`
-			Restarts    int    `json:"restarts"`
-			Instances   int    `json:"instances"`
-			Generations []int  `json:"generations"`
+			Dist        string    `json:"dist"`
+			Path        string    `json:"path"`
+			PID         int       `json:"pid"`
+			State       string    `json:"state"`
+			NextRestart time.Time `json:"next_restart,omitzero"`
+			Restarts    int       `json:"restarts"`
+			Instances   int       `json:"instances"`
+			Generations []int     `json:"generations"`
 		}
 		out := struct {
 			Live       bool        `json:"live"`
@@ -100,7 +101,7 @@ func serveHealth(w http.ResponseWriter, r *http.Request) {
 				out.Coroutines = append(out.Coroutines, co)
 			}
 			for _, p := range s.Plugins {
-				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, Restarts: p.Restarts, Instances: p.Instances, Generations: p.Generations})
+				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, NextRestart: p.NextRestart, Restarts: p.Restarts, Instances: p.Instances, Generations: p.Generations})
 			}
 			out.Reloads.Total, out.Reloads.Failed = s.Reloads.Total, s.Reloads.Failed
 			if !s.Reloads.Last.IsZero() {

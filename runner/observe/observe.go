@@ -38,8 +38,11 @@ var Buckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 type Plugin struct {
 	Path, Dist, Version string
 	PID                 int
-	// State is running, restarting, failed or closed.
+	// State is running, restarting, crash_loop, failed or closed.
 	State string
+	// NextRestart is when the next start attempt is due while restarting
+	// or in a crash loop (zero otherwise).
+	NextRestart time.Time
 	// Restarts counts the processes started after a crash.
 	Restarts int
 	// Instances counts the instances living in the process.

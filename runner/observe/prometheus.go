@@ -72,13 +72,19 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 		fmt.Fprintf(&b, "paster_coroutine_restarts_total{coroutine=%s} %d\n", quote(c.Name), c.Restarts)
 	}
 
-	help(&b, "paster_plugin_up", "gauge", "1 for each plugin process in its state (running, restarting, failed, closed).")
+	help(&b, "paster_plugin_up", "gauge", "1 for each plugin process in its state (running, restarting, crash_loop, failed, closed).")
 	for _, p := range snap.Plugins {
 		fmt.Fprintf(&b, "paster_plugin_up{dist=%s,path=%s,state=%s} %d\n", quote(p.Dist), quote(p.Path), quote(p.State), b2i(p.State == "running"))
 	}
 	help(&b, "paster_plugin_restarts_total", "counter", "Plugin processes started again after a crash.")
 	for _, p := range snap.Plugins {
 		fmt.Fprintf(&b, "paster_plugin_restarts_total{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), p.Restarts)
+	}
+	help(&b, "paster_plugin_next_restart_timestamp_seconds", "gauge", "When the next start of a restarting or crash-looping plugin is due.")
+	for _, p := range snap.Plugins {
+		if !p.NextRestart.IsZero() {
+			fmt.Fprintf(&b, "paster_plugin_next_restart_timestamp_seconds{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), unix(p.NextRestart))
+		}
 	}
 	help(&b, "paster_plugin_pid", "gauge", "Process id of each plugin process.")
 	for _, p := range snap.Plugins {
