@@ -1,7 +1,6 @@
 package builtin
 
 import (
-	"net"
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
@@ -18,7 +17,8 @@ import (
 //
 //	allow   client networks allowed, CIDR or addresses separated by spaces
 //	        or commas (default: loopback only, 127.0.0.0/8 ::1/128); others
-//	        get 403
+//	        get 403. The client is ClientAddr(r): behind a proxy, the
+//	        address the prefix filter derived from X-Forwarded-For
 //
 // A bad network is an error naming the file, line, section and key.
 //
@@ -27,46 +27,17 @@ import (
 //	allow = 127.0.0.1/32 10.0.0.0/8
 func pprofFactory(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
 	warnUnknown("pprof", local, "allow")
-	allow := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	if v, ok := local.Lookup("allow"); ok && strings.TrimSpace(v) != "" {
-		allow = nil
-		for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }) {
-			p, err := netip.ParsePrefix(f)
-			if err != nil {
-				a, aerr := netip.ParseAddr(f)
-				if aerr != nil {
-					return nil, local.Errorf("allow", "%q is neither a network (10.0.0.0/8) nor an address", f)
-				}
-				p = netip.PrefixFrom(a, a.BitLen())
-			}
-			allow = append(allow, p.Masked())
-		}
+	allow, err := networks(local, "allow", loopback)
+	if err != nil {
+		return nil, err
 	}
 	return &pprofApp{allow: allow}, nil
 }
 
 type pprofApp struct{ allow []netip.Prefix }
 
-func (a *pprofApp) allowed(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return false
-	}
-	ip = ip.Unmap()
-	for _, p := range a.allow {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
-
 func (a *pprofApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if !a.allowed(r.RemoteAddr) {
+	if !clientAllowed(r, a.allow) {
 		http.Error(w, "pprof: client not allowed (see the allow key)", http.StatusForbidden)
 		return
 	}

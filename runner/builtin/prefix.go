@@ -3,6 +3,8 @@ package builtin
 import (
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/paster-dev/paster/entrypoints"
@@ -17,22 +19,34 @@ import (
 //	force_port                  port to put in Host; set but empty: drop the
 //	                            port (the default of the scheme applies)
 //	scheme                      scheme to force (http, https)
+//	trusted_proxies             networks (CIDR) or addresses, separated by
+//	                            spaces or commas, of the proxies whose
+//	                            X-Forwarded-* headers are believed
+//	                            (default: loopback, 127.0.0.0/8 ::1/128)
 //
 // Each request: the prefix is removed from r.URL.Path when the path starts
 // with it on a segment boundary (an exact match leaves "/"), and
 // ScriptName(r) is set to the prefix — set, not appended, as Paste does,
-// since this filter stands outermost; urlmaps inside append to it. With
-// translate_forwarded_server, the first value of X-Forwarded-Server or, in
-// preference, X-Forwarded-Host becomes r.Host; the first value of
-// X-Forwarded-For becomes r.RemoteAddr (as "IP:0" when it has no port, so
-// that net.SplitHostPort works); X-Forwarded-Scheme, else
-// X-Forwarded-Proto, becomes r.URL.Scheme (read it with Scheme(r)); those
-// headers are removed from the request, as Paste pops them. Then force_port
-// rewrites the port of r.Host, and scheme overrides the scheme. r.TLS is
-// never changed. The filter trusts these headers: put it only behind a proxy
-// that sets them.
+// since this filter stands outermost; urlmaps inside append to it.
 //
-// A bad boolean is an error naming the key.
+// With translate_forwarded_server, the forwarded headers are believed only
+// when the connection's peer is in trusted_proxies; from any other peer
+// they are ignored (and still removed), so a client cannot claim another
+// address, host or scheme. From a trusted peer: the client address is found
+// by walking X-Forwarded-For from the right (the entry a proxy appends is
+// its own peer), skipping entries in trusted_proxies; the first that is
+// not is the client (Paste took the first entry, which the client writes).
+// It becomes ClientAddr(r), for this filter's handlers and for a
+// translogger outside it, and r.RemoteAddr as "IP:0"; an entry that is not
+// an address makes the client unknown (ClientAddr is the zero Addr, allow
+// lists refuse it, r.RemoteAddr stays the peer). The first value of
+// X-Forwarded-Server or, in preference, X-Forwarded-Host becomes r.Host;
+// X-Forwarded-Scheme, else X-Forwarded-Proto, becomes r.URL.Scheme (read it
+// with Scheme(r)). Those headers are removed from the request, as Paste
+// pops them. Then force_port rewrites the port of r.Host, and scheme
+// overrides the scheme. r.TLS is never changed.
+//
+// A bad boolean or network is an error naming the key.
 func prefixFactory(next http.Handler, global map[string]string, local entrypoints.Local) (http.Handler, error) {
 	p := &prefixFilter{next: next, prefix: "/"}
 	if v, ok := local.Lookup("prefix"); ok {
@@ -47,14 +61,10 @@ func prefixFactory(next http.Handler, global map[string]string, local entrypoint
 		p.forcePort, p.hasForcePort = strings.TrimSpace(v), true
 	}
 	p.scheme = strings.ToLower(strings.TrimSpace(local.Get("scheme")))
-	for _, k := range local.Keys() {
-		switch k {
-		case "prefix", "translate_forwarded_server", "force_port", "scheme":
-		default:
-			logger().Warn("prefix: unknown key ignored", "key", k, "at", local.Where(k).String(),
-				"known", "prefix, translate_forwarded_server, force_port, scheme")
-		}
+	if p.trusted, err = networks(local, "trusted_proxies", loopback); err != nil {
+		return nil, err
 	}
+	warnUnknown("prefix", local, "prefix", "translate_forwarded_server", "force_port", "scheme", "trusted_proxies")
 	return p, nil
 }
 
@@ -65,7 +75,11 @@ type prefixFilter struct {
 	forcePort    string
 	hasForcePort bool
 	scheme       string
+	trusted      []netip.Prefix
 }
+
+// forwardedHeaders are the headers the filter reads and removes.
+var forwardedHeaders = []string{"X-Forwarded-Server", "X-Forwarded-Host", "X-Forwarded-For", "X-Forwarded-Scheme", "X-Forwarded-Proto"}
 
 func firstValue(v string) string {
 	first, _, _ := strings.Cut(v, ",")
@@ -73,6 +87,10 @@ func firstValue(v string) string {
 }
 
 func (p *prefixFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var slot *clientSlot
+	if p.translate {
+		r, slot = withClientSlot(r)
+	}
 	var r2 *http.Request
 	if _, ok := matchPrefix(r.URL.Path, p.prefix); ok {
 		r2 = mount(r, p.prefix, p.prefix)
@@ -83,29 +101,29 @@ func (p *prefixFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if p.translate {
 		h := r.Header
-		if h.Get("X-Forwarded-Server") != "" || h.Get("X-Forwarded-Host") != "" || h.Get("X-Forwarded-For") != "" ||
-			h.Get("X-Forwarded-Scheme") != "" || h.Get("X-Forwarded-Proto") != "" {
+		peer := peerAddr(r.RemoteAddr)
+		client, trusted := forwardedClient(peer, h.Values("X-Forwarded-For"), p.trusted)
+		slot.put(client)
+		if client.IsValid() && client != peer {
+			r2.RemoteAddr = remoteAddrOf(client)
+		}
+		if slices.ContainsFunc(forwardedHeaders, func(k string) bool { return h.Get(k) != "" }) {
 			h = h.Clone()
 			r2.Header = h
-			if v := firstValue(h.Get("X-Forwarded-Server")); v != "" {
-				r2.Host = v
-			}
-			if v := firstValue(h.Get("X-Forwarded-Host")); v != "" {
-				r2.Host = v
-			}
-			if v := firstValue(h.Get("X-Forwarded-For")); v != "" {
-				if _, _, err := net.SplitHostPort(v); err == nil {
-					r2.RemoteAddr = v
-				} else {
-					r2.RemoteAddr = net.JoinHostPort(strings.Trim(v, "[]"), "0")
+			if trusted {
+				if v := firstValue(h.Get("X-Forwarded-Server")); v != "" {
+					r2.Host = v
+				}
+				if v := firstValue(h.Get("X-Forwarded-Host")); v != "" {
+					r2.Host = v
+				}
+				if v := strings.TrimSpace(h.Get("X-Forwarded-Scheme")); v != "" {
+					r2.URL.Scheme = strings.ToLower(v)
+				} else if v := firstValue(h.Get("X-Forwarded-Proto")); v != "" {
+					r2.URL.Scheme = strings.ToLower(v)
 				}
 			}
-			if v := strings.TrimSpace(h.Get("X-Forwarded-Scheme")); v != "" {
-				r2.URL.Scheme = strings.ToLower(v)
-			} else if v := firstValue(h.Get("X-Forwarded-Proto")); v != "" {
-				r2.URL.Scheme = strings.ToLower(v)
-			}
-			for _, k := range []string{"X-Forwarded-Server", "X-Forwarded-Host", "X-Forwarded-For", "X-Forwarded-Scheme", "X-Forwarded-Proto"} {
+			for _, k := range forwardedHeaders {
 				h.Del(k)
 			}
 		}

@@ -25,7 +25,7 @@ func TestPrefix(t *testing.T) {
 		{"exact prefix", []string{"prefix", "/app"}, "/app", nil, []string{"sn=/app ", "path=/ "}},
 		{"not on a boundary", []string{"prefix", "/app"}, "/apple", nil, []string{"sn=/app ", "path=/apple "}},
 		{"default prefix", nil, "/x", nil, []string{"sn= ", "path=/x "}},
-		{"forwarded", []string{"prefix", "/app"}, "/app/x", map[string]string{
+		{"forwarded", []string{"prefix", "/app", "trusted_proxies", "127.0.0.1, 10.0.0.0/8"}, "/app/x", map[string]string{
 			"X-Forwarded-Host": "public.example, proxy.internal", "X-Forwarded-For": "203.0.113.9, 10.0.0.1",
 			"X-Forwarded-Proto": "https",
 		}, []string{"host=public.example ", "remote=203.0.113.9:0 ", "scheme=https ", "xff="}},
@@ -61,6 +61,8 @@ func TestPrefix(t *testing.T) {
 		!strings.Contains(err.Error(), "[composite:main] translate_forwarded_server:") {
 		t.Errorf("bad bool: %v", err)
 	}
+	_, err := prefixFactory(show, nil, localOf("trusted_proxies", "10.0.0.0/8 10.0.0.0/33"))
+	wantErr(t, err, "trusted_proxies", `"10.0.0.0/33" is neither a network`)
 }
 
 // TestScriptNameComposes: prefix outside, urlmap inside, urlmap inside that.

@@ -35,7 +35,8 @@ const (
 //	output         where the lines go instead of hclog: stdout, stderr or a
 //	               file path (appended to; relative to global "here")
 //
-// A template mixes text with Apache's directives — %h %a (client address)
+// A template mixes text with Apache's directives — %h %a (client address,
+// ClientAddr: behind a prefix filter, the one it derived; - when unknown)
 // %l (always -) %u (basic-auth user) %t ([time]) %r (request line) %s %>s
 // (status) %b (bytes, - for none) %B (bytes) %D (microseconds) %T (seconds)
 // %m %U %q %H (method, path, ?query, protocol) %v (Host) %{Name}i (request
@@ -138,6 +139,8 @@ type translogger struct {
 }
 
 func (t *translogger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// The slot lets a prefix filter inside tell the log who the client is.
+	r, _ = withClientSlot(r)
 	e := &logEntry{r: r, start: time.Now()}
 	rw := &recordingWriter{ResponseWriter: w}
 	defer func() {
@@ -219,11 +222,13 @@ func (e *logEntry) record() logRecord {
 	}
 }
 
+// remoteHost is the client's address, ClientAddr (so a prefix filter's
+// derived address even when it stands inside this filter); "-" unknown.
 func (e *logEntry) remoteHost() string {
-	if h, _, err := net.SplitHostPort(e.r.RemoteAddr); err == nil {
-		return h
+	if a := ClientAddr(e.r); a.IsValid() {
+		return a.String()
 	}
-	return e.r.RemoteAddr
+	return "-"
 }
 
 func (e *logEntry) user() string {

@@ -1,0 +1,132 @@
+package builtin
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestForwardedTrust: the client address that the access log, pprof's
+// allow check and apps see is derived in one way (issue 8.6): X-Forwarded-For
+// is read only from a trusted peer (trusted_proxies, default loopback), from
+// the right, skipping trusted hops; from an untrusted peer every
+// X-Forwarded-* header is ignored. Before, the first X-Forwarded-For value
+// (the client's own) was taken, so a spoofed header opened pprof's allow
+// list. The test's peer is always 127.0.0.1; trusted_proxies without
+// loopback makes it an untrusted one.
+func TestForwardedTrust(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		trusted string   // trusted_proxies; "" for the default
+		xff     []string // X-Forwarded-For header lines
+		client  string   // the derived address ("-": unknown)
+		host    string   // r.Host the app sees ("" for the listener's)
+	}{
+		{name: "no header", client: "127.0.0.1", host: "public.example"},
+		{name: "spoofed from untrusted peer", trusted: "192.0.2.0/24", xff: []string{"10.9.9.9"}, client: "127.0.0.1"},
+		{name: "spoofed chain from untrusted peer", trusted: "192.0.2.0/24", xff: []string{"10.9.9.9, 203.0.113.7"}, client: "127.0.0.1"},
+		{name: "real proxy appends the client", xff: []string{"10.9.9.9, 203.0.113.7"}, client: "203.0.113.7", host: "public.example"},
+		{name: "one hop", xff: []string{"203.0.113.7"}, client: "203.0.113.7", host: "public.example"},
+		{name: "allowed client through a proxy", xff: []string{"10.9.9.9"}, client: "10.9.9.9", host: "public.example"},
+		{name: "header lines joined", xff: []string{"10.9.9.9", "203.0.113.7"}, client: "203.0.113.7", host: "public.example"},
+		{name: "trusted hops skipped", trusted: "127.0.0.0/8, 10.0.0.0/8", xff: []string{"6.6.6.6, 198.51.100.1, 10.1.1.1, 10.2.2.2"}, client: "198.51.100.1", host: "public.example"},
+		{name: "all hops trusted", trusted: "127.0.0.0/8 10.0.0.0/8", xff: []string{"10.1.1.1, 10.2.2.2"}, client: "10.1.1.1", host: "public.example"},
+		{name: "ports and brackets", xff: []string{"[2001:db8::1]:4711, 198.51.100.1:999"}, client: "198.51.100.1", host: "public.example"},
+		{name: "ipv6 client", xff: []string{"2001:db8::1"}, client: "2001:db8::1", host: "public.example"},
+		{name: "garbage left of the client is not read", xff: []string{"bogus, 198.51.100.1"}, client: "198.51.100.1", host: "public.example"},
+		{name: "garbage from a trusted hop", xff: []string{"198.51.100.1, bogus"}, client: "-", host: "public.example"},
+	}
+	for _, tt := range tests {
+		for _, logOutside := range []bool{true, false} {
+			name := tt.name + map[bool]string{true: " (log outside prefix)", false: " (log inside prefix)"}[logOutside]
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				logFile := filepath.Join(t.TempDir(), "access.log")
+				who := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					host, _, _ := net.SplitHostPort(r.RemoteAddr)
+					w.Write([]byte(host + "|" + r.Host + "|" + r.Header.Get("X-Forwarded-For")))
+				})
+				pp, err := pprofFactory(nil, localOf("allow", "10.0.0.0/8"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var h http.Handler
+				h, err = urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"who": who, "pprof": pp}}, nil,
+					localOf("/who", "who", "/pprof", "pprof"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				prefixLocal := []string{}
+				if tt.trusted != "" {
+					prefixLocal = append(prefixLocal, "trusted_proxies", tt.trusted)
+				}
+				wrapPrefix := func(next http.Handler) http.Handler {
+					h, err := prefixFactory(next, nil, localOf(prefixLocal...))
+					if err != nil {
+						t.Fatal(err)
+					}
+					return h
+				}
+				wrapLog := func(next http.Handler) http.Handler {
+					h, err := transloggerFactory(next, nil, localOf("format", "%h", "output", logFile))
+					if err != nil {
+						t.Fatal(err)
+					}
+					return h
+				}
+				if logOutside {
+					h = wrapLog(wrapPrefix(h))
+				} else {
+					h = wrapPrefix(wrapLog(h))
+				}
+				srv := start(t, h)
+				get := func(path string) (int, string) {
+					req := newRequest(t, "GET", srv.URL+path, nil)
+					for _, v := range tt.xff {
+						req.Header.Add("X-Forwarded-For", v)
+					}
+					req.Header.Set("X-Forwarded-Host", "public.example")
+					code, body, _ := do(t, nil, req)
+					return code, body
+				}
+				_, body := get("/who")
+				parts := strings.SplitN(body, "|", 3)
+				wantRemote := tt.client
+				if wantRemote == "-" {
+					wantRemote = "127.0.0.1" // unknown: r.RemoteAddr stays the peer
+				}
+				if parts[0] != wantRemote {
+					t.Errorf("app sees RemoteAddr %s, want %s", parts[0], wantRemote)
+				}
+				if tt.host == "" && parts[1] == "public.example" {
+					t.Errorf("X-Forwarded-Host from an untrusted peer was used")
+				}
+				if tt.host != "" && parts[1] != tt.host {
+					t.Errorf("app sees Host %q, want %q", parts[1], tt.host)
+				}
+				if parts[2] != "" {
+					t.Errorf("X-Forwarded-For %q reached the app", parts[2])
+				}
+				code, _ := get("/pprof/cmdline")
+				wantCode := http.StatusForbidden
+				if strings.HasPrefix(tt.client, "10.") {
+					wantCode = http.StatusOK
+				}
+				if code != wantCode {
+					t.Errorf("pprof (allow = 10.0.0.0/8): %d, want %d", code, wantCode)
+				}
+				b, err := os.ReadFile(logFile)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if lines := strings.Split(strings.TrimSpace(string(b)), "\n"); len(lines) != 2 || lines[0] != tt.client || lines[1] != tt.client {
+					t.Errorf("access log %q, want %s twice", lines, tt.client)
+				}
+			})
+		}
+	}
+}
