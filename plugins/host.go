@@ -55,8 +55,15 @@
 //
 // [plugins] sha256.NAME = HEX pins the SHA-256 of the binary for dist NAME
 // (egg:NAME), or of the binary whose file name is NAME (plugin: URIs). The
-// pin is checked by go-plugin before every start, restarts included; a
-// mismatch is an ErrChecksum error.
+// pin is checked before every start, restarts included; a mismatch is an
+// ErrChecksum error. On Linux the host opens the binary once, hashes the
+// open file and executes that same open file (/proc/self/fd), so replacing
+// the file between the check and the start cannot run an unpinned binary.
+//
+// Every start also refuses (ErrWritable) a binary that group or others may
+// write, or one in a directory, or below one, that group or others may
+// write (sticky directories such as /tmp excepted): whoever can write there
+// can replace what runs. [plugins] allow_writable = true turns the check off.
 //
 // # Supervision
 //
@@ -117,6 +124,9 @@ var (
 	ErrWrongDist = errors.New("plugin serves another dist")
 	// ErrUnavailable: the plugin is restarting, failed or the host is closed.
 	ErrUnavailable = errors.New("plugin unavailable")
+	// ErrWritable: the binary, or a directory on its path, may be written
+	// by group or others (see [plugins] allow_writable).
+	ErrWritable = errors.New("plugin binary writable by others")
 )
 
 // HostOptions configures a Host. The zero value works.
@@ -292,6 +302,12 @@ func (h *Host) start(path, pin string, from entrypoints.Origin) (*entrypoints.Di
 			return nil, fmt.Errorf("plugin binary %s: [plugins] sha256 pin %q is not 64 hex digits", abs, pin)
 		}
 	}
+	allowWritable := false
+	if v, ok := from.Plugins["allow_writable"]; ok {
+		if allowWritable, err = entrypoints.AsBool(v); err != nil {
+			return nil, fmt.Errorf("plugin binary %s: [plugins] allow_writable = %q: want true or false", abs, v)
+		}
+	}
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -299,7 +315,7 @@ func (h *Host) start(path, pin string, from entrypoints.Origin) (*entrypoints.Di
 	}
 	p := h.procs[abs]
 	if p == nil {
-		p = newProc(h, abs, sum)
+		p = newProc(h, abs, sum, allowWritable)
 		h.procs[abs] = p
 	}
 	h.mu.Unlock()
@@ -307,22 +323,25 @@ func (h *Host) start(path, pin string, from entrypoints.Origin) (*entrypoints.Di
 	if err := p.startOnce(); err != nil {
 		return nil, err
 	}
-	if sum != nil && p.sum == nil {
-		// Running unpinned already: check this pin against the file.
-		if err := checkSum(abs, sum); err != nil {
+	if sum != nil {
+		if err := p.pin(sum); err != nil {
 			return nil, err
 		}
 	}
 	return p.dist, nil
 }
 
-func checkSum(path string, want []byte) error {
-	got, err := FileSum(path)
-	if err != nil {
-		return fmt.Errorf("plugin binary %s: %w", path, err)
+// pin checks sum against the binary the running process was started from
+// (it may have been started unpinned, for another reference) and makes
+// later restarts check it.
+func (p *proc) pin(sum []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if string(p.ran) != string(sum) {
+		return fmt.Errorf("%w: plugin binary %s was started with sha256 %x, [plugins] pins %x", ErrChecksum, p.path, p.ran, sum)
 	}
-	if !equalBytes(got, want) {
-		return fmt.Errorf("%w: plugin binary %s has sha256 %x, [plugins] pins %x", ErrChecksum, path, got, want)
+	if p.sum == nil {
+		p.sum = sum
 	}
 	return nil
 }
@@ -341,8 +360,6 @@ func FileSum(path string) ([]byte, error) {
 	}
 	return hs.Sum(nil), nil
 }
-
-func equalBytes(a, b []byte) bool { return string(a) == string(b) }
 
 // PluginInfo describes a running plugin process.
 type PluginInfo struct {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -218,4 +219,27 @@ func vm(t *testing.T, pid, field string) int64 {
 	}
 	t.Fatalf("no %s in /proc/%s/status", field, pid)
 	return 0
+}
+
+// checkErr checks an error a test expects: none when mention is nil, else
+// one that is is (unless is is nil) and mentions every string of mention.
+func checkErr(t *testing.T, err, is error, mention []string) {
+	t.Helper()
+	if mention == nil {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if is != nil && !errors.Is(err, is) {
+		t.Fatalf("error %q is not %v", err, is)
+	}
+	for _, m := range mention {
+		if !strings.Contains(err.Error(), m) {
+			t.Errorf("error %q does not mention %q", err, m)
+		}
+	}
 }

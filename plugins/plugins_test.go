@@ -807,24 +807,7 @@ func TestStartErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			h := newHost(t, HostOptions{StartTimeout: 500 * time.Millisecond, PluginDirs: []string{binDir, dir}})
-			err := c.open(h)
-			if c.mention == nil {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil {
-				t.Fatal("no error")
-			}
-			if c.is != nil && !errors.Is(err, c.is) {
-				t.Fatalf("error %q is not %v", err, c.is)
-			}
-			for _, m := range c.mention {
-				if !strings.Contains(err.Error(), m) {
-					t.Errorf("error %q does not mention %q", err, m)
-				}
-			}
+			checkErr(t, c.open(h), c.is, c.mention)
 		})
 	}
 }

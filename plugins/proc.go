@@ -3,13 +3,11 @@ package plugins
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -52,11 +50,11 @@ func (s procState) waiting() bool {
 // proc is one plugin binary: the current process (generation), the instance
 // specs to recreate after a crash, and the dist it serves.
 type proc struct {
-	h    *Host
-	path string
-	sum  []byte
-	name string // dist name (binary name until described)
-	log  hclog.Logger
+	h             *Host
+	path          string
+	allowWritable bool   // [plugins] allow_writable: skip the mode checks
+	name          string // dist name (binary name until described)
+	log           hclog.Logger
 
 	once     sync.Once
 	startErr error
@@ -66,6 +64,8 @@ type proc struct {
 	nextID atomic.Uint64
 
 	mu       sync.Mutex
+	sum      []byte // the pin every start checks; nil: unpinned
+	ran      []byte // the sha256 of the binary the last start executed
 	state    procState
 	gen      *generation
 	specs    []*wire.CreateRequest
@@ -97,9 +97,9 @@ type generation struct {
 	exited chan struct{} // closed when the process is gone
 }
 
-func newProc(h *Host, path string, sum []byte) *proc {
+func newProc(h *Host, path string, sum []byte, allowWritable bool) *proc {
 	name := strings.TrimPrefix(filepath.Base(path), BinaryPrefix)
-	p := &proc{h: h, path: path, sum: sum, name: name, log: h.opts.Logger.Named(name),
+	p := &proc{h: h, path: path, sum: sum, allowWritable: allowWritable, name: name, log: h.opts.Logger.Named(name),
 		changed: make(chan struct{}), closing: make(chan struct{}), cooldown: h.opts.CrashLoopCooldown}
 	p.runCtx, p.runCancel = context.WithCancel(context.Background())
 	return p
@@ -148,18 +148,25 @@ func (p *proc) info() PluginInfo {
 // (after the first start) recreates every instance. On the first start it
 // also builds the dist.
 func (p *proc) launch(first bool) (*generation, error) {
-	cmd := exec.Command(p.path)
-	cmd.Env = append(os.Environ(), wire.EnvLogLevel+"="+levelName(p.log))
-	cmd.SysProcAttr = sysProcAttr()
-	var sc *plugin.SecureConfig
-	if p.sum != nil {
-		sc = &plugin.SecureConfig{Checksum: p.sum, Hash: sha256.New()}
+	p.mu.Lock()
+	pin := p.sum
+	p.mu.Unlock()
+	exe, sum, err := openBinary(p.path, pin, p.allowWritable)
+	if err != nil {
+		return nil, err
 	}
+	// The child has its own descriptor once the process started.
+	defer exe.Close()
+	p.mu.Lock()
+	p.ran = sum
+	p.mu.Unlock()
+	cmd := binaryCommand(exe, p.path)
+	cmd.Env = append(append(cmd.Env, os.Environ()...), wire.EnvLogLevel+"="+levelName(p.log))
+	cmd.SysProcAttr = sysProcAttr()
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{wire.ProtocolVersion: {wire.PluginName: &goPlugin{}}},
 		Cmd:              cmd,
-		SecureConfig:     sc,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           fixedName{p.log},
 		StartTimeout:     p.h.opts.StartTimeout,
@@ -259,9 +266,6 @@ func (p *proc) launch(first bool) (*generation, error) {
 func (p *proc) startError(err error) error {
 	msg := err.Error()
 	switch {
-	case errors.Is(err, plugin.ErrChecksumsDoNotMatch):
-		got, _ := FileSum(p.path)
-		return fmt.Errorf("%w: plugin binary %s has sha256 %x, [plugins] pins %x", ErrChecksum, p.path, got, p.sum)
 	case strings.Contains(msg, "timeout while waiting"):
 		return fmt.Errorf("%w: plugin binary %s did not complete the plugin handshake within %s", ErrStartTimeout, p.path, p.h.opts.StartTimeout)
 	case strings.Contains(strings.ToLower(msg), "incompatible api version"), strings.Contains(msg, "incompatible core API"):

@@ -9,6 +9,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"strconv"
 	"sync"
 	"time"
 
@@ -49,6 +50,7 @@ func Serve(d *entrypoints.Dist) {
 		JSONFormat: true,
 	})
 	hclog.SetDefault(log)
+	closeExeFD()
 	if os.Getenv(wire.MagicCookieKey) == wire.MagicCookieValue {
 		go watchParent(log)
 	}
@@ -90,6 +92,20 @@ func startCPUProfile(path string) (func(), error) {
 		return nil, err
 	}
 	return func() { pprof.StopCPUProfile(); f.Close() }, nil
+}
+
+// closeExeFD closes the descriptor of its own binary the host executed the
+// plugin from (see binaryCommand), so that processes the plugin starts do
+// not inherit it, and forgets the variable for them.
+func closeExeFD() {
+	v, ok := os.LookupEnv(wire.EnvExeFD)
+	if !ok {
+		return
+	}
+	_ = os.Unsetenv(wire.EnvExeFD)
+	if fd, err := strconv.Atoi(v); err == nil && fd > 2 {
+		_ = os.NewFile(uintptr(fd), "plugin binary").Close()
+	}
 }
 
 var handshake = plugin.HandshakeConfig{

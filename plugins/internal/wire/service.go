@@ -19,6 +19,9 @@ const (
 	PluginName = "paster"
 	// EnvLogLevel passes the host's log level to the plugin's hclog logger.
 	EnvLogLevel = "PASTER_PLUGIN_LOG_LEVEL"
+	// EnvExeFD names the descriptor of its own binary a plugin inherits
+	// (the host executes that descriptor); the SDK closes it at start.
+	EnvExeFD = "PASTER_PLUGIN_EXE_FD"
 )
 
 // Service and method names.
