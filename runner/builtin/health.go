@@ -3,6 +3,7 @@ package builtin
 import (
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -21,17 +22,33 @@ import (
 //	GET /       JSON: live, pid, ready, reasons, generation, draining
 //	            generations, coroutines, plugins and the last reload
 //
+// The reasons and the JSON (PIDs, plugin paths, error messages) go only to
+// clients in allow; any other client gets /ready and / as 200 "ready" /
+// "ok" or 503 "not ready", without details. Keys:
+//
+//	allow   client networks given the details, CIDR or addresses
+//	        separated by spaces or commas (default: loopback only,
+//	        127.0.0.0/8 ::1/128). The client is ClientAddr(r), as for
+//	        pprof: behind a proxy, the address the prefix filter derived
+//
 // Readiness comes from the observe.Registry paster serve puts in each
-// request's context; without one /ready answers 503. It takes no keys.
+// request's context; without one /ready answers 503. A bad network is an
+// error naming the file, line, section and key.
 //
 //	[app:health]
 //	use = egg:paster#health
 func healthFactory(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
-	warnUnknown("health", local)
-	return http.HandlerFunc(serveHealth), nil
+	warnUnknown("health", local, "allow")
+	allow, err := networks(local, "allow", loopback)
+	if err != nil {
+		return nil, err
+	}
+	return &healthApp{allow: allow}, nil
 }
 
-func serveHealth(w http.ResponseWriter, r *http.Request) {
+type healthApp struct{ allow []netip.Prefix }
+
+func (a *healthApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !onlyGetHead(w, r, "method not allowed") {
 		return
 	}
@@ -41,7 +58,21 @@ func serveHealth(w http.ResponseWriter, r *http.Request) {
 	if reg != nil {
 		ready, reasons = reg.Readiness()
 	}
-	switch strings.TrimSuffix(r.URL.Path, "/") {
+	p := strings.TrimSuffix(r.URL.Path, "/")
+	if !clientAllowed(r, a.allow) && (p == "" || p == "/ready" || p == "/readyz") {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		switch {
+		case !ready:
+			w.WriteHeader(http.StatusServiceUnavailable)
+			w.Write([]byte("not ready\n"))
+		case p == "":
+			w.Write([]byte("ok\n"))
+		default:
+			w.Write([]byte("ready\n"))
+		}
+		return
+	}
+	switch p {
 	case "/live", "/livez", "/healthz":
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.Write([]byte("ok\n"))

@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -165,4 +166,70 @@ func TestPprofAllow(t *testing.T) {
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "goroutine") {
 		t.Errorf("index from loopback: %d", rec.Code)
 	}
+}
+
+// TestHealthAllow: /health/'s JSON (PIDs, plugin paths, last errors) and
+// /ready's reasons go only to clients in allow (default loopback); others
+// get "ok" or "not ready" (issue 8.10). The client is ClientAddr, so a
+// non-loopback client is simulated as one behind a trusted proxy (the
+// prefix filter), the way a real one arrives.
+func TestHealthAllow(t *testing.T) {
+	t.Parallel()
+	const secret = "/srv/secret/plugins/paster-plugin-x token=hunter2"
+	snap := &observe.Snapshot{
+		Generation: 1,
+		Coroutines: []runner.CoroutineStatus{{Name: "db", State: runner.StateFailed, Required: true, LastError: errors.New(secret)}},
+		Plugins:    []observe.Plugin{{Dist: "x", Path: "/srv/secret/plugins/paster-plugin-x", PID: 4242, State: "running"}},
+		Reloads:    observe.Reloads{Total: 1, Failed: 1, LastError: secret},
+	}
+	tests := []struct {
+		name   string
+		allow  string // "" for the default
+		client string // X-Forwarded-For sent through the prefix filter; "" for none (127.0.0.1)
+		full   bool
+	}{
+		{"loopback, default allow", "", "", true},
+		{"remote, default allow", "", "203.0.113.7", false},
+		{"spoofed loopback from a remote client", "", "127.0.0.1, 203.0.113.7", false},
+		{"remote, allowed", "203.0.113.0/24", "203.0.113.7", true},
+		{"loopback, not allowed", "10.0.0.0/8", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var local []string
+			if tt.allow != "" {
+				local = append(local, "allow", tt.allow)
+			}
+			h, err := healthFactory(nil, localOf(local...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pre, err := prefixFactory(h, nil, localOf())
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := observed(t, pre, snap)
+			for _, path := range []string{"/", "/ready", "/live"} {
+				req := newRequest(t, "GET", srv.URL+path, nil)
+				if tt.client != "" {
+					req.Header.Set("X-Forwarded-For", tt.client)
+				}
+				code, body, _ := do(t, nil, req)
+				leaked := strings.Contains(body, "4242") || strings.Contains(body, "/srv/secret") || strings.Contains(body, "hunter2") || strings.Contains(body, "db")
+				switch {
+				case path == "/live":
+					if code != 200 || body != "ok\n" {
+						t.Errorf("%s: %d %q", path, code, body)
+					}
+				case tt.full && !leaked:
+					t.Errorf("%s: allowed client got %d %q, want the details", path, code, body)
+				case !tt.full && (leaked || code != 503 || body != "not ready\n"):
+					t.Errorf("%s: %d %q, want 503 \"not ready\" without details", path, code, body)
+				}
+			}
+		})
+	}
+	_, err := healthFactory(nil, localOf("allow", "everyone"))
+	wantErr(t, err, "allow", `"everyone" is neither a network`)
 }
