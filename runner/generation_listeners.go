@@ -2,12 +2,15 @@ package runner
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // ListenerPool keeps listening sockets open across server restarts. A server
@@ -21,8 +24,10 @@ import (
 //
 // Connections are accepted by one goroutine per socket and handed to
 // whichever open handle asks first; a connection accepted while no handle is
-// open waits for the next one. Prune closes the sockets no handle uses;
-// Close closes them all.
+// open waits for the next one. A failed accept (out of file descriptors, for
+// one) never closes the socket: the goroutine logs it to hclog's default
+// logger named "listener", backs off (5ms doubling to 1s) and accepts again.
+// Prune closes the sockets no handle uses; Close closes them all.
 type ListenerPool struct {
 	mu     sync.Mutex
 	socks  map[string]*sharedSock
@@ -183,30 +188,72 @@ type sharedSock struct {
 	conns chan net.Conn
 	done  chan struct{} // closed when the socket is closed
 	once  sync.Once
+	log   hclog.Logger
 
 	mu      sync.Mutex
 	handles int
-	err     error // the accept loop's final error
 }
 
 func newSharedSock(ln net.Listener) *sharedSock {
-	s := &sharedSock{ln: ln, conns: make(chan net.Conn), done: make(chan struct{})}
+	s := &sharedSock{ln: ln, conns: make(chan net.Conn), done: make(chan struct{}),
+		log: hclog.Default().Named("listener")}
 	go s.acceptLoop()
 	return s
 }
 
+// Backoff of the accept loop after a failed accept, as net/http's
+// Server.Serve does it: from acceptBackoffMin doubling to acceptBackoffMax.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+	// acceptErrorLogEvery is how often a run of failing accepts is logged
+	// again while it lasts.
+	acceptErrorLogEvery = time.Minute
+)
+
+// acceptLoop accepts connections until the socket is closed. A failed
+// accept never closes the socket: out of file descriptors (EMFILE, ENFILE),
+// out of memory, a connection aborted before it was taken — the loop waits,
+// 5ms doubling up to 1s, and accepts again on the same socket, so that the
+// server serves again as soon as descriptors are free. The first failure of
+// a run is logged, then once a minute while it lasts, and the recovery.
 func (s *sharedSock) acceptLoop() {
+	var (
+		delay    time.Duration
+		failures int
+		loggedAt time.Time
+	)
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
-			if ne, ok := err.(net.Error); ok && ne.Timeout() {
-				continue
+			select {
+			case <-s.done:
+				return
+			default:
 			}
-			s.mu.Lock()
-			s.err = err
-			s.mu.Unlock()
-			s.close()
-			return
+			if errors.Is(err, net.ErrClosed) {
+				s.close()
+				return
+			}
+			failures++
+			delay = min(max(2*delay, acceptBackoffMin), acceptBackoffMax)
+			if failures == 1 || time.Since(loggedAt) >= acceptErrorLogEvery {
+				loggedAt = time.Now()
+				s.log.Warn("accept failed; the socket stays open, retrying", "addr", s.ln.Addr().String(),
+					"error", err, "failures", failures, "retry_in", delay)
+			}
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+			case <-s.done:
+				t.Stop()
+				return
+			}
+			continue
+		}
+		if failures > 0 {
+			s.log.Info("accepting again", "addr", s.ln.Addr().String(), "failed_accepts", failures)
+			failures, delay = 0, 0
 		}
 		select {
 		case s.conns <- c:
@@ -307,13 +354,7 @@ func (h *sockHandle) Accept() (net.Conn, error) {
 		case <-h.closed:
 			return nil, net.ErrClosed
 		case <-h.s.done:
-			h.s.mu.Lock()
-			err := h.s.err
-			h.s.mu.Unlock()
-			if err == nil {
-				err = net.ErrClosed
-			}
-			return nil, err
+			return nil, net.ErrClosed
 		}
 	}
 }

@@ -14,6 +14,20 @@ import (
 	"time"
 )
 
+// getString returns the body of GET url, or the error's text.
+func getString(c *http.Client, url string) string {
+	resp, err := c.Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err.Error()
+	}
+	return string(b)
+}
+
 // parkingApp answers "NAME: woken VALUE" after WaitForSignal("s") returns,
 // or "NAME: ERROR" when it fails; it writes nothing before.
 func parkingApp(name string) http.Handler {
@@ -38,16 +52,7 @@ func TestFrontSwapAndDrain(t *testing.T) {
 	// Two requests park in the old generation.
 	results := make(chan string, 3)
 	for range 2 {
-		go func() {
-			resp, err := http.Get(srv.URL)
-			if err != nil {
-				results <- err.Error()
-				return
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			results <- string(b)
-		}()
+		go func() { results <- getString(http.DefaultClient, srv.URL) }()
 	}
 	waitFor(t, "2 parked in the old mount", func() bool { return old.InFlight() == 2 && core.Stats().Waiters == 2 })
 
@@ -56,16 +61,7 @@ func TestFrontSwapAndDrain(t *testing.T) {
 	if got := front.Swap(next); got != old {
 		t.Fatalf("Swap returned %p, want the old mount", got)
 	}
-	go func() {
-		resp, err := http.Get(srv.URL)
-		if err != nil {
-			results <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		results <- string(b)
-	}()
+	go func() { results <- getString(http.DefaultClient, srv.URL) }()
 	waitFor(t, "1 parked in the new mount", func() bool { return next.InFlight() == 1 && core.Stats().Waiters == 3 })
 
 	// A signal from the new generation reaches the old one's waiters: the
@@ -93,16 +89,7 @@ func TestMountDrainCutsParkedWaiters(t *testing.T) {
 	srv := httptest.NewServer(front)
 	defer srv.Close()
 	res := make(chan string, 1)
-	go func() {
-		resp, err := http.Get(srv.URL)
-		if err != nil {
-			res <- err.Error()
-			return
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		res <- string(b)
-	}()
+	go func() { res <- getString(http.DefaultClient, srv.URL) }()
 	waitFor(t, "a parked request", func() bool { return core.Stats().Waiters == 1 })
 	front.Swap(NewMount(parkingApp("new"), core, nil))
 	// The waiter is never signalled: Drain answers it at grace minus the

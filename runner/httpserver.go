@@ -321,9 +321,11 @@ func (s *HTTPServer) Serve(ctx context.Context, app http.Handler) error {
 // functions and waits up to shutdown_timeout for in-flight requests to
 // finish; it returns nil when they all did. After the timeout it closes the
 // remaining connections and returns an error wrapping ErrShutdownTimeout that
-// says how many requests were cut. An error from accepting is returned as
-// soon as it happens. Calling ServeListener (or Serve) a second time is an
-// error.
+// says how many requests were cut. With max_connections set, at most that
+// many connections are open at once; the server accepts the next when one
+// closes. A temporary accept error (such as running out of file
+// descriptors) is retried after a backoff, as net/http does; another one is
+// returned. Calling ServeListener (or Serve) a second time is an error.
 func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app http.Handler) error {
 	if !s.served.CompareAndSwap(false, true) {
 		ln.Close()
@@ -348,7 +350,11 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 	// it this way across a plugin boundary); a no-op without a ReadyFunc.
 	Ready(ctx)
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	serveLn := ln
+	if s.cfg.MaxConnections > 0 {
+		serveLn = newCapListener(ln, s.cfg.MaxConnections)
+	}
+	go func() { served <- srv.Serve(serveLn) }()
 
 	select {
 	case err := <-served:

@@ -107,7 +107,12 @@ func serve(t testing.TB, ini string, noWait bool, args ...string) *server {
 // start starts the program name of bin with args, as serve does.
 func start(t testing.TB, name string, noWait bool, args ...string) *server {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(bin, name), args...)
+	return startCmd(t, exec.Command(filepath.Join(bin, name), args...), noWait)
+}
+
+// startCmd starts cmd, as serve does.
+func startCmd(t testing.TB, cmd *exec.Cmd, noWait bool) *server {
+	t.Helper()
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
