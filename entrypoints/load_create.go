@@ -175,6 +175,7 @@ func (s *Session) makeFilter(c *ctx) (filterFunc, *Node, error) {
 // registers.
 func (s *Session) makeServer(c *ctx) (Server, *Node, error) {
 	n := c.node()
+	n.conf = s.shown(c.local)
 	global := copyMap(c.global)
 	var srv Server
 	if c.proto == ProtoRunner {

@@ -15,6 +15,9 @@ type Node struct {
 	// first, then the application), "filter-with" and "filter-app"
 	// (children: the filter, then what it wraps).
 	EntryPoint string `json:"entry_point"`
+	// Protocol is the entry point's group (paste.server_runner,
+	// paste.app_factory, ...), empty for a composition.
+	Protocol Protocol `json:"protocol,omitempty"`
 	// Via lists the sections reached through use, outermost first, as
 	// "FILE:LINE [SECTION]".
 	Via []string `json:"via,omitempty"`
@@ -24,7 +27,14 @@ type Node struct {
 	// Children are the parts of a composition, the applications a composite
 	// loaded, and the startup coroutines of a server.
 	Children []*Node `json:"children,omitempty"`
+
+	conf Local // a server's local conf, as its factory got it
 }
+
+// Conf returns the local configuration a server node's factory got, each key
+// with where it was written; it is empty for the other kinds of node. paster
+// serve reads the keys it applies to every server from it.
+func (n *Node) Conf() Local { return n.conf }
 
 // KV is one local configuration key and its value.
 type KV struct {
@@ -113,6 +123,9 @@ func (c *ctx) entryPoint() string {
 func (c *ctx) node() *Node {
 	n := &Node{Kind: c.kind.String(), Section: c.loc.Section, File: c.loc.File, Line: c.loc.Line,
 		EntryPoint: c.entryPoint(), Global: copyMap(c.global)}
+	if c.shape == shapeEntry {
+		n.Protocol = c.proto
+	}
 	for _, l := range c.via {
 		n.Via = append(n.Via, l.String())
 	}

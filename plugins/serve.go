@@ -482,6 +482,9 @@ func (s *sdk) run(_ any, stream grpc.ServerStream) error {
 	}
 	ctx, cancel := context.WithCancel(runner.WithCore(stream.Context(), remoteCore{s: s}))
 	defer cancel()
+	if req.Check {
+		ctx = runner.WithCheck(ctx)
+	}
 	// SendMsg is not safe for concurrent use: Ready may be called from any
 	// goroutine of the instance.
 	var sendMu sync.Mutex

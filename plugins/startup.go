@@ -24,8 +24,16 @@ import (
 // ctx ends, with the startup coroutines ctx carries on a host scheduler.
 // local is the server section: ready_timeout bounds the wait for required
 // coroutines (default runner.DefaultReadyTimeout), shutdown_timeout is the
-// grace of their stop (default runner.DefaultShutdownTimeout).
+// grace of their stop (default runner.DefaultShutdownTimeout). When ctx asks
+// for a check (runner.WithCheck), the instance runs with the check flag
+// (it checks its settings and returns) and no coroutine starts.
 func (p *proc) serveWithStartup(ctx context.Context, local entrypoints.Local, req wire.RunRequest) (err error) {
+	if runner.Checking(ctx) {
+		// paster check: the instance checks its settings and returns;
+		// no coroutine starts.
+		req.Check = true
+		return p.run(ctx, req)
+	}
 	cos := runner.StartupFrom(ctx)
 	if len(cos) == 0 {
 		return p.run(ctx, req)

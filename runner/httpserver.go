@@ -75,6 +75,11 @@ type HTTPConfig struct {
 	// was sent yet, or its connection is ended if the response had
 	// started (see TimeoutHandler). 0, the default, means no bound.
 	HandlerTimeout time.Duration
+	// Unknown is nil, or the keys of the section that mean nothing to the
+	// server, joined: each error names the file, line, section and key,
+	// with the near-miss it may be a misspelling of. Serving warns about
+	// them; a check (Checking) fails on them.
+	Unknown error
 }
 
 // HTTPServerKeys are the local configuration keys NewHTTPServer reads.
@@ -142,9 +147,12 @@ type HTTPServer struct {
 //	                     cancelled (default 0 = off, for long-polls)
 //
 // A bad value is an error naming the file, line, section and key. Unknown
-// keys are logged as warnings (with a near-miss suggestion), as are options
-// of Paste's and cogen's servers that mean nothing here; ssl_pem is an error,
-// since serving plain HTTP where TLS was asked for would be a surprise.
+// keys are logged as warnings (with a near-miss suggestion) and kept in
+// HTTPConfig.Unknown, which Serve returns instead of binding when its
+// context asks for a check (Checking); options of Paste's and cogen's
+// servers that mean nothing here are logged as warnings. ssl_pem is an
+// error, since serving plain HTTP where TLS was asked for would be a
+// surprise.
 // Logging goes to logger named "http" (hclog.Default() when logger is nil).
 func NewHTTPServer(local entrypoints.Local, logger hclog.Logger) (*HTTPServer, error) {
 	if logger == nil {
@@ -158,12 +166,21 @@ func NewHTTPServer(local entrypoints.Local, logger hclog.Logger) (*HTTPServer, e
 	return &HTTPServer{cfg: cfg, logger: logger, bound: make(chan struct{})}, nil
 }
 
+// ParseHTTPConfig reads the http server's settings from local as
+// NewHTTPServer does, without logging: paster serve learns from it the
+// address a server section asks for. Keys of the runner (RunnerKeys) are
+// reported in Unknown like any other key.
+func ParseHTTPConfig(local entrypoints.Local) (HTTPConfig, error) {
+	return parseHTTPConfig(local, hclog.NewNullLogger())
+}
+
 func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, error) {
 	cfg := HTTPConfig{}
 	known := map[string]bool{}
 	for _, k := range HTTPServerKeys {
 		known[k] = true
 	}
+	var unknown []error
 	for _, k := range local.Keys() {
 		switch {
 		case known[k]:
@@ -172,13 +189,20 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 		case ignoredHTTPKeys[k] != "":
 			logger.Warn("server option ignored", "key", k, "at", local.Where(k).String(), "why", ignoredHTTPKeys[k])
 		default:
-			args := []any{"key", k, "at", local.Where(k).String(), "known", strings.Join(HTTPServerKeys, ", ")}
-			if s := entrypoints.Suggest(k, HTTPServerKeys); s != "" {
+			// The runner's keys are named too: a section mostly
+			// reaches this parser through New.
+			serverKeys := append(append([]string(nil), HTTPServerKeys...), RunnerKeys...)
+			args := []any{"key", k, "at", local.Where(k).String(), "known", strings.Join(serverKeys, ", ")}
+			msg := "unknown server option"
+			if s := entrypoints.Suggest(k, serverKeys); s != "" {
 				args = append(args, "did_you_mean", s)
+				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
 			logger.Warn("unknown server option ignored", args...)
+			unknown = append(unknown, local.Errorf(k, "%s (known: %s)", msg, strings.Join(serverKeys, ", ")))
 		}
 	}
+	cfg.Unknown = errors.Join(unknown...)
 
 	host := strings.TrimSpace(local.Get("host"))
 	if host == "" {
@@ -298,8 +322,13 @@ func (s *HTTPServer) Listen() (net.Listener, error) {
 // shuts down gracefully (see ServeListener). When ctx carries a
 // ListenerSource (WithListeners), the listener comes from it, so a socket
 // kept across a reload is reused. A bind failure is an error that names the
-// address.
+// address. When ctx asks for a check (WithCheck), Serve binds nothing and
+// returns HTTPConfig.Unknown: nil when every key of the section means
+// something to the server.
 func (s *HTTPServer) Serve(ctx context.Context, app http.Handler) error {
+	if Checking(ctx) {
+		return s.cfg.Unknown
+	}
 	if src := ListenersFrom(ctx); src != nil {
 		ln, err := src.Listen(s.cfg.Addr)
 		if err != nil {

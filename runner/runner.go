@@ -182,7 +182,9 @@ func New(app http.Handler, local entrypoints.Local) (*Runner, error) {
 // serving began), the error that kept it from serving (a duplicate
 // coroutine name, readiness, binding), or the errors of an unclean shutdown
 // (requests cut after shutdown_timeout; a *StopError naming coroutines that
-// did not stop), joined. A Runner runs once.
+// did not stop), joined. When ctx asks for a check (WithCheck), Run starts
+// nothing and binds nothing: it returns the section's unknown keys
+// (HTTPConfig.Unknown), or nil. A Runner runs once.
 func (r *Runner) Run(ctx context.Context) (err error) {
 	if !r.started.CompareAndSwap(false, true) {
 		return errors.New("runner: Run called twice")
@@ -198,6 +200,11 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 	core := r.Core
 	grace := r.HTTP.Config().ShutdownTimeout
 	defer r.own.Close()
+	if Checking(ctx) {
+		// New read and validated the settings; HTTP.Serve reports the
+		// keys nothing reads, and binds nothing.
+		return r.HTTP.Serve(ctx, r.app)
+	}
 
 	for _, co := range StartupFrom(ctx) {
 		if err := r.Sched.Add(co.Name, co.Run, co.Policy); err != nil {

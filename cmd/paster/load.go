@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"time"
 
@@ -25,6 +26,8 @@ const pluginStopTimeout = 10 * time.Second
 type composition struct {
 	session *entrypoints.Session
 	host    *plugins.Host
+	server  entrypoints.Server
+	app     http.Handler
 }
 
 // loadComposition loads the server section first and then the app, as
@@ -49,17 +52,59 @@ func loadComposition(cfg configArg, appName, serverName string, vars map[string]
 }
 
 func (c *composition) load(cfg configArg, appName, serverName string, vars map[string]string, base string) error {
-	if _, err := c.session.LoadServer(cfg.target(cfg.pick(serverName)), base, vars); err != nil {
+	srv, err := c.session.LoadServer(cfg.target(cfg.pick(serverName)), base, vars)
+	if err != nil {
 		return err
 	}
-	if _, err := runner.CoreOptionsFromLocal(serverLocal(c.session)); err != nil {
+	local := serverLocal(c.session)
+	if _, err := readServerSettings(local); err != nil {
 		return err
 	}
-	if _, err := c.session.LoadApp(cfg.target(cfg.pick(appName)), base, vars); err != nil {
+	if _, err := runner.CoreOptionsFromLocal(local); err != nil {
 		return err
 	}
-	_, err := startupCoroutines(c.session)
-	return err
+	app, err := c.session.LoadApp(cfg.target(cfg.pick(appName)), base, vars)
+	if err != nil {
+		return err
+	}
+	if _, err := startupCoroutines(c.session); err != nil {
+		return err
+	}
+	c.server, c.app = srv, app
+	return nil
+}
+
+// serverSettings are the keys of a server section that paster serve reads
+// itself, whatever server the section names.
+type serverSettings struct {
+	// grace is shutdown_timeout, which bounds the drain of a generation.
+	grace time.Duration
+	// readyTimeout is ready_timeout, which bounds the wait for a
+	// generation's required coroutines.
+	readyTimeout time.Duration
+	// addr is the address the section asks the http server for (host,
+	// port; host:port in host wins), read as the http server reads it, or
+	// "" when they are not valid http server settings.
+	addr string
+}
+
+// readServerSettings reads serverSettings from a server section. A bad
+// shutdown_timeout or ready_timeout is an error naming the file, line,
+// section and key; a bad host or port only leaves addr empty (the server
+// reports it).
+func readServerSettings(local entrypoints.Local) (serverSettings, error) {
+	var st serverSettings
+	var err error
+	if st.grace, err = local.Duration("shutdown_timeout", defaultGrace); err != nil {
+		return st, err
+	}
+	if st.readyTimeout, err = local.Duration("ready_timeout", defaultReadyTimeout); err != nil {
+		return st, err
+	}
+	if cfg, err := runner.ParseHTTPConfig(local); err == nil {
+		st.addr = cfg.Addr
+	}
+	return st, nil
 }
 
 // startupCoroutines returns the coroutines session collected (INI-registered
@@ -78,19 +123,13 @@ func startupCoroutines(session *entrypoints.Session) ([]runner.StartupCoroutine,
 }
 
 // serverLocal returns the local configuration of the server section
-// LoadServer loaded (the session's first tree). Its keys carry the
-// section's location, as the tree does not keep each key's line.
+// LoadServer loaded (the session's first tree), each key with where it was
+// written.
 func serverLocal(s *entrypoints.Session) entrypoints.Local {
-	var local entrypoints.Local
 	if len(s.Root) == 0 {
-		return local
+		return entrypoints.Local{}
 	}
-	n := s.Root[0]
-	at := entrypoints.Location{File: n.File, Line: n.Line, Section: n.Section}
-	for _, kv := range n.Local {
-		local = local.With(kv.Key, kv.Value, at)
-	}
-	return local
+	return s.Root[0].Conf()
 }
 
 // Close stops every plugin process the composition started.

@@ -377,14 +377,11 @@ func (m *manager) describeServer(g *generation) (entrypoints.Local, error) {
 			keyed = append(keyed, kv)
 		}
 	}
-	var err error
-	if g.grace, err = local.Duration("shutdown_timeout", defaultGrace); err != nil {
+	st, err := readServerSettings(local)
+	if err != nil {
 		return local, err
 	}
-	if g.readyTimeout, err = local.Duration("ready_timeout", defaultReadyTimeout); err != nil {
-		return local, err
-	}
-	g.addr = serverAddr(local)
+	g.grace, g.readyTimeout, g.addr = st.grace, st.readyTimeout, st.addr
 
 	// The server runs in a plugin when its entry point's dist is one of the
 	// binaries this generation used; its binary's checksum is then part of
@@ -413,23 +410,6 @@ func (m *manager) describeServer(g *generation) (entrypoints.Local, error) {
 	}{node.EntryPoint, node.Global, keyed, binaries})
 	g.serverKey = string(key)
 	return local, nil
-}
-
-// serverAddr is the address a server section asks for, as the http server
-// reads it (host, port; host:port in host wins), or "" when it cannot tell.
-func serverAddr(local entrypoints.Local) string {
-	host := strings.TrimSpace(local.Get("host"))
-	if host == "" {
-		host = runner.DefaultHTTPHost
-	}
-	port := fmt.Sprint(runner.DefaultHTTPPort)
-	if p := strings.TrimSpace(local.Get("port")); p != "" {
-		port = p
-	}
-	if h, p, err := net.SplitHostPort(host); err == nil {
-		host, port = h, p
-	}
-	return net.JoinHostPort(strings.Trim(host, "[]"), port)
 }
 
 // startServer runs g's server on the Front and returns once it accepts: a

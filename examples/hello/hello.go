@@ -21,6 +21,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 )
 
 // Dist is the hello distribution:
@@ -139,7 +140,16 @@ func newServer(_ map[string]string, local entrypoints.Local) (entrypoints.Server
 	}, nil
 }
 
+// runServer is the http-runner: a server runner that binds its own socket,
+// so it returns before binding when paster check asks it to check its
+// settings (runner.Checking).
 func runServer(ctx context.Context, app http.Handler, _ map[string]string, local entrypoints.Local) error {
+	if local.Get("listen") == "" {
+		return local.Errorf("listen", "http-runner: key listen is required")
+	}
+	if runner.Checking(ctx) {
+		return nil
+	}
 	ln, err := listen(local)
 	if err != nil {
 		return err

@@ -107,10 +107,13 @@ type DestroyRequest struct {
 
 // RunRequest runs instance ID: a server, runner or coroutine, or the startup
 // coroutine Startup of an app instance. App is the app a server serves.
+// Check runs a server or runner with a context that asks it to check its
+// settings and return without binding (runner.WithCheck), for paster check.
 type RunRequest struct {
 	ID      uint64 `json:"id"`
 	Startup string `json:"startup,omitempty"`
 	App     AppRef `json:"app"`
+	Check   bool   `json:"check,omitempty"`
 }
 
 // RunResult ends a Run: Error is "" after a clean return. Before it, the

@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCheckServerSettings: paster check reads and validates every setting
+// of the server section the way serve would, through the runner itself
+// (compiled in, or in a plugin process), without binding: what serve
+// refuses makes check exit 1 with an error naming file, line, section and
+// key; a valid section checks even while its port is taken.
+func TestCheckServerSettings(t *testing.T) {
+	t.Parallel()
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	heldPort := held.Addr().(*net.TCPAddr).Port
+
+	const (
+		builtin  = "egg:paster#http"
+		hijacked = "egg:chat#hijacked_runner"
+		hello    = "egg:hello#http-runner"
+	)
+	tests := []struct {
+		name   string
+		use    string
+		key    string // written at line 3 of [server:main]
+		exit   int
+		stderr []string
+	}{
+		{"port not a number", builtin, "port = eighty", 1, []string{`a.ini:3 [server:main] port: bad integer value: "eighty"`}},
+		{"port out of range", builtin, "port = 99999", 1, []string{"a.ini:3 [server:main] port: port 99999 out of range"}},
+		{"shutdown_timeout not a duration", builtin, "shutdown_timeout = soon", 1, []string{`a.ini:3 [server:main] shutdown_timeout: bad duration: "soon"`}},
+		{"ssl_pem", builtin, "ssl_pem = server.pem", 1, []string{"a.ini:3 [server:main] ssl_pem: TLS is not supported"}},
+		{"misspelt key", builtin, "prot = 9000", 1, []string{`a.ini:3 [server:main] prot: unknown server option; did you mean "port"?`}},
+		{"runner key", builtin, "ready_timeout = later", 1, []string{`a.ini:3 [server:main] ready_timeout: bad duration`}},
+		{"valid, port taken", builtin, fmt.Sprintf("port = %d", heldPort), 0, nil},
+
+		{"plugin runner's own key", hijacked, "tick_interval = soon", 1, []string{`a.ini:3 [server:main] tick_interval: bad duration: "soon"`}},
+		{"plugin runner's own key out of range", hijacked, "tick_interval = -1", 1, []string{"a.ini:3 [server:main] tick_interval: must be positive"}},
+		{"plugin runner, http key", hijacked, "port = eighty", 1, []string{`a.ini:3 [server:main] port: bad integer value: "eighty"`}},
+		{"plugin runner, misspelt key", hijacked, "shutdwon_timeout = 5", 1, []string{`a.ini:3 [server:main] shutdwon_timeout: unknown server option; did you mean "shutdown_timeout"?`}},
+		{"plugin runner valid, port taken", hijacked, fmt.Sprintf("port = %d", heldPort), 0, nil},
+
+		{"plugin runner of its own, missing key", hello, "greeting = hi", 1, []string{"listen is required"}},
+		{"plugin runner of its own valid, port taken", hello, fmt.Sprintf("listen = 127.0.0.1:%d", heldPort), 0, nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			ini := fmt.Sprintf("[server:main]\nuse = %s\n%s\n\n[app:main]\nuse = egg:paster#static\ndocument_root = %%(here)s\n", tc.use, tc.key)
+			if err := os.WriteFile(filepath.Join(dir, "a.ini"), []byte(ini), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, exit := paster(t, dir, "check", "a.ini")
+			if exit != tc.exit {
+				t.Fatalf("exit status %d, want %d\nstdout:\n%s\nstderr:\n%s", exit, tc.exit, stdout, stderr)
+			}
+			for _, want := range tc.stderr {
+				if !strings.Contains(stderr, want) {
+					t.Errorf("stderr lacks %q:\n%s", want, stderr)
+				}
+			}
+			if tc.exit == 0 && !strings.HasSuffix(stdout, "ok\n") {
+				t.Errorf("stdout does not end with ok:\n%s", stdout)
+			}
+		})
+	}
+}
