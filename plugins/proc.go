@@ -163,6 +163,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 	cmd := binaryCommand(exe, p.path)
 	cmd.Env = append(append(cmd.Env, os.Environ()...), wire.EnvLogLevel+"="+levelName(p.log))
 	cmd.SysProcAttr = sysProcAttr()
+	tail := &stderrTail{}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{wire.ProtocolVersion: {wire.PluginName: &goPlugin{}}},
@@ -172,6 +173,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 		StartTimeout:     p.h.opts.StartTimeout,
 		SyncStdout:       &lineLogger{log: p.log, level: hclog.Info, stream: "stdout"},
 		SyncStderr:       &lineLogger{log: p.log, level: hclog.Warn, stream: "stderr"},
+		Stderr:           tail,
 	})
 	type result struct {
 		pc  *pluginConn
@@ -205,8 +207,10 @@ func (p *proc) launch(first bool) (*generation, error) {
 	r := <-res
 	if r.err != nil {
 		<-g.exited
-		return nil, p.startError(r.err)
+		// client.Kill has waited for go-plugin's cmd.Wait.
+		return nil, p.startError(r.err, exitDesc(cmd.ProcessState), tail.String())
 	}
+	tail.stop()
 	g.pc = r.pc
 	g.http = transport.GRPC{Conn: r.pc.conn, Method: wire.MethodHTTP}
 
@@ -263,19 +267,32 @@ func (p *proc) launch(first bool) (*generation, error) {
 }
 
 // startError classifies a go-plugin start failure.
-func (p *proc) startError(err error) error {
+// exited says how the process ended by itself ("" if it did not), stderr
+// the end of what it wrote to stderr (see stderrTail.String).
+func (p *proc) startError(err error, exited, stderr string) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "timeout while waiting"):
-		return fmt.Errorf("%w: plugin binary %s did not complete the plugin handshake within %s", ErrStartTimeout, p.path, p.h.opts.StartTimeout)
+		return fmt.Errorf("%w: plugin binary %s did not complete the plugin handshake within %s%s", ErrStartTimeout, p.path, p.h.opts.StartTimeout, stderr)
 	case strings.Contains(strings.ToLower(msg), "incompatible api version"), strings.Contains(msg, "incompatible core API"):
 		return fmt.Errorf("%w: plugin binary %s: want paster plugin protocol %d: %s", ErrProtocol, p.path, wire.ProtocolVersion, firstLine(msg))
-	case strings.Contains(msg, "exited before we could connect"), strings.Contains(msg, "Unrecognized remote plugin message"),
+	case strings.Contains(msg, "exited before we could connect"), strings.HasSuffix(firstLine(msg), "plugin message: "):
+		// It ended without a word of the handshake: how it ended and what
+		// it said on stderr tell why; go-plugin's message does not.
+		if exited == "" {
+			exited = "closed its standard output"
+		}
+		return fmt.Errorf("%w: plugin binary %s %s before the plugin handshake (want an executable that calls plugins.Serve, paster plugin protocol %d)%s",
+			ErrNotPlugin, p.path, exited, wire.ProtocolVersion, stderr)
+	case strings.Contains(msg, "Unrecognized remote plugin message"),
 		strings.Contains(msg, "exec format error"), strings.Contains(msg, "permission denied"), strings.Contains(msg, "no such file"),
 		strings.Contains(msg, "unsupported plugin protocol"), strings.Contains(msg, "Dispense"), strings.Contains(msg, "unknown plugin type"):
-		return fmt.Errorf("%w: plugin binary %s: want an executable that calls plugins.Serve (paster plugin protocol %d): %s", ErrNotPlugin, p.path, wire.ProtocolVersion, firstLine(msg))
+		if exited != "" {
+			stderr = "; it " + exited + stderr
+		}
+		return fmt.Errorf("%w: plugin binary %s: want an executable that calls plugins.Serve (paster plugin protocol %d): %s%s", ErrNotPlugin, p.path, wire.ProtocolVersion, firstLine(msg), stderr)
 	}
-	return fmt.Errorf("plugin binary %s: %w", p.path, err)
+	return fmt.Errorf("plugin binary %s: %w%s", p.path, err, stderr)
 }
 
 func firstLine(s string) string {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"sync"
@@ -313,11 +314,45 @@ func (s *sdk) destroy(_ context.Context, in []byte) (any, error) {
 	return struct{}{}, nil
 }
 
-func (s *sdk) create(ctx context.Context, in []byte) (any, error) {
+// create makes an instance. A factory that panics fails the call with the
+// panic value and the section it was called for (the plugin serves on, and
+// its log gets the stack), as a compiled-in factory's panic fails the load.
+func (s *sdk) create(_ context.Context, in []byte) (resp any, err error) {
 	var req wire.CreateRequest
 	if err := json.Unmarshal(in, &req); err != nil {
 		return nil, err
 	}
+	defer func() {
+		if v := recover(); v != nil {
+			// The host's error names the entry point already.
+			what := "the factory"
+			if req.Proto == wire.ProtoApply {
+				what = "applying the filter"
+			}
+			where := sectionOf(req.Local)
+			s.log.Error("panic in "+what, "group", req.Proto, "name", req.Name, "section", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			resp, err = nil, fmt.Errorf("panic in %s, section %s: %v", what, where, v)
+		}
+	}()
+	return s.createInstance(&req)
+}
+
+// sectionOf names the section a factory was called for, from where its
+// keys were written ("FILE:LINE [SECTION]", the line of its first key).
+func sectionOf(local []wire.ConfEntry) string {
+	var at entrypoints.Location
+	for _, e := range local {
+		if e.Section != "" && (at.Section == "" || e.Line < at.Line) {
+			at = entrypoints.Location{File: e.File, Line: e.Line, Section: e.Section}
+		}
+	}
+	if at.Section == "" {
+		return "unknown: no keys"
+	}
+	return at.String()
+}
+
+func (s *sdk) createInstance(req *wire.CreateRequest) (any, error) {
 	local := wire.ToLocal(req.Local)
 	d := s.dist
 	missing := func() error {

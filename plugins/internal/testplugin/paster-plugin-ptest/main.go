@@ -25,7 +25,12 @@ func main() {
 	plugins.Serve(&entrypoints.Dist{
 		Name:    "ptest",
 		Version: "1.0",
-		Apps:    map[string]entrypoints.AppFactory{"probe": newProbe},
+		Apps: map[string]entrypoints.AppFactory{
+			"probe": newProbe,
+			"panicky": func(map[string]string, entrypoints.Local) (http.Handler, error) {
+				panic("factory boom")
+			},
+		},
 		Coroutines: map[string]entrypoints.CoroutineFactory{
 			// ready reports ready (to the host's scheduler, across the
 			// boundary) and runs until its context ends.
