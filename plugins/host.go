@@ -90,6 +90,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -152,6 +153,13 @@ type HostOptions struct {
 	// restart past the limit (the plugin stays failed until it is loaded
 	// again by a reload).
 	CrashLoopCooldown time.Duration
+
+	// LogRate bounds the lines of output each plugin binary gets into the
+	// host's log, per second (a line of n KiB counts 1+n), in bursts of as
+	// many; lines beyond are dropped and counted (PluginInfo.LogDropped).
+	// [plugins] log_rate overrides it. Default DefaultLogRate; negative
+	// means no limit. Lines are cut at MaxLogLine bytes either way.
+	LogRate int
 }
 
 // DefaultCrashLoopCooldown is HostOptions.CrashLoopCooldown's default.
@@ -191,6 +199,9 @@ func NewHost(opts HostOptions) *Host {
 	}
 	if opts.CrashLoopCooldown == 0 {
 		opts.CrashLoopCooldown = DefaultCrashLoopCooldown
+	}
+	if opts.LogRate == 0 {
+		opts.LogRate = DefaultLogRate
 	}
 	return &Host{opts: opts, log: opts.Logger.Named("plugins"), procs: map[string]*proc{}}
 }
@@ -268,23 +279,36 @@ func (h *Host) Binary(path string, from entrypoints.Origin) (*entrypoints.Dist, 
 	return h.start(path, from.Plugins["sha256."+filepath.Base(path)], from)
 }
 
-// crashLoopCooldown returns the [plugins] crash_loop_cooldown of from, or
-// def when it has none; 0 means no restart past the crash-loop limit. A
-// value that is not a non-negative duration is an error naming the key.
-func crashLoopCooldown(from entrypoints.Origin, def time.Duration) (time.Duration, error) {
-	v, ok := from.Plugins["crash_loop_cooldown"]
-	if !ok {
-		return def, nil
+// procSettings are the [plugins] keys that tune a plugin's supervision.
+type procSettings struct {
+	cooldown time.Duration // crash_loop_cooldown; 0: no restart past the limit
+	logRate  int           // log_rate; 0 or less: no limit
+}
+
+// settings reads crash_loop_cooldown and log_rate from the [plugins]
+// section of from, defaulting to h's options. A bad value is an error
+// naming the key.
+func (h *Host) settings(from entrypoints.Origin) (procSettings, error) {
+	s := procSettings{cooldown: max(h.opts.CrashLoopCooldown, 0), logRate: h.opts.LogRate}
+	if v, ok := from.Plugins["crash_loop_cooldown"]; ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil || d < 0 {
+			return s, fmt.Errorf("[plugins] crash_loop_cooldown = %q: want a duration such as 30s (0: no restart past the crash-loop limit)", v)
+		}
+		s.cooldown = d
 	}
-	d, err := time.ParseDuration(strings.TrimSpace(v))
-	if err != nil || d < 0 {
-		return 0, fmt.Errorf("[plugins] crash_loop_cooldown = %q: want a duration such as 30s (0: no restart past the crash-loop limit)", v)
+	if v, ok := from.Plugins["log_rate"]; ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || n < 0 {
+			return s, fmt.Errorf("[plugins] log_rate = %q: want a number of lines per second such as 1000 (0: no limit)", v)
+		}
+		s.logRate = n
 	}
-	return d, nil
+	return s, nil
 }
 
 func (h *Host) start(path, pin string, from entrypoints.Origin) (*entrypoints.Dist, error) {
-	cooldown, err := crashLoopCooldown(from, h.opts.CrashLoopCooldown)
+	settings, err := h.settings(from)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +343,7 @@ func (h *Host) start(path, pin string, from entrypoints.Origin) (*entrypoints.Di
 		h.procs[abs] = p
 	}
 	h.mu.Unlock()
-	p.setCooldown(cooldown)
+	p.configure(settings)
 	if err := p.startOnce(); err != nil {
 		return nil, err
 	}
@@ -380,6 +404,9 @@ type PluginInfo struct {
 	// Instances counts the instances created in the process and not yet
 	// destroyed (what a restart recreates).
 	Instances int
+	// LogDropped counts the lines of output dropped over the log rate
+	// limit (HostOptions.LogRate), over every process of the binary.
+	LogDropped uint64
 }
 
 // Plugins returns the plugins started so far, sorted by path.

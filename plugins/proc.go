@@ -1,11 +1,11 @@
 package plugins
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -55,6 +55,7 @@ type proc struct {
 	allowWritable bool   // [plugins] allow_writable: skip the mode checks
 	name          string // dist name (binary name until described)
 	log           hclog.Logger
+	relay         *logRelay // the processes' output to log
 
 	once     sync.Once
 	startErr error
@@ -100,7 +101,9 @@ type generation struct {
 func newProc(h *Host, path string, sum []byte, allowWritable bool) *proc {
 	name := strings.TrimPrefix(filepath.Base(path), BinaryPrefix)
 	p := &proc{h: h, path: path, sum: sum, allowWritable: allowWritable, name: name, log: h.opts.Logger.Named(name),
-		changed: make(chan struct{}), closing: make(chan struct{}), cooldown: h.opts.CrashLoopCooldown}
+		changed: make(chan struct{}), closing: make(chan struct{})}
+	p.relay = &logRelay{log: p.log}
+	p.configure(procSettings{cooldown: max(h.opts.CrashLoopCooldown, 0), logRate: h.opts.LogRate})
 	p.runCtx, p.runCancel = context.WithCancel(context.Background())
 	return p
 }
@@ -137,7 +140,7 @@ func (p *proc) setState(s procState) {
 func (p *proc) info() PluginInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String(), Restarts: p.restarts, Instances: len(p.specs), NextRestart: p.nextStart}
+	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String(), Restarts: p.restarts, Instances: len(p.specs), NextRestart: p.nextStart, LogDropped: p.relay.dropped.Load()}
 	if p.gen != nil {
 		i.PID = p.gen.pid
 	}
@@ -171,9 +174,9 @@ func (p *proc) launch(first bool) (*generation, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           fixedName{p.log},
 		StartTimeout:     p.h.opts.StartTimeout,
-		SyncStdout:       &lineLogger{log: p.log, level: hclog.Info, stream: "stdout"},
-		SyncStderr:       &lineLogger{log: p.log, level: hclog.Warn, stream: "stderr"},
-		Stderr:           tail,
+		Stderr:           io.MultiWriter(tail, p.relay.writer("stderr", hclog.Warn, true)),
+		SyncStdout:       p.relay.writer("stdout", hclog.Info, false),
+		SyncStderr:       p.relay.writer("stderr", hclog.Warn, false),
 	})
 	type result struct {
 		pc  *pluginConn
@@ -357,12 +360,13 @@ func (p *proc) crashLocked() {
 	go p.restart(delay)
 }
 
-// setCooldown sets the wait before restarts past the crash-loop limit (the
-// configuration loaded last wins).
-func (p *proc) setCooldown(d time.Duration) {
+// configure applies the [plugins] settings (the configuration loaded last
+// wins).
+func (p *proc) configure(s procSettings) {
 	p.mu.Lock()
-	p.cooldown = d
+	p.cooldown = s.cooldown
 	p.mu.Unlock()
+	p.relay.setRate(s.logRate)
 }
 
 // retryAfter is the Retry-After value, in seconds, for a request turned
@@ -501,6 +505,7 @@ func (p *proc) close(ctx context.Context) error {
 	}
 	<-runsDone
 	p.bg.Wait()
+	p.relay.stop()
 	return err
 }
 
@@ -753,39 +758,19 @@ func (hs *hostService) loadApp(ctx context.Context, in []byte) (any, error) {
 	return hs.p.ref(app), nil
 }
 
-// fixedName keeps go-plugin's logger named after the dist: go-plugin
-// names its stderr logger after the binary's file name.
+// fixedName keeps go-plugin's logger named after the dist (go-plugin names
+// its stderr logger after the binary's file name), and turns off go-plugin's
+// relay of the plugin's stderr: the Stderr writer (a logRelay's) relays it
+// instead, keeping the types of values and the rate limit. go-plugin asks
+// for that logger as Named(file name of the command) and for its stdio
+// client's as Named("stdio").
 type fixedName struct{ hclog.Logger }
 
-func (f fixedName) Named(string) hclog.Logger { return f }
-
-// lineLogger logs what a plugin writes to stdout or stderr outside hclog,
-// one record per line.
-type lineLogger struct {
-	log    hclog.Logger
-	level  hclog.Level
-	stream string
-	mu     sync.Mutex
-	buf    []byte
-}
-
-func (l *lineLogger) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf = append(l.buf, b...)
-	for {
-		i := bytes.IndexByte(l.buf, '\n')
-		if i < 0 {
-			break
-		}
-		l.log.Log(l.level, string(l.buf[:i]), "stream", l.stream)
-		l.buf = l.buf[i+1:]
+func (f fixedName) Named(name string) hclog.Logger {
+	if name == "stdio" {
+		return f
 	}
-	if len(l.buf) > 64<<10 {
-		l.log.Log(l.level, string(l.buf), "stream", l.stream)
-		l.buf = l.buf[:0]
-	}
-	return len(b), nil
+	return hclog.New(&hclog.LoggerOptions{Level: hclog.Off, Output: io.Discard})
 }
 
 func levelName(l hclog.Logger) string {

@@ -34,8 +34,10 @@ import (
 //
 // Logging: Serve installs an hclog JSON logger on stderr as hclog.Default
 // (level from the host), so hclog.L() output arrives in the host's logger
-// named after the dist. Anything else written to stdout or stderr is captured
-// by the host too.
+// named after the dist, with its values printed as they would be in-process
+// (a duration as 10s) and the host's timestamp. Anything else written to
+// stdout or stderr is captured by the host too. The host relays at most
+// [plugins] log_rate lines per second of it and cuts lines at 16 KiB.
 //
 // Serve exits the process (status 1) when the parent process goes away,
 // even if it was killed, and when it is run by hand rather than by a host
@@ -45,11 +47,11 @@ func Serve(d *entrypoints.Dist) {
 	if level == hclog.NoLevel {
 		level = hclog.Info
 	}
-	log := hclog.New(&hclog.LoggerOptions{
+	log := typedLogger{hclog.New(&hclog.LoggerOptions{
 		Level:      level,
 		Output:     os.Stderr, // the real stderr: go-plugin swaps os.Stderr later
 		JSONFormat: true,
-	})
+	})}
 	hclog.SetDefault(log)
 	closeExeFD()
 	if os.Getenv(wire.MagicCookieKey) == wire.MagicCookieValue {

@@ -255,7 +255,7 @@ func (p *pluginPool) infos() []observe.Plugin {
 	var out []observe.Plugin
 	for _, h := range hs {
 		for _, i := range h.e.host.Plugins() {
-			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State, NextRestart: i.NextRestart, Restarts: i.Restarts, Instances: i.Instances, Generations: h.gens})
+			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State, NextRestart: i.NextRestart, Restarts: i.Restarts, Instances: i.Instances, LogDropped: i.LogDropped, Generations: h.gens})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

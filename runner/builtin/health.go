@@ -101,6 +101,7 @@ func (a *healthApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			NextRestart time.Time `json:"next_restart,omitzero"`
 			Restarts    int       `json:"restarts"`
 			Instances   int       `json:"instances"`
+			LogDropped  uint64    `json:"log_lines_dropped"`
 			Generations []int     `json:"generations"`
 		}
 		out := struct {
@@ -132,7 +133,7 @@ func (a *healthApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				out.Coroutines = append(out.Coroutines, co)
 			}
 			for _, p := range s.Plugins {
-				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, NextRestart: p.NextRestart, Restarts: p.Restarts, Instances: p.Instances, Generations: p.Generations})
+				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, NextRestart: p.NextRestart, Restarts: p.Restarts, Instances: p.Instances, LogDropped: p.LogDropped, Generations: p.Generations})
 			}
 			out.Reloads.Total, out.Reloads.Failed = s.Reloads.Total, s.Reloads.Failed
 			if !s.Reloads.Last.IsZero() {

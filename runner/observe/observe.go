@@ -47,6 +47,9 @@ type Plugin struct {
 	Restarts int
 	// Instances counts the instances living in the process.
 	Instances int
+	// LogDropped counts the lines of the binary's output dropped over the
+	// log rate limit.
+	LogDropped uint64
 	// Generations lists the generations using the process.
 	Generations []int
 }

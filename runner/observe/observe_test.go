@@ -38,7 +38,7 @@ func TestInstrumentAndExposition(t *testing.T) {
 			Coroutines: []runner.CoroutineStatus{{Name: "tick", State: runner.StateReady, Restarts: 2}},
 			HasCore:    true, Core: runner.CoreStats{Waiters: 5},
 			Plugins: []Plugin{{Dist: "hello", Path: `/p/a"b`, PID: 42, State: "running", Restarts: 1},
-				{Dist: "crashy", Path: "/p/c", State: "crash_loop", NextRestart: time.Unix(200, 0)}},
+				{Dist: "crashy", Path: "/p/c", State: "crash_loop", NextRestart: time.Unix(200, 0), LogDropped: 7}},
 			Reloads: Reloads{Total: 4, Failed: 1, Last: time.Unix(100, 0), LastOK: false, LastError: "x"},
 		}
 	})
@@ -61,6 +61,7 @@ func TestInstrumentAndExposition(t *testing.T) {
 		`paster_plugin_restarts_total{dist="hello",path="/p/a\"b"} 1`,
 		`paster_plugin_up{dist="crashy",path="/p/c",state="crash_loop"} 0`,
 		`paster_plugin_next_restart_timestamp_seconds{dist="crashy",path="/p/c"} 200`,
+		`paster_plugin_log_lines_dropped_total{dist="crashy",path="/p/c"} 7`,
 		"paster_generation 3",
 		"paster_generations_draining 1",
 		`paster_reloads_total{result="ok"} 3`,

@@ -86,6 +86,10 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 			fmt.Fprintf(&b, "paster_plugin_next_restart_timestamp_seconds{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), unix(p.NextRestart))
 		}
 	}
+	help(&b, "paster_plugin_log_lines_dropped_total", "counter", "Lines a plugin wrote that were not logged, over the log rate limit ([plugins] log_rate).")
+	for _, p := range snap.Plugins {
+		fmt.Fprintf(&b, "paster_plugin_log_lines_dropped_total{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), p.LogDropped)
+	}
 	help(&b, "paster_plugin_pid", "gauge", "Process id of each plugin process.")
 	for _, p := range snap.Plugins {
 		fmt.Fprintf(&b, "paster_plugin_pid{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), p.PID)

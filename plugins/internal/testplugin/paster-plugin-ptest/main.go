@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -147,6 +148,30 @@ func newProbe(_ map[string]string, local entrypoints.Local) (http.Handler, error
 		fmt.Fprintln(os.Stderr, "stray stderr line")
 		hclog.L().Warn("plugin warning", "key", "value")
 		hclog.L().Debug("plugin debug")
+		hclog.L().Named("sub").Info("typed values", "wait", 10*time.Second, "n", 12345678901, "ratio", 0.25, "ok", true,
+			"err", errors.New("bad thing"), "list", []time.Duration{time.Millisecond, time.Minute})
+	})
+	// /flood?n=N writes N lines to each of stdout, stderr and the hclog
+	// logger as fast as it can, then one line of 100 KiB to each.
+	mux.HandleFunc("/flood", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		long := strings.Repeat("x", 100<<10)
+		var wg sync.WaitGroup
+		for _, write := range []func(string){
+			func(s string) { fmt.Println(s) },
+			func(s string) { fmt.Fprintln(os.Stderr, s) },
+			func(s string) { hclog.L().Info(s) },
+		} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := range n {
+					write("flood line " + strconv.Itoa(i))
+				}
+				write("long line " + long)
+			}()
+		}
+		wg.Wait()
 	})
 	mux.HandleFunc("/wait", func(w http.ResponseWriter, r *http.Request) {
 		timeout, _ := time.ParseDuration(r.URL.Query().Get("timeout"))
