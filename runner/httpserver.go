@@ -346,22 +346,26 @@ func (s *HTTPServer) Serve(ctx context.Context, app http.Handler) error {
 // ServeListener serves app on ln until ctx is done; it closes ln when it
 // returns. Once serving it calls Ready(ctx), so a caller that gave ctx a
 // ReadyFunc learns that the server accepts. Request contexts carry ctx's
-// values but are not cancelled with it. When ctx is done the server stops accepting, runs the OnShutdown
-// functions and waits up to shutdown_timeout for in-flight requests to
-// finish; it returns nil when they all did. After the timeout it closes the
-// remaining connections and returns an error wrapping ErrShutdownTimeout that
-// says how many requests were cut. With max_connections set, at most that
-// many connections are open at once; the server accepts the next when one
-// closes. A temporary accept error (such as running out of file
-// descriptors) is retried after a backoff, as net/http does; another one is
-// returned. Calling ServeListener (or Serve) a second time is an error.
+// values but are not cancelled with it. When ctx is done the server stops
+// accepting, runs the OnShutdown functions and waits up to shutdown_timeout
+// for in-flight requests to finish; it returns nil when they all did. After
+// the timeout it closes the remaining connections and returns an error
+// wrapping ErrShutdownTimeout that says how many requests were cut.
+//
+// With handler_timeout set, a handler still running after it is bound by
+// TimeoutHandler (503, or the connection ended, and its context
+// cancelled). With max_connections set, at most that many connections are
+// open at once; the server accepts the next when one closes. A temporary
+// accept error (such as running out of file descriptors) is retried after a
+// backoff, as net/http does; another one is returned. Calling
+// ServeListener (or Serve) a second time is an error.
 func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app http.Handler) error {
 	if !s.served.CompareAndSwap(false, true) {
 		ln.Close()
 		return errors.New("http: server already served; make a new HTTPServer")
 	}
 	srv := &http.Server{
-		Handler:           &limitHandler{s: s, next: app},
+		Handler:           &limitHandler{s: s, next: TimeoutHandler(app, s.cfg.HandlerTimeout, "handler_timeout", s.logger)},
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,

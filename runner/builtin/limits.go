@@ -8,28 +8,54 @@ import (
 	"sync/atomic"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 )
 
 // limitsFactory is egg:paster#limits, a filter-app that gives the app it
-// wraps its own request body limit, below (or, with the server's limit off,
-// instead of) the server's max_body_bytes. Keys:
+// wraps limits of its own: a request body limit below (or, with the
+// server's limit off, instead of) the server's max_body_bytes, and a bound
+// on how long the app may take to answer. Keys (at least one is required):
 //
-//	max_body_bytes  bytes, with an optional k, m or g suffix (powers of
-//	                1024); required, > 0
+//	max_body_bytes   bytes, with an optional k, m or g suffix (powers of
+//	                 1024); > 0
+//	request_timeout  a duration (seconds or a Go duration); > 0
 //
 // A request whose Content-Length is over the limit gets 413 before the app
 // runs. A body without a length that grows over the limit makes the app's
 // read fail with *http.MaxBytesError, and the response becomes 413 if the
 // app had not sent its header yet; the connection is closed afterwards.
 //
+// request_timeout is the server's handler_timeout for this app alone, with
+// the same implementation (runner.TimeoutHandler): when it passes, the
+// app's request context is cancelled (a plugin app's too, across the
+// process boundary) and the client gets 503, or, if the response had
+// started, its connection is ended. Parked waits of the app keep their own
+// timeouts; give request_timeout only to apps that do not long-poll longer.
+//
 //	[filter-app:upload-limit]
 //	use = egg:paster#limits
 //	max_body_bytes = 64k
+//	request_timeout = 30s
 //	next = upload
 func limitsFactory(next http.Handler, _ map[string]string, local entrypoints.Local) (http.Handler, error) {
-	warnUnknown("limits", local, "max_body_bytes")
-	if _, ok := local.Lookup("max_body_bytes"); !ok {
-		return nil, local.Errorf("max_body_bytes", "required: the largest request body the app accepts")
+	warnUnknown("limits", local, "max_body_bytes", "request_timeout")
+	_, hasMax := local.Lookup("max_body_bytes")
+	_, hasTimeout := local.Lookup("request_timeout")
+	if !hasMax && !hasTimeout {
+		return nil, local.Errorf("max_body_bytes", "required (or request_timeout): the largest request body the app accepts")
+	}
+	if hasTimeout {
+		d, err := local.Duration("request_timeout", 0)
+		if err != nil {
+			return nil, err
+		}
+		if d <= 0 {
+			return nil, local.Errorf("request_timeout", "must be more than 0, not %s (leave the key out for no bound)", d)
+		}
+		next = runner.TimeoutHandler(next, d, "request_timeout", logger())
+	}
+	if !hasMax {
+		return next, nil
 	}
 	n, err := local.Size("max_body_bytes", 0)
 	if err != nil {

@@ -1,11 +1,14 @@
 package builtin
 
 import (
+	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLimits(t *testing.T) {
@@ -19,7 +22,7 @@ func TestLimits(t *testing.T) {
 		w.Write(b)
 	})
 	if _, err := limitsFactory(echo, nil, localOf()); err == nil {
-		t.Error("max_body_bytes missing: no error")
+		t.Error("max_body_bytes and request_timeout missing: no error")
 	}
 	if _, err := limitsFactory(echo, nil, localOf("max_body_bytes", "lots")); err == nil || !strings.Contains(err.Error(), "test.ini:3") {
 		t.Errorf("bad size: %v", err)
@@ -51,5 +54,47 @@ func TestLimits(t *testing.T) {
 	// Chunked (length unknown): the read fails and the app's 400 becomes 413.
 	if code, body := post(io.MultiReader(strings.NewReader(big)), -1); code != 413 || !strings.Contains(body, "max_body_bytes") {
 		t.Errorf("chunked large body: %d %q", code, body)
+	}
+}
+
+// TestLimitsRequestTimeout bounds an app that never answers with
+// request_timeout: 503 naming the key, and the app's context cancelled with
+// cause http.ErrHandlerTimeout. Bad values name the key.
+func TestLimitsRequestTimeout(t *testing.T) {
+	t.Parallel()
+	causes := make(chan error, 1)
+	never := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-r.Context().Done()
+		causes <- context.Cause(r.Context())
+	})
+	for _, bad := range []struct{ key, value string }{{"request_timeout", "0"}, {"request_timeout", "soon"}} {
+		_, err := limitsFactory(never, nil, localOf(bad.key, bad.value))
+		if err == nil || !strings.Contains(err.Error(), "test.ini:3") || !strings.Contains(err.Error(), bad.key) {
+			t.Errorf("%s = %s: %v, want an error naming the place and key", bad.key, bad.value, err)
+		}
+	}
+	h, err := limitsFactory(never, nil, localOf("request_timeout", "200ms"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	client := &http.Client{Timeout: 30 * time.Second} // the app alone would hang
+	resp, err := client.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(b), "request_timeout (200ms)") {
+		t.Errorf("got %d %q, want 503 naming request_timeout", resp.StatusCode, b)
+	}
+	select {
+	case cause := <-causes:
+		if !errors.Is(cause, http.ErrHandlerTimeout) {
+			t.Errorf("the app's context ended with %v, want http.ErrHandlerTimeout", cause)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the app's context was not cancelled")
 	}
 }
