@@ -75,8 +75,11 @@
 // loop: each further start is tried after a cooldown (HostOptions.
 // CrashLoopCooldown, [plugins] crash_loop_cooldown, default 30 s; 0 gives
 // up, and the dist's apps answer 503 until a reload loads it again). A plugin
-// never outlives its host: it is started with Pdeathsig SIGKILL and the SDK
-// exits when its parent process changes.
+// never outlives its host: it is started with Pdeathsig SIGTERM and the SDK
+// exits when its parent process changes. Nor does what a plugin starts: on
+// Linux the SDK makes the plugin a child subreaper and kills every process
+// below it before it exits, setsid'd and double-forked ones included (see
+// Serve); the host also kills a stopped plugin's process group.
 package plugins
 
 import (

@@ -53,8 +53,9 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// hostHelper is a host process for TestHostKilled: it starts the ptest
-// plugin, prints the plugin's PID and waits to be killed.
+// hostHelper is a host process for the tests that kill a host: it starts
+// the ptest plugin, prints the plugin's PID, serves a probe instance on
+// loopback, prints its URL and waits to be killed.
 func hostHelper() {
 	h := NewHost(HostOptions{Logger: hclog.NewNullLogger()})
 	d, err := h.Binary(os.Getenv("PASTER_TEST_HOST_HELPER"), entrypoints.Origin{})
@@ -62,11 +63,14 @@ func hostHelper() {
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}
-	if _, err := d.Apps["probe"](nil, entrypoints.Local{}); err != nil {
+	app, err := d.Apps["probe"](nil, entrypoints.Local{})
+	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}
 	fmt.Println(h.Plugins()[0].PID)
+	srv := httptest.NewServer(app)
+	fmt.Println(srv.URL)
 	select {}
 }
 
@@ -242,4 +246,37 @@ func checkErr(t *testing.T, err, is error, mention []string) {
 			t.Errorf("error %q does not mention %q", err, m)
 		}
 	}
+}
+
+// startHostHelper runs a host in a process of its own (hostHelper) and
+// returns it, the PID of its ptest plugin and the URL of a probe instance.
+func startHostHelper(t *testing.T) (*exec.Cmd, int, string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "PASTER_TEST_HOST_HELPER="+bin("ptest"))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	r := bufio.NewReader(out)
+	line, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil {
+		t.Fatalf("helper said %q", line)
+	}
+	url, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd, pid, strings.TrimSpace(url)
 }

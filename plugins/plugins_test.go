@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -709,28 +708,12 @@ func TestRetryAfterIsTheWait(t *testing.T) {
 
 func TestHostKilled(t *testing.T) {
 	t.Parallel()
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "PASTER_TEST_HOST_HELPER="+bin("ptest"))
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("helper said %q", line)
-	}
+	host, pid, _ := startHostHelper(t)
 	if !alive(pid) {
 		t.Fatal("plugin not running")
 	}
-	_ = cmd.Process.Kill()
-	_ = cmd.Wait()
+	_ = host.Process.Kill()
+	_ = host.Wait()
 	waitFor(t, 2*time.Second, "the plugin to die with its host", func() bool { return !alive(pid) })
 }
 

@@ -9,11 +9,14 @@ import (
 	"github.com/paster-dev/paster/plugins/internal/wire"
 )
 
-// sysProcAttr kills the plugin when the thread that started it exits (the
-// host died, even by SIGKILL) and puts it in its own process group so a
-// terminal's Ctrl-C reaches only the host, which stops plugins in order.
+// sysProcAttr sends the plugin SIGTERM when the thread that started it
+// exits (the host died, even by SIGKILL) and puts it in its own process
+// group so a terminal's Ctrl-C reaches only the host, which stops plugins in
+// order. SIGTERM, not SIGKILL: the SDK catches it to kill the processes the
+// plugin started before it exits (see Serve); a plugin that cannot catch it
+// dies of it all the same.
 func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
 }
 
 // killGroup kills what is left of the plugin's process group (children the

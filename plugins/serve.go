@@ -7,11 +7,13 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -42,6 +44,12 @@ import (
 // Serve exits the process (status 1) when the parent process goes away,
 // even if it was killed, and when it is run by hand rather than by a host
 // (it then prints how it is meant to be used).
+//
+// Processes the plugin starts do not outlive it (on Linux): the plugin is a
+// child subreaper, so processes it started, directly or not, stay below it
+// even after setsid or a double fork, and Serve kills them all with SIGKILL
+// before it returns or exits. Orphans reparented to the plugin are reaped
+// when they exit; children started with os/exec are left to their Wait.
 func Serve(d *entrypoints.Dist) {
 	level := hclog.LevelFromString(os.Getenv(wire.EnvLogLevel))
 	if level == hclog.NoLevel {
@@ -55,6 +63,16 @@ func Serve(d *entrypoints.Dist) {
 	hclog.SetDefault(log)
 	closeExeFD()
 	if os.Getenv(wire.MagicCookieKey) == wire.MagicCookieValue {
+		becomeSubreaper(log)
+		// When the host dies, the host's Pdeathsig sends SIGTERM (which
+		// can be caught, unlike SIGKILL, so that the plugin's own children
+		// are killed first); watchParent is the portable complement.
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		go func() {
+			<-term
+			exitWithChildren(log, "terminated; exiting")
+		}()
 		go watchParent(log)
 	}
 	if path := os.Getenv(EnvCPUProfile); path != "" {
@@ -79,6 +97,17 @@ func Serve(d *entrypoints.Dist) {
 		},
 		Logger: log,
 	})
+	// The host stopped the plugin: nothing it started outlives it.
+	killDescendants(log, 2*time.Second)
+}
+
+// exitWithChildren kills the processes the plugin started, logs msg and
+// exits with status 1. The killing comes first: with the host gone, a write
+// to stderr may end the process with SIGPIPE.
+func exitWithChildren(log hclog.Logger, msg string, args ...any) {
+	killDescendants(log, 2*time.Second)
+	log.Error(msg, args...)
+	os.Exit(1)
 }
 
 // EnvCPUProfile names a file the plugin writes a CPU profile to, from start
@@ -125,8 +154,7 @@ func watchParent(log hclog.Logger) {
 	defer t.Stop()
 	for range t.C {
 		if os.Getppid() != ppid {
-			log.Error("host process is gone; exiting", "host_pid", ppid)
-			os.Exit(1)
+			exitWithChildren(log, "host process is gone; exiting", "host_pid", ppid)
 		}
 	}
 }

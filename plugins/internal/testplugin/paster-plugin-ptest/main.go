@@ -11,9 +11,11 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -211,6 +213,40 @@ func newProbe(_ map[string]string, local entrypoints.Local) (http.Handler, error
 		fmt.Fprintf(w, "%d %d %s", seq, msgs[0].Seq, msgs[0].Data)
 	})
 	mux.HandleFunc("/exit", func(w http.ResponseWriter, r *http.Request) { os.Exit(3) })
+	// spawn starts a child in a session (and process group) of its own and
+	// a grandchild that leaves its parent and session (double fork and
+	// setsid), and answers their PIDs.
+	mux.HandleFunc("/spawn", func(w http.ResponseWriter, r *http.Request) {
+		child := exec.Command("sleep", "300")
+		child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := child.Start(); err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		go func() { _ = child.Wait() }()
+		out, err := exec.Command("sh", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!").Output()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "%d %s", child.Process.Pid, strings.TrimSpace(string(out)))
+	})
+	// statuses runs n children that exit with status 7 and counts the
+	// statuses cmd.Wait reported right.
+	mux.HandleFunc("/statuses", func(w http.ResponseWriter, r *http.Request) {
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		right := 0
+		for range n {
+			err := exec.Command("sh", "-c", "exit 7").Run()
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && ee.ExitCode() == 7 {
+				right++
+			} else {
+				hclog.L().Error("wrong status", "error", err)
+			}
+		}
+		fmt.Fprint(w, right)
+	})
 	return mux, nil
 }
 
