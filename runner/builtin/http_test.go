@@ -34,7 +34,10 @@ func (a *addrCatcher) Write(p []byte) (int, error) {
 // TestHTTPRunner swaps the default hclog logger, so it is not parallel.
 func TestHTTPRunner(t *testing.T) {
 	catcher := &addrCatcher{addr: make(chan string, 1)}
-	old := hclog.SetDefault(hclog.New(&hclog.LoggerOptions{Output: catcher, Level: hclog.Info}))
+	// hclog.Default, not SetDefault's result: that is nil when no default
+	// was made yet, and restoring nil leaves Default() nil for later tests.
+	old := hclog.Default()
+	hclog.SetDefault(hclog.New(&hclog.LoggerOptions{Output: catcher, Level: hclog.Info}))
 	defer hclog.SetDefault(old)
 
 	run := Dist.Runners["http"]

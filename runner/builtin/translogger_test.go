@@ -124,7 +124,10 @@ func TestTransloggerOutputs(t *testing.T) {
 // TestTransloggerHclog swaps the default hclog logger, so it is not parallel.
 func TestTransloggerHclog(t *testing.T) {
 	var buf syncBuffer
-	old := hclog.SetDefault(hclog.New(&hclog.LoggerOptions{Name: "paster", Output: &buf, Level: hclog.Trace}))
+	// hclog.Default, not SetDefault's result: that is nil when no default
+	// was made yet, and restoring nil leaves Default() nil for later tests.
+	old := hclog.Default()
+	hclog.SetDefault(hclog.New(&hclog.LoggerOptions{Name: "paster", Output: &buf, Level: hclog.Trace}))
 	defer hclog.SetDefault(old)
 	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hi")) })
 	tests := []struct {
