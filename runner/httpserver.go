@@ -371,6 +371,7 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
 		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+		ConnContext:       connContext,
 	}
 	addr := ln.Addr()
 	s.mu.Lock()
@@ -387,7 +388,7 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 	if s.cfg.MaxConnections > 0 {
 		serveLn = newCapListener(ln, s.cfg.MaxConnections)
 	}
-	go func() { served <- srv.Serve(serveLn) }()
+	go func() { served <- srv.Serve(watchRejects(serveLn, app)) }()
 
 	select {
 	case err := <-served:

@@ -39,7 +39,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 		<-l.slots
 		return nil, err
 	}
-	return &capConn{Conn: c, l: l}, nil
+	return &capConn{keptConn: keptConn{c}, l: l}, nil
 }
 
 // Close closes the listener and wakes a waiting Accept; connections already
@@ -51,7 +51,7 @@ func (l *capListener) Close() error {
 
 // capConn gives its slot back when it is closed.
 type capConn struct {
-	net.Conn
+	keptConn
 	l    *capListener
 	once sync.Once
 }
@@ -62,8 +62,12 @@ func (c *capConn) Close() error {
 	return err
 }
 
+// keptConn is embedded by the server's connection wrappers (capConn,
+// rejectConn) to keep what net/http looks for beyond net.Conn.
+type keptConn struct{ net.Conn }
+
 // ReadFrom keeps sendfile for responses (net/http's response body copy).
-func (c *capConn) ReadFrom(r io.Reader) (int64, error) {
+func (c keptConn) ReadFrom(r io.Reader) (int64, error) {
 	if rf, ok := c.Conn.(io.ReaderFrom); ok {
 		return rf.ReadFrom(r)
 	}
@@ -72,7 +76,7 @@ func (c *capConn) ReadFrom(r io.Reader) (int64, error) {
 
 // CloseWrite half-closes the connection where it can, as net/http does
 // before closing a connection whose response said "Connection: close".
-func (c *capConn) CloseWrite() error {
+func (c keptConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}

@@ -27,15 +27,20 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
+	rc := rejectConnOf(r)
+	if rc != nil {
+		defer rc.requestStarted()()
+	}
 
 	if s.cfg.MaxBodyBytes > 0 && r.ContentLength > s.cfg.MaxBodyBytes {
 		// Known too large before reading a byte: answer at once, without
 		// sending 100 Continue.
 		w.Header().Set("Connection", "close")
 		http.Error(w, tooLargeMessage(s.cfg.MaxBodyBytes), http.StatusRequestEntityTooLarge)
+		ObserveRejected(h.next, r, http.StatusRequestEntityTooLarge)
 		return
 	}
-	lw := &limitWriter{ResponseWriter: w, cfg: &s.cfg}
+	lw := &limitWriter{ResponseWriter: w, cfg: &s.cfg, conn: rc}
 	if d, ok := w.(deadliner); ok {
 		lw.dl = d // the server's own writer: no ResponseController to allocate
 	} else {
@@ -75,7 +80,8 @@ type limitWriter struct {
 	http.ResponseWriter
 	dl   deadliner
 	cfg  *HTTPConfig
-	body *limitBody // nil when the request has no body
+	body *limitBody  // nil when the request has no body
+	conn *rejectConn // nil when not served by ServeListener
 
 	// Written by the handler's writing goroutine only.
 	wroteHeader bool
@@ -227,6 +233,9 @@ func (w *limitWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err == nil {
 		w.hijacked = true
+		if w.conn != nil {
+			w.conn.hijacked.Store(true)
+		}
 	}
 	return c, brw, err
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 )
 
 // CascadeMaxReplay is how many bytes of a request body cascade keeps so
@@ -72,6 +73,12 @@ type cascade struct {
 	apps      []http.Handler
 	catch     map[int]bool
 	maxReplay int
+}
+
+// ObserveRejected passes a request the server answered itself to the
+// first app, the one every request reaches (runner.RejectObserver).
+func (c *cascade) ObserveRejected(r *http.Request, code int) {
+	runner.ObserveRejected(c.apps[0], r, code)
 }
 
 func (c *cascade) ServeHTTP(w http.ResponseWriter, r *http.Request) {

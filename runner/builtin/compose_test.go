@@ -21,7 +21,14 @@ import (
 // serveHTTP serves h with runner.HTTPServer on a free port.
 func serveHTTP(t *testing.T, h http.Handler) string {
 	t.Helper()
-	srv, err := runner.NewHTTPServer(entrypoints.NewLocal("port", "0"), hclog.NewNullLogger())
+	return serveHTTPWith(t, h)
+}
+
+// serveHTTPWith serves h with runner.HTTPServer on a free port, configured
+// with the server keys in pairs (key, value, ...).
+func serveHTTPWith(t *testing.T, h http.Handler, pairs ...string) string {
+	t.Helper()
+	srv, err := runner.NewHTTPServer(entrypoints.NewLocal(append([]string{"port", "0"}, pairs...)...), hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 )
 
 // gzipFactory is egg:paster#gzip, Paste's GzipMiddleware. compress_level
@@ -56,6 +57,12 @@ type gzipFilter struct {
 	next  http.Handler
 	level int
 	pool  sync.Pool // *gzip.Writer
+}
+
+// ObserveRejected passes a request the server answered itself on
+// (runner.RejectObserver).
+func (g *gzipFilter) ObserveRejected(r *http.Request, code int) {
+	runner.ObserveRejected(g.next, r, code)
 }
 
 func (g *gzipFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {

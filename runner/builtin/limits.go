@@ -72,6 +72,10 @@ type limits struct {
 	max  int64
 }
 
+// ObserveRejected passes a request the server answered itself on
+// (runner.RejectObserver).
+func (l *limits) ObserveRejected(r *http.Request, code int) { runner.ObserveRejected(l.next, r, code) }
+
 func (l *limits) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	msg := fmt.Sprintf("request body larger than this app's max_body_bytes (%d bytes)", l.max)
 	if r.ContentLength > l.max {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 )
 
 // prefixFactory is egg:paster#prefix, PasteDeploy's PrefixMiddleware, for
@@ -87,6 +88,18 @@ func firstValue(v string) string {
 }
 
 func (p *prefixFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	p.next.ServeHTTP(w, p.rewrite(r))
+}
+
+// ObserveRejected passes a request the server answered itself on, as this
+// filter would have passed it to the app (runner.RejectObserver).
+func (p *prefixFilter) ObserveRejected(r *http.Request, code int) {
+	runner.ObserveRejected(p.next, p.rewrite(r), code)
+}
+
+// rewrite returns the request the app gets: mounted, with the forwarded
+// headers applied or dropped (see prefixFactory).
+func (p *prefixFilter) rewrite(r *http.Request) *http.Request {
 	var slot *clientSlot
 	if p.translate {
 		r, slot = withClientSlot(r)
@@ -143,5 +156,5 @@ func (p *prefixFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.scheme != "" {
 		r2.URL.Scheme = p.scheme
 	}
-	p.next.ServeHTTP(w, r2)
+	return r2
 }

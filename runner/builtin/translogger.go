@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 )
 
 // Access log formats that format may name.
@@ -150,9 +151,21 @@ func (t *translogger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if e.status == 0 && !rw.hijacked {
 			e.status = http.StatusOK
 		}
+		if c := runner.ReplacedStatus(w); c != 0 {
+			e.status = c // the server replaced the response (body over max_body_bytes)
+		}
 		t.write(e)
 	}()
 	t.next.ServeHTTP(rw, r)
+}
+
+// ObserveRejected logs a request the server answered with code itself
+// (runner.RejectObserver), after passing it on so that a prefix filter
+// inside can name the client.
+func (t *translogger) ObserveRejected(r *http.Request, code int) {
+	r, _ = withClientSlot(r)
+	runner.ObserveRejected(t.next, r, code)
+	t.write(&logEntry{r: r, start: time.Now(), status: code, header: http.Header{}})
 }
 
 func (t *translogger) write(e *logEntry) {
@@ -285,6 +298,9 @@ var apacheDirectives = map[byte]logField{
 	'u': func(b []byte, e *logEntry) []byte { return dashIfEmpty(b, e.user()) },
 	't': func(b []byte, e *logEntry) []byte { return append(append(append(b, '['), apacheTime(e.start)...), ']') },
 	'r': func(b []byte, e *logEntry) []byte {
+		if e.r.Method == "" { // a request the server could not read
+			return append(b, '-')
+		}
 		return appendEscaped(b, e.r.Method+" "+e.requestURI()+" "+e.r.Proto)
 	},
 	's': func(b []byte, e *logEntry) []byte {

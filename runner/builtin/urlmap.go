@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/observe"
 )
 
@@ -154,6 +155,29 @@ type urlMap struct {
 }
 
 func (m *urlMap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if e, ok := m.match(r); ok {
+		// Count the request under its mount (egg:paster#metrics).
+		observe.SetApp(r.Context(), mountLabel(ScriptName(r)+e.path))
+		e.app.ServeHTTP(w, mount(r, e.path, ScriptName(r)+e.path))
+		return
+	}
+	m.notFound.ServeHTTP(w, r)
+}
+
+// ObserveRejected passes a request the server answered itself to the app
+// it would have gone to (runner.RejectObserver), so that it is counted
+// under that mount and logged by a translogger inside it.
+func (m *urlMap) ObserveRejected(r *http.Request, code int) {
+	if e, ok := m.match(r); ok {
+		observe.SetApp(r.Context(), mountLabel(ScriptName(r)+e.path))
+		runner.ObserveRejected(e.app, mount(r, e.path, ScriptName(r)+e.path), code)
+		return
+	}
+	runner.ObserveRejected(m.notFound, r, code)
+}
+
+// match returns the entry r goes to.
+func (m *urlMap) match(r *http.Request) (urlMapEntry, bool) {
 	var host, hostPort string
 	if m.domains {
 		host = strings.ToLower(r.Host)
@@ -173,15 +197,11 @@ func (m *urlMap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if e.domain != "" && e.domain != host && e.domain != hostPort {
 			continue
 		}
-		if _, ok := matchPrefix(r.URL.Path, e.path); !ok {
-			continue
+		if _, ok := matchPrefix(r.URL.Path, e.path); ok {
+			return e, true
 		}
-		// Count the request under its mount (egg:paster#metrics).
-		observe.SetApp(r.Context(), mountLabel(ScriptName(r)+e.path))
-		e.app.ServeHTTP(w, mount(r, e.path, ScriptName(r)+e.path))
-		return
 	}
-	m.notFound.ServeHTTP(w, r)
+	return urlMapEntry{}, false
 }
 
 func notFound(w http.ResponseWriter, r *http.Request) {

@@ -207,6 +207,12 @@ type appLabel struct {
 	name string
 }
 
+func (l *appLabel) get() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.name
+}
+
 // SetApp names the app serving the request of ctx, for its metrics: a
 // composite that dispatches (egg:paster#urlmap) calls it with the mount path
 // it chose, so requests are counted by mount. The number of distinct names
@@ -226,26 +232,53 @@ func SetApp(ctx context.Context, name string) {
 // wrote nothing) and duration. The
 // ResponseWriter passed on keeps Flush and Hijack, and unwraps for
 // http.ResponseController; a hijacked request counts as 101.
+//
+// The handler is a runner.RejectObserver: a request the server answered
+// itself (413, 431, 400) is counted the same way, under the label next
+// sets through SetApp as it passes the rejection on, with duration 0.
 func Instrument(r *Registry, app string, next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		start := time.Now()
-		r.inflight.Add(1)
-		sw := &statusWriter{ResponseWriter: w}
-		label := &appLabel{name: app}
-		defer func() {
-			r.inflight.Add(-1)
-			code := sw.code
-			if code == 0 {
-				code = http.StatusOK
-			}
-			label.mu.Lock()
-			name := label.name
-			label.mu.Unlock()
-			r.Observe(name, code, time.Since(start))
-		}()
-		ctx := context.WithValue(With(req.Context(), r), labelKey{}, label)
-		next.ServeHTTP(sw, req.WithContext(ctx))
-	})
+	return &instrumented{reg: r, app: app, next: next}
+}
+
+type instrumented struct {
+	reg  *Registry
+	app  string
+	next http.Handler
+}
+
+func (h *instrumented) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r := h.reg
+	start := time.Now()
+	r.inflight.Add(1)
+	sw := &statusWriter{ResponseWriter: w}
+	req, label := h.labelled(req)
+	defer func() {
+		r.inflight.Add(-1)
+		code := sw.code
+		if code == 0 {
+			code = http.StatusOK
+		}
+		if c := runner.ReplacedStatus(w); c != 0 {
+			code = c // the server replaced the response (body over max_body_bytes)
+		}
+		r.Observe(label.get(), code, time.Since(start))
+	}()
+	h.next.ServeHTTP(sw, req)
+}
+
+// ObserveRejected counts a request the server answered with code itself.
+func (h *instrumented) ObserveRejected(req *http.Request, code int) {
+	req, label := h.labelled(req)
+	runner.ObserveRejected(h.next, req, code)
+	h.reg.Observe(label.get(), code, 0)
+}
+
+// labelled returns req with the registry and a fresh app label in its
+// context.
+func (h *instrumented) labelled(req *http.Request) (*http.Request, *appLabel) {
+	label := &appLabel{name: h.app}
+	ctx := context.WithValue(With(req.Context(), h.reg), labelKey{}, label)
+	return req.WithContext(ctx), label
 }
 
 type statusWriter struct {

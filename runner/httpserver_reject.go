@@ -1,0 +1,190 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+)
+
+// net/http answers a request it cannot read (a header over MaxHeaderBytes,
+// a malformed request line) itself, before any handler runs, by writing a
+// fixed reply straight to the connection: "HTTP/1.1 431 Request Header
+// Fields Too Large" + ownReplyHeaders + a text. It offers no hook for it,
+// so the server watches the connection's writes for that reply
+// (rejectConn) and tells the handler (RejectObserver), so that metrics and
+// access logs count these requests too. A handler's response is not
+// mistaken for such a reply: only a write made while no handler runs on the
+// connection, that is exactly one whole reply (status line, these headers
+// in this order, which net/http never writes for a handler since it sorts
+// headers, and the matching text), counts.
+const ownReplyHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+
+// maxHeadCapture bounds how much of a request's beginning a rejectConn
+// keeps to name the request line of a request net/http rejects.
+const maxHeadCapture = 4 << 10
+
+// rejectListener wraps each accepted connection in a rejectConn.
+type rejectListener struct {
+	net.Listener
+	observe func(r *http.Request, code int)
+}
+
+func (l *rejectListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &rejectConn{keptConn: keptConn{c}, observe: l.observe}, nil
+}
+
+// rejectConn is a connection as net/http uses it. It keeps the bytes read
+// since the last request reached a handler (up to maxHeadCapture), and when
+// net/http writes one of its own error replies on it, reports the rejected
+// request with what those bytes tell about it.
+type rejectConn struct {
+	keptConn
+	observe  func(r *http.Request, code int)
+	ctx      context.Context // the connection's context (ConnContext)
+	hijacked atomic.Bool     // a handler owns the connection; stop watching
+	active   atomic.Int32    // handlers running on the connection
+
+	mu   sync.Mutex
+	head []byte
+}
+
+type rejectConnKey struct{}
+
+// connContext is the http.Server's ConnContext: it gives the connection's
+// requests their rejectConn (requestStarted, hijacked).
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	rc, ok := c.(*rejectConn)
+	if !ok {
+		return ctx
+	}
+	ctx = context.WithValue(ctx, rejectConnKey{}, rc)
+	rc.ctx = ctx
+	return ctx
+}
+
+// rejectConnOf returns the rejectConn r arrived on, or nil.
+func rejectConnOf(r *http.Request) *rejectConn {
+	rc, _ := r.Context().Value(rejectConnKey{}).(*rejectConn)
+	return rc
+}
+
+func (c *rejectConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.hijacked.Load() {
+		c.mu.Lock()
+		if room := maxHeadCapture - len(c.head); room > 0 {
+			c.head = append(c.head, p[:min(n, room)]...)
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// requestStarted forgets the bytes of the request that reached a handler,
+// and notes the handler running until the returned function is called.
+func (c *rejectConn) requestStarted() (done func()) {
+	c.active.Add(1)
+	c.mu.Lock()
+	c.head = c.head[:0]
+	c.mu.Unlock()
+	return func() { c.active.Add(-1) }
+}
+
+func (c *rejectConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if c.active.Load() > 0 || c.hijacked.Load() {
+		return n, err
+	}
+	if code, ok := ownReply(p); ok {
+		c.mu.Lock()
+		r := requestFromHead(c.head, c.RemoteAddr())
+		c.head = c.head[:0]
+		c.mu.Unlock()
+		ctx := c.ctx
+		if ctx == nil {
+			ctx = context.Background()
+		}
+		c.observe(r.WithContext(ctx), code)
+	}
+	return n, err
+}
+
+// ownReply reports whether p is exactly one of net/http's own error
+// replies, "HTTP/1.1 STATUS" + ownReplyHeaders + STATUS (or, for 501,
+// "Unsupported transfer encoding"), and returns its status code.
+func ownReply(p []byte) (int, bool) {
+	rest, ok := bytes.CutPrefix(p, []byte("HTTP/1.1 "))
+	if !ok {
+		return 0, false
+	}
+	status, text, ok := bytes.Cut(rest, []byte(ownReplyHeaders))
+	if !ok || len(status) < 3 {
+		return 0, false
+	}
+	code, err := strconv.Atoi(string(status[:3]))
+	if err != nil || code < 400 || code > 599 {
+		return 0, false
+	}
+	if !bytes.Equal(text, status) && !(code == http.StatusNotImplemented && string(text) == "Unsupported transfer encoding") {
+		return 0, false
+	}
+	return code, true
+}
+
+// requestFromHead makes the request a rejected reply was about from the
+// bytes read for it: the request line and Host when they are there and
+// well-formed, else a request with an empty Method.
+func requestFromHead(head []byte, remote net.Addr) *http.Request {
+	r := &http.Request{Header: http.Header{}, Body: http.NoBody, URL: &url.URL{}}
+	if remote != nil {
+		r.RemoteAddr = remote.String()
+	}
+	lines := bytes.Split(head, []byte("\r\n"))
+	if len(lines) < 2 { // the request line must be complete
+		return r
+	}
+	parts := bytes.Split(lines[0], []byte(" "))
+	if len(parts) != 3 {
+		return r
+	}
+	method, target, proto := string(parts[0]), string(parts[1]), string(parts[2])
+	major, minor, ok := http.ParseHTTPVersion(proto)
+	u, err := url.ParseRequestURI(target)
+	if !ok || err != nil || method == "" || !validMethod(method) {
+		return r
+	}
+	r.Method, r.RequestURI, r.URL, r.Proto, r.ProtoMajor, r.ProtoMinor = method, target, u, proto, major, minor
+	for _, l := range lines[1:] {
+		if k, v, ok := bytes.Cut(l, []byte(":")); ok && http.CanonicalHeaderKey(string(k)) == "Host" {
+			r.Host = string(bytes.TrimSpace(v))
+			break
+		}
+	}
+	return r
+}
+
+// validMethod reports whether m is an HTTP token of letters (GET, POST,
+// PROPFIND): enough to tell a request line from the middle of a request.
+func validMethod(m string) bool {
+	for i := 0; i < len(m); i++ {
+		if c := m[i]; c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	return true
+}
+
+// watchRejects wraps ln so that net/http's own error replies on its
+// connections are reported to app (RejectObserver).
+func watchRejects(ln net.Listener, app http.Handler) net.Listener {
+	return &rejectListener{Listener: ln, observe: func(r *http.Request, code int) { ObserveRejected(app, r, code) }}
+}
