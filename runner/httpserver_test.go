@@ -176,19 +176,20 @@ type served struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Serve returned
 	err    error         // Serve's result, once done is closed
+	log    *syncBuffer   // the server's log
 }
 
 // serve starts an HTTPServer on a free port with the given keys and waits
 // until it is bound.
 func serve(t *testing.T, app http.Handler, pairs ...string) *served {
 	t.Helper()
-	logger, _ := testLogger(t)
+	logger, logs := testLogger(t)
 	srv, err := NewHTTPServer(localOf(append([]string{"port", "0"}, pairs...)...), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &served{srv: srv, cancel: cancel, done: make(chan struct{})}
+	s := &served{srv: srv, cancel: cancel, done: make(chan struct{}), log: logs}
 	go func() {
 		s.err = srv.Serve(ctx, app)
 		close(s.done)

@@ -97,6 +97,8 @@ func (h *timeoutHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if tw.hijacked {
 		// The connection is the handler's now: leave it be.
 		tw.mu.Unlock()
+		h.log.Debug("timeout passed on a hijacked connection; left to its handler", "key", h.key, "timeout", h.d,
+			"method", r.Method, "path", r.URL.Path)
 		<-done
 		if panicked != nil {
 			panic(panicked)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -23,15 +24,15 @@ func TestHandlerTimeout(t *testing.T) {
 	tests := []struct {
 		name string
 		// app gets a channel to report its context's cause or its late
-		// write's error on.
-		app func(report chan<- error) http.HandlerFunc
+		// write's error on, and the server's log.
+		app func(report chan<- error, log *syncBuffer) http.HandlerFunc
 		// check reads the response.
 		check func(t *testing.T, resp *http.Response)
 		want  error // reported by the app
 	}{
 		{
 			name: "never answers: 503",
-			app: func(report chan<- error) http.HandlerFunc {
+			app: func(report chan<- error, _ *syncBuffer) http.HandlerFunc {
 				return func(w http.ResponseWriter, r *http.Request) {
 					<-r.Context().Done()
 					report <- context.Cause(r.Context())
@@ -42,7 +43,7 @@ func TestHandlerTimeout(t *testing.T) {
 		},
 		{
 			name: "ignores its context: 503 all the same, its late write fails",
-			app: func(report chan<- error) http.HandlerFunc {
+			app: func(report chan<- error, _ *syncBuffer) http.HandlerFunc {
 				return func(w http.ResponseWriter, r *http.Request) {
 					w.Header().Set("X-Late", "yes")
 					<-stuck // until the client has its answer
@@ -61,7 +62,7 @@ func TestHandlerTimeout(t *testing.T) {
 		},
 		{
 			name: "response started: connection ended",
-			app: func(report chan<- error) http.HandlerFunc {
+			app: func(report chan<- error, _ *syncBuffer) http.HandlerFunc {
 				return func(w http.ResponseWriter, r *http.Request) {
 					io.WriteString(w, "started\n")
 					w.(http.Flusher).Flush()
@@ -79,7 +80,7 @@ func TestHandlerTimeout(t *testing.T) {
 		},
 		{
 			name: "hijacked connection outlives the timeout",
-			app: func(report chan<- error) http.HandlerFunc {
+			app: func(report chan<- error, log *syncBuffer) http.HandlerFunc {
 				return func(w http.ResponseWriter, r *http.Request) {
 					c, brw, err := http.NewResponseController(w).Hijack()
 					if err != nil {
@@ -87,9 +88,15 @@ func TestHandlerTimeout(t *testing.T) {
 						return
 					}
 					defer c.Close()
-					// Past the timeout, whose timer then finds the
+					// Until the timeout has passed and found the
 					// connection hijacked.
-					<-time.After(3 * timeout)
+					for deadline := time.Now().Add(30 * time.Second); !strings.Contains(log.String(), "timeout passed on a hijacked connection"); {
+						if time.Now().After(deadline) {
+							report <- errors.New("the timeout never found the connection hijacked")
+							return
+						}
+						time.Sleep(10 * time.Millisecond)
+					}
 					brw.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 9\r\nConnection: close\r\n\r\nhijacked\n")
 					brw.Flush()
 					report <- r.Context().Err()
@@ -108,7 +115,10 @@ func TestHandlerTimeout(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			report := make(chan error, 1)
-			s := serve(t, tc.app(report), "handler_timeout", timeout.String())
+			var log atomic.Pointer[syncBuffer]
+			app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tc.app(report, log.Load())(w, r) })
+			s := serve(t, app, "handler_timeout", timeout.String())
+			log.Store(s.log)
 			resp, err := newClient().Get(s.url)
 			if err != nil {
 				t.Fatal(err)
