@@ -201,6 +201,7 @@ type sdk struct {
 	startups   map[uint64]map[string]entrypoints.Coroutine
 
 	listeners *runner.ListenerPool // shared by the servers of this process
+	scheds    sync.Map             // running server and runner instance ID -> *runner.Scheds
 }
 
 type runnerInstance struct {
@@ -232,6 +233,7 @@ func (s *sdk) register(g *grpc.Server) {
 			wire.UnaryMethod("Init", s.init),
 			wire.UnaryMethod("Create", s.create),
 			wire.UnaryMethod("Destroy", s.destroy),
+			wire.UnaryMethod("Status", s.status),
 		},
 		Streams: []grpc.StreamDesc{
 			{StreamName: "HTTP", ServerStreams: true, ClientStreams: true, Handler: s.serveHTTP},
@@ -607,6 +609,8 @@ func (s *sdk) runInstance(ctx context.Context, req wire.RunRequest) (err error) 
 		// connection; sockets no server holds are closed when one returns.
 		ctx = runner.WithListeners(ctx, s.listeners)
 		defer s.listeners.Prune()
+		ctx, forget := s.withScheds(ctx, req.ID)
+		defer forget()
 		if isServer {
 			return srv(ctx, app)
 		}

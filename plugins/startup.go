@@ -24,7 +24,9 @@ import (
 // ctx ends, with the startup coroutines ctx carries on a host scheduler.
 // local is the server section: ready_timeout bounds the wait for required
 // coroutines (default runner.DefaultReadyTimeout), shutdown_timeout is the
-// grace of their stop (default runner.DefaultShutdownTimeout). When ctx asks
+// grace of their stop (default runner.DefaultShutdownTimeout). While it
+// runs, the scheduler of the instance in the plugin (a runner.Runner's) and
+// the host scheduler are in the runner.Scheds ctx carries. When ctx asks
 // for a check (runner.WithCheck), the instance runs with the check flag
 // (it checks its settings and returns) and no coroutine starts.
 func (p *proc) serveWithStartup(ctx context.Context, local entrypoints.Local, req wire.RunRequest) (err error) {
@@ -33,6 +35,10 @@ func (p *proc) serveWithStartup(ctx context.Context, local entrypoints.Local, re
 		// no coroutine starts.
 		req.Check = true
 		return p.run(ctx, req)
+	}
+	scheds := runner.SchedsFrom(ctx)
+	if scheds != nil {
+		defer scheds.Add(remoteSched{p: p, id: req.ID})()
 	}
 	cos := runner.StartupFrom(ctx)
 	if len(cos) == 0 {
@@ -51,6 +57,9 @@ func (p *proc) serveWithStartup(ctx context.Context, local entrypoints.Local, re
 		core = runner.CoreFrom(ctx)
 	}
 	sched := runner.NewSched(p.log)
+	if scheds != nil {
+		defer scheds.Add(sched)()
+	}
 	defer func() {
 		if stopErr := sched.Stop(grace); stopErr != nil {
 			err = errors.Join(err, stopErr)

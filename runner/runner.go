@@ -165,6 +165,8 @@ func New(app http.Handler, local entrypoints.Local) (*Runner, error) {
 //  2. The startup coroutines in ctx (WithStartup) are added to r.Sched, and
 //     the scheduler starts. Coroutines get the Core in their context; it
 //     is not cancelled with ctx but by step 6, so they outlive the drain.
+//     While Run runs, r.Sched is in the Scheds ctx carries (WithScheds),
+//     so whoever reports on the process sees its coroutines.
 //  3. Run waits up to ReadyTimeout for the required coroutines to report
 //     ready; if they do not, it stops them and returns an error wrapping
 //     ErrNotReady without ever binding.
@@ -211,6 +213,9 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 			r.Sched.Stop(grace)
 			return err
 		}
+	}
+	if scheds := SchedsFrom(ctx); scheds != nil {
+		defer scheds.Add(r.Sched)()
 	}
 	if err := r.Sched.Start(WithCore(context.WithoutCancel(ctx), core)); err != nil {
 		return err

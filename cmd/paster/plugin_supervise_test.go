@@ -115,3 +115,53 @@ func TestPluginCrashLoopRecovers(t *testing.T) {
 		t.Errorf("the reload did not say it restarts the crash-looping plugin:\n%s", log)
 	}
 }
+
+// TestPluginRunnerCoroutinesInHealth: the ticker coroutine chat's
+// hijacked_runner adds to its scheduler in code, inside the chat plugin,
+// is listed by /health and /metrics with its state and restarts.
+func TestPluginRunnerCoroutinesInHealth(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	port := freePort(t)
+	ini := fmt.Sprintf(`[server:main]
+use = egg:chat#hijacked_runner
+host = 127.0.0.1
+port = %d
+tick_interval = 1
+
+[composite:main]
+use = egg:paster#urlmap
+/health = health
+/metrics = metrics
+
+[app:health]
+use = egg:paster#health
+
+[app:metrics]
+use = egg:paster#metrics
+`, port)
+	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), []byte(ini), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startServe(t, dir, port, "dev.ini")
+	var doc struct {
+		ServerCoroutines []struct {
+			Name     string `json:"name"`
+			State    string `json:"state"`
+			Restarts int    `json:"restarts"`
+		} `json:"server_coroutines"`
+	}
+	p.waitFor("the ticker in /health's server_coroutines", func() bool {
+		_, body := p.get("/health/")
+		if err := json.Unmarshal([]byte(body), &doc); err != nil {
+			t.Fatalf("/health/: %v in %s", err, body)
+		}
+		return len(doc.ServerCoroutines) == 1 && doc.ServerCoroutines[0].Name == "ticker" && doc.ServerCoroutines[0].State == "ready"
+	})
+	_, metrics := p.get("/metrics")
+	for _, want := range []string{`paster_server_coroutine_state{coroutine="ticker",state="ready"} 1`, `paster_server_coroutine_restarts_total{coroutine="ticker"} 0`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, metrics)
+		}
+	}
+}

@@ -160,6 +160,9 @@ type manager struct {
 	pool      *pluginPool
 	reg       *observe.Registry
 	started   time.Time
+	// scheds holds the schedulers of the running servers (a runner's
+	// r.Sched, here or in a plugin) for the snapshot.
+	scheds runner.Scheds
 
 	// watchFiles, if set, is told the files to watch after every load.
 	watchFiles func([]string)
@@ -207,6 +210,7 @@ func (m *manager) snapshot() observe.Snapshot {
 		s.Generation = cur.id
 		s.Coroutines = cur.sched.Status()
 	}
+	s.ServerCoroutines = m.scheds.Status()
 	if m.core != nil {
 		s.Core, s.HasCore = m.core.Stats(), true
 	}
@@ -424,7 +428,7 @@ func (m *manager) startServer(g *generation, alone bool) (*serving, error) {
 	view := m.listeners.View()
 	ready := make(chan struct{})
 	var once sync.Once
-	sctx := runner.WithListeners(runner.WithCore(ctx, m.core), view)
+	sctx := runner.WithScheds(runner.WithListeners(runner.WithCore(ctx, m.core), view), &m.scheds)
 	sctx = runner.WithReadyFunc(sctx, func() { once.Do(func() { close(ready) }) })
 	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1), view: view, load: g.plugins.serverSpans()}
 	before := g.plugins.marks()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/observe"
 )
 
@@ -85,14 +86,6 @@ func (a *healthApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.Write([]byte("ready\n"))
 	case "":
-		type coroutine struct {
-			Name      string    `json:"name"`
-			State     string    `json:"state"`
-			Required  bool      `json:"required"`
-			Restarts  int       `json:"restarts"`
-			LastError string    `json:"last_error,omitempty"`
-			Since     time.Time `json:"since"`
-		}
 		type plugin struct {
 			Dist        string    `json:"dist"`
 			Path        string    `json:"path"`
@@ -112,26 +105,23 @@ func (a *healthApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			Generation int         `json:"generation"`
 			Draining   []int       `json:"draining,omitempty"`
 			Coroutines []coroutine `json:"coroutines"`
-			Plugins    []plugin    `json:"plugins"`
-			Reloads    struct {
+			// ServerCoroutines: those the server runner added in code.
+			ServerCoroutines []coroutine `json:"server_coroutines"`
+			Plugins          []plugin    `json:"plugins"`
+			Reloads          struct {
 				Total     int    `json:"total"`
 				Failed    int    `json:"failed"`
 				Last      any    `json:"last"` // a time, or "none yet"
 				LastOK    *bool  `json:"last_ok,omitempty"`
 				LastError string `json:"last_error,omitempty"`
 			} `json:"reloads"`
-		}{Live: true, PID: os.Getpid(), Ready: ready, Reasons: reasons, Coroutines: []coroutine{}, Plugins: []plugin{}}
+		}{Live: true, PID: os.Getpid(), Ready: ready, Reasons: reasons, Coroutines: []coroutine{}, ServerCoroutines: []coroutine{}, Plugins: []plugin{}}
 		out.Reloads.Last = "none yet"
 		if reg != nil {
 			s := reg.Snapshot()
 			out.Generation, out.Draining = s.Generation, s.Draining
-			for _, c := range s.Coroutines {
-				co := coroutine{Name: c.Name, State: c.State.String(), Required: c.Required, Restarts: c.Restarts, Since: c.Since}
-				if c.LastError != nil {
-					co.LastError = c.LastError.Error()
-				}
-				out.Coroutines = append(out.Coroutines, co)
-			}
+			out.Coroutines = append(out.Coroutines, coroutines(s.Coroutines)...)
+			out.ServerCoroutines = append(out.ServerCoroutines, coroutines(s.ServerCoroutines)...)
 			for _, p := range s.Plugins {
 				out.Plugins = append(out.Plugins, plugin{Dist: p.Dist, Path: p.Path, PID: p.PID, State: p.State, NextRestart: p.NextRestart, Restarts: p.Restarts, Instances: p.Instances, LogDropped: p.LogDropped, Generations: p.Generations})
 			}
@@ -151,4 +141,26 @@ func (a *healthApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		http.NotFound(w, r)
 	}
+}
+
+// coroutine is one coroutine in /health's JSON.
+type coroutine struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	Required  bool      `json:"required"`
+	Restarts  int       `json:"restarts"`
+	LastError string    `json:"last_error,omitempty"`
+	Since     time.Time `json:"since"`
+}
+
+func coroutines(cs []runner.CoroutineStatus) []coroutine {
+	out := make([]coroutine, 0, len(cs))
+	for _, c := range cs {
+		co := coroutine{Name: c.Name, State: c.State.String(), Required: c.Required, Restarts: c.Restarts, Since: c.Since}
+		if c.LastError != nil {
+			co.LastError = c.LastError.Error()
+		}
+		out = append(out, co)
+	}
+	return out
 }

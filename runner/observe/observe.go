@@ -74,6 +74,10 @@ type Snapshot struct {
 	Draining   []int
 	// Coroutines are the current generation's startup coroutines.
 	Coroutines []runner.CoroutineStatus
+	// ServerCoroutines are those the running server runner added to its
+	// own scheduler in code (r.Sched.Add in a runner.Runner), in this
+	// process or in the plugin process the server runs in.
+	ServerCoroutines []runner.CoroutineStatus
 	// Core is what the process-wide Core holds; HasCore says whether it is
 	// known.
 	Core    runner.CoreStats

@@ -35,8 +35,9 @@ func TestInstrumentAndExposition(t *testing.T) {
 	r.SetSource(func() Snapshot {
 		return Snapshot{
 			Generation: 3, Draining: []int{2},
-			Coroutines: []runner.CoroutineStatus{{Name: "tick", State: runner.StateReady, Restarts: 2}},
-			HasCore:    true, Core: runner.CoreStats{Waiters: 5},
+			Coroutines:       []runner.CoroutineStatus{{Name: "tick", State: runner.StateReady, Restarts: 2}},
+			ServerCoroutines: []runner.CoroutineStatus{{Name: "clock", State: runner.StateBackoff, Restarts: 9}},
+			HasCore:          true, Core: runner.CoreStats{Waiters: 5},
 			Plugins: []Plugin{{Dist: "hello", Path: `/p/a"b`, PID: 42, State: "running", Restarts: 1},
 				{Dist: "crashy", Path: "/p/c", State: "crash_loop", NextRestart: time.Unix(200, 0), LogDropped: 7}},
 			Reloads: Reloads{Total: 4, Failed: 1, Last: time.Unix(100, 0), LastOK: false, LastError: "x"},
@@ -57,6 +58,8 @@ func TestInstrumentAndExposition(t *testing.T) {
 		`paster_core_parked{kind="waiters"} 5`,
 		`paster_coroutine_state{coroutine="tick",state="ready"} 1`,
 		`paster_coroutine_restarts_total{coroutine="tick"} 2`,
+		`paster_server_coroutine_state{coroutine="clock",state="backoff"} 1`,
+		`paster_server_coroutine_restarts_total{coroutine="clock"} 9`,
 		`paster_plugin_up{dist="hello",path="/p/a\"b",state="running"} 1`,
 		`paster_plugin_restarts_total{dist="hello",path="/p/a\"b"} 1`,
 		`paster_plugin_up{dist="crashy",path="/p/c",state="crash_loop"} 0`,
@@ -122,6 +125,11 @@ func TestReadiness(t *testing.T) {
 	if ok, why := r.Readiness(); !ok {
 		t.Errorf("not ready: %q", why)
 	}
+	snap.ServerCoroutines = []runner.CoroutineStatus{{Name: "clock", State: runner.StateBackoff, Required: true}}
+	if ok, why := r.Readiness(); ok || len(why) != 1 || !strings.Contains(why[0], "server coroutine clock") {
+		t.Errorf("a required server coroutine in backoff: ready %v, reasons %q", ok, why)
+	}
+	snap.ServerCoroutines = nil
 	snap.Stopping = true
 	if ok, _ := r.Readiness(); ok {
 		t.Error("ready while stopping")

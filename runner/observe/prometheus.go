@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/paster-dev/paster/runner"
 )
 
 // ContentType is the media type of WritePrometheus's output.
@@ -63,14 +65,8 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 		fmt.Fprintf(&b, "paster_core_retained_messages %d\n", snap.Core.Retained)
 	}
 
-	help(&b, "paster_coroutine_state", "gauge", "1 for each startup coroutine of the current generation in its state.")
-	for _, c := range snap.Coroutines {
-		fmt.Fprintf(&b, "paster_coroutine_state{coroutine=%s,state=%s} 1\n", quote(c.Name), quote(c.State.String()))
-	}
-	help(&b, "paster_coroutine_restarts_total", "counter", "Restarts of each startup coroutine of the current generation.")
-	for _, c := range snap.Coroutines {
-		fmt.Fprintf(&b, "paster_coroutine_restarts_total{coroutine=%s} %d\n", quote(c.Name), c.Restarts)
-	}
+	coroutineMetrics(&b, "paster_coroutine", "startup coroutine of the current generation", snap.Coroutines)
+	coroutineMetrics(&b, "paster_server_coroutine", "coroutine the server runner added in code (r.Sched.Add)", snap.ServerCoroutines)
 
 	help(&b, "paster_plugin_up", "gauge", "1 for each plugin process in its state (running, restarting, crash_loop, failed, closed).")
 	for _, p := range snap.Plugins {
@@ -114,6 +110,19 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 	return err
 }
 
+// coroutineMetrics writes NAME_state and NAME_restarts_total for cs, each
+// a what.
+func coroutineMetrics(b *strings.Builder, name, what string, cs []runner.CoroutineStatus) {
+	help(b, name+"_state", "gauge", "1 for each "+what+" in its state.")
+	for _, c := range cs {
+		fmt.Fprintf(b, "%s_state{coroutine=%s,state=%s} 1\n", name, quote(c.Name), quote(c.State.String()))
+	}
+	help(b, name+"_restarts_total", "counter", "Restarts of each "+what+".")
+	for _, c := range cs {
+		fmt.Fprintf(b, "%s_restarts_total{coroutine=%s} %d\n", name, quote(c.Name), c.Restarts)
+	}
+}
+
 func help(b *strings.Builder, name, typ, text string) {
 	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, typ)
 }
@@ -153,9 +162,12 @@ func (r *Registry) Readiness() (ready bool, reasons []string) {
 	if snap.Stopping {
 		reasons = append(reasons, "shutting down")
 	}
-	for _, c := range snap.Coroutines {
-		if c.Required && c.State.String() != "ready" {
-			reasons = append(reasons, fmt.Sprintf("required coroutine %s is %s", c.Name, c.State))
+	for i, cs := range [][]runner.CoroutineStatus{snap.Coroutines, snap.ServerCoroutines} {
+		kind := [...]string{"coroutine", "server coroutine"}[i]
+		for _, c := range cs {
+			if c.Required && c.State.String() != "ready" {
+				reasons = append(reasons, fmt.Sprintf("required %s %s is %s", kind, c.Name, c.State))
+			}
 		}
 	}
 	for _, p := range snap.Plugins {

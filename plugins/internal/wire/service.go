@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
 	"google.golang.org/grpc"
@@ -35,6 +36,7 @@ const (
 	MethodInit     = "/paster.v1.Plugin/Init"
 	MethodCreate   = "/paster.v1.Plugin/Create"
 	MethodDestroy  = "/paster.v1.Plugin/Destroy"
+	MethodStatus   = "/paster.v1.Plugin/Status"
 
 	HostMethodHTTP    = "/paster.v1.Host/HTTP"
 	HostMethodLoadApp = "/paster.v1.Host/LoadApp"
@@ -122,6 +124,27 @@ type RunRequest struct {
 type RunResult struct {
 	Error string `json:"error,omitempty"`
 	Ready bool   `json:"ready,omitempty"`
+}
+
+// StatusRequest asks for the coroutines of the scheduler(s) that server or
+// runner instance ID runs while it runs (a runner.Runner's r.Sched).
+type StatusRequest struct {
+	ID uint64 `json:"id"`
+}
+
+// StatusResponse lists them; empty when the instance does not run.
+type StatusResponse struct {
+	Coroutines []CoroutineStatus `json:"coroutines,omitempty"`
+}
+
+// CoroutineStatus is a runner.CoroutineStatus: State is its String().
+type CoroutineStatus struct {
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	Required  bool      `json:"required,omitempty"`
+	Restarts  int       `json:"restarts,omitempty"`
+	LastError string    `json:"last_error,omitempty"`
+	Since     time.Time `json:"since"`
 }
 
 // LoadAppRequest asks the host's Loader Loader for an app.

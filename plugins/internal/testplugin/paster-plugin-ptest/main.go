@@ -34,6 +34,7 @@ func main() {
 				panic("factory boom")
 			},
 		},
+		Runners: map[string]entrypoints.ServerRunner{"clockrunner": clockRunner},
 		Coroutines: map[string]entrypoints.CoroutineFactory{
 			// ready reports ready (to the host's scheduler, across the
 			// boundary) and runs until its context ends.
@@ -273,4 +274,19 @@ func (p *probe) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("second\n"))
+}
+
+// clockRunner is a server runner built on runner.Runner that adds, in code,
+// a "clock" coroutine failing on every tick.
+func clockRunner(ctx context.Context, app http.Handler, _ map[string]string, local entrypoints.Local) error {
+	r, err := runner.New(app, local)
+	if err != nil {
+		return err
+	}
+	if err := r.Sched.Add("clock", func(ctx context.Context) error {
+		return errors.New("tick failed")
+	}, runner.Policy{Backoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}); err != nil {
+		return err
+	}
+	return r.Run(ctx)
 }
