@@ -41,6 +41,22 @@ type Local struct {
 	keys   []string
 	values map[string]string
 	where  map[string]Location
+
+	shadows []Shadow        // keys of the section a global hides
+	global  map[string]bool // keys Unshadow set to the global's value
+}
+
+// Shadow is a key a section wrote that is not in its local conf because a
+// global conf value of the same name hides it: PasteDeploy's rule, which
+// the loader keeps (and warns about). A server section's keys are all the
+// server's settings, so server runners take the global's value instead
+// (Local.Unshadow): "paster serve dev.ini port=9000" serves on 9000.
+type Shadow struct {
+	Key    string `json:"key"`
+	Value  string `json:"value"`  // as the section wrote it, not interpolated
+	Global string `json:"global"` // the global conf's value that hides it
+	// At is where the section wrote the key.
+	At Location `json:"-"`
 }
 
 // NewLocal returns a Local holding pairs (key, value, key, value, ...) in
@@ -57,13 +73,14 @@ func NewLocal(pairs ...string) Local {
 	return l
 }
 
-// With returns a copy of l with key set to value, written at loc. A new key
-// goes last; an existing key keeps its position.
-func (l Local) With(key, value string, loc Location) Local {
+// clone returns a copy of l that shares nothing with it.
+func (l Local) clone() Local {
 	out := Local{
-		keys:   append([]string(nil), l.keys...),
-		values: make(map[string]string, len(l.values)+1),
-		where:  make(map[string]Location, len(l.where)+1),
+		keys:    append([]string(nil), l.keys...),
+		values:  make(map[string]string, len(l.values)+1),
+		where:   make(map[string]Location, len(l.where)+1),
+		shadows: append([]Shadow(nil), l.shadows...),
+		global:  make(map[string]bool, len(l.global)),
 	}
 	for k, v := range l.values {
 		out.values[k] = v
@@ -71,10 +88,21 @@ func (l Local) With(key, value string, loc Location) Local {
 	for k, v := range l.where {
 		out.where[k] = v
 	}
+	for k := range l.global {
+		out.global[k] = true
+	}
+	return out
+}
+
+// With returns a copy of l with key set to value, written at loc. A new key
+// goes last; an existing key keeps its position.
+func (l Local) With(key, value string, loc Location) Local {
+	out := l.clone()
 	if _, ok := out.values[key]; !ok {
 		out.keys = append(out.keys, key)
 	}
 	out.values[key] = value
+	delete(out.global, key)
 	if loc != (Location{}) {
 		out.where[key] = loc
 	} else {
@@ -83,18 +111,79 @@ func (l Local) With(key, value string, loc Location) Local {
 	return out
 }
 
-// Without returns a copy of l without key.
+// Without returns a copy of l without key, and without its Shadow.
 func (l Local) Without(key string) Local {
-	if _, ok := l.values[key]; !ok {
+	_, set := l.values[key]
+	_, shadowed := l.Shadowed(key)
+	if !set && !shadowed {
 		return l
 	}
-	var out Local
+	out := l.clone()
+	out.keys = out.keys[:0]
 	for _, k := range l.keys {
 		if k != key {
-			out = out.With(k, l.values[k], l.where[k])
+			out.keys = append(out.keys, k)
+		}
+	}
+	delete(out.values, key)
+	delete(out.where, key)
+	delete(out.global, key)
+	out.shadows = out.shadows[:0]
+	for _, sh := range l.shadows {
+		if sh.Key != key {
+			out.shadows = append(out.shadows, sh)
 		}
 	}
 	return out
+}
+
+// WithShadow returns a copy of l that records sh, a key of the section that
+// a global hides (the loader records them; a Shadow of the same key is
+// replaced). The key's value is not set: Unshadow does that.
+func (l Local) WithShadow(sh Shadow) Local {
+	out := l.clone()
+	out.shadows = out.shadows[:0]
+	for _, o := range l.shadows {
+		if o.Key != sh.Key {
+			out.shadows = append(out.shadows, o)
+		}
+	}
+	out.shadows = append(out.shadows, sh)
+	return out
+}
+
+// Shadows returns the keys of the section that a global hides, in the
+// order the section wrote them.
+func (l Local) Shadows() []Shadow { return append([]Shadow(nil), l.shadows...) }
+
+// Shadowed returns the Shadow of key and whether a global hides it.
+func (l Local) Shadowed(key string) (Shadow, bool) {
+	for _, sh := range l.shadows {
+		if sh.Key == key {
+			return sh, true
+		}
+	}
+	return Shadow{}, false
+}
+
+// Unshadow returns a copy of l in which every key that a global hides
+// (Shadows) and that is not set is set to the global's value, located where
+// the section wrote the key, and the Shadows it applied (none when l has
+// already been unshadowed). Errorf about such a key says that the value is
+// the global's. Server runners read their settings from it, so that a
+// variable given on the command line reaches them (runner.New does it).
+func (l Local) Unshadow() (Local, []Shadow) {
+	var applied []Shadow
+	out := l
+	for _, sh := range l.shadows {
+		if _, set := out.values[sh.Key]; set {
+			continue
+		}
+		out = out.With(sh.Key, sh.Global, sh.At)
+		out.global[sh.Key] = true
+		applied = append(applied, sh)
+	}
+	return out, applied
 }
 
 // Keys returns the keys in file order.
@@ -186,12 +275,20 @@ func (l Local) List(key string) []string { return AsList(l.values[key], "") }
 
 // Errorf returns an error about key that names where it was written:
 // "FILE:LINE [SECTION] KEY: message".
+//
+// For a key Unshadow set, the key is followed by where its value came from:
+// "FILE:LINE [SECTION] KEY (the global value, which hides the section's
+// "8080"): message".
 func (l Local) Errorf(key, format string, args ...any) error {
 	prefix := l.where[key].String()
 	if prefix != "" {
 		prefix += " "
 	}
-	return fmt.Errorf("%s%s: %w", prefix, key, fmt.Errorf(format, args...))
+	name := key
+	if sh, ok := l.Shadowed(key); ok && l.global[key] {
+		name = fmt.Sprintf("%s (the global value, which hides the section's %q)", key, sh.Value)
+	}
+	return fmt.Errorf("%s%s: %w", prefix, name, fmt.Errorf(format, args...))
 }
 
 // AsBool converts PasteDeploy's boolean spellings: after trimming and

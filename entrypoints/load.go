@@ -693,6 +693,7 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 		local     Local
 		additions = map[string]string{}
 		gets      []getKey
+		hidden    []Shadow
 		sc        = scope{section: sec, defaults: fl.defaults}
 	)
 	visit := func(key, raw string, at Location, own bool) error {
@@ -713,7 +714,8 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 		default:
 			if d, shadowed := fl.defaults[key]; shadowed {
 				if own {
-					fl.warnShadowed(at, key, raw, d)
+					fl.warnShadowed(kind, at, key, raw, d)
+					hidden = append(hidden, Shadow{Key: key, Value: raw, At: at})
 				}
 				return nil
 			}
@@ -755,6 +757,12 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 			return nil, s.failAt(chain, g.at, "get "+g.local, because(ErrNoGlobal, "%s", msg))
 		}
 		local = local.With(g.local, v, g.at)
+	}
+	// The rule holds (the keys stay out of local), but the factory can
+	// learn what was hidden, and by what: server runners use the global.
+	for _, sh := range hidden {
+		sh.Global = global[sh.Key]
+		local = local.WithShadow(sh)
 	}
 
 	var filterWith, startup *Step
@@ -817,7 +825,7 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 	return c, nil
 }
 
-func (fl *fileLoader) warnShadowed(at Location, key, raw string, d value) {
+func (fl *fileLoader) warnShadowed(kind Kind, at Location, key, raw string, d value) {
 	var from string
 	switch {
 	case !d.literal:
@@ -826,6 +834,13 @@ func (fl *fileLoader) warnShadowed(at Location, key, raw string, d value) {
 		from = "defined for every file"
 	default:
 		from = "given by the caller or by the file that refers to this one"
+	}
+	if kind == KindServer {
+		// paster's server runners take their settings from the global
+		// (runner.Unshadow): "paster serve dev.ini port=9000" is meant.
+		fl.s.warn(at, key, "local value %q is hidden: %s is a global (%s), and a global hides a local key of the same name; server runners built on paster's runner use the global's value",
+			raw, key, from)
+		return
 	}
 	fl.s.warn(at, key, "local value %q is ignored: %s is a global (%s), and a global hides a local key of the same name; write \"set %s = ...\" to change the global, or \"get %s = OTHER\" to read another global",
 		raw, key, from, key, key)
@@ -906,6 +921,9 @@ func (c *ctx) applyUse(fl *fileLoader, from Location, additions map[string]strin
 	if c.shape == shapeEntry {
 		for _, k := range local.Keys() {
 			c.local = c.local.With(k, local.Get(k), local.Where(k))
+		}
+		for _, sh := range local.Shadows() {
+			c.local = c.local.WithShadow(sh)
 		}
 		if c.loader == nil && c.proto == ProtoComposite {
 			c.loader = fl

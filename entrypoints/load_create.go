@@ -55,6 +55,10 @@ func (s *Session) shown(l Local) Local {
 	for _, k := range l.Keys() {
 		out = out.With(k, l.Get(k), relLocation(s.base, l.Where(k)))
 	}
+	for _, sh := range l.Shadows() {
+		sh.At = relLocation(s.base, sh.At)
+		out = out.WithShadow(sh)
+	}
 	return out
 }
 

@@ -16,7 +16,7 @@ import (
 func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 	d := &entrypoints.Dist{Name: m.Name, Version: m.Version}
 	spec := func(proto entrypoints.Protocol, name string, global map[string]string, local entrypoints.Local) *wire.CreateRequest {
-		return &wire.CreateRequest{Proto: proto, Name: name, Global: global, Local: wire.FromLocal(local)}
+		return &wire.CreateRequest{Proto: proto, Name: name, Global: global, Local: wire.FromLocal(local), Shadows: wire.FromShadows(local)}
 	}
 	for _, name := range m.Entries[entrypoints.ProtoApp] {
 		if d.Apps == nil {

@@ -385,7 +385,7 @@ func sectionOf(local []wire.ConfEntry) string {
 }
 
 func (s *sdk) createInstance(req *wire.CreateRequest) (any, error) {
-	local := wire.ToLocal(req.Local)
+	local := wire.ToLocal(req.Local, req.Shadows)
 	d := s.dist
 	missing := func() error {
 		return fmt.Errorf("dist %s has no %s entry point %q", d.Name, req.Proto, req.Name)

@@ -44,6 +44,7 @@ func (p *proc) serveWithStartup(ctx context.Context, local entrypoints.Local, re
 	if len(cos) == 0 {
 		return p.run(ctx, req)
 	}
+	local, _ = local.Unshadow() // as the runner reads its settings
 	readyTimeout, err := local.Duration("ready_timeout", runner.DefaultReadyTimeout)
 	if err != nil {
 		return err

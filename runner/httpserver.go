@@ -153,13 +153,15 @@ type HTTPServer struct {
 // servers that mean nothing here are logged as warnings. ssl_pem is an
 // error, since serving plain HTTP where TLS was asked for would be a
 // surprise.
-// Logging goes to logger named "http" (hclog.Default() when logger is nil).
+// A key that a global of the same name hides takes the global's value
+// (Unshadow). Logging goes to logger named "http" (hclog.Default() when
+// logger is nil).
 func NewHTTPServer(local entrypoints.Local, logger hclog.Logger) (*HTTPServer, error) {
 	if logger == nil {
 		logger = hclog.Default()
 	}
 	logger = logger.Named("http")
-	cfg, err := parseHTTPConfig(local, logger)
+	cfg, err := parseHTTPConfig(Unshadow(local, logger), logger)
 	if err != nil {
 		return nil, err
 	}
@@ -167,10 +169,12 @@ func NewHTTPServer(local entrypoints.Local, logger hclog.Logger) (*HTTPServer, e
 }
 
 // ParseHTTPConfig reads the http server's settings from local as
-// NewHTTPServer does, without logging: paster serve learns from it the
+// NewHTTPServer does (global values of hidden keys included), without
+// logging: paster serve learns from it the
 // address a server section asks for. Keys of the runner (RunnerKeys) are
 // reported in Unknown like any other key.
 func ParseHTTPConfig(local entrypoints.Local) (HTTPConfig, error) {
+	local, _ = local.Unshadow()
 	return parseHTTPConfig(local, hclog.NewNullLogger())
 }
 

@@ -108,13 +108,16 @@ type Runner struct {
 // shutdown_timeout (the HTTP server's) bounds both the draining of requests
 // and then the stopping of coroutines. cogen's scheduler options
 // (sched_default_priority, proactor_*, ops_greedy, sockaccept_greedy) are
-// accepted with a warning. A bad value is an error naming the file, line,
+// accepted with a warning. A key of the section that a global of the same
+// name hides (a variable on paster serve's command line) takes the
+// global's value (Unshadow). A bad value is an error naming the file, line,
 // section and key.
 func New(app http.Handler, local entrypoints.Local) (*Runner, error) {
 	if app == nil {
 		return nil, errors.New("runner: no application to serve")
 	}
 	logger := hclog.Default().Named("runner")
+	local = Unshadow(local, logger)
 
 	opts, err := CoreOptionsFromLocal(local)
 	if err != nil {

@@ -184,6 +184,11 @@ func printNode(w io.Writer, n *entrypoints.Node, indent string, last, root bool)
 			fmt.Fprintf(w, "%s%s = %s\n", detail, kv.Key, kv.Value)
 		}
 	}
+	// A server's keys hidden by a global: the server uses the global's
+	// value (runner.Unshadow).
+	for _, sh := range n.Conf().Shadows() {
+		fmt.Fprintf(w, "%s%s = %s  (the global value; the section's %q at %s is hidden)\n", detail, sh.Key, sh.Global, sh.Value, sh.At)
+	}
 	if root {
 		keys := make([]string, 0, len(n.Global))
 		for k := range n.Global {

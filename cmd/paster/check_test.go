@@ -75,3 +75,46 @@ func TestCheckServerSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestServeCommandLinePort: "paster serve development.ini port=N", the
+// README's example, serves on N. port=N is global conf and, by
+// PasteDeploy's rule, hides [server:main]'s port = 8080 from its local
+// conf; the server runners take the global's value and log it, through the
+// chat plugin's hijacked_runner (a plugin process) and the built-in runner
+// (--server-name plain). check prints the value the server uses.
+func TestServeCommandLinePort(t *testing.T) {
+	t.Parallel()
+	dir := developmentDir(t, func(ini []byte) []byte { return ini })
+
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"hijacked_runner in the chat plugin", nil},
+		{"built-in http runner", []string{"--server-name", "plain"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			port := freePort(t)
+			portVar := fmt.Sprintf("port=%d", port)
+
+			stdout, stderr, exit := paster(t, dir, append(append([]string{"check"}, tc.args...), "development.ini", portVar)...)
+			if exit != 0 {
+				t.Fatalf("check: exit %d\n%s\n%s", exit, stdout, stderr)
+			}
+			want := fmt.Sprintf(`port = %d  (the global value; the section's "8080" at development.ini:`, port)
+			if !strings.Contains(stdout, want) {
+				t.Errorf("check does not print the port the server uses (%q):\n%s", want, stdout)
+			}
+
+			p := startServe(t, dir, port, append(append([]string{}, tc.args...), "development.ini", portVar)...)
+			if code, body := p.get("/hello/"); code != 200 || !strings.Contains(body, "Hello, paster!") {
+				t.Errorf("GET /hello/ on port %d: %d %q", port, code, body)
+			}
+			p.waitFor("the runner's log line naming the global port", func() bool {
+				log := p.log.String()
+				return strings.Contains(log, "server setting taken from the global conf") && strings.Contains(log, fmt.Sprintf("value=%d", port))
+			})
+		})
+	}
+}

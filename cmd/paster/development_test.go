@@ -20,21 +20,9 @@ import (
 // and the /health and /metrics mounts with what operators read from them.
 func TestDevelopmentINI(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	ini, err := os.ReadFile("../../development.ini")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ini = regexp.MustCompile(`(?m)^port = 8080$`).ReplaceAll(ini, []byte("port = 0"))
-	page, err := os.ReadFile("../../examples/static/index.html")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "examples", "static"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "examples", "static", "index.html"), page, 0o644)
-	os.WriteFile(filepath.Join(dir, "development.ini"), ini, 0o644)
+	dir := developmentDir(t, func(ini []byte) []byte {
+		return regexp.MustCompile(`(?m)^port = 8080$`).ReplaceAll(ini, []byte("port = 0"))
+	})
 
 	cmd := exec.Command(filepath.Join(binDir, "paster"), "serve", "development.ini")
 	cmd.Dir = dir
@@ -139,4 +127,29 @@ func TestDevelopmentINI(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("serve after SIGTERM: %v", err)
 	}
+}
+
+// developmentDir returns a temporary directory holding the repository's
+// development.ini, passed through edit, and the static page it serves.
+func developmentDir(t *testing.T, edit func(ini []byte) []byte) string {
+	t.Helper()
+	dir := t.TempDir()
+	ini, err := os.ReadFile("../../development.ini")
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, err := os.ReadFile("../../examples/static/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "examples", "static"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "examples", "static", "index.html"), page, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "development.ini"), edit(ini), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

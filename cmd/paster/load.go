@@ -124,12 +124,14 @@ func startupCoroutines(session *entrypoints.Session) ([]runner.StartupCoroutine,
 
 // serverLocal returns the local configuration of the server section
 // LoadServer loaded (the session's first tree), each key with where it was
-// written.
+// written, and with the keys a global hides set to the global's value, as
+// the server runners read them (runner.Unshadow, which logs them).
 func serverLocal(s *entrypoints.Session) entrypoints.Local {
 	if len(s.Root) == 0 {
 		return entrypoints.Local{}
 	}
-	return s.Root[0].Conf()
+	local, _ := s.Root[0].Conf().Unshadow()
+	return local
 }
 
 // Close stops every plugin process the composition started.

@@ -262,6 +262,9 @@ func newTicker(_ map[string]string, local entrypoints.Local) (entrypoints.Corout
 // those of egg:paster#http, plus tick_topic (default chat) and
 // tick_interval (default 30s).
 func hijackedRunner(ctx context.Context, app http.Handler, _ map[string]string, local entrypoints.Local) error {
+	// A key hidden by a global of the same name (a variable on the
+	// command line) takes the global's value, as runner.New does.
+	local = runner.Unshadow(local, nil)
 	topic := local.Get("tick_topic")
 	if topic == "" {
 		topic = "chat"

@@ -70,6 +70,13 @@ type ConfEntry struct {
 	Line                      int
 }
 
+// ShadowEntry is an entrypoints.Shadow: a key of the section, with where it
+// was written, that the global value Global hides.
+type ShadowEntry struct {
+	ConfEntry
+	Global string
+}
+
 // CreateRequest makes instance ID in the plugin. Proto is the entry point's
 // group, or ProtoApply to apply filter instance Filter to the next app.
 type CreateRequest struct {
@@ -78,6 +85,10 @@ type CreateRequest struct {
 	Name   string               `json:"name,omitempty"`
 	Global map[string]string    `json:"global,omitempty"`
 	Local  []ConfEntry          `json:"local,omitempty"`
+	// Shadows are the section's keys that a global hides
+	// (entrypoints.Shadow); in a field of their own so that a plugin built
+	// before it cannot take them for local keys.
+	Shadows []ShadowEntry `json:"shadows,omitempty"`
 	// Loader is the host reference of a composite's Loader.
 	Loader uint64 `json:"loader,omitempty"`
 	// Filter is the filter instance to apply (ProtoApply).
@@ -164,11 +175,28 @@ func FromLocal(l entrypoints.Local) []ConfEntry {
 	return out
 }
 
-// ToLocal converts the wire form back to a Local, keeping order and locations.
-func ToLocal(es []ConfEntry) entrypoints.Local {
+// FromShadows converts the Shadows of a Local to their wire form.
+func FromShadows(l entrypoints.Local) []ShadowEntry {
+	var out []ShadowEntry
+	for _, sh := range l.Shadows() {
+		out = append(out, ShadowEntry{
+			ConfEntry: ConfEntry{Key: sh.Key, Value: sh.Value, File: sh.At.File, Line: sh.At.Line, Section: sh.At.Section},
+			Global:    sh.Global,
+		})
+	}
+	return out
+}
+
+// ToLocal converts the wire form back to a Local, keeping order, locations
+// and shadows.
+func ToLocal(es []ConfEntry, shadows []ShadowEntry) entrypoints.Local {
 	var l entrypoints.Local
 	for _, e := range es {
 		l = l.With(e.Key, e.Value, entrypoints.Location{File: e.File, Line: e.Line, Section: e.Section})
+	}
+	for _, e := range shadows {
+		l = l.WithShadow(entrypoints.Shadow{Key: e.Key, Value: e.Value, Global: e.Global,
+			At: entrypoints.Location{File: e.File, Line: e.Line, Section: e.Section}})
 	}
 	return l
 }
