@@ -172,7 +172,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 		VersionedPlugins: map[int]plugin.PluginSet{wire.ProtocolVersion: {wire.PluginName: &goPlugin{}}},
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		Logger:           fixedName{p.log},
+		Logger:           execPathName{fixedName{p.log}, cmd.Path, p.path},
 		StartTimeout:     p.h.opts.StartTimeout,
 		Stderr:           io.MultiWriter(tail, p.relay.writer("stderr", hclog.Warn, true)),
 		SyncStdout:       p.relay.writer("stdout", hclog.Info, false),
@@ -772,6 +772,35 @@ func (f fixedName) Named(name string) hclog.Logger {
 	}
 	return hclog.New(&hclog.LoggerOptions{Level: hclog.Off, Output: io.Discard})
 }
+
+// execPathName shows the binary's path where go-plugin logs the path it
+// executed, /proc/self/fd/3 on Linux (see binaryCommand).
+type execPathName struct {
+	hclog.Logger
+	exec, path string
+}
+
+func (l execPathName) fix(args []any) []any {
+	out := args
+	for i, a := range args {
+		if a == l.exec {
+			if &out[0] == &args[0] {
+				out = append([]any(nil), args...)
+			}
+			out[i] = l.path
+		}
+	}
+	return out
+}
+
+func (l execPathName) Log(level hclog.Level, msg string, args ...any) {
+	l.Logger.Log(level, msg, l.fix(args)...)
+}
+func (l execPathName) Trace(msg string, args ...any) { l.Logger.Trace(msg, l.fix(args)...) }
+func (l execPathName) Debug(msg string, args ...any) { l.Logger.Debug(msg, l.fix(args)...) }
+func (l execPathName) Info(msg string, args ...any)  { l.Logger.Info(msg, l.fix(args)...) }
+func (l execPathName) Warn(msg string, args ...any)  { l.Logger.Warn(msg, l.fix(args)...) }
+func (l execPathName) Error(msg string, args ...any) { l.Logger.Error(msg, l.fix(args)...) }
 
 func levelName(l hclog.Logger) string {
 	switch {

@@ -46,6 +46,11 @@ func TestStartFailureReported(t *testing.T) {
 			if c.absent != "" && strings.Contains(err.Error(), c.absent) {
 				t.Errorf("error %q keeps more than the last lines (%q)", err, c.absent)
 			}
+			// go-plugin's own lines name the binary, not the descriptor
+			// it was executed from.
+			if logs := h.logs.String(); strings.Contains(logs, "/proc/self/fd") || !strings.Contains(logs, path) {
+				t.Errorf("host log does not name %s:\n%s", path, logs)
+			}
 		})
 	}
 }
