@@ -51,4 +51,3 @@ func TestFormPostsWhatItShows(t *testing.T) {
 		t.Errorf("form post: %d %q; want the %d bytes sent counted", resp.StatusCode, got, body.Len())
 	}
 }
-
