@@ -300,25 +300,38 @@ func (s *remoteSub) Close() error {
 // scopeKey is the metadata key of the request scope number.
 const scopeKey = "paster-core-scope"
 
-// scopes holds the Cores of requests in flight into plugins, by number.
-type scopes struct {
+// numbered holds values the host names to plugins by number, each number
+// unique within it.
+type numbered[T any] struct {
 	next atomic.Uint64
-	m    sync.Map // uint64 -> runner.Core
+	m    sync.Map // uint64 -> T
 }
 
-func (s *scopes) add(c runner.Core) uint64 {
-	id := s.next.Add(1)
-	s.m.Store(id, c)
+func (n *numbered[T]) add(v T) uint64 {
+	id := n.next.Add(1)
+	n.m.Store(id, v)
 	return id
 }
 
-func (s *scopes) remove(id uint64) { s.m.Delete(id) }
+func (n *numbered[T]) remove(id uint64) { n.m.Delete(id) }
+
+func (n *numbered[T]) load(id uint64) (T, bool) {
+	v, ok := n.m.Load(id)
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	return v.(T), true
+}
+
+// scopes holds the Cores of requests in flight into plugins, by number.
+type scopes struct{ numbered[runner.Core] }
 
 // get returns the Core of scope id, or one whose operations fail with
 // ErrClosed when the request has ended.
 func (s *scopes) get(id uint64) runner.Core {
-	if v, ok := s.m.Load(id); ok {
-		return v.(runner.Core)
+	if c, ok := s.load(id); ok {
+		return c
 	}
 	return endedScope
 }

@@ -179,8 +179,9 @@ type Host struct {
 	closed bool
 
 	refs   refs
-	core   atomic.Pointer[runner.Core] // served to plugins (SetCore)
-	scopes scopes                      // Cores of forwarded requests
+	core   atomic.Pointer[runner.Core]     // served to plugins (SetCore)
+	scopes scopes                          // Cores of forwarded requests
+	lends  numbered[runner.ListenerSource] // listeners lent to plugin servers, by Run
 
 	// restartGate, when set (tests), holds restarts until it yields.
 	restartGate chan struct{}

@@ -166,6 +166,10 @@ func (p *proc) launch(first bool) (*generation, error) {
 	cmd := binaryCommand(exe, p.path)
 	cmd.Env = append(append(cmd.Env, os.Environ()...), wire.EnvLogLevel+"="+levelName(p.log))
 	cmd.SysProcAttr = sysProcAttr()
+	lend, err := p.h.newLender(cmd, p.log)
+	if err != nil {
+		return nil, fmt.Errorf("plugin binary %s: %w", p.path, err)
+	}
 	tail := &stderrTail{}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
@@ -186,6 +190,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 	g := &generation{client: client, exited: make(chan struct{})}
 	go func() {
 		defer close(g.exited)
+		defer lend.close()
 		// Pdeathsig fires when the thread that forked the child exits
 		// (golang/go#27505), so fork from a locked thread that lives as long
 		// as the process; the thread is discarded when this goroutine ends.
@@ -208,6 +213,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 		<-pc.done.Done()
 	}()
 	r := <-res
+	lend.started()
 	if r.err != nil {
 		<-g.exited
 		// client.Kill has waited for go-plugin's cmd.Wait.

@@ -83,6 +83,7 @@ func Serve(d *entrypoints.Dist) {
 		}
 	}
 	s := newSDK(d, log)
+	s.lend = lendFromEnv(log)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{
@@ -200,8 +201,10 @@ type sdk struct {
 	coroutines map[uint64]entrypoints.Coroutine
 	startups   map[uint64]map[string]entrypoints.Coroutine
 
-	listeners *runner.ListenerPool // shared by the servers of this process
-	scheds    sync.Map             // running server and runner instance ID -> *runner.Scheds
+	scheds sync.Map // running server and runner instance ID -> *runner.Scheds
+	// lend gives servers the host's listening sockets (nil: the host lends
+	// none, and servers bind their own).
+	lend *lendClient
 }
 
 type runnerInstance struct {
@@ -220,7 +223,6 @@ func newSDK(d *entrypoints.Dist, log hclog.Logger) *sdk {
 		runners:    map[uint64]runnerInstance{},
 		coroutines: map[uint64]entrypoints.Coroutine{},
 		startups:   map[uint64]map[string]entrypoints.Coroutine{},
-		listeners:  runner.NewListenerPool(),
 	}
 }
 
@@ -603,12 +605,13 @@ func (s *sdk) runInstance(ctx context.Context, req wire.RunRequest) (err error) 
 		if err != nil {
 			return err
 		}
-		// Servers of this process share listening sockets (runner's
-		// HTTPServer takes them from the pool), so a server restarted by a
-		// reload takes over the old one's socket without refusing a
-		// connection; sockets no server holds are closed when one returns.
-		ctx = runner.WithListeners(ctx, s.listeners)
-		defer s.listeners.Prune()
+		// The host owns the listening sockets and lends them (see
+		// listeners.go): runner's HTTPServer asks the host for its socket,
+		// so a server replaced by a reload, here or in another process,
+		// hands over the socket without refusing a connection.
+		if src := s.lend.source(req.Listeners); src != nil {
+			ctx = runner.WithListeners(ctx, src)
+		}
 		ctx, forget := s.withScheds(ctx, req.ID)
 		defer forget()
 		if isServer {

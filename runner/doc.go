@@ -12,6 +12,7 @@
 // Mount.Drain bounds how long they may take before their parked waits are
 // answered with ErrClosed. When the server itself must change, a
 // ListenerPool (WithListeners) lets the new HTTPServer take the old one's
-// socket while the old one still serves, so no connection is refused.
-// paster serve (cmd/paster, reload.go) builds generations on these.
+// socket while the old one still serves, so no connection is refused; a
+// server in a plugin process takes it from the host's pool too (package
+// plugins lends it: NetConn, ReturnConn). paster serve (cmd/paster, reload.go) builds generations on these.
 package runner

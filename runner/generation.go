@@ -28,7 +28,8 @@ import (
 //   - ListenerPool, sockets kept across server restarts: a server-section
 //     change starts the new server on the same listening socket while the
 //     old one still accepts, so no connection is refused (WithListeners;
-//     HTTPServer.Serve takes its listener from the pool when ctx has one).
+//     HTTPServer.Serve takes its listener from the pool when ctx has one,
+//     and a server in a plugin process from the host's pool, lent to it).
 
 // Front is the http.Handler a server is given when its apps can be swapped
 // underneath it. A request is served by the Mount current when it arrives,

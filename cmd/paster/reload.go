@@ -13,7 +13,8 @@ package main
 //     keep their sequence numbers;
 //   - the Front (runner.Front), the http.Handler every server is given; it
 //     hands each request to the current generation's Mount;
-//   - the ListenerPool, which keeps listening sockets open across server
+//   - the ListenerPool, which owns every listening socket, those of servers
+//     in plugin processes included, and keeps them open across server
 //     restarts;
 //   - the pluginPool, whose processes are reference-counted by generation;
 //   - the observe.Registry behind egg:paster#metrics and #health.
@@ -28,19 +29,18 @@ package main
 //     and, for a plugin-hosted server, the same binary), the Front is switched
 //     to N+1's Mount. The server, its socket and its connections are
 //     untouched; requests already in N finish there.
-//   - If it changed and the new server runs in this process, the new server
-//     is started while the old one still serves, taking its socket from the
-//     ListenerPool (the same socket when the address is unchanged), and once
-//     it reports that it listens (runner.Ready, which runner's HTTPServer
-//     calls) the Front is switched and the old server, detached from the
-//     socket first, shut down gracefully. No connection is refused.
-//   - A server run by a plugin (chat's hijacked_runner) binds in the plugin
-//     process, whose SDK keeps its own ListenerPool: when the plugin process
-//     is the same (binary unchanged), the new server shares the old one's
-//     socket there in the same way, its readiness crossing the Run stream.
-//   - Only a server in a new plugin process (its binary changed) cannot
-//     share the socket: the old one is stopped before the new one starts,
-//     connections may be refused for that moment, and a warning says so.
+//   - If it changed, the new server is started while the old one still
+//     serves, taking its socket from the ListenerPool (the same socket when
+//     the address is unchanged), and once it reports that it listens
+//     (runner.Ready, which runner's HTTPServer calls) the Front is switched
+//     and the old server, detached from the socket first, shut down
+//     gracefully. No connection is refused. This holds wherever the two
+//     servers run, in this process or in plugin processes (a plugin
+//     runner such as chat's hijacked_runner, another binary's, a rebuilt
+//     binary's): a server in a plugin process gets its socket from the
+//     ListenerPool too, which the host lends it (package plugins passes
+//     each connection's descriptor to the plugin process), so the socket
+//     never leaves this process.
 //
 // Instances a drained generation created in plugin processes the next one
 // reuses are destroyed (plugins.Host.Mark and Destroy), except those of the
@@ -69,6 +69,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -105,8 +106,6 @@ type generation struct {
 	mount   *runner.Mount
 
 	serverKey    string        // what a server restart is decided on
-	inProcess    bool          // the server runs in this process
-	serverProc   *poolEntry    // the plugin process it runs in, if not
 	addr         string        // host:port of the server section, "" if unknown
 	grace        time.Duration // shutdown_timeout
 	readyTimeout time.Duration
@@ -367,8 +366,8 @@ func (m *manager) initCore(local entrypoints.Local) error {
 }
 
 // describeServer reads what the generation needs from its server section:
-// the key a server restart is decided on, whether the server runs in this
-// process, its address, shutdown_timeout and ready_timeout.
+// the key a server restart is decided on, its address, shutdown_timeout and
+// ready_timeout.
 func (m *manager) describeServer(g *generation) (entrypoints.Local, error) {
 	roots := g.session.Root
 	if len(roots) == 0 {
@@ -387,24 +386,14 @@ func (m *manager) describeServer(g *generation) (entrypoints.Local, error) {
 	}
 	g.grace, g.readyTimeout, g.addr = st.grace, st.readyTimeout, st.addr
 
-	// The server runs in a plugin when its entry point's dist is one of the
-	// binaries this generation used; its binary's checksum is then part of
+	// The server runs in a plugin when its entry point names one of the
+	// binaries its section loaded; the binary's checksum is then part of
 	// the key, so a rebuilt binary restarts the server.
-	g.inProcess = true
 	var binaries []string
-	dist, isEgg := strings.CutPrefix(node.EntryPoint, "egg:")
-	dist, _, _ = strings.Cut(dist, "#")
-	for _, e := range g.plugins.entries() {
-		for _, info := range e.host.Plugins() {
-			if (isEgg && strings.EqualFold(info.Dist, dist)) || strings.HasPrefix(node.EntryPoint, "plugin:") && strings.Contains(node.EntryPoint, info.Path) {
-				g.inProcess = false
-				g.serverProc = e
-				binaries = append(binaries, fmt.Sprintf("%s=%x", e.path, e.sum))
-			}
+	for e := range g.plugins.serverSpans() {
+		if runsEntryPoint(e, node.EntryPoint, node.File) {
+			binaries = append(binaries, fmt.Sprintf("%s=%x", e.path, e.sum))
 		}
-	}
-	if strings.HasPrefix(node.EntryPoint, "plugin:") {
-		g.inProcess = false
 	}
 	key, _ := json.Marshal(struct {
 		EntryPoint string
@@ -416,10 +405,37 @@ func (m *manager) describeServer(g *generation) (entrypoints.Local, error) {
 	return local, nil
 }
 
+// runsEntryPoint reports whether e's binary serves entry point ep (egg:DIST#NAME,
+// or plugin:PATH#NAME with PATH relative to file, the INI file naming it).
+func runsEntryPoint(e *poolEntry, ep, file string) bool {
+	if rest, ok := strings.CutPrefix(ep, "plugin:"); ok {
+		path, _, _ := strings.Cut(rest, "#")
+		if !filepath.IsAbs(path) && file != "" {
+			path = filepath.Join(filepath.Dir(file), path)
+		}
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			path = real
+		}
+		abs, err := filepath.Abs(path)
+		return err == nil && abs == e.path
+	}
+	dist, isEgg := strings.CutPrefix(ep, "egg:")
+	if !isEgg {
+		return false
+	}
+	dist, _, _ = strings.Cut(dist, "#")
+	for _, info := range e.host.Plugins() {
+		if strings.EqualFold(info.Dist, dist) {
+			return true
+		}
+	}
+	return false
+}
+
 // startServer runs g's server on the Front and returns once it accepts: a
 // server built on runner's HTTPServer reports that with runner.Ready (from
-// a plugin process too) and, in this process, takes its listener from the
-// pool. A server that does neither is taken to accept once its address
+// a plugin process too) and takes its listener from the pool (which the
+// host lends to a plugin process; see package plugins). A server that does neither is taken to accept once its address
 // answers, which is only tried when no other server listens there (alone).
 // An error means the server did not start: it returned, or it was stopped
 // after bindTimeout.
@@ -570,45 +586,16 @@ func (m *manager) swap(g *generation) error {
 		m.drain(old, nil, oldSrv.gen == old.id)
 		return nil
 	}
-	if g.inProcess || g.serverProc != nil && g.serverProc == old.serverProc {
-		// In this process, or in the same plugin process as the old
-		// server: the new server shares the old one's socket.
-		m.logger.Info("server section changed; starting the new server beside the old one", "generation", g.id, "addr", g.addr)
-		srv, err := m.startServer(g, false)
-		if err != nil {
-			m.abandon(g)
-			return err
-		}
-		m.front.Swap(g.mount)
-		m.setCurrent(g)
-		m.srv = srv
-		m.drain(old, oldSrv, false)
-		return nil
-	}
-	m.logger.Warn("server section changed and the server runs in a new plugin process, which binds its own socket: stopping the old server first; connections may be refused until the new one listens",
-		"generation", g.id, "addr", g.addr)
-	oldSrv.cancel()
-	wctx, cancel := context.WithTimeout(context.Background(), old.grace+time.Second)
-	oldSrv.wait(wctx)
-	cancel()
-	m.front.Swap(g.mount)
-	m.setCurrent(g)
-	srv, err := m.startServer(g, true)
+	// Wherever the old and the new server run, they share the socket
+	// (the ListenerPool's, lent to plugin processes).
+	m.logger.Info("server section changed; starting the new server beside the old one", "generation", g.id, "addr", g.addr)
+	srv, err := m.startServer(g, false)
 	if err != nil {
-		// Serve the old generation again with its server.
-		m.front.Swap(old.mount)
-		m.setCurrent(old)
-		if again, err2 := m.startServer(old, true); err2 == nil {
-			m.srv = again
-		} else {
-			m.logger.Error("the previous server did not start again", "error", err2)
-		}
-		// The stopped server's run-time instances are not used again;
-		// its section's are when it was old's own server (run again).
-		m.forget(oldSrv, oldSrv.gen != old.id)
 		m.abandon(g)
 		return err
 	}
+	m.front.Swap(g.mount)
+	m.setCurrent(g)
 	m.srv = srv
 	m.drain(old, oldSrv, false)
 	return nil

@@ -625,25 +625,10 @@ func TestReloadFirstLoadFails(t *testing.T) {
 	})
 }
 
-const pluginServerINI = `[server:main]
-use = egg:chat#hijacked_runner
-host = 127.0.0.1
-port = %d
-shutdown_timeout = 5
-tick_interval = %d
-
-[composite:main]
-use = egg:paster#urlmap
-/ = files
-/health = health
-
-[app:files]
-use = egg:paster#static
-document_root = .
-
-[app:health]
-use = egg:paster#health
-`
+// pluginServerINI serves a static file through chat's hijacked_runner.
+func pluginServerINI(port, tick int) []byte {
+	return fmt.Appendf(nil, swapINI, "egg:chat#hijacked_runner", port, fmt.Sprintf("tick_interval = %d\n", tick))
+}
 
 // TestReloadPluginServerKeepsSocket: the server runs inside a plugin
 // process (chat's hijacked_runner, built on runner.Runner); a change of its
@@ -656,12 +641,12 @@ func TestReloadPluginServerKeepsSocket(t *testing.T) {
 	port := freePort(t)
 	ini := filepath.Join(dir, "dev.ini")
 	os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
-	os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 30), 0o644)
+	os.WriteFile(ini, pluginServerINI(port, 30), 0o644)
 	p := startServe(t, dir, port, "dev.ini")
 	l := startLoad(p.base, "/hello", 4)
 	p.waitFor("load to be served", func() bool { return l.seen("hi\n") })
 	for i := 1; i <= 3; i++ {
-		os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 30+i), 0o644)
+		os.WriteFile(ini, pluginServerINI(port, 30+i), 0o644)
 		p.cmd.Process.Signal(syscall.SIGHUP)
 		p.waitReload(i)
 		sent := l.sent.Load()
@@ -708,7 +693,7 @@ func TestReloadPluginServerInstances(t *testing.T) {
 	port := freePort(t)
 	ini := filepath.Join(dir, "dev.ini")
 	os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
-	os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 30), 0o644)
+	os.WriteFile(ini, pluginServerINI(port, 30), 0o644)
 	p := startServe(t, dir, port, "dev.ini")
 	instances := func(h healthDoc) int {
 		for _, pl := range h.Plugins {
@@ -737,7 +722,7 @@ func TestReloadPluginServerInstances(t *testing.T) {
 		t.Fatalf("%d instances in the chat process serving the server", want)
 	}
 	for i := 1; i <= 4; i++ {
-		os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 30+i), 0o644)
+		os.WriteFile(ini, pluginServerINI(port, 30+i), 0o644)
 		if got := instances(reload(i)); got != want {
 			t.Errorf("after server-section reload %d: %d instances in the chat process, want %d", i, got, want)
 		}
@@ -750,7 +735,7 @@ func TestReloadPluginServerInstances(t *testing.T) {
 	}
 	// The kept server, started by an older generation, is stopped by a
 	// server-section change: its instance goes too.
-	os.WriteFile(ini, fmt.Appendf(nil, pluginServerINI, port, 40), 0o644)
+	os.WriteFile(ini, pluginServerINI(port, 40), 0o644)
 	if got := instances(reload(6)); got != want {
 		t.Errorf("after stopping a server kept across generations: %d instances in the chat process, want %d", got, want)
 	}

@@ -127,6 +127,9 @@ type RunRequest struct {
 	Startup string `json:"startup,omitempty"`
 	App     AppRef `json:"app"`
 	Check   bool   `json:"check,omitempty"`
+	// Listeners, when not 0, names the host's listeners lent to this Run
+	// (see LendMsg): a server asks the host for its sockets with it.
+	Listeners uint64 `json:"listeners,omitempty"`
 }
 
 // RunResult ends a Run: Error is "" after a clean return. Before it, the
