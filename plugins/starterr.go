@@ -11,12 +11,17 @@ import (
 
 // stderrTail keeps the last lines a plugin process wrote to its stderr
 // while it starts, so that a start failure can show them: a binary that
-// exits at start usually says why there. It stops recording (and costs
-// nothing more) once the start has succeeded.
+// exits at start usually says why there. A Go program that crashes says why
+// on the first line of its crash report ("panic: ...", "fatal error: ...")
+// and ends with a stack trace, so the first such line is kept too. It stops
+// recording (and costs nothing more) once the start has succeeded.
 type stderrTail struct {
 	mu      sync.Mutex
 	lines   []string
 	partial []byte
+	crash   string // the first line of a Go crash report, if any
+	crashAt int    // lines pushed before it
+	pushed  int
 	off     bool
 }
 
@@ -51,7 +56,12 @@ func appendCapped(dst, b []byte) []byte {
 
 // push ends the partial line; t.mu is held.
 func (t *stderrTail) push() {
-	t.lines = append(t.lines, string(t.partial))
+	line := string(t.partial)
+	if t.crash == "" && (strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ")) {
+		t.crash, t.crashAt = line, t.pushed
+	}
+	t.pushed++
+	t.lines = append(t.lines, line)
 	if len(t.lines) > tailLines {
 		t.lines = t.lines[len(t.lines)-tailLines:]
 	}
@@ -76,6 +86,10 @@ func (t *stderrTail) String() string {
 	}
 	if strings.TrimSpace(strings.Join(lines, "")) == "" {
 		return ""
+	}
+	if t.crash != "" && t.crashAt < t.pushed-len(t.lines) {
+		// The crash line has left the tail.
+		lines = append([]string{t.crash, "..."}, lines...)
 	}
 	return "; the last lines of its stderr:\n\t" + strings.Join(lines, "\n\t")
 }

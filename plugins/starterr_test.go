@@ -29,6 +29,8 @@ func TestStartFailureReported(t *testing.T) {
 			[]string{"was killed by signal segmentation fault before the plugin handshake", "about to crash"}, ""},
 		{"long stderr", "i=0; while [ $i -lt 50 ]; do echo line $i >&2; i=$((i+1)); done; exit 1\n",
 			[]string{"exited with status 1", "\tline 40\n", "\tline 49"}, "line 39\n"},
+		{"Go crash report", "echo 'panic: no config' >&2\necho >&2\ni=0; while [ $i -lt 30 ]; do printf '\\tframe %d\\n' $i >&2; i=$((i+1)); done; exit 2\n",
+			[]string{"exited with status 2", "stderr:\n\tpanic: no config\n\t...\n\t\tframe 20\n", "\tframe 29"}, "frame 19"},
 		// stderr first: the host stops the process once it read stdout.
 		{"stdout garbage", "echo 'unknown flag' >&2\necho 'usage: tool [flags]'\nexit 2\n",
 			[]string{"usage: tool [flags]", "unknown flag"}, ""},
