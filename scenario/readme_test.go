@@ -21,8 +21,8 @@ import (
 // shows them, in a fresh copy of the repository (the files git tracks or
 // would track, as they are in the working tree), and checks that each does
 // what the README says: the outputs it prints after a command (`# output`
-// lines in sh blocks; the lines after a `$ command` in plain blocks) appear,
-// servers serve. A command the README shows that this test does not know
+// lines in sh blocks, where "..." stands for anything on the line; the lines
+// after a `$ command` in plain blocks, exactly) appear, servers serve. A command the README shows that this test does not know
 // how to run fails the test, so the README cannot gain untested commands.
 //
 // The README's ports (8080, 9000) are replaced by free ones, in the commands
@@ -267,7 +267,7 @@ func (r *readmeRun) startServer(c *readmeCommand) {
 		}
 	}
 	for _, w := range c.want {
-		if !strings.Contains(r.serverLog.String(), w) {
+		if !matchesShown(r.serverLog.String(), w) {
 			r.t.Errorf("README line %d: %s logged no %q:\n%s", c.line, c.text, w, r.serverLog.String())
 		}
 	}
@@ -309,6 +309,16 @@ func (r *readmeRun) runForeground(c *readmeCommand) {
 	r.checkOutput(c, out.String())
 }
 
+// matchesShown reports whether output holds a line the README shows, where
+// "..." in what it shows stands for anything on the same line.
+func matchesShown(output, shown string) bool {
+	parts := strings.Split(shown, "...")
+	for i, p := range parts {
+		parts[i] = regexp.QuoteMeta(strings.TrimSpace(p))
+	}
+	return regexp.MustCompile(strings.Join(parts, ".*")).MatchString(output)
+}
+
 func (r *readmeRun) checkOutput(c *readmeCommand, got string) {
 	if c.exact {
 		want := strings.TrimSpace(strings.Join(c.want, "\n"))
@@ -318,7 +328,7 @@ func (r *readmeRun) checkOutput(c *readmeCommand, got string) {
 		return
 	}
 	for _, w := range c.want {
-		if !strings.Contains(got, w) {
+		if !matchesShown(got, w) {
 			r.t.Errorf("README line %d: %s printed %q; the README shows %q", c.line, c.text, got, w)
 		}
 	}
