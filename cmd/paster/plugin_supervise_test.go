@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -163,5 +166,111 @@ use = egg:paster#metrics
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s:\n%s", want, metrics)
 		}
+	}
+}
+
+// buildPtest builds the plugins package's test plugin (a probe app with
+// /flood) and returns its path.
+func buildPtest(t *testing.T) string {
+	t.Helper()
+	out := filepath.Join(binDir, "ptest", "paster-plugin-ptest")
+	pluginBuildMu.Lock()
+	defer pluginBuildMu.Unlock()
+	err, done := pluginBuilt["internal/ptest"]
+	if !done {
+		cmd := exec.Command("go", "build", "-o", out, "../../plugins/internal/testplugin/paster-plugin-ptest")
+		if b, berr := cmd.CombinedOutput(); berr != nil {
+			err = fmt.Errorf("building the ptest plugin: %v\n%s", berr, b)
+		}
+		pluginBuilt["internal/ptest"] = err
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestPluginLogFlood: a plugin writing lines as fast as it can gets at most
+// [plugins] log_rate lines a second into paster's log, the rest is counted
+// in /metrics, and the other apps keep serving meanwhile.
+func TestPluginLogFlood(t *testing.T) {
+	t.Parallel()
+	const rate, lines = 100, 20000
+	bin := buildPtest(t)
+	dir := t.TempDir()
+	port := freePort(t)
+	ini := fmt.Sprintf(`[plugins]
+log_rate = %d
+
+[server:main]
+use = egg:paster#http
+host = 127.0.0.1
+port = %d
+
+[composite:main]
+use = egg:paster#urlmap
+/p = p
+/hello = hello
+/health = health
+/metrics = metrics
+
+[app:health]
+use = egg:paster#health
+
+[app:p]
+use = plugin:%s#probe
+name = flood
+
+[app:hello]
+use = egg:hello#main
+
+[app:metrics]
+use = egg:paster#metrics
+`, rate, port, bin)
+	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), []byte(ini), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	p := startServe(t, dir, port, "dev.ini")
+
+	flooded := make(chan int, 1)
+	go func() {
+		code, _ := p.get(fmt.Sprintf("/p/flood?n=%d", lines))
+		flooded <- code
+	}()
+	served := 0
+	for done := false; !done; {
+		select {
+		case code := <-flooded:
+			if code != 200 {
+				t.Fatalf("flood: %d", code)
+			}
+			done = true
+		default:
+			if code, body := p.get("/hello"); code != 200 {
+				t.Fatalf("GET /hello during the flood: %d %s", code, body)
+			}
+			served++
+		}
+	}
+	dropped := regexp.MustCompile(`paster_plugin_log_lines_dropped_total\{dist="ptest",[^}]*\} (\d+)`)
+	var n int
+	p.waitFor("every flood line logged or dropped", func() bool {
+		_, metrics := p.get("/metrics")
+		m := dropped.FindStringSubmatch(metrics)
+		if m == nil {
+			t.Fatalf("/metrics has no dropped-lines count for ptest:\n%s", metrics)
+		}
+		n, _ = strconv.Atoi(m[1])
+		log := p.log.String()
+		return n+strings.Count(log, "flood line ")+strings.Count(log, "long line ") == 3*(lines+1)
+	})
+	elapsed := time.Since(start)
+	logged := 3*(lines+1) - n
+	if max := rate + int(rate*elapsed.Seconds()) + 1; logged > max {
+		t.Errorf("%d flood lines logged in %s, more than log_rate allows (%d)", logged, elapsed, max)
+	}
+	if n == 0 || served == 0 {
+		t.Errorf("dropped %d, /hello served %d times during the flood", n, served)
 	}
 }
