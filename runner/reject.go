@@ -45,16 +45,32 @@ func (m *Mount) ObserveRejected(r *http.Request, code int) {
 	ObserveRejected(m.app, r, code)
 }
 
-// ReplacedStatus returns the status an HTTPServer sends instead of the one
-// the handler given w wrote, or sends although the handler wrote nothing:
-// 413 when the request body went over max_body_bytes before the response
-// header went out (see NewHTTPServer). It returns 0 when the handler's
-// status stands, and when w is not, or does not wrap (Unwrap), an
-// HTTPServer's writer. Handlers that record statuses (metrics, access
-// logs) call it after the handler they wrap returned.
+// ObserveRejected passes a rejected request on to the handler under the
+// timeout.
+func (h *timeoutHandler) ObserveRejected(r *http.Request, code int) {
+	ObserveRejected(h.next, r, code)
+}
+
+// ReplacedStatus returns the status an HTTPServer or a TimeoutHandler sends
+// instead of the one the handler given w wrote, or sends although the
+// handler wrote nothing: 503 when the handler's timeout passed before it
+// sent its header (handler_timeout, request_timeout), 413 when the request
+// body went over max_body_bytes before the response header went out (see
+// NewHTTPServer). It returns 0 when the handler's status stands, and when
+// w is not, or does not wrap (Unwrap), such a writer. Handlers that record
+// statuses (metrics, access logs) call it after the handler they wrap
+// returned.
 func ReplacedStatus(w http.ResponseWriter) int {
 	for {
 		switch x := w.(type) {
+		case *timeoutWriter:
+			x.mu.Lock()
+			answered := x.timedOut && !x.wroteHeader
+			x.mu.Unlock()
+			if answered {
+				return http.StatusServiceUnavailable
+			}
+			w = x.w
 		case *limitWriter:
 			if x.rejected || (!x.wroteHeader && !x.hijacked && x.bodyTooLarge()) {
 				return http.StatusRequestEntityTooLarge
