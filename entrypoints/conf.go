@@ -2,6 +2,7 @@ package entrypoints
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -66,22 +67,51 @@ func NewLocal(pairs ...string) Local {
 	if len(pairs)%2 != 0 {
 		panic("entrypoints.NewLocal: odd number of arguments")
 	}
-	var l Local
+	l := Local{keys: make([]string, 0, len(pairs)/2), values: make(map[string]string, len(pairs)/2), where: map[string]Location{}}
 	for i := 0; i < len(pairs); i += 2 {
-		l = l.With(pairs[i], pairs[i+1], Location{})
+		l.set(pairs[i], pairs[i+1], Location{})
 	}
 	return l
 }
 
-// clone returns a copy of l that shares nothing with it.
-func (l Local) clone() Local {
+// LocalEntry is one key of a Local: its value and where it was written
+// (zero when unknown).
+type LocalEntry struct {
+	Key, Value string
+	Where      Location
+}
+
+// LocalOf returns a Local holding entries in order, in time linear in their
+// number (a chain of With calls copies the Local each time); a repeated key
+// keeps its first position and takes the last value and location.
+func LocalOf(entries ...LocalEntry) Local {
+	l := Local{keys: make([]string, 0, len(entries)), values: make(map[string]string, len(entries)), where: make(map[string]Location, len(entries))}
+	for _, e := range entries {
+		l.set(e.Key, e.Value, e.Where)
+	}
+	return l
+}
+
+// With returns a copy of l with key set to value, written at loc. A new key
+// goes last; an existing key keeps its position. Each call copies l: to
+// build a Local of many keys use LocalOf.
+func (l Local) With(key, value string, loc Location) Local {
+	out := l.clone(1)
+	out.set(key, value, loc)
+	return out
+}
+
+// clone returns a copy of l that shares nothing with it, with room for
+// extra more keys.
+func (l Local) clone(extra int) Local {
 	out := Local{
-		keys:    append([]string(nil), l.keys...),
-		values:  make(map[string]string, len(l.values)+1),
-		where:   make(map[string]Location, len(l.where)+1),
+		keys:    make([]string, len(l.keys), len(l.keys)+extra),
+		values:  make(map[string]string, len(l.values)+extra),
+		where:   make(map[string]Location, len(l.where)+extra),
 		shadows: append([]Shadow(nil), l.shadows...),
 		global:  make(map[string]bool, len(l.global)),
 	}
+	copy(out.keys, l.keys)
 	for k, v := range l.values {
 		out.values[k] = v
 	}
@@ -94,21 +124,23 @@ func (l Local) clone() Local {
 	return out
 }
 
-// With returns a copy of l with key set to value, written at loc. A new key
-// goes last; an existing key keeps its position.
-func (l Local) With(key, value string, loc Location) Local {
-	out := l.clone()
-	if _, ok := out.values[key]; !ok {
-		out.keys = append(out.keys, key)
+// set sets key in l itself. Only for a Local that is being built and
+// shares its maps with no other (from clone, LocalOf or NewLocal): a Local
+// handed out never changes.
+func (l *Local) set(key, value string, loc Location) {
+	if l.values == nil {
+		l.values, l.where = map[string]string{}, map[string]Location{}
 	}
-	out.values[key] = value
-	delete(out.global, key)
+	if _, ok := l.values[key]; !ok {
+		l.keys = append(l.keys, key)
+	}
+	l.values[key] = value
+	delete(l.global, key)
 	if loc != (Location{}) {
-		out.where[key] = loc
+		l.where[key] = loc
 	} else {
-		delete(out.where, key)
+		delete(l.where, key)
 	}
-	return out
 }
 
 // Without returns a copy of l without key, and without its Shadow.
@@ -118,38 +150,32 @@ func (l Local) Without(key string) Local {
 	if !set && !shadowed {
 		return l
 	}
-	out := l.clone()
-	out.keys = out.keys[:0]
-	for _, k := range l.keys {
-		if k != key {
-			out.keys = append(out.keys, k)
-		}
-	}
+	out := l.clone(0)
+	out.keys = slices.DeleteFunc(out.keys, func(k string) bool { return k == key })
 	delete(out.values, key)
 	delete(out.where, key)
 	delete(out.global, key)
-	out.shadows = out.shadows[:0]
-	for _, sh := range l.shadows {
-		if sh.Key != key {
-			out.shadows = append(out.shadows, sh)
-		}
+	out.shadows = slices.DeleteFunc(out.shadows, func(sh Shadow) bool { return sh.Key == key })
+	return out
+}
+
+// WithShadow returns a copy of l that records shs, keys of the section that
+// a global hides (the loader records them; a Shadow of the same key is
+// replaced). The keys' values are not set: Unshadow does that.
+func (l Local) WithShadow(shs ...Shadow) Local {
+	out := l.clone(0)
+	for _, sh := range shs {
+		out.shadow(sh)
 	}
 	return out
 }
 
-// WithShadow returns a copy of l that records sh, a key of the section that
-// a global hides (the loader records them; a Shadow of the same key is
-// replaced). The key's value is not set: Unshadow does that.
-func (l Local) WithShadow(sh Shadow) Local {
-	out := l.clone()
-	out.shadows = out.shadows[:0]
-	for _, o := range l.shadows {
-		if o.Key != sh.Key {
-			out.shadows = append(out.shadows, o)
-		}
-	}
-	out.shadows = append(out.shadows, sh)
-	return out
+// shadow records sh in l itself, replacing a Shadow of the same key; as
+// set, only for a Local being built. A key's Shadow is looked for only
+// when l already records some (a section records each key once).
+func (l *Local) shadow(sh Shadow) {
+	l.shadows = slices.DeleteFunc(l.shadows, func(o Shadow) bool { return o.Key == sh.Key })
+	l.shadows = append(l.shadows, sh)
 }
 
 // Shadows returns the keys of the section that a global hides, in the

@@ -3,6 +3,7 @@ package entrypoints
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -62,6 +63,12 @@ type iniFile struct {
 	defaults *iniSection
 	sections []*iniSection
 	byName   map[string]*iniSection
+	// byRef holds the sections [PREFIX:NAME] under "PREFIX:NAME" with NAME
+	// trimmed, in file order: the loader's lookups, without a scan of
+	// every section per reference.
+	byRef map[string][]*iniSection
+	// budget bounds the expansion of the file's values in one Session.
+	budget *budget
 }
 
 // defaultSection is the name of configparser's defaults section (exact case).
@@ -70,7 +77,7 @@ const defaultSection = "DEFAULT"
 // parseINI parses data read from path. Errors wrap ErrSyntax or ErrDuplicate
 // and carry the file and line.
 func parseINI(path string, data []byte) (*iniFile, error) {
-	f := &iniFile{path: path, byName: map[string]*iniSection{}}
+	f := &iniFile{path: path, byName: map[string]*iniSection{}, byRef: map[string][]*iniSection{}}
 	text := strings.TrimPrefix(string(data), "\ufeff")
 	text = strings.ReplaceAll(text, "\r\n", "\n")
 	text = strings.ReplaceAll(text, "\r", "\n")
@@ -126,6 +133,10 @@ func parseINI(path string, data []byte) (*iniFile, error) {
 				cur = newSection(header, lineno)
 				f.sections = append(f.sections, cur)
 				f.byName[header] = cur
+				if prefix, name, ok := strings.Cut(header, ":"); ok {
+					ref := prefix + ":" + strings.TrimSpace(name)
+					f.byRef[ref] = append(f.byRef[ref], cur)
+				}
 			}
 			continue
 		}
@@ -258,6 +269,21 @@ const maxInterpolationDepth = 10
 // that each name the next one several times grow exponentially.
 const maxInterpolatedSize = 1 << 20
 
+// DefaultMaxExpansion is the bound on the values of one INI file after
+// substitution when Session.MaxExpansion is zero: values that each stay
+// under the bound of one value (1 MiB) can still, by naming each other,
+// expand a file of a few KiB to gigabytes.
+const DefaultMaxExpansion = 64 << 20
+
+// budget is what is left of a file's expansion bound in one Session.
+type budget struct {
+	used, limit int64
+}
+
+// errTooLong ends an expansion that went past its limit; interpolate says
+// which limit.
+var errTooLong = errors.New("value too long after substitution")
+
 var interpolationKey = regexp.MustCompile(`^%\(([^)]+)\)s`)
 
 // scope is what %(name)s can see from one section: the section's own keys
@@ -265,6 +291,7 @@ var interpolationKey = regexp.MustCompile(`^%\(([^)]+)\)s`)
 type scope struct {
 	section  *iniSection // nil for [DEFAULT] values
 	defaults map[string]value
+	budget   *budget // nil: only the bound of one value
 }
 
 func (sc scope) lookup(name string) (value, bool) {
@@ -280,23 +307,51 @@ func (sc scope) lookup(name string) (value, bool) {
 // interpolate expands raw, the value of key written at at, as
 // BasicInterpolation does: %(name)s is replaced by the value of name (itself
 // expanded when it contains '%', up to depth 10), %% is '%', and any other
-// '%' is an error. Errors wrap ErrInterpolation and name file, line, section
-// and key.
+// '%' is an error. The result counts against the file's budget. Errors wrap
+// ErrInterpolation and name file, line, section and key.
 func (sc scope) interpolate(at Location, key, raw string) (string, error) {
+	limit, total := int64(maxInterpolatedSize), false
+	if sc.budget != nil && sc.budget.limit-sc.budget.used < limit {
+		limit, total = sc.budget.limit-sc.budget.used, true
+	}
 	var b strings.Builder
-	if err := sc.expand(&b, raw, 1); err != nil {
+	err := sc.expand(&b, raw, 1, int(limit))
+	if err == nil && int64(b.Len()) > limit {
+		err = errTooLong
+	}
+	switch {
+	case err == errTooLong && total:
+		err = fmt.Errorf("the values of %s expand to more than %s in total after %%(name)s substitution (the bound for one file; values naming each other multiply)",
+			filepath.Base(at.File), byteSize(sc.budget.limit))
+	case err == errTooLong:
+		err = fmt.Errorf("value longer than %d bytes after substitution", maxInterpolatedSize)
+	}
+	if err != nil {
 		return "", &Error{Location: at, Key: key, Err: because(ErrInterpolation, "%v (value: %q)", err, raw)}
+	}
+	if sc.budget != nil {
+		sc.budget.used += int64(b.Len())
 	}
 	return b.String(), nil
 }
 
-func (sc scope) expand(b *strings.Builder, rest string, depth int) error {
+// byteSize writes n in MiB when it is a whole number of them.
+func byteSize(n int64) string {
+	if n >= 1<<20 && n%(1<<20) == 0 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// expand writes rest, expanded, to b; it stops with errTooLong once b holds
+// more than limit bytes.
+func (sc scope) expand(b *strings.Builder, rest string, depth, limit int) error {
 	if depth > maxInterpolationDepth {
 		return fmt.Errorf("recursion limit exceeded in value substitution (more than %d levels of %%(name)s)", maxInterpolationDepth)
 	}
 	for rest != "" {
-		if b.Len() > maxInterpolatedSize {
-			return fmt.Errorf("value longer than %d bytes after substitution", maxInterpolatedSize)
+		if b.Len() > limit {
+			return errTooLong
 		}
 		p := strings.IndexByte(rest, '%')
 		if p < 0 {
@@ -325,7 +380,7 @@ func (sc scope) expand(b *strings.Builder, rest string, depth int) error {
 				return errors.New(msg)
 			}
 			if !v.literal && strings.Contains(v.text, "%") {
-				if err := sc.expand(b, v.text, depth+1); err != nil {
+				if err := sc.expand(b, v.text, depth+1, limit); err != nil {
 					return err
 				}
 			} else {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
@@ -34,6 +35,19 @@ type Session struct {
 	// key hidden by a global, [app:x] beside [application:x], ...). Nil means
 	// no logging.
 	Logger hclog.Logger
+	// MaxExpansion bounds the values of one INI file after %(name)s
+	// substitution: their sizes summed over everything this Session loads
+	// from the file, [DEFAULT] included, in bytes. Past it the load fails
+	// with an ErrInterpolation error naming the file, line, section and key
+	// where the bound was crossed. Zero means DefaultMaxExpansion. (One
+	// value is also bounded, to 1 MiB.)
+	MaxExpansion int64
+	// MaxReferences bounds the references one top-level call follows (use,
+	// next, filter-with, pipeline items, startup, a composite's children):
+	// composites that each name the next one twice make 2^depth objects.
+	// Past it the load fails with an ErrCycle error naming the reference.
+	// Zero means DefaultMaxReferences.
+	MaxReferences int
 
 	// Files lists the absolute path of every INI file read, in the order
 	// first read, without repeats; files that failed to parse are included,
@@ -49,6 +63,7 @@ type Session struct {
 	Root []*Node
 
 	base    string              // base directory of the current call, absolute
+	refs    int                 // references followed by the current call
 	parsed  map[string]*iniFile // files read by this session, by absolute path
 	plugins map[string]string   // [plugins] of the current call's top-level file
 	loading bool                // a top-level call is creating objects
@@ -201,7 +216,7 @@ func (s *Session) begin(kind Kind, uri, base string, global map[string]string) (
 	if s.parsed == nil {
 		s.parsed = map[string]*iniFile{}
 	}
-	s.base, s.plugins = "", nil
+	s.base, s.plugins, s.refs = "", nil, 0
 	if base != "" {
 		abs, err := filepath.Abs(base)
 		if err != nil {
@@ -270,8 +285,13 @@ func extend(chain []Step, st Step) []Step {
 // itself by URI never repeats a section).
 const maxChain = 100
 
-// checkCycle fails when the section at is already on chain, or when chain
-// is too deep (at is zero for an entry point loaded by a composite).
+// DefaultMaxReferences is the bound on the references one load follows when
+// Session.MaxReferences is zero.
+const DefaultMaxReferences = 100_000
+
+// checkCycle fails when the section at is already on chain, when chain is
+// too deep (at is zero for an entry point loaded by a composite), or when
+// this call has followed more references than MaxReferences.
 func (s *Session) checkCycle(chain []Step, at Location) error {
 	for i, st := range chain {
 		if at.Section != "" && st.File == at.File && st.Section == at.Section {
@@ -285,6 +305,13 @@ func (s *Session) checkCycle(chain []Step, at Location) error {
 	}
 	if len(chain) > maxChain {
 		return s.fail(chain, because(ErrCycle, "references nested more than %d deep", maxChain))
+	}
+	limit := s.MaxReferences
+	if limit <= 0 {
+		limit = DefaultMaxReferences
+	}
+	if s.refs++; s.refs > limit {
+		return s.fail(chain, because(ErrCycle, "more than %d references followed in one load: sections that name the same section several times multiply (a composite whose children each name the next composite twice makes 2^depth objects)", limit))
 	}
 	return nil
 }
@@ -417,6 +444,10 @@ func (s *Session) read(path string, chain []Step) (*iniFile, error) {
 	if err != nil {
 		return nil, s.fail(chain, err)
 	}
+	f.budget = &budget{limit: s.MaxExpansion}
+	if f.budget.limit <= 0 {
+		f.budget.limit = DefaultMaxExpansion
+	}
 	s.parsed[path] = f
 	return f, nil
 }
@@ -427,7 +458,7 @@ func (s *Session) readPlugins(fl *fileLoader) error {
 	if sec == nil {
 		return nil
 	}
-	sc := scope{section: sec, defaults: fl.defaults}
+	sc := scope{section: sec, defaults: fl.defaults, budget: fl.f.budget}
 	s.plugins = map[string]string{}
 	for _, k := range sec.keys {
 		v, err := sc.interpolate(Location{File: fl.f.path, Line: k.line, Section: sec.name}, k.name, k.value)
@@ -545,7 +576,7 @@ func (fl *fileLoader) interpolatedDefaults() (map[string]string, error) {
 		return fl.interp, fl.err
 	}
 	out := make(map[string]string, len(fl.order))
-	sc := scope{defaults: fl.defaults}
+	sc := scope{defaults: fl.defaults, budget: fl.f.budget}
 	for _, k := range fl.order {
 		v := fl.defaults[k]
 		if v.literal {
@@ -573,17 +604,13 @@ var sectionGroups = map[Kind][][]string{
 }
 
 // match returns the sections [prefix:name] (name compared after trimming the
-// header's name part); with bare, the lookup name is absent, so [prefix] and
-// [prefix:main] match.
+// header's name part), in file order; with bare, the lookup name is absent,
+// so [prefix] and [prefix:main] match.
 func (fl *fileLoader) match(prefix, name string, bare bool) []*iniSection {
-	var out []*iniSection
-	for _, sec := range fl.f.sections {
-		if bare && sec.name == prefix {
-			out = append(out, sec)
-		}
-		if rest, ok := strings.CutPrefix(sec.name, prefix+":"); ok && strings.TrimSpace(rest) == name {
-			out = append(out, sec)
-		}
+	out := fl.f.byRef[prefix+":"+name]
+	if sec := fl.f.byName[prefix]; bare && sec != nil {
+		out = append([]*iniSection{sec}, out...)
+		sort.SliceStable(out, func(i, j int) bool { return out[i].line < out[j].line })
 	}
 	return out
 }
@@ -694,7 +721,7 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 		additions = map[string]string{}
 		gets      []getKey
 		hidden    []Shadow
-		sc        = scope{section: sec, defaults: fl.defaults}
+		sc        = scope{section: sec, defaults: fl.defaults, budget: fl.f.budget}
 	)
 	visit := func(key, raw string, at Location, own bool) error {
 		switch {
@@ -723,7 +750,7 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 			if err != nil {
 				return err
 			}
-			local = local.With(key, v, at)
+			local.set(key, v, at) // local is not shared until the loop ends
 		}
 		return nil
 	}
@@ -756,13 +783,13 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 			}
 			return nil, s.failAt(chain, g.at, "get "+g.local, because(ErrNoGlobal, "%s", msg))
 		}
-		local = local.With(g.local, v, g.at)
+		local.set(g.local, v, g.at)
 	}
 	// The rule holds (the keys stay out of local), but the factory can
 	// learn what was hidden, and by what: server runners use the global.
 	for _, sh := range hidden {
 		sh.Global = global[sh.Key]
-		local = local.WithShadow(sh)
+		local.shadow(sh)
 	}
 
 	var filterWith, startup *Step
@@ -919,12 +946,14 @@ func (c *ctx) applyUse(fl *fileLoader, from Location, additions map[string]strin
 		}
 	})
 	if c.shape == shapeEntry {
-		for _, k := range local.Keys() {
-			c.local = c.local.With(k, local.Get(k), local.Where(k))
+		merged := c.local.clone(local.Len())
+		for _, k := range local.keys {
+			merged.set(k, local.values[k], local.where[k])
 		}
-		for _, sh := range local.Shadows() {
-			c.local = c.local.WithShadow(sh)
+		for _, sh := range local.shadows {
+			merged.shadow(sh)
 		}
+		c.local = merged
 		if c.loader == nil && c.proto == ProtoComposite {
 			c.loader = fl
 		}

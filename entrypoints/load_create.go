@@ -51,9 +51,9 @@ func (s *Session) call(c *ctx, f func() error, isNil func() bool) error {
 // relative to the base directory when it lies below it, so that
 // Local.Errorf messages read like the loader's own.
 func (s *Session) shown(l Local) Local {
-	var out Local
-	for _, k := range l.Keys() {
-		out = out.With(k, l.Get(k), relLocation(s.base, l.Where(k)))
+	out := l.clone(0)
+	for k, w := range out.where {
+		out.where[k] = relLocation(s.base, w)
 	}
 	for _, sh := range l.Shadows() {
 		sh.At = relLocation(s.base, sh.At)

@@ -37,7 +37,8 @@ var (
 	// ErrNoGlobal: get LOCAL = NAME where NAME is no global.
 	ErrNoGlobal = errors.New("no such global")
 	// ErrCycle: references (use, next, filter-with, pipeline items, startup,
-	// composite children) come back to a section already being loaded.
+	// composite children) come back to a section already being loaded, nest
+	// more than 100 deep, or number more than Session.MaxReferences.
 	ErrCycle = errors.New("reference cycle")
 	// ErrFactory: a factory returned an error, panicked, or returned nothing.
 	ErrFactory = errors.New("factory failed")

@@ -193,15 +193,16 @@ func FromShadows(l entrypoints.Local) []ShadowEntry {
 // ToLocal converts the wire form back to a Local, keeping order, locations
 // and shadows.
 func ToLocal(es []ConfEntry, shadows []ShadowEntry) entrypoints.Local {
-	var l entrypoints.Local
-	for _, e := range es {
-		l = l.With(e.Key, e.Value, entrypoints.Location{File: e.File, Line: e.Line, Section: e.Section})
+	entries := make([]entrypoints.LocalEntry, len(es))
+	for i, e := range es {
+		entries[i] = entrypoints.LocalEntry{Key: e.Key, Value: e.Value, Where: entrypoints.Location{File: e.File, Line: e.Line, Section: e.Section}}
 	}
-	for _, e := range shadows {
-		l = l.WithShadow(entrypoints.Shadow{Key: e.Key, Value: e.Value, Global: e.Global,
-			At: entrypoints.Location{File: e.File, Line: e.Line, Section: e.Section}})
+	shs := make([]entrypoints.Shadow, len(shadows))
+	for i, e := range shadows {
+		shs[i] = entrypoints.Shadow{Key: e.Key, Value: e.Value, Global: e.Global,
+			At: entrypoints.Location{File: e.File, Line: e.Line, Section: e.Section}}
 	}
-	return l
+	return entrypoints.LocalOf(entries...).WithShadow(shs...)
 }
 
 // Invoke makes a unary JSON call on cc.
