@@ -379,7 +379,9 @@ func (c *lendClient) serve() {
 					continue
 				}
 				if ln == nil || !ln.offer(lentResult{conn: cn}) {
-					c.giveBack(m.Handle, cn)
+					// The reader never writes: the host's reader, which
+					// it drains, may be writing to us.
+					go c.giveBack(m.Handle, cn)
 				}
 			}
 		default:
