@@ -305,6 +305,9 @@ func (l Local) List(key string) []string { return AsList(l.values[key], "") }
 // For a key Unshadow set, the key is followed by where its value came from:
 // "FILE:LINE [SECTION] KEY (the global value, which hides the section's
 // "8080"): message".
+//
+// When IsSecret(key), the key's value (and the section's hidden one) is
+// replaced by Redacted in the message.
 func (l Local) Errorf(key, format string, args ...any) error {
 	prefix := l.where[key].String()
 	if prefix != "" {
@@ -312,9 +315,13 @@ func (l Local) Errorf(key, format string, args ...any) error {
 	}
 	name := key
 	if sh, ok := l.Shadowed(key); ok && l.global[key] {
-		name = fmt.Sprintf("%s (the global value, which hides the section's %q)", key, sh.Value)
+		name = fmt.Sprintf("%s (the global value, which hides the section's %q)", key, Redact(key, sh.Value))
 	}
-	return fmt.Errorf("%s%s: %w", prefix, name, fmt.Errorf(format, args...))
+	err := fmt.Errorf(format, args...)
+	if IsSecret(key) {
+		err = redactErr(err, []string{l.values[key]})
+	}
+	return fmt.Errorf("%s%s: %w", prefix, name, err)
 }
 
 // AsBool converts PasteDeploy's boolean spellings: after trimming and

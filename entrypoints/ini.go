@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"unicode"
 )
@@ -308,14 +309,16 @@ func (sc scope) lookup(name string) (value, bool) {
 // BasicInterpolation does: %(name)s is replaced by the value of name (itself
 // expanded when it contains '%', up to depth 10), %% is '%', and any other
 // '%' is an error. The result counts against the file's budget. Errors wrap
-// ErrInterpolation and name file, line, section and key.
+// ErrInterpolation and name file, line, section and key; they quote the
+// value only when key is no secret (IsSecret), and no part of a secret
+// value it names.
 func (sc scope) interpolate(at Location, key, raw string) (string, error) {
 	limit, total := int64(maxInterpolatedSize), false
 	if sc.budget != nil && sc.budget.limit-sc.budget.used < limit {
 		limit, total = sc.budget.limit-sc.budget.used, true
 	}
 	var b strings.Builder
-	err := sc.expand(&b, raw, 1, int(limit))
+	err := sc.expand(&b, raw, 1, int(limit), IsSecret(key))
 	if err == nil && int64(b.Len()) > limit {
 		err = errTooLong
 	}
@@ -327,7 +330,7 @@ func (sc scope) interpolate(at Location, key, raw string) (string, error) {
 		err = fmt.Errorf("value longer than %d bytes after substitution", maxInterpolatedSize)
 	}
 	if err != nil {
-		return "", &Error{Location: at, Key: key, Err: because(ErrInterpolation, "%v (value: %q)", err, raw)}
+		return "", &Error{Location: at, Key: key, Err: because(ErrInterpolation, "%v (value: %q)", err, Redact(key, raw))}
 	}
 	if sc.budget != nil {
 		sc.budget.used += int64(b.Len())
@@ -344,8 +347,15 @@ func byteSize(n int64) string {
 }
 
 // expand writes rest, expanded, to b; it stops with errTooLong once b holds
-// more than limit bytes.
-func (sc scope) expand(b *strings.Builder, rest string, depth, limit int) error {
+// more than limit bytes. With secret, rest is (part of) a secret value, and
+// errors do not quote it.
+func (sc scope) expand(b *strings.Builder, rest string, depth, limit int, secret bool) error {
+	quote := func(s string) string {
+		if secret {
+			return Redacted
+		}
+		return strconv.Quote(s)
+	}
 	if depth > maxInterpolationDepth {
 		return fmt.Errorf("recursion limit exceeded in value substitution (more than %d levels of %%(name)s)", maxInterpolationDepth)
 	}
@@ -367,7 +377,7 @@ func (sc scope) expand(b *strings.Builder, rest string, depth, limit int) error 
 		case strings.HasPrefix(rest, "%("):
 			m := interpolationKey.FindStringSubmatch(rest)
 			if m == nil {
-				return fmt.Errorf("bad interpolation variable reference %q: write %%(name)s, or %%%% for a literal %%", rest)
+				return fmt.Errorf("bad interpolation variable reference %s: write %%(name)s, or %%%% for a literal %%", quote(rest))
 			}
 			name := m[1]
 			rest = rest[len(m[0]):]
@@ -380,14 +390,14 @@ func (sc scope) expand(b *strings.Builder, rest string, depth, limit int) error 
 				return errors.New(msg)
 			}
 			if !v.literal && strings.Contains(v.text, "%") {
-				if err := sc.expand(b, v.text, depth+1, limit); err != nil {
+				if err := sc.expand(b, v.text, depth+1, limit, secret || IsSecret(name)); err != nil {
 					return err
 				}
 			} else {
 				b.WriteString(v.text)
 			}
 		default:
-			return fmt.Errorf("'%%' must be followed by '%%' or '(', found: %q (write %%%% for a literal %%)", rest)
+			return fmt.Errorf("'%%' must be followed by '%%' or '(', found: %s (write %%%% for a literal %%)", quote(rest))
 		}
 	}
 	return nil

@@ -777,7 +777,7 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 	for _, g := range gets {
 		v, ok := global[g.global]
 		if !ok {
-			msg := fmt.Sprintf("get %s = %s: no global %q", g.local, g.global, g.global)
+			msg := fmt.Sprintf("get %s = %s: no global %q", g.local, Redact(g.local, g.global), Redact(g.local, g.global))
 			if sug := Suggest(g.global, keys(global)); sug != "" {
 				msg += fmt.Sprintf("; did you mean %q?", sug)
 			}
@@ -866,11 +866,11 @@ func (fl *fileLoader) warnShadowed(kind Kind, at Location, key, raw string, d va
 		// paster's server runners take their settings from the global
 		// (runner.Unshadow): "paster serve dev.ini port=9000" is meant.
 		fl.s.warn(at, key, "local value %q is hidden: %s is a global (%s), and a global hides a local key of the same name; server runners built on paster's runner use the global's value",
-			raw, key, from)
+			Redact(key, raw), key, from)
 		return
 	}
 	fl.s.warn(at, key, "local value %q is ignored: %s is a global (%s), and a global hides a local key of the same name; write \"set %s = ...\" to change the global, or \"get %s = OTHER\" to read another global",
-		raw, key, from, key, key)
+		Redact(key, raw), key, from, key, key)
 }
 
 // protocolKeys are PasteDeploy's explicit protocol keys per kind.

@@ -22,14 +22,17 @@ func protect(f func() error) (err error) {
 	return f()
 }
 
-// factoryErr places the error of c's factory at the use line that named it.
-// An error that already is a loader error (a composite's child failed) is
-// returned as it is: it names its own place and chain.
+// factoryErr places the error of c's factory at the use line that named it,
+// with the values of c's secret keys (IsSecret, local and global) scrubbed
+// from the factory's message. An error that already is a loader error (a
+// composite's child failed) is returned as it is: it names its own place
+// and chain.
 func (s *Session) factoryErr(c *ctx, err error) error {
 	var le *Error
 	if errors.As(err, &le) {
 		return err
 	}
+	err = redactErr(err, secretValues(c.global, c.local))
 	return s.fail(c.chain, because(ErrFactory, "%s factory %s failed: %w", c.kind, c.ref, err))
 }
 

@@ -106,7 +106,7 @@ func (e *Error) Unwrap() error { return e.Err }
 func formatStep(base string, st Step) string {
 	s := relLocation(base, st.Location).String()
 	if st.Key != "" {
-		s = strings.TrimSpace(s + " " + st.Key + "=" + st.Value)
+		s = strings.TrimSpace(s + " " + st.Key + "=" + Redact(st.Key, st.Value))
 	}
 	return s
 }

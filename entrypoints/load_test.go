@@ -127,6 +127,15 @@ func testRegistry() (*Registry, *recorder) {
 				_, err := local.Int("port", 80)
 				return nil, err
 			},
+			"badtoken": func(_ map[string]string, local Local) (http.Handler, error) {
+				_, err := local.Int("token_ttl", 80)
+				return nil, err
+			},
+			// leak fails with a message that quotes secrets, as a careless
+			// factory might.
+			"leak": func(global map[string]string, local Local) (http.Handler, error) {
+				return nil, fmt.Errorf("login as %s with password %q failed (api key %s)", local.Get("user"), local.Get("Password"), global["api_key"])
+			},
 		},
 		Composites: map[string]CompositeFactory{
 			"both": func(Loader, map[string]string, Local) (http.Handler, error) { return &tracer{}, nil },
