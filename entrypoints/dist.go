@@ -217,6 +217,8 @@ type Origin struct {
 	// Plugins is the [plugins] section of the top-level configuration file
 	// (nil when it has none): plugin search path and sha256 pins.
 	Plugins map[string]string
+	// PluginsAt says where each key of Plugins was written, for errors.
+	PluginsAt map[string]Location
 }
 
 // DistResolver finds dists that are not compiled in; the plugins package

@@ -66,7 +66,9 @@ type Session struct {
 	refs    int                 // references followed by the current call
 	parsed  map[string]*iniFile // files read by this session, by absolute path
 	plugins map[string]string   // [plugins] of the current call's top-level file
-	loading bool                // a top-level call is creating objects
+	// pluginsAt says where each key of plugins was written.
+	pluginsAt map[string]Location
+	loading   bool // a top-level call is creating objects
 }
 
 // StartupCoroutine is a background task that the runner starts on its
@@ -216,7 +218,7 @@ func (s *Session) begin(kind Kind, uri, base string, global map[string]string) (
 	if s.parsed == nil {
 		s.parsed = map[string]*iniFile{}
 	}
-	s.base, s.plugins, s.refs = "", nil, 0
+	s.base, s.plugins, s.pluginsAt, s.refs = "", nil, nil, 0
 	if base != "" {
 		abs, err := filepath.Abs(base)
 		if err != nil {
@@ -459,20 +461,21 @@ func (s *Session) readPlugins(fl *fileLoader) error {
 		return nil
 	}
 	sc := scope{section: sec, defaults: fl.defaults, budget: fl.f.budget}
-	s.plugins = map[string]string{}
+	s.plugins, s.pluginsAt = map[string]string{}, map[string]Location{}
 	for _, k := range sec.keys {
-		v, err := sc.interpolate(Location{File: fl.f.path, Line: k.line, Section: sec.name}, k.name, k.value)
+		at := Location{File: fl.f.path, Line: k.line, Section: sec.name}
+		v, err := sc.interpolate(at, k.name, k.value)
 		if err != nil {
 			return s.fail(nil, err)
 		}
-		s.plugins[k.name] = v
+		s.plugins[k.name], s.pluginsAt[k.name] = v, at
 	}
 	return nil
 }
 
 // origin says where the reference at the end of chain was written.
 func (s *Session) origin(chain []Step) Origin {
-	o := Origin{Plugins: s.plugins}
+	o := Origin{Plugins: s.plugins, PluginsAt: s.pluginsAt}
 	if n := len(chain); n > 0 {
 		o.Location = chain[n-1].Location
 	}

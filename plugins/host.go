@@ -297,18 +297,26 @@ func (h *Host) settings(from entrypoints.Origin) (procSettings, error) {
 	if v, ok := from.Plugins["crash_loop_cooldown"]; ok {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil || d < 0 {
-			return s, fmt.Errorf("[plugins] crash_loop_cooldown = %q: want a duration such as 30s (0: no restart past the crash-loop limit)", v)
+			return s, pluginsKeyError(from, "crash_loop_cooldown", "want a duration such as 30s (0: no restart past the crash-loop limit)")
 		}
 		s.cooldown = d
 	}
 	if v, ok := from.Plugins["log_rate"]; ok {
 		n, err := strconv.Atoi(strings.TrimSpace(v))
 		if err != nil || n < 0 {
-			return s, fmt.Errorf("[plugins] log_rate = %q: want a number of lines per second such as 1000 (0: no limit)", v)
+			return s, pluginsKeyError(from, "log_rate", "want a number of lines per second such as 1000 (0: no limit)")
 		}
 		s.logRate = n
 	}
 	return s, nil
+}
+
+// pluginsKeyError is the error for a bad value of the [plugins] key in
+// from: it names the file and line of the key, the key, its value and want.
+func pluginsKeyError(from entrypoints.Origin, key, want string) error {
+	at := from.PluginsAt[key]
+	at.Section = "plugins"
+	return fmt.Errorf("%s %s = %q: %s", at, key, from.Plugins[key], want)
 }
 
 func (h *Host) start(path, pin string, from entrypoints.Origin) (*entrypoints.Dist, error) {

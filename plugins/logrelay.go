@@ -143,7 +143,7 @@ func (w *relayWriter) Write(b []byte) (int, error) {
 func (w *relayWriter) line() {
 	line, cut := w.buf, w.cut
 	w.buf, w.cut = w.buf[:0], 0
-	if !w.r.allow(len(line) + cut) {
+	if !w.r.allow(len(line)) {
 		return
 	}
 	var trunc []any

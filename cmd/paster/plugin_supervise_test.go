@@ -274,3 +274,32 @@ use = egg:paster#metrics
 		t.Errorf("dropped %d, /hello served %d times during the flood", n, served)
 	}
 }
+
+// TestPluginsKeyErrors: a bad crash_loop_cooldown or log_rate fails check
+// and serve with the file, line, section and key.
+func TestPluginsKeyErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ key, value string }{
+		{"crash_loop_cooldown", "soon"},
+		{"crash_loop_cooldown", "-1s"},
+		{"log_rate", "lots"},
+		{"log_rate", "-3"},
+	} {
+		t.Run(tc.key+"="+tc.value, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			ini := fmt.Sprintf("[plugins]\n%s = %s\n\n[server:main]\nuse = egg:paster#http\nport = 0\n\n[app:main]\nuse = egg:hello#main\n", tc.key, tc.value)
+			if err := os.WriteFile(filepath.Join(dir, "dev.ini"), []byte(ini), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			for _, cmd := range [][]string{{"check", "dev.ini"}, {"serve", "dev.ini"}} {
+				_, stderr, code := paster(t, dir, cmd...)
+				want := fmt.Sprintf("dev.ini:2 [plugins] %s = %q", tc.key, tc.value)
+				// serve logs the error as a quoted value.
+				if code != 1 || !strings.Contains(strings.ReplaceAll(stderr, `\"`, `"`), want) {
+					t.Errorf("paster %s: exit %d, stderr lacks %s:\n%s", cmd[0], code, want, stderr)
+				}
+			}
+		})
+	}
+}
