@@ -80,6 +80,17 @@
 // Linux the SDK makes the plugin a child subreaper and kills every process
 // below it before it exits, setsid'd and double-forked ones included (see
 // Serve); the host also kills a stopped plugin's process group.
+//
+// # Output
+//
+// What a plugin logs with hclog, and anything else it writes to stdout or
+// stderr, is logged by the host named after the dist, with the host's
+// timestamp and the values as they print in-process. A plugin cannot flood
+// the host's log: each binary gets at most HostOptions.LogRate lines a
+// second ([plugins] log_rate, default 1000; a line of n KiB counts 1+n; 0
+// means no limit), lines beyond are dropped and counted (PluginInfo.
+// LogDropped) with a warning at most once a second, and a line is cut at
+// MaxLogLine (16 KiB) with truncated_bytes=N.
 package plugins
 
 import (
