@@ -231,3 +231,11 @@ type DistResolver interface {
 	// a relative path is relative to the directory of from.File.
 	Binary(path string, from Origin) (*Dist, error)
 }
+
+// DistLister is implemented by a DistResolver that can name the dists it
+// would find for a reference written in from (the plugins package: the
+// binaries in the plugin path), without starting any. The loader uses the
+// names to suggest a near miss for an egg: name nothing has.
+type DistLister interface {
+	DistNames(from Origin) []string
+}

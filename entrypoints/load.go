@@ -407,18 +407,63 @@ func (s *Session) Unused() []Location {
 	return out
 }
 
-// loadedPrefixes are the section prefixes that sectionGroups searches.
-var loadedPrefixes = func() map[string]bool {
-	m := map[string]bool{}
-	for _, groups := range sectionGroups {
-		for _, g := range groups {
-			for _, p := range g {
-				m[p] = true
+// knownPrefixes are the section prefixes that sectionGroups searches, by
+// kind; loadedPrefixes holds the same as a set.
+var (
+	knownPrefixes = func() []string {
+		var out []string
+		for _, kind := range []Kind{KindApp, KindFilter, KindServer, KindCoroutine} {
+			for _, g := range sectionGroups[kind] {
+				out = append(out, g...)
 			}
 		}
+		return out
+	}()
+	loadedPrefixes = func() map[string]bool {
+		m := map[string]bool{}
+		for _, p := range knownPrefixes {
+			m[p] = true
+		}
+		return m
+	}()
+)
+
+// suggestPrefix returns a known prefix that p is a near miss of: one of
+// want (the prefixes of the kind looked for) if any is, else any known
+// prefix; "" when none is near. Prefixes are short, so one edit is near
+// whatever the length (Suggest would take "ap" for no misspelling).
+func suggestPrefix(p string, want []string) string {
+	for _, cands := range [][]string{want, knownPrefixes} {
+		best, bestDist := "", max(1, len(p)/3)+1
+		for _, c := range cands {
+			if d := editDistance(strings.ToLower(p), c); d < bestDist {
+				best, bestDist = c, d
+			}
+		}
+		if best != "" {
+			return best
+		}
 	}
-	return m
-}()
+	return ""
+}
+
+// warnPrefixes warns about the sections of f whose prefix the loader does
+// not know ([ap:hello]): nothing can load them, and a misspelt prefix is
+// otherwise only found when a lookup of the name fails. Sections without a
+// prefix ([plugins], other tools' [loggers]) are not the loader's concern.
+func (s *Session) warnPrefixes(f *iniFile) {
+	for _, sec := range f.sections {
+		p, _, ok := strings.Cut(sec.name, ":")
+		if !ok || loadedPrefixes[p] {
+			continue
+		}
+		msg := fmt.Sprintf("section not loadable: prefix %q is not one the loader knows (%s)", p, strings.Join(knownPrefixes, ", "))
+		if sug := suggestPrefix(p, nil); sug != "" {
+			msg += fmt.Sprintf("; did you mean %q?", sug)
+		}
+		s.warn(Location{File: f.path, Line: sec.line, Section: sec.name}, "", "%s", msg)
+	}
+}
 
 // read returns the parsed file at path, reading it once per session.
 func (s *Session) read(path string, chain []Step) (*iniFile, error) {
@@ -451,6 +496,7 @@ func (s *Session) read(path string, chain []Step) (*iniFile, error) {
 		f.budget.limit = DefaultMaxExpansion
 	}
 	s.parsed[path] = f
+	s.warnPrefixes(f)
 	return f, nil
 }
 
@@ -484,7 +530,9 @@ func (s *Session) origin(chain []Step) Origin {
 
 // egg finds a dist by name: compiled in (exactly, then under PEP 503
 // normalisation as importlib.metadata does: case, '-', '_' and '.' do not
-// matter), then through the Resolver.
+// matter), then through the Resolver. When none has it, the error suggests
+// a near miss among the compiled-in dists and those the Resolver lists
+// (DistLister).
 func (s *Session) egg(name string, from Origin) (*Dist, error) {
 	if d := s.Registry.Dist(name); d != nil {
 		return d, nil
@@ -507,7 +555,12 @@ func (s *Session) egg(name string, from Origin) (*Dist, error) {
 			// error, with its own kind (checksum, protocol, timeout).
 			return nil, fmt.Errorf("dist %q: %w", name, err)
 		}
-		msg += "; " + err.Error()
+		// The resolver's reason (where it looked), without the sentinel's
+		// text, which would say "not found" a second time.
+		msg += "; " + strings.TrimPrefix(err.Error(), ErrNoDist.Error()+": ")
+		if l, ok := s.Resolver.(DistLister); ok {
+			names = append(names, l.DistNames(from)...)
+		}
 	}
 	if sug := Suggest(name, names); sug != "" {
 		msg += fmt.Sprintf("; did you mean %q?", sug)
@@ -658,10 +711,6 @@ func (fl *fileLoader) find(kind Kind, name string, bare bool, chain []Step) (*in
 			kind, lookup, where, strings.Join(names, ", ")))
 	}
 	var have, haveNames, elsewhere []string
-	known := map[string]bool{}
-	for _, p := range []string{"app", "application", "composite", "composit", "pipeline", "filter-app", "filter", "server", "coroutine"} {
-		known[p] = true
-	}
 	for _, sec := range fl.f.sections {
 		p, n, ok := strings.Cut(sec.name, ":")
 		if !ok {
@@ -673,10 +722,16 @@ func (fl *fileLoader) find(kind Kind, name string, bare bool, chain []Step) (*in
 			have = append(have, "["+sec.name+"]")
 			haveNames = append(haveNames, n)
 		case n != lookup:
-		case known[p]:
+		case loadedPrefixes[p]:
 			elsewhere = append(elsewhere, fmt.Sprintf("[%s] is not a section of kind %s", sec.name, kind))
 		case slices.ContainsFunc(prefixes, func(q string) bool { return strings.EqualFold(p, q) }):
 			elsewhere = append(elsewhere, fmt.Sprintf("[%s] does not count: prefixes are case-sensitive", sec.name))
+		default:
+			note := fmt.Sprintf("[%s] has the name, but its prefix %q is not one the loader knows", sec.name, p)
+			if sug := suggestPrefix(p, prefixes); sug != "" {
+				note += fmt.Sprintf("; did you mean [%s:%s]?", sug, n)
+			}
+			elsewhere = append(elsewhere, note)
 		}
 	}
 	msg := fmt.Sprintf("no %s section %q (prefixed by %s) in %s; it has %s", kind, lookup, strings.Join(prefixes, ", "), where, listOrNone(have))

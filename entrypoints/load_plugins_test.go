@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -30,6 +31,10 @@ func (r *testResolver) Egg(name string, from Origin) (*Dist, error) {
 	}
 	return nil, fmt.Errorf("%w: no plugin %q in %s", ErrNoDist, name, from.Plugins["path"])
 }
+
+// DistNames lists the dists testResolver would find, as a plugin path
+// lists its binaries.
+func (r *testResolver) DistNames(Origin) []string { return []string{"Broken", "Remote"} }
 
 func (r *testResolver) Binary(path string, from Origin) (*Dist, error) {
 	r.mu.Lock()
@@ -101,6 +106,43 @@ func TestResolver(t *testing.T) {
 		}
 		wantContains(t, "error", err.Error(), `dist "Broken"`, "bin/paster-plugin-Broken")
 	})
+}
+
+// TestDistSuggestions (issue 9.7): a misspelt egg: name gets a did-you-mean
+// from the compiled-in dists and from those the resolver lists (plugin
+// binaries), and the resolver's reason once.
+func TestDistSuggestions(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		uri      string
+		want     []string
+		wantNot  []string
+		resolver bool
+	}{
+		{"egg:Remot", []string{`dist "Remot" not found`, `no plugin "Remot"`, `did you mean "Remote"?`}, nil, true},
+		{"egg:Blgo", []string{`did you mean "Blog"?`}, nil, true},
+		{"egg:remote", []string{`did you mean "Remote"?`}, nil, true},
+		{"egg:zzzzzz", []string{`dist "zzzzzz" not found`}, []string{"did you mean"}, true},
+		{"egg:Remot", []string{`dist "Remot" not found (compiled in: Blog, Other-Dist, t)`}, []string{"did you mean", "Remote"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.uri, func(t *testing.T) {
+			t.Parallel()
+			s, _, _ := newSession()
+			if tc.resolver {
+				s.Resolver = newResolver()
+			}
+			_, err := s.LoadApp(tc.uri, testdata(t), nil)
+			if !errors.Is(err, ErrNoDist) {
+				t.Fatalf("error %v, want ErrNoDist", err)
+			}
+			wantContains(t, "error", err.Error(), tc.want...)
+			wantNotContains(t, "error", err.Error(), tc.wantNot...)
+			if n := strings.Count(err.Error(), "not found"); n != 1 {
+				t.Errorf("error says \"not found\" %d times: %s", n, err)
+			}
+		})
+	}
 }
 
 // TestPackageFunctions: the package-level functions use the Default

@@ -103,6 +103,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -240,28 +241,72 @@ func (h *Host) SearchPath(from entrypoints.Origin) []string {
 		dir := filepath.Dir(exe)
 		dirs = append(dirs, filepath.Join(dir, "plugins"), dir)
 	}
+	// Each directory once, at its first place: --plugin-dir bin/plugins and
+	// the executable's own bin/plugins are often the same.
 	out := dirs[:0]
+	seen := map[string]bool{}
 	for _, d := range dirs {
-		if d != "" {
+		if d == "" {
+			continue
+		}
+		if d = filepath.Clean(d); !seen[d] {
+			seen[d] = true
 			out = append(out, d)
 		}
 	}
 	return out
 }
 
-// Find returns the path of the plugin binary for dist name, or an error
-// wrapping entrypoints.ErrNoDist that lists the directories searched.
+// Find returns the path of the plugin binary for dist name: the first
+// executable file paster-plugin-NAME in the plugin path. Otherwise it
+// returns an error wrapping entrypoints.ErrNoDist that lists the
+// directories searched and names the files of that name that are not
+// executable.
 func (h *Host) Find(name string, from entrypoints.Origin) (string, error) {
 	dirs := h.SearchPath(from)
 	file := BinaryPrefix + name
+	var notExec []string
 	for _, d := range dirs {
 		p := filepath.Join(d, file)
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+		st, err := os.Stat(p)
+		switch {
+		case err != nil || !st.Mode().IsRegular():
+		case st.Mode()&0o111 != 0:
 			return p, nil
+		default:
+			notExec = append(notExec, fmt.Sprintf("%s (mode %s; chmod +x it)", p, st.Mode()))
 		}
 	}
-	return "", fmt.Errorf("%w: %s is not compiled in and no plugin binary %s is in the plugin path (%s)",
-		entrypoints.ErrNoDist, name, file, strings.Join(dirs, ", "))
+	msg := fmt.Sprintf("no plugin binary %s in the plugin path (%s)", file, strings.Join(dirs, ", "))
+	if len(notExec) > 0 {
+		msg += "; found but not executable: " + strings.Join(notExec, ", ")
+	}
+	return "", fmt.Errorf("%w: %s", entrypoints.ErrNoDist, msg)
+}
+
+// DistNames returns the sorted names of the dists whose executables
+// (paster-plugin-NAME) are in the plugin path for a reference written in
+// from, starting none: the loader suggests a near miss among them for an
+// egg: name nothing has (entrypoints.DistLister).
+func (h *Host) DistNames(from entrypoints.Origin) []string {
+	var names []string
+	for _, d := range h.SearchPath(from) {
+		entries, err := os.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			name, ok := strings.CutPrefix(e.Name(), BinaryPrefix)
+			if !ok || name == "" {
+				continue
+			}
+			if st, err := os.Stat(filepath.Join(d, e.Name())); err == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
+				names = append(names, name)
+			}
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // Egg returns the dist name served by the binary paster-plugin-NAME in the
