@@ -745,7 +745,7 @@ type hostService struct {
 }
 
 func (hs *hostService) serveHTTP(_ any, stream grpc.ServerStream) error {
-	return transport.Serve(stream.Context(), stream, hs.p.h.refs.app, hs.p.log)
+	return transport.Serve(stream.Context(), stream, observeRejects(hs.p.h.refs.app), hs.p.log)
 }
 
 func (hs *hostService) loadApp(ctx context.Context, in []byte) (any, error) {

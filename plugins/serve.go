@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -317,6 +319,11 @@ type hostApp struct {
 }
 
 func (h *hostApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if _, ok := r.Header[rejectedHeader]; ok {
+		// Only ObserveRejected below may send it.
+		r = r.Clone(r.Context())
+		r.Header.Del(rejectedHeader)
+	}
 	err := transport.Forward(w, r, h.open, h.ref)
 	switch {
 	case err == nil:
@@ -327,6 +334,33 @@ func (h *hostApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		panic(http.ErrAbortHandler)
 	}
 }
+
+// rejectedHeader carries to the host the status of a request that a
+// server in the plugin answered itself (runner.RejectObserver: 413, 431,
+// 400). hostApp.ServeHTTP removes it from the requests it forwards, so
+// that a client cannot send one.
+const rejectedHeader = "Paster-Rejected"
+
+// ObserveRejected tells the host app of a request the plugin's server
+// answered itself with code, so that the host's metrics and access log
+// count it as they do for an in-process server. The host answers at once
+// (see observeRejects); a failure is logged at debug level.
+func (h *hostApp) ObserveRejected(r *http.Request, code int) {
+	r2 := r.Clone(r.Context())
+	r2.Header = r.Header.Clone()
+	r2.Header.Set(rejectedHeader, strconv.Itoa(code))
+	r2.Body, r2.ContentLength, r2.TransferEncoding = http.NoBody, 0, nil
+	if err := transport.Forward(discardWriter{}, r2, h.open, h.ref); err != nil {
+		h.log.Debug("reporting a rejected request to the host failed", "code", code, "error", err)
+	}
+}
+
+// discardWriter is a ResponseWriter for an answer nobody reads.
+type discardWriter struct{}
+
+func (discardWriter) Header() http.Header         { return http.Header{} }
+func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
+func (discardWriter) WriteHeader(int)             {}
 
 // destroy drops instances the host no longer uses; a running server or
 // coroutine among them was stopped by the host before.
@@ -622,4 +656,34 @@ func (s *sdk) runInstance(ctx context.Context, req wire.RunRequest) (err error) 
 		return co(ctx)
 	}
 	return fmt.Errorf("no runnable instance %d", req.ID)
+}
+
+// observeRejects wraps lookup, the host's apps by number, so that a report
+// of a rejected request from a plugin's server (hostApp.ObserveRejected) is
+// passed to the app's runner.ObserveRejected instead of being served.
+func observeRejects(lookup func(uint64) http.Handler) func(uint64) http.Handler {
+	return func(id uint64) http.Handler {
+		h := lookup(id)
+		if h == nil {
+			return nil
+		}
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			v, ok := r.Header[rejectedHeader]
+			if !ok {
+				h.ServeHTTP(w, r)
+				return
+			}
+			code, err := strconv.Atoi(strings.Join(v, ""))
+			if err != nil {
+				http.Error(w, "bad "+rejectedHeader, http.StatusBadRequest)
+				return
+			}
+			r.Header.Del(rejectedHeader)
+			if r.Method == "" { // the server could not read the request line
+				r.RequestURI, r.URL = "", &url.URL{}
+			}
+			runner.ObserveRejected(h, r, code)
+			w.WriteHeader(http.StatusNoContent)
+		})
+	}
 }
