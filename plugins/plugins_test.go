@@ -646,17 +646,7 @@ func TestCrashLoopCooldown(t *testing.T) {
 	h := newHost(t, HostOptions{RestartBackoff: time.Millisecond, MaxRestarts: 1})
 	srv := crashTwice(t, h, "1500ms")
 	waitFor(t, 10*time.Second, "the crash loop", func() bool { return h.Plugins()[0].State == "crash_loop" })
-	if next := h.Plugins()[0].NextRestart; next.IsZero() {
-		t.Fatal("crash loop without a next restart time")
-	}
-	resp, err := http.Get(srv.URL + "/name")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "2" && resp.Header.Get("Retry-After") != "1" {
-		t.Fatalf("during the cooldown: %d Retry-After %q, want 503 with Retry-After 1 or 2 (cooldown 1.5s)", resp.StatusCode, resp.Header.Get("Retry-After"))
-	}
+	checkRetryAfter(t, srv.URL+"/name", h.Plugins()[0].NextRestart)
 	waitFor(t, 15*time.Second, "the restart after the cooldown", func() bool { return h.Plugins()[0].State == "running" })
 	mustGet(t, srv.URL+"/name", "x")
 	if !strings.Contains(h.logs.String(), "starting it again after the cooldown") {
@@ -687,22 +677,39 @@ func TestCrashLoopOff(t *testing.T) {
 // tried, not a fixed second.
 func TestRetryAfterIsTheWait(t *testing.T) {
 	t.Parallel()
-	h := newHost(t, HostOptions{RestartBackoff: 4 * time.Second})
+	h := newHost(t, HostOptions{RestartBackoff: 8 * time.Second})
 	_, srv := probe(t, h, "x")
 	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
 		t.Fatalf("exit: %d", code)
 	}
 	waitFor(t, 10*time.Second, "the restart to be scheduled", func() bool { return h.Plugins()[0].State == "restarting" })
-	resp, err := http.Get(srv.URL + "/name")
+	checkRetryAfter(t, srv.URL+"/name", h.Plugins()[0].NextRestart)
+}
+
+// checkRetryAfter GETs url while a start attempt is due at next: the answer
+// is 503 with Retry-After the seconds until next, rounded up (at least 1),
+// as they were while the request was served. A restart that came first
+// (the machine stalled past next) is logged, not failed.
+func checkRetryAfter(t *testing.T, url string, next time.Time) {
+	t.Helper()
+	if next.IsZero() {
+		t.Fatal("no start attempt scheduled")
+	}
+	before := time.Now()
+	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	left := time.Until(h.Plugins()[0].NextRestart)
+	after := time.Now()
+	if resp.StatusCode != http.StatusServiceUnavailable && after.After(next) {
+		t.Logf("restarted before the request: %d", resp.StatusCode)
+		return
+	}
+	wait := func(at time.Time) int { return max(1, int((next.Sub(at)+time.Second-1)/time.Second)) }
 	got, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
-	// The header was computed before left: it may be one second more.
-	if want := int((left + time.Second - 1) / time.Second); resp.StatusCode != http.StatusServiceUnavailable || got != want && got != want+1 {
-		t.Fatalf("got %d Retry-After %q with the restart due in %s", resp.StatusCode, resp.Header.Get("Retry-After"), left)
+	if resp.StatusCode != http.StatusServiceUnavailable || got < wait(after) || got > wait(before) {
+		t.Fatalf("got %d Retry-After %q with the start attempt due in %s to %s", resp.StatusCode, resp.Header.Get("Retry-After"), next.Sub(after), next.Sub(before))
 	}
 }
 
