@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -301,7 +302,8 @@ func TestReadiness(t *testing.T) {
 	if !errors.Is(err, ErrNotReady) || !errors.Is(err, ErrTimeout) {
 		t.Fatalf("WaitReady before ready = %v, want ErrNotReady and ErrTimeout", err)
 	}
-	if !strings.Contains(err.Error(), "db (running)") || strings.Contains(err.Error(), "optional") {
+	// db may still be starting under load: its state is named either way.
+	if !regexp.MustCompile(`db \((starting|running)\)`).MatchString(err.Error()) || strings.Contains(err.Error(), "optional") {
 		t.Fatalf("WaitReady error %q should name db only", err)
 	}
 	if !strings.Contains(err.Error(), "runner.Ready(ctx)") {
