@@ -9,7 +9,8 @@ import (
 // Unshadow returns a server section's local conf with every key that a
 // global of the same name hides set to the global's value
 // (entrypoints.Local.Unshadow), and logs each such key, with the value
-// used and the section's value it replaces, at info level on logger
+// used and the section's value it replaces (entrypoints.Redact: not those of
+// a key named like a secret), at info level on logger
 // (hclog's default logger named "runner" when nil). By PasteDeploy's rule,
 // which the loader keeps, "paster serve dev.ini port=9000" makes port a
 // global that hides [server:main]'s port; all of a server section's keys are
@@ -25,8 +26,8 @@ func Unshadow(local entrypoints.Local, logger hclog.Logger) entrypoints.Local {
 		logger = hclog.Default().Named("runner")
 	}
 	for _, sh := range applied {
-		logger.Info("server setting taken from the global conf", "key", sh.Key, "value", sh.Global,
-			"instead_of", sh.Value, "at", sh.At.String())
+		logger.Info("server setting taken from the global conf", "key", sh.Key, "value", entrypoints.Redact(sh.Key, sh.Global),
+			"instead_of", entrypoints.Redact(sh.Key, sh.Value), "at", sh.At.String())
 	}
 	return out
 }
