@@ -26,6 +26,10 @@
 //   - Errors name the file, line, section and key, the chain of references
 //     that led there, and what exists instead; reference cycles are errors,
 //     not recursion limits.
+//   - A load is bounded: values after substitution total at most
+//     Session.MaxExpansion per file, references at most
+//     Session.MaxReferences; values of keys named like secrets (IsSecret)
+//     are redacted in errors and warnings.
 //   - A file's interpolated size is capped (see the loader's errors), and
 //     values of keys named like secrets are redacted in errors and logs.
 package entrypoints
