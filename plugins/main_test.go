@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 	cmd := exec.Command("go", "build", "-o", dir+"/",
 		"github.com/paster-dev/paster/examples/hello/cmd/paster-plugin-hello",
 		"github.com/paster-dev/paster/examples/wsecho/cmd/paster-plugin-wsecho",
+		"github.com/paster-dev/paster/examples/upload/cmd/paster-plugin-upload",
 		"github.com/paster-dev/paster/plugins/internal/testplugin/paster-plugin-ptest",
 		"github.com/paster-dev/paster/plugins/internal/testplugin/paster-plugin-badversion",
 	)
@@ -192,6 +193,19 @@ func probe(t *testing.T, h testHost, name string) (*entrypoints.Dist, *httptest.
 // probeFrom is probe with the plugin referenced from from (its [plugins]).
 func probeFrom(t *testing.T, h testHost, from entrypoints.Origin, name string) (*entrypoints.Dist, *httptest.Server) {
 	t.Helper()
+	d, app := probeAppFrom(t, h, from, name)
+	return d, serve(t, app)
+}
+
+// probeApp starts a ptest probe app instance named name.
+func probeApp(t *testing.T, h testHost, name string) (*entrypoints.Dist, http.Handler) {
+	t.Helper()
+	return probeAppFrom(t, h, entrypoints.Origin{}, name)
+}
+
+// probeAppFrom is probeApp with the plugin referenced from from.
+func probeAppFrom(t *testing.T, h testHost, from entrypoints.Origin, name string) (*entrypoints.Dist, http.Handler) {
+	t.Helper()
 	d, err := h.Binary(bin("ptest"), from)
 	if err != nil {
 		t.Fatal(err)
@@ -200,7 +214,7 @@ func probeFrom(t *testing.T, h testHost, from entrypoints.Origin, name string) (
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d, serve(t, app)
+	return d, app
 }
 
 // vm returns a /proc/PID/status field (VmRSS, VmHWM) in bytes.

@@ -146,23 +146,34 @@ type body struct {
 	f       wire.Frame
 	pending []byte
 	done    bool
+	err     error // what Read returns once done and drained; nil means io.EOF
 	trailer http.Header
 }
 
+// complete reports whether the whole body is here, unread.
+func (b *body) complete() bool { return b.done && b.err == nil && len(b.pending) <= wire.ChunkSize }
+
+// Read returns the body's bytes as the frames bring them. It fails with
+// what the sender's read failed with (FlagError), and with
+// io.ErrUnexpectedEOF when the exchange ends before the body does: the
+// client is gone, or the request was cancelled.
 func (b *body) Read(p []byte) (int, error) {
 	for len(b.pending) == 0 {
 		if b.done {
+			if b.err != nil {
+				return 0, b.err
+			}
 			return 0, io.EOF
 		}
 		if err := b.s.RecvMsg(&b.f); err != nil {
-			b.done = true
-			if err == io.EOF {
-				return 0, io.ErrUnexpectedEOF
-			}
-			return 0, err
+			b.done, b.err = true, io.ErrUnexpectedEOF
+			return 0, b.err
 		}
 		b.pending = b.f.Body
-		if b.f.Flags&wire.FlagEnd != 0 {
+		switch {
+		case b.f.Flags&wire.FlagError != 0:
+			b.done, b.err = true, bodyError(&b.f)
+		case b.f.Flags&wire.FlagEnd != 0:
 			b.done = true
 			for k, vs := range b.f.Trailer {
 				if b.trailer != nil {
@@ -174,6 +185,16 @@ func (b *body) Read(p []byte) (int, error) {
 	n := copy(p, b.pending)
 	b.pending = b.pending[n:]
 	return n, nil
+}
+
+// bodyError rebuilds the error of a FlagError frame: an *http.MaxBytesError
+// for a body over its limit (so that handlers answer 413 as they would in
+// process), else an error with the sender's text.
+func bodyError(f *wire.Frame) error {
+	if f.Limit > 0 {
+		return &http.MaxBytesError{Limit: f.Limit}
+	}
+	return errors.New(f.Error)
 }
 
 func (b *body) Close() error { return nil }
@@ -346,7 +367,7 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.sentHead = true
 	// The body ended in the head; the host now sends the connection's bytes.
-	w.body.done, w.body.pending = false, nil
+	w.body.done, w.body.pending, w.body.err = false, nil, nil
 	c := &hijacked{w: w, closed: make(chan struct{})}
 	w.conn = c
 	return c, bufio.NewReadWriter(bufio.NewReader(c), bufio.NewWriter(c)), nil

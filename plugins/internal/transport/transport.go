@@ -8,9 +8,12 @@
 // likes, the frame exchange in this file) without touching the SDK or the
 // loader.
 //
-// The exchange: the client sends a head frame (method, URI, headers, and the
-// whole body with FlagEnd when it is small and known), then body frames of at
-// most wire.ChunkSize, the last with FlagEnd and any trailers. Concurrently the
+// The exchange: the client sends a head frame (method, URI, headers, and
+// FlagEnd when there is no body, or the whole body when it is already at
+// hand), then body frames of at most wire.ChunkSize as the body arrives, the
+// last with FlagEnd and any trailers, or with FlagError when reading the body
+// failed (the handler's reads fail with the same error; when the client is
+// gone the exchange is cancelled instead). Concurrently the
 // server answers with a head frame (status, headers, first body bytes), body
 // frames (FlagFlush when the handler flushed) and FlagEnd with trailers. A
 // head with FlagHijack turns the rest of the stream into a raw tunnel of the
@@ -22,8 +25,11 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/paster-dev/paster/plugins/internal/wire"
 	"google.golang.org/grpc"
@@ -105,14 +111,18 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 		// forwarded on from it must stay upgradable.
 		r.ContentLength == 0 && len(r.TransferEncoding) == 0:
 		head.Flags |= wire.FlagEnd
-	case r.ContentLength > 0 && r.ContentLength <= wire.ChunkSize:
-		buf := make([]byte, r.ContentLength)
-		if _, err := io.ReadFull(r.Body, buf); err != nil {
-			return errors.Join(ErrNoResponse, err)
-		}
-		head.Body = buf
-		head.Flags |= wire.FlagEnd
 	default:
+		if b, ok := r.Body.(*body); ok && b.complete() {
+			// The whole body came in one frame and is here: pass it on
+			// the same way.
+			head.Body, b.pending = b.pending, nil
+			head.Flags |= wire.FlagEnd
+			break
+		}
+		// Anything else streams as it arrives, however small: the
+		// handler's reads see bytes when the client sends them, so its
+		// own read timeouts work, and net/http cannot tell us whether a
+		// body has already arrived.
 		pump = true
 	}
 	if !pump && isUpgrade(r) {
@@ -122,7 +132,29 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 		return errors.Join(ErrNoResponse, err)
 	}
 	if pump {
-		go sendBody(s, r)
+		var ended atomic.Bool
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			sendBody(s, r, &ended, cancel)
+		}()
+		defer func() {
+			cancel()
+			if ended.Load() {
+				<-done
+				return
+			}
+			// The exchange is over before the body: the handler did not
+			// read it all, and the client may be slow to send the rest.
+			// ServeHTTP must not return while the body is being read,
+			// nor leave net/http to wait for the rest: a read deadline
+			// in the past ends both (and the server closes the
+			// connection after the response). A writer without
+			// deadlines is a stream's, whose body ends with it.
+			if http.NewResponseController(w).SetReadDeadline(time.Now()) == nil {
+				<-done
+			}
+		}()
 	}
 
 	var f wire.Frame
@@ -166,30 +198,51 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 	}
 }
 
-// sendBody streams the rest of r's body in chunks; flow control on the
-// stream blocks it while the peer is not reading.
-func sendBody(s Stream, r *http.Request) {
+// sendBody streams r's body in frames as it arrives, the last one with
+// FlagEnd and the trailers; flow control on the stream blocks it while the
+// peer is not reading. When reading fails, the peer's handler gets the same
+// error from its body (a FlagError frame). When the client is gone (its
+// connection failed or r's context ended) it calls cancel instead, which
+// ends the exchange and the handler's context. It sets ended when the body
+// has ended, either way.
+func sendBody(s Stream, r *http.Request, ended *atomic.Bool, cancel context.CancelFunc) {
 	buf := make([]byte, wire.ChunkSize)
-	f := wire.Frame{}
+	var f wire.Frame
 	for {
 		n, err := r.Body.Read(buf)
-		if n > 0 {
-			f.Body = buf[:n]
-			if s.SendMsg(&f) != nil {
-				return
+		f = wire.Frame{Body: buf[:n]}
+		if err != nil {
+			ended.Store(true)
+		}
+		switch {
+		case err == nil:
+			if n == 0 {
+				continue
+			}
+		case err == io.EOF:
+			f.Flags, f.Trailer = wire.FlagEnd, r.Trailer
+		case clientGone(r, err):
+			cancel()
+			return
+		default:
+			f.Flags, f.Error = wire.FlagError, err.Error()
+			var tooLarge *http.MaxBytesError
+			if errors.As(err, &tooLarge) {
+				f.Limit = tooLarge.Limit
 			}
 		}
-		if err == io.EOF {
-			end := wire.Frame{Flags: wire.FlagEnd, Trailer: r.Trailer}
-			_ = s.SendMsg(&end)
-			return
-		}
-		if err != nil {
-			// The client went away or sent a bad body: the request's context
-			// ends and with it the stream.
+		if s.SendMsg(&f) != nil || err != nil {
 			return
 		}
 	}
+}
+
+// clientGone reports whether a body read failed because the client's
+// connection did (closed, reset, timed out) or the request was cancelled,
+// rather than because of what the client sent.
+func clientGone(r *http.Request, err error) bool {
+	var ne net.Error
+	return r.Context().Err() != nil || errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &ne)
 }
 
 // tunnel hijacks the client connection and copies raw bytes both ways until

@@ -97,6 +97,10 @@ const (
 	// FlagUpgradable: the request body is complete in the head and the sender
 	// keeps its side open, so the handler may hijack the connection.
 	FlagUpgradable
+	// FlagError: reading the request body failed; the frame ends the body
+	// after its Body bytes, and the receiver's reads fail with Error (an
+	// *http.MaxBytesError when Limit is set).
+	FlagError
 )
 
 // Frame is one message of an HTTP exchange, in either direction. The first
@@ -120,6 +124,11 @@ type Frame struct {
 	Header  http.Header // with FlagHead
 	Trailer http.Header // with FlagEnd, when non-empty
 	Body    []byte
+
+	// Request body failure, with FlagError: the error's text, and the
+	// limit of a body over its size limit (http.MaxBytesError), else 0.
+	Error string
+	Limit int64
 }
 
 // Reset clears f, keeping the capacity of Body.
@@ -135,6 +144,9 @@ func (f *Frame) size() int {
 		n += headerSize(f.Header)
 	}
 	n += binary.MaxVarintLen64 + headerSize(f.Trailer)
+	if f.Flags&FlagError != 0 {
+		n += 2*binary.MaxVarintLen64 + len(f.Error)
+	}
 	return n
 }
 
@@ -164,7 +176,13 @@ func (f *Frame) appendTo(b []byte) []byte {
 	}
 	b = appendHeader(b, f.Trailer)
 	b = binary.AppendUvarint(b, uint64(len(f.Body)))
-	return append(b, f.Body...)
+	b = append(b, f.Body...)
+	if f.Flags&FlagError != 0 {
+		// After the body, where a decoder that predates FlagError stops.
+		b = appendString(b, f.Error)
+		b = binary.AppendVarint(b, f.Limit)
+	}
+	return b
 }
 
 func appendString(b []byte, s string) []byte {
@@ -277,5 +295,9 @@ func (f *Frame) decode(b []byte) error {
 	}
 	f.Trailer = r.header()
 	f.Body = append(body, r.bytes()...)
+	if f.Flags&FlagError != 0 {
+		f.Error = r.string()
+		f.Limit = r.varint()
+	}
 	return r.err
 }

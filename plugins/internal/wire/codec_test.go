@@ -18,6 +18,8 @@ func TestFrameRoundTrip(t *testing.T) {
 			Header: http.Header{"X-A": {"1", "2"}, "Empty": {}}, Body: []byte("body")},
 		{Flags: FlagHead | FlagFlush, Status: 599, Header: http.Header{"Content-Type": {"text/plain"}}},
 		{Flags: FlagEnd, Trailer: http.Header{"X-Sum": {"abc"}}},
+		{Flags: FlagError, Body: []byte("last"), Error: "http: request body too large", Limit: 1 << 20},
+		{Flags: FlagError, Error: "invalid byte in chunk length"},
 	}
 	c := codec{}
 	for i, f := range cases {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -109,6 +110,8 @@ func newProbe(_ map[string]string, local entrypoints.Local) (http.Handler, error
 		}
 		fmt.Fprint(w, n)
 	})
+	mux.HandleFunc("/body", p.body)
+	mux.HandleFunc("/goroutines", func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, runtime.NumGoroutine()) })
 	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		_, _ = io.Copy(w, r.Body)
@@ -289,4 +292,38 @@ func clockRunner(ctx context.Context, app http.Handler, _ map[string]string, loc
 		return err
 	}
 	return r.Run(ctx)
+}
+
+// body reads the request body the way an upload handler does and answers
+// its size, 413 for a body over the server's limit, or 400 with the read
+// error. With ?id=ID it opens gate started-ID at the first bytes, and when
+// the client is gone (io.ErrUnexpectedEOF) it waits for the request's
+// context to end and records /cancelled?id=ID.
+func (p *probe) body(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("id")
+	buf := make([]byte, 4096)
+	var n int64
+	var err error
+	for err == nil {
+		var k int
+		k, err = r.Body.Read(buf)
+		if k > 0 && n == 0 && id != "" {
+			close(p.gate("started-" + id))
+		}
+		n += int64(k)
+	}
+	var tooLarge *http.MaxBytesError
+	switch {
+	case err == io.EOF:
+		fmt.Fprint(w, n)
+	case errors.As(err, &tooLarge):
+		http.Error(w, fmt.Sprintf("%v (limit %d)", err, tooLarge.Limit), http.StatusRequestEntityTooLarge)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		<-r.Context().Done()
+		p.mu.Lock()
+		p.cancelled[id] = true
+		p.mu.Unlock()
+	default:
+		http.Error(w, err.Error(), http.StatusBadRequest)
+	}
 }
