@@ -1,0 +1,79 @@
+package runner_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"testing"
+
+	"github.com/paster-dev/paster/runner"
+	"github.com/paster-dev/paster/runner/coretest"
+)
+
+// TestLocalCoreContract runs the Core contract suite against the in-memory
+// Core.
+func TestLocalCoreContract(t *testing.T) {
+	t.Parallel()
+	coretest.Run(t, func(t testing.TB, opts runner.CoreOptions) coretest.Core {
+		c := runner.NewCore(opts)
+		t.Cleanup(func() { c.Close() })
+		return c
+	})
+}
+
+// clock is a clock the test moves by hand.
+type clock struct {
+	base time.Time
+	off  atomic.Int64
+}
+
+func newClock(base time.Time) *clock { return &clock{base: base} }
+
+func (c *clock) Now() time.Time { return c.base.Add(time.Duration(c.off.Load())) }
+
+func (c *clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
+
+// TestRetentionByAge is the in-memory Core's own: it moves the Core's clock,
+// which a Core on a real message store cannot offer.
+func TestRetentionByAge(t *testing.T) {
+	t.Parallel()
+	clock := newClock(time.Unix(1_000_000, 0))
+	c := runner.NewCore(runner.CoreOptions{RetainAge: time.Minute, RetainCount: -1, Now: clock.Now})
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	sub, _ := c.Subscribe(ctx, "t", runner.FromOldest)
+	coretest.PublishN(t, c, "t", 1, 2)
+	clock.Advance(40 * time.Second)
+	coretest.PublishN(t, c, "t", 3, 4)
+
+	late, _ := c.Subscribe(ctx, "t", runner.FromOldest)
+	if got := coretest.FetchSeqs(t, late); !slices.Equal(got, coretest.SeqRange(1, 4)) {
+		t.Fatalf("within the age all is retained: got %v", got)
+	}
+	clock.Advance(30 * time.Second) // 1, 2 are 70 s old; 3, 4 are 30 s old
+	if st := c.Stats(); st.Retained != 4 {
+		t.Fatalf("pruning is lazy; retained %d", st.Retained)
+	}
+	_, err := sub.Fetch(ctx)
+	var gap *runner.GapError
+	if !errors.As(err, &gap) || gap.Want != 1 || gap.First != 3 {
+		t.Fatalf("Fetch after aging = %v, want a gap 1..2", err)
+	}
+	if got := coretest.FetchSeqs(t, sub); !slices.Equal(got, coretest.SeqRange(3, 4)) {
+		t.Fatalf("after the gap: %v", got)
+	}
+	clock.Advance(time.Hour)
+	late2, _ := c.Subscribe(ctx, "t", runner.FromOldest)
+	coretest.PublishN(t, c, "t", 5, 5)
+	if got := coretest.FetchSeqs(t, late2); !slices.Equal(got, []uint64{5}) {
+		t.Fatalf("all aged out, then 5 published: got %v", got)
+	}
+	msgs, _ := c.Subscribe(ctx, "t", runner.FromSeq(5))
+	m, _ := msgs.Fetch(ctx)
+	if len(m) != 1 || !m[0].Time.Equal(clock.Now()) {
+		t.Fatalf("message time %v, want the core clock's %v", m, clock.Now())
+	}
+}
