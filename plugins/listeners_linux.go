@@ -375,7 +375,14 @@ func (c *lendClient) serve() {
 			for _, fd := range fds {
 				cn, err := fdConn(fd)
 				if err != nil {
+					// Out of descriptors, most likely: the connection is
+					// lost, but the server must ask again (with its
+					// back-off) rather than wait for an answer that
+					// already came.
 					c.log.Warn("a lent connection is unusable", "error", err)
+					if ln != nil {
+						ln.offer(lentResult{err: lendTempError{"a lent connection is unusable: " + err.Error()}})
+					}
 					continue
 				}
 				if ln == nil || !ln.offer(lentResult{conn: cn}) {
@@ -394,8 +401,22 @@ func lendError(m wire.LendMsg) error {
 	if m.Closed {
 		return fmt.Errorf("listener lent by the host: %s: %w", m.Err, net.ErrClosed)
 	}
-	return errors.New(m.Err)
+	if m.Err == "" {
+		// The host sent a connection whose descriptor did not arrive: the
+		// kernel drops it when this process has no descriptor left.
+		return lendTempError{"a connection lent by the host did not arrive (out of file descriptors?)"}
+	}
+	return lendTempError{"the host could not accept a connection: " + m.Err}
 }
+
+// lendTempError is an Accept error a server should retry after backing off,
+// as net/http's Serve does for a net.Error that is Temporary: the lent
+// socket is still there; a connection (or a descriptor for it) was not.
+type lendTempError struct{ msg string }
+
+func (e lendTempError) Error() string   { return e.msg }
+func (e lendTempError) Timeout() bool   { return false }
+func (e lendTempError) Temporary() bool { return true }
 
 func (c *lendClient) fail(err error) {
 	c.mu.Lock()
