@@ -11,10 +11,13 @@
 //   - coroutine gate: waits until the file named by its key file exists,
 //     then reports ready and runs until its context ends;
 //   - coroutine worker: reports ready, runs until its context ends and logs
-//     that it saw the cancellation.
+//     that it saw the cancellation;
+//   - coroutine flood: writes "flood N" lines to stderr as fast as it can,
+//     a plugin trying to flood its host's log.
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -43,6 +47,7 @@ func main() {
 			"panicky": newPanicky,
 			"gate":    newGate,
 			"worker":  newWorker,
+			"flood":   newFlood,
 		},
 	})
 }
@@ -135,5 +140,16 @@ func newWorker(map[string]string, entrypoints.Local) (entrypoints.Coroutine, err
 		<-ctx.Done()
 		hclog.L().Info("worker saw its context cancelled; finishing", "cause", ctx.Err())
 		return nil
+	}, nil
+}
+
+func newFlood(map[string]string, entrypoints.Local) (entrypoints.Coroutine, error) {
+	return func(ctx context.Context) error {
+		runner.Ready(ctx)
+		w := bufio.NewWriterSize(os.Stderr, 64<<10)
+		for n := 0; ctx.Err() == nil; n++ {
+			fmt.Fprintf(w, "flood %d %s\n", n, strings.Repeat("x", 100))
+		}
+		return w.Flush()
 	}, nil
 }
