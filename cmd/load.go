@@ -1,4 +1,4 @@
-package main
+package pastercmd
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package main
+package pastercmd
 
 // PasteScript's daemon vocabulary (spec/pastedeploy.md §4.1-4.2):
 // paster serve CONFIG start|stop|restart|status, --daemon, --pid-file,

@@ -1,4 +1,4 @@
-package main
+package pastercmd
 
 import (
 	"context"
@@ -20,7 +20,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	var opts serveOptions
 	fs := flag.NewFlagSet("paster check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	opts.register(fs)
+	opts.registerLoad(fs)
 	asJSON := fs.Bool("json", false, "print the composition tree as JSON")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: paster check [options] CONFIG[#name] [var=value ...]")

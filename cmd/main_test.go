@@ -1,4 +1,4 @@
-package main
+package pastercmd
 
 import (
 	"bytes"
@@ -28,9 +28,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
-	build := exec.Command("go", "build", "-o", filepath.Join(dir, "paster"), ".")
+	build := exec.Command("go", "build", "-o", filepath.Join(dir, "paster"), "./paster")
 	build.Stderr = os.Stderr
-	plugins := exec.Command("go", "build", "-o", filepath.Join(dir, "plugins")+"/", "../../examples/...")
+	plugins := exec.Command("go", "build", "-o", filepath.Join(dir, "plugins")+"/", "../examples/...")
 	plugins.Stderr = os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "building paster:", err)
@@ -74,10 +74,11 @@ func TestCheck(t *testing.T) {
 		exit   int
 		stdout []string // substrings expected on stdout
 		stderr []string // substrings expected on stderr
+		absent []string // substrings expected on neither
 	}{
 		{
 			name: "development.ini",
-			dir:  "../..",
+			dir:  "..",
 			args: []string{"check", "development.ini"},
 			stdout: []string{
 				"[server:main]", "[composite:main] egg:paster#urlmap", "[app:hello] egg:hello#main",
@@ -86,13 +87,13 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name:   "tree of a small composition",
-			dir:    ".",
+			dir:    "paster",
 			args:   []string{"check", "testdata/good.ini"},
 			stdout: []string{"[server:main] egg:paster#http", "[filter:log] egg:paster#translogger", "[app:files] egg:paster#static", "global who = tests", "ok"},
 		},
 		{
 			name: "misspelt use names file, line, section, key and a suggestion",
-			dir:  ".",
+			dir:  "paster",
 			args: []string{"check", "testdata/misspelt.ini"},
 			exit: 1,
 			stderr: []string{
@@ -103,21 +104,21 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name:   "use cycle is printed",
-			dir:    ".",
+			dir:    "paster",
 			args:   []string{"check", "testdata/cycle.ini"},
 			exit:   1,
 			stderr: []string{"reference cycle: [app:main] use=a → [app:a] use=b → [app:b] use=main → [app:main]"},
 		},
 		{
 			name:   "missing file",
-			dir:    ".",
+			dir:    "paster",
 			args:   []string{"check", "testdata/nope.ini"},
 			exit:   1,
 			stderr: []string{"testdata/nope.ini"},
 		},
 		{
 			name:   "variable without =",
-			dir:    ".",
+			dir:    "paster",
 			args:   []string{"check", "testdata/good.ini", "port"},
 			exit:   2,
 			stderr: []string{`variable assignment "port" invalid (no "=")`},
@@ -128,6 +129,13 @@ func TestCheck(t *testing.T) {
 			args:   []string{"check"},
 			exit:   2,
 			stderr: []string{"you must give a config file"},
+		},
+		{
+			name:   "check -h shows only check's options",
+			dir:    ".",
+			args:   []string{"check", "-h"},
+			stderr: []string{"usage: paster check", "-json", "-app-name", "-plugin-dir"},
+			absent: []string{"  -reload\n", "  -reload-interval", "  -daemon\n", "  -pid-file", "  -monitor-restart", "  -stop-daemon", "  -status"},
 		},
 	}
 	for _, tc := range tests {
@@ -147,13 +155,18 @@ func TestCheck(t *testing.T) {
 					t.Errorf("stderr lacks %q:\n%s", want, stderr)
 				}
 			}
+			for _, not := range tc.absent {
+				if strings.Contains(stdout+stderr, not) {
+					t.Errorf("output has %q:\n%s%s", not, stdout, stderr)
+				}
+			}
 		})
 	}
 }
 
 func TestCheckJSON(t *testing.T) {
 	t.Parallel()
-	stdout, stderr, exit := paster(t, ".", "check", "--json", "testdata/good.ini", "who=caller")
+	stdout, stderr, exit := paster(t, "paster", "check", "--json", "testdata/good.ini", "who=caller")
 	if exit != 0 {
 		t.Fatalf("exit %d: %s", exit, stderr)
 	}
@@ -246,6 +259,7 @@ func TestServeLogsToFile(t *testing.T) {
 	t.Parallel()
 	logFile := filepath.Join(t.TempDir(), "paster.log")
 	cmd := exec.Command(filepath.Join(binDir, "paster"), "serve", "testdata/good.ini", "--log-file", logFile, "--log-format", "json")
+	cmd.Dir = "paster" // the stock command's directory holds the test configurations
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package pastercmd
 
 import (
 	"context"
@@ -30,15 +30,23 @@ type serveOptions struct {
 	stopDaemon     bool
 }
 
-func (o *serveOptions) register(fs *flag.FlagSet) {
+// registerLoad registers the options that choose and load a composition,
+// which check and serve share.
+func (o *serveOptions) registerLoad(fs *flag.FlagSet) {
 	fs.StringVar(&o.appName, "app-name", "", "app section `NAME` or URI to serve (default: CONFIG's #name, else main)")
 	fs.StringVar(&o.appName, "n", "", "short for --app-name")
 	fs.StringVar(&o.serverName, "server-name", "", "server section `NAME` or URI (default: CONFIG's #name, else main)")
-	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to `FILE`; removed at exit (default paster.pid with --daemon, start, stop, status)")
 	fs.StringVar(&o.log.file, "log-file", "", "append logs to `FILE` instead of stderr (default paster.log with --daemon)")
 	fs.StringVar(&o.log.level, "log-level", "info", "log `LEVEL`: trace, debug, info, warn, error")
 	fs.StringVar(&o.log.format, "log-format", "text", "log `FORMAT`: text or json")
 	fs.Var(&o.pluginDirs, "plugin-dir", "search `DIR` for plugin binaries (repeatable; searched first)")
+}
+
+// register registers all of serve's options: registerLoad's and those of
+// serving, reloading and the daemon.
+func (o *serveOptions) register(fs *flag.FlagSet) {
+	o.registerLoad(fs)
+	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to `FILE`; removed at exit (default paster.pid with --daemon, start, stop, status)")
 	fs.BoolVar(&o.reload, "reload", false, "reload, without dropping a request, when an INI file read or a plugin binary started changes")
 	fs.StringVar(&o.reloadInterval, "reload-interval", "1", "how often --reload looks at the files (`SECONDS` or a Go duration)")
 	fs.BoolVar(&o.daemon, "daemon", false, "run in the background")

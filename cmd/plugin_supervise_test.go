@@ -1,4 +1,4 @@
-package main
+package pastercmd
 
 import (
 	"encoding/json"
@@ -184,7 +184,7 @@ func buildPtest(t *testing.T) string {
 	defer pluginBuildMu.Unlock()
 	err, done := pluginBuilt["internal/ptest"]
 	if !done {
-		cmd := exec.Command("go", "build", "-o", out, "../../plugins/internal/testplugin/paster-plugin-ptest")
+		cmd := exec.Command("go", "build", "-o", out, "../plugins/internal/testplugin/paster-plugin-ptest")
 		if b, berr := cmd.CombinedOutput(); berr != nil {
 			err = fmt.Errorf("building the ptest plugin: %v\n%s", berr, b)
 		}

@@ -1,4 +1,4 @@
-package main
+package pastercmd
 
 import (
 	"bufio"
@@ -134,11 +134,11 @@ func TestDevelopmentINI(t *testing.T) {
 func developmentDir(t *testing.T, edit func(ini []byte) []byte) string {
 	t.Helper()
 	dir := t.TempDir()
-	ini, err := os.ReadFile("../../development.ini")
+	ini, err := os.ReadFile("../development.ini")
 	if err != nil {
 		t.Fatal(err)
 	}
-	page, err := os.ReadFile("../../examples/static/index.html")
+	page, err := os.ReadFile("../examples/static/index.html")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package main
+package pastercmd
 
 import (
 	"bufio"
@@ -36,7 +36,7 @@ func buildPlugin(t *testing.T, name string) {
 	defer pluginBuildMu.Unlock()
 	err, done := pluginBuilt[name]
 	if !done {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "plugins")+"/", "../../examples/"+name+"/cmd/paster-plugin-"+name)
+		cmd := exec.Command("go", "build", "-o", filepath.Join(binDir, "plugins")+"/", "../examples/"+name+"/cmd/paster-plugin-"+name)
 		if out, berr := cmd.CombinedOutput(); berr != nil {
 			err = fmt.Errorf("building %s: %v\n%s", name, berr, out)
 		}
@@ -88,7 +88,13 @@ func (s *syncBuffer) String() string {
 // answers on port.
 func startServe(t *testing.T, dir string, port int, args ...string) *serveProc {
 	t.Helper()
-	p := spawnServe(t, dir, port, args...)
+	return startServeExe(t, filepath.Join(binDir, "paster"), dir, port, args...)
+}
+
+// startServeExe is startServe with the paster executable exe.
+func startServeExe(t *testing.T, exe, dir string, port int, args ...string) *serveProc {
+	t.Helper()
+	p := spawnServeExe(t, exe, dir, port, args...)
 	p.waitFor("the server to answer", func() bool {
 		code, _ := p.get("/health/live")
 		return code == 200
@@ -100,7 +106,13 @@ func startServe(t *testing.T, dir string, port int, args ...string) *serveProc {
 // the test ends.
 func spawnServe(t *testing.T, dir string, port int, args ...string) *serveProc {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(binDir, "paster"), append([]string{"serve"}, args...)...)
+	return spawnServeExe(t, filepath.Join(binDir, "paster"), dir, port, args...)
+}
+
+// spawnServeExe is spawnServe with the paster executable exe.
+func spawnServeExe(t *testing.T, exe, dir string, port int, args ...string) *serveProc {
+	t.Helper()
+	cmd := exec.Command(exe, append([]string{"serve"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PASTER_PLUGIN_PATH=")
 	p := &serveProc{t: t, cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), log: &syncBuffer{}, done: make(chan error, 1)}
