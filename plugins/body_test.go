@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -321,4 +322,96 @@ func TestPluginRequestCancelled(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestPluginServerBodyErrors is the other direction: a server inside a
+// plugin (hello's http-runner) serves an app of the host, and a broken or
+// abandoned body reaches the host's handler as it would in process.
+func TestPluginServerBodyErrors(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	d, err := h.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		err       string
+		cancelled bool
+	}
+	seen := make(chan outcome, 1)
+	started := make(chan struct{}, 1)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		buf := make([]byte, 4096)
+		var err error
+		for first := true; err == nil; first = false {
+			var k int
+			k, err = r.Body.Read(buf)
+			if k > 0 && first && r.URL.Path == "/gone" {
+				started <- struct{}{}
+			}
+		}
+		o := outcome{err: err.Error()}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			select {
+			case <-r.Context().Done():
+				o.cancelled = true
+			case <-time.After(10 * time.Second):
+			}
+		}
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		seen <- o
+	})
+	sock := filepath.Join(t.TempDir(), "hello.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- d.Runners["http-runner"](ctx, app, nil, entrypoints.NewLocal("listen", "unix:"+sock)) }()
+	t.Cleanup(func() { cancel(); <-ran })
+	dial := func() net.Conn {
+		t.Helper()
+		var c net.Conn
+		waitFor(t, 10*time.Second, "the plugin's server to listen", func() bool {
+			c, err = net.Dial("unix", sock)
+			return err == nil
+		})
+		return c
+	}
+	next := func() outcome {
+		t.Helper()
+		select {
+		case o := <-seen:
+			return o
+		case <-time.After(15 * time.Second):
+			t.Fatal("the host handler did not finish")
+			return outcome{}
+		}
+	}
+
+	t.Run("malformed chunk size", func(t *testing.T) {
+		c := dial()
+		defer c.Close()
+		io.WriteString(c, chunkedPost+"5\r\nhello\r\nzz\r\n")
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if o := next(); resp.StatusCode != http.StatusBadRequest || o.err != "invalid byte in chunk length" {
+			t.Errorf("got %s, the handler saw %+v", resp.Status, o)
+		}
+	})
+	t.Run("client gone mid-body", func(t *testing.T) {
+		c := dial()
+		defer c.Close()
+		io.WriteString(c, "POST /gone HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+		select {
+		case <-started:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the host handler read nothing")
+		}
+		c.Close()
+		if o := next(); o != (outcome{err: io.ErrUnexpectedEOF.Error(), cancelled: true}) {
+			t.Errorf("the handler saw %+v", o)
+		}
+	})
 }
