@@ -37,6 +37,16 @@ var (
 	// sequence number (often a client that saw a topic before its server
 	// restarted).
 	ErrBadPosition = errors.New("bad subscription position")
+
+	// ErrUnavailable: a Core spread over several machines lost the
+	// connection that joins them; operations that need the other machines
+	// fail at once with it instead of hanging. Waits parked on this machine
+	// stay parked and are still woken by Signals sent here.
+	ErrUnavailable = errors.New("core unavailable")
+
+	// ErrNodesMissing: a Signal over several machines did not hear from
+	// every live machine in time; the count it returned is what answered.
+	ErrNodesMissing = errors.New("nodes did not answer")
 )
 
 // NoTimeout, given as a timeout, means "no timeout, not even the core's
@@ -352,6 +362,11 @@ func ctxErr(ctx context.Context) error {
 	}
 	return err
 }
+
+// ContextError is the error for a wait ended by ctx, as Core
+// implementations return it: it wraps ctx.Err(), ErrTimeout as well when the
+// deadline passed, and the context's cause when it has one.
+func ContextError(ctx context.Context) error { return ctxErr(ctx) }
 
 // clone copies b; nil stays nil.
 func clone(b []byte) []byte { return bytes.Clone(b) }

@@ -1,0 +1,521 @@
+// Package natscore is a runner.Core spread over several machines (nodes)
+// joined by NATS, with the in-memory Core's semantics.
+//
+// Waiters stay in each node's own runner.LocalCore: a parked request costs
+// what it costs in memory, and no NATS subscription is made per waiter.
+// Signal is a scatter/gather: the caller wakes its own waiters, publishes
+// the signal to every other node on one subject, and sums the counts they
+// answer, waiting at most the gather timeout for nodes it knows are alive.
+// Nodes know each other by heartbeats on a subject (and a join handshake when
+// a node starts, so a node is known to the others before its New returns).
+// Topics are JetStream streams, one per topic, so sequence numbers are the
+// streams' own: dense from 1, the same on every node, persisted.
+//
+// When the NATS connection is lost, operations that need other nodes fail at
+// once with an error wrapping runner.ErrUnavailable; waits parked here stay
+// parked and Signals sent here still wake them. nats.go reconnects and
+// everything works again without a restart.
+package natscore
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+
+	"github.com/paster-dev/paster/runner"
+)
+
+// Defaults of Options.
+const (
+	DefaultSubjectPrefix = "paster"
+	DefaultGatherTimeout = 250 * time.Millisecond
+	DefaultHeartbeat     = time.Second
+)
+
+// Options configures New.
+type Options struct {
+	// URL is one or more NATS server URLs, comma-separated.
+	URL string
+	// Name names this node in logs and errors; default hostname:pid.
+	Name string
+	// SubjectPrefix starts every subject and stream name this Core uses, so
+	// several paster clusters can share one NATS; default "paster". It must
+	// be a valid NATS subject token and stream name (letters, digits, - _).
+	SubjectPrefix string
+	// GatherTimeout bounds how long Signal waits for other nodes' answers;
+	// default 250ms.
+	GatherTimeout time.Duration
+	// Heartbeat is how often a node says it is alive; a node not heard for
+	// three heartbeats is no longer waited for. Default 1s.
+	Heartbeat time.Duration
+	// Replicas is how many JetStream servers keep each topic; default 1.
+	Replicas int
+	// Core configures the local part (DefaultTimeout, Logger) and topic
+	// retention (RetainCount, RetainAge, as runner.CoreOptions says). Now
+	// is not used: message times and retention are the NATS server's.
+	Core runner.CoreOptions
+	// NATS are extra nats.go options (credentials, TLS, reconnect waits).
+	NATS []nats.Option
+}
+
+// Core is a runner.Core over NATS. Make it with New; it is safe for
+// concurrent use.
+type Core struct {
+	opts   Options
+	log    hclog.Logger
+	local  *runner.LocalCore
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	id     string // unique per Core: Name plus a random suffix
+	prefix string
+	done   chan struct{}
+
+	mu      sync.Mutex
+	closed  bool
+	peers   map[string]time.Time // node id -> when last heard
+	streams map[string]jetstream.Stream
+	notify  map[string]*topicNotify
+	sals    map[string]*sal // this node's part in other nodes' SignalAtLeast, by id
+	nsubs   []*nats.Subscription
+
+	subscriptions atomic.Int64
+	fetching      atomic.Int64
+	reconnects    atomic.Int64
+	gatherMisses  atomic.Int64
+}
+
+// Header keys of the messages between nodes.
+const (
+	hdrOp    = "Paster-Op"
+	hdrFrom  = "Paster-From"
+	hdrName  = "Paster-Name"
+	hdrCount = "Paster-Count"
+	hdrID    = "Paster-Id"
+	hdrFinal = "Paster-Final"
+)
+
+// New connects to NATS and joins the other nodes with the same subject
+// prefix. It fails, naming the URL, when NATS cannot be reached or has no
+// JetStream; it never retries at start.
+func New(opts Options) (*Core, error) {
+	if opts.SubjectPrefix == "" {
+		opts.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if opts.GatherTimeout <= 0 {
+		opts.GatherTimeout = DefaultGatherTimeout
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = DefaultHeartbeat
+	}
+	if opts.Replicas <= 0 {
+		opts.Replicas = 1
+	}
+	if opts.Name == "" {
+		host, _ := os.Hostname()
+		opts.Name = host + ":" + strconv.Itoa(os.Getpid())
+	}
+	c := &Core{
+		opts:    opts,
+		log:     opts.Core.Logger,
+		local:   runner.NewCore(opts.Core),
+		id:      opts.Name + "." + nuid.Next(),
+		prefix:  opts.SubjectPrefix,
+		done:    make(chan struct{}),
+		peers:   make(map[string]time.Time),
+		streams: make(map[string]jetstream.Stream),
+		notify:  make(map[string]*topicNotify),
+		sals:    make(map[string]*sal),
+	}
+	if c.log == nil {
+		c.log = hclog.NewNullLogger()
+	}
+	c.opts.Core = c.local.Options()
+	nopts := append([]nats.Option{
+		nats.Name("paster " + opts.Name),
+		nats.NoEcho(),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.ReconnectHandler(func(*nats.Conn) {
+			c.reconnects.Add(1)
+			c.log.Info("nats reconnected", "node", opts.Name)
+			c.heartbeat("hb")
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			c.log.Warn("nats disconnected", "node", opts.Name, "error", err)
+		}),
+	}, opts.NATS...)
+	nc, err := nats.Connect(opts.URL, nopts...)
+	if err != nil {
+		c.local.Close()
+		return nil, fmt.Errorf("natscore: connect to %s: %w", opts.URL, err)
+	}
+	c.nc = nc
+	if c.js, err = jetstream.New(nc); err != nil {
+		c.closeConn()
+		return nil, fmt.Errorf("natscore: jetstream on %s: %w", opts.URL, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.js.AccountInfo(ctx); err != nil {
+		c.closeConn()
+		return nil, fmt.Errorf("natscore: %s has no usable JetStream: %w", opts.URL, err)
+	}
+	for subj, h := range map[string]nats.MsgHandler{
+		c.subject("node"): c.onNode,
+		c.subject("sig"):  c.onSignal,
+		c.subject("sal"):  c.onSignalAtLeast,
+	} {
+		s, err := nc.Subscribe(subj, h)
+		if err != nil {
+			c.closeConn()
+			return nil, fmt.Errorf("natscore: subscribe to %s on %s: %w", subj, opts.URL, err)
+		}
+		c.nsubs = append(c.nsubs, s)
+	}
+	if err := c.join(); err != nil {
+		c.closeConn()
+		return nil, err
+	}
+	go c.heartbeats()
+	return c, nil
+}
+
+func (c *Core) subject(parts ...string) string {
+	s := c.prefix
+	for _, p := range parts {
+		s += "." + p
+	}
+	return s
+}
+
+// join announces this node and waits one gather timeout for the others to
+// answer, so that they all know it (and it knows them) before New returns.
+func (c *Core) join() error {
+	inbox := c.nc.NewRespInbox()
+	ch := make(chan *nats.Msg, 64)
+	sub, err := c.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return fmt.Errorf("natscore: join: %w", err)
+	}
+	defer sub.Unsubscribe()
+	m := nats.NewMsg(c.subject("node"))
+	m.Reply = inbox
+	m.Header.Set(hdrOp, "join")
+	m.Header.Set(hdrFrom, c.id)
+	if err := c.nc.PublishMsg(m); err != nil {
+		return fmt.Errorf("natscore: join: %w", err)
+	}
+	if err := c.nc.Flush(); err != nil {
+		return fmt.Errorf("natscore: join: %w", err)
+	}
+	t := time.NewTimer(c.opts.GatherTimeout)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-ch:
+			c.seen(r.Header.Get(hdrFrom))
+		case <-t.C:
+			return nil
+		}
+	}
+}
+
+// onNode handles heartbeats, joins and leaves of the other nodes.
+func (c *Core) onNode(m *nats.Msg) {
+	from := m.Header.Get(hdrFrom)
+	if from == "" || from == c.id {
+		return
+	}
+	switch m.Header.Get(hdrOp) {
+	case "leave":
+		c.mu.Lock()
+		delete(c.peers, from)
+		c.mu.Unlock()
+		c.stopSals(from)
+	case "join":
+		c.seen(from)
+		r := nats.NewMsg(m.Reply)
+		r.Header.Set(hdrFrom, c.id)
+		c.nc.PublishMsg(r)
+	default:
+		c.seen(from)
+	}
+}
+
+func (c *Core) seen(id string) {
+	if id == "" || id == c.id {
+		return
+	}
+	c.mu.Lock()
+	c.peers[id] = time.Now()
+	c.mu.Unlock()
+}
+
+func (c *Core) heartbeat(op string) {
+	m := nats.NewMsg(c.subject("node"))
+	m.Header.Set(hdrOp, op)
+	m.Header.Set(hdrFrom, c.id)
+	c.nc.PublishMsg(m)
+}
+
+func (c *Core) heartbeats() {
+	t := time.NewTicker(c.opts.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+			c.heartbeat("hb")
+		}
+	}
+}
+
+// livePeers returns the nodes heard from within three heartbeats.
+func (c *Core) livePeers() map[string]bool {
+	cutoff := time.Now().Add(-3 * c.opts.Heartbeat)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]bool, len(c.peers))
+	for id, at := range c.peers {
+		if at.Before(cutoff) {
+			delete(c.peers, id)
+			continue
+		}
+		out[id] = true
+	}
+	return out
+}
+
+// Peers returns how many other nodes this one knows to be alive.
+func (c *Core) Peers() int { return len(c.livePeers()) }
+
+// Connected reports whether the NATS connection is up.
+func (c *Core) Connected() bool { return c.nc.Status() == nats.CONNECTED }
+
+// Stats returns this node's counts: its own parked waiters and pending
+// signals, its open subscriptions and parked fetches.
+func (c *Core) Stats() runner.CoreStats {
+	st := c.local.Stats()
+	st.Subscriptions = int(c.subscriptions.Load())
+	st.Fetching = int(c.fetching.Load())
+	c.mu.Lock()
+	st.Topics = len(c.streams)
+	c.mu.Unlock()
+	st.Retained = 0
+	return st
+}
+
+// Counters are what /metrics may show of a NATS Core.
+type Counters struct {
+	Reconnects   int64 // times nats.go reconnected
+	GatherMisses int64 // Signals that missed an answer from a live node
+}
+
+// Counters returns the counters so far.
+func (c *Core) Counters() Counters {
+	return Counters{Reconnects: c.reconnects.Load(), GatherMisses: c.gatherMisses.Load()}
+}
+
+// Close leaves the cluster and closes the connection: parked waits here
+// return ErrClosed, as with the in-memory Core. Idempotent; returns nil.
+func (c *Core) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	close(c.done)
+	var ccs []jetstream.ConsumeContext
+	for _, tn := range c.notify {
+		if tn.cc != nil {
+			ccs = append(ccs, tn.cc)
+		}
+	}
+	c.mu.Unlock()
+	for _, cc := range ccs {
+		cc.Stop()
+	}
+	c.local.Close()
+	if c.nc.Status() == nats.CONNECTED {
+		c.heartbeat("leave")
+		c.nc.Flush()
+	}
+	c.closeConn()
+	return nil
+}
+
+func (c *Core) closeConn() {
+	c.local.Close()
+	c.nc.Close()
+}
+
+// unavailable returns the error for an operation that needs NATS when the
+// connection is down, or nil.
+func (c *Core) unavailable() error {
+	if st := c.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("nats connection %s: %w", st, runner.ErrUnavailable)
+	}
+	return nil
+}
+
+// check is the error for an operation started on a done ctx or closed core.
+func (c *Core) check(ctx context.Context) error {
+	if ctx.Err() != nil {
+		return runner.ContextError(ctx)
+	}
+	select {
+	case <-c.done:
+		return runner.ErrClosed
+	default:
+		return nil
+	}
+}
+
+// Sleep is the local Core's Sleep.
+func (c *Core) Sleep(ctx context.Context, d time.Duration) error { return c.local.Sleep(ctx, d) }
+
+// WaitForSignal parks here, in memory, until a Signal on name from any node.
+// See runner.Core.
+func (c *Core) WaitForSignal(ctx context.Context, name string, timeout time.Duration) ([]byte, error) {
+	return c.local.WaitForSignal(ctx, name, timeout)
+}
+
+// Signal wakes every waiter on name on every live node and returns how many
+// it woke in all. Waiters here are woken even when NATS is down; then the
+// count is theirs and the error wraps runner.ErrUnavailable. When a live
+// node does not answer within the gather timeout the count is what answered
+// and the error wraps runner.ErrNodesMissing.
+func (c *Core) Signal(ctx context.Context, name string, value []byte) (int, error) {
+	if err := c.check(ctx); err != nil {
+		return 0, fmt.Errorf("natscore: signal %q: %w", name, err)
+	}
+	n, err := c.local.Signal(ctx, name, value)
+	if err != nil {
+		return n, err
+	}
+	if err := c.unavailable(); err != nil {
+		return n, fmt.Errorf("natscore: signal %q: woke %d on this node: %w", name, n, err)
+	}
+	m := nats.NewMsg(c.subject("sig"))
+	m.Header.Set(hdrName, name)
+	m.Data = value
+	others, err := c.gather(ctx, m, nil)
+	n += others
+	if err != nil {
+		return n, fmt.Errorf("natscore: signal %q: woke %d: %w", name, n, err)
+	}
+	return n, nil
+}
+
+// gather publishes m to every node with a private reply subject and sums the
+// counts the live nodes answer, until all answered, the gather timeout, or
+// ctx. each, when not nil, is told every answer.
+func (c *Core) gather(ctx context.Context, m *nats.Msg, each func(from string, n int)) (int, error) {
+	peers := c.livePeers()
+	if len(peers) == 0 {
+		return 0, nil
+	}
+	inbox := c.nc.NewRespInbox()
+	ch := make(chan *nats.Msg, len(peers)+8)
+	sub, err := c.nc.ChanSubscribe(inbox, ch)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", runner.ErrUnavailable, err)
+	}
+	defer sub.Unsubscribe()
+	m.Reply = inbox
+	m.Header.Set(hdrFrom, c.id)
+	if err := c.nc.PublishMsg(m); err != nil {
+		return 0, fmt.Errorf("%w: %w", runner.ErrUnavailable, err)
+	}
+	t := time.NewTimer(c.opts.GatherTimeout)
+	defer t.Stop()
+	sum, missing := 0, len(peers)
+	answered := map[string]bool{}
+	for missing > 0 {
+		select {
+		case r := <-ch:
+			from := r.Header.Get(hdrFrom)
+			if answered[from] {
+				continue
+			}
+			answered[from] = true
+			n, _ := strconv.Atoi(r.Header.Get(hdrCount))
+			sum += n
+			if each != nil {
+				each(from, n)
+			}
+			if peers[from] {
+				missing--
+			}
+		case <-t.C:
+			c.gatherMisses.Add(1)
+			return sum, fmt.Errorf("%d of %d other nodes: %w", missing, len(peers), runner.ErrNodesMissing)
+		case <-ctx.Done():
+			return sum, runner.ContextError(ctx)
+		case <-c.done:
+			return sum, runner.ErrClosed
+		}
+	}
+	return sum, nil
+}
+
+// onSignal wakes this node's waiters for another node's Signal and answers
+// how many.
+func (c *Core) onSignal(m *nats.Msg) {
+	n, _ := c.local.Signal(context.Background(), m.Header.Get(hdrName), m.Data)
+	c.answer(m.Reply, "", n, false)
+}
+
+func (c *Core) answer(subject, id string, n int, final bool) {
+	if subject == "" {
+		return
+	}
+	r := nats.NewMsg(subject)
+	r.Header.Set(hdrFrom, c.id)
+	r.Header.Set(hdrCount, strconv.Itoa(n))
+	if id != "" {
+		r.Header.Set(hdrID, id)
+	}
+	if final {
+		r.Header.Set(hdrFinal, "1")
+	}
+	c.nc.PublishMsg(r)
+}
+
+// streamName and topicSubject encode a topic (any string) into NATS names.
+func (c *Core) streamName(topic string) string {
+	return c.prefix + "_topic_" + hex.EncodeToString([]byte(topic))
+}
+
+func (c *Core) topicSubject(topic string) string {
+	return c.subject("topic", hex.EncodeToString([]byte(topic)))
+}
+
+// errorf wraps err for op, turning a lost connection into ErrUnavailable.
+func (c *Core) errorf(err error, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	switch {
+	case errors.Is(err, runner.ErrUnavailable), errors.Is(err, runner.ErrClosed),
+		errors.Is(err, runner.ErrTimeout), errors.Is(err, context.Canceled):
+		return fmt.Errorf("natscore: %s: %w", msg, err)
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected),
+		errors.Is(err, nats.ErrNoResponders), errors.Is(err, nats.ErrTimeout),
+		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, nats.ErrConnectionReconnecting):
+		return fmt.Errorf("natscore: %s: %w: %w", msg, runner.ErrUnavailable, err)
+	}
+	return fmt.Errorf("natscore: %s: %w", msg, err)
+}
