@@ -413,5 +413,20 @@ func TestPluginServerBodyErrors(t *testing.T) {
 		if o := next(); o != (outcome{err: io.ErrUnexpectedEOF.Error(), cancelled: true}) {
 			t.Errorf("the handler saw %+v", o)
 		}
+		// A client that left is not a failure of the host app: once a
+		// later line of the plugin's log is in, no warning came before.
+		tick, err := d.Coroutines["ticker"](nil, entrypoints.NewLocal("interval", "10ms"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tctx, stop := context.WithCancel(context.Background())
+		ticked := make(chan error, 1)
+		go func() { ticked <- tick(tctx) }()
+		waitFor(t, 10*time.Second, "a tick in the log", func() bool { return strings.Contains(h.logs.String(), "tick") })
+		stop()
+		<-ticked
+		if strings.Contains(h.logs.String(), "calling host app failed") {
+			t.Errorf("a client that hung up was logged as a failure:\n%s", h.logs.String())
+		}
 	})
 }
