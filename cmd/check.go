@@ -64,6 +64,16 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "paster check: %v\n", err)
 		return 1
 	}
+	if spec := comp.session.Core; spec != nil {
+		// The core's factory validates its keys and connects (a NATS
+		// core reports an unreachable server); the Core is closed at once.
+		core, err := makeCore(spec, entrypoints.Local{}, logger)
+		if err != nil {
+			fmt.Fprintf(stderr, "paster check: %v\n", err)
+			return 1
+		}
+		core.Close()
+	}
 	tree := checkReport{Files: comp.session.Files, Roots: comp.session.Root}
 	for _, c := range comp.session.Coroutines {
 		tree.Coroutines = append(tree.Coroutines, c.Name)

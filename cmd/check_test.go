@@ -42,6 +42,12 @@ func TestCheckServerSettings(t *testing.T) {
 		{"misspelt key", builtin, "prot = 9000", 1, []string{`a.ini:3 [server:main] prot: unknown server option; did you mean "port"?`}},
 		{"runner key", builtin, "ready_timeout = later", 1, []string{`a.ini:3 [server:main] ready_timeout: bad duration`}},
 		{"valid, port taken", builtin, fmt.Sprintf("port = %d", heldPort), 0, nil},
+		{"memory core, bad retention", builtin, "core = c\n[core:c]\nuse = egg:paster#memory\npubsub_retain_count = lots", 1, []string{`a.ini:6 [core:c] pubsub_retain_count: bad integer value: "lots"`}},
+		{"nats core without url", builtin, "core = c\n[core:c]\nuse = egg:paster#nats", 1, []string{"a.ini:", "[core:c]", "url is required"}},
+		{"nats core, bad gather_timeout", builtin, "core = c\n[core:c]\nuse = egg:paster#nats\nurl = nats://127.0.0.1:1\ngather_timeout = soon", 1, []string{`a.ini:7 [core:c] gather_timeout: bad duration: "soon"`}},
+		{"nats core, nats unreachable", builtin, fmt.Sprintf("core = c\n[core:c]\nuse = egg:paster#nats\nurl = nats://127.0.0.1:%d", heldPort), 1, []string{"a.ini:6 [core:c] url:", fmt.Sprintf("nats://127.0.0.1:%d", heldPort)}},
+		{"unknown core section", builtin, "core = nope", 1, []string{`a.ini:3 [server:main] core`, "nope"}},
+		{"memory core", builtin, "core = c\n[core:c]\nuse = egg:paster#memory", 0, nil},
 
 		{"plugin runner's own key", hijacked, "tick_interval = soon", 1, []string{`a.ini:3 [server:main] tick_interval: bad duration: "soon"`}},
 		{"plugin runner's own key out of range", hijacked, "tick_interval = -1", 1, []string{"a.ini:3 [server:main] tick_interval: must be positive"}},

@@ -74,6 +74,33 @@ func (c *composition) load(cfg configArg, appName, serverName string, vars map[s
 	return nil
 }
 
+// makeCore makes the Core a server section names with its core key (spec),
+// or without one the in-memory Core configured by the section's own keys
+// (runner.CoreOptionsFromLocal: sched_default_timeout, pubsub_retain_count,
+// pubsub_retain_age). A factory that makes something other than a
+// runner.ManagedCore is an error naming the core key.
+func makeCore(spec *entrypoints.CoreSpec, local entrypoints.Local, logger hclog.Logger) (runner.ManagedCore, error) {
+	if spec == nil {
+		opts, err := runner.CoreOptionsFromLocal(local)
+		if err != nil {
+			return nil, err
+		}
+		opts.Logger = logger.Named("core")
+		return runner.NewCore(opts), nil
+	}
+	made, err := spec.Make()
+	if err != nil {
+		return nil, err
+	}
+	core, ok := made.(runner.ManagedCore)
+	if !ok {
+		made.Close()
+		return nil, fmt.Errorf("%s: core = %s: factory %s made a %T, which is not a runner.Core", spec.Origin, spec.Name, spec.EntryPoint, made)
+	}
+	logger.Info("core", "name", spec.Name, "factory", spec.EntryPoint)
+	return core, nil
+}
+
 // serverSettings are the keys of a server section that paster serve reads
 // itself, whatever server the section names.
 type serverSettings struct {

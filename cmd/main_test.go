@@ -207,6 +207,7 @@ func TestPoints(t *testing.T) {
 		"server runners: http",
 		"hello 0.1.0 (" + filepath.Join(binDir, "plugins", "paster-plugin-hello") + ")",
 		"coroutines:     ticker",
+		"cores:          memory, nats",
 	} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("points output lacks %q:\n%s", want, stdout)

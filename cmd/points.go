@@ -35,6 +35,7 @@ var pointKinds = []struct {
 	{"servers", entrypoints.ProtoServer},
 	{"server runners", entrypoints.ProtoRunner},
 	{"coroutines", entrypoints.ProtoCoroutine},
+	{"cores", entrypoints.ProtoCore},
 }
 
 func describeDist(d *entrypoints.Dist, source string) distPoints {

@@ -153,7 +153,7 @@ type manager struct {
 	vars      map[string]string
 	base      string
 	logger    hclog.Logger
-	core      *runner.LocalCore
+	core      runner.ManagedCore
 	front     *runner.Front
 	listeners *runner.ListenerPool
 	pool      *pluginPool
@@ -323,7 +323,7 @@ func (m *manager) build(ctx context.Context) (*generation, []string, error) {
 		return fail(err)
 	}
 	if m.core == nil {
-		if err := m.initCore(local); err != nil {
+		if err := m.initCore(session.Core, local); err != nil {
 			return fail(err)
 		}
 	}
@@ -351,16 +351,14 @@ func (m *manager) build(ctx context.Context) (*generation, []string, error) {
 }
 
 // initCore creates the process-wide Core from the first generation's server
-// section (runner.CoreOptionsFromLocal: sched_default_timeout,
-// pubsub_retain_count, pubsub_retain_age) and hands it to the plugin pool.
-// Later changes of those keys take a restart.
-func (m *manager) initCore(local entrypoints.Local) error {
-	opts, err := runner.CoreOptionsFromLocal(local)
+// section (makeCore) and hands it to the plugin pool. Later changes of the
+// core take a restart.
+func (m *manager) initCore(spec *entrypoints.CoreSpec, local entrypoints.Local) error {
+	core, err := makeCore(spec, local, m.logger)
 	if err != nil {
 		return err
 	}
-	opts.Logger = m.logger.Named("core")
-	m.core = runner.NewCore(opts)
+	m.core = core
 	m.pool.setCore(m.core)
 	return nil
 }

@@ -76,6 +76,19 @@ type Coroutine func(ctx context.Context) error
 // CoroutineFactory makes a Coroutine from its section's configuration.
 type CoroutineFactory func(global map[string]string, local Local) (Coroutine, error)
 
+// Core is what a core factory makes: the process's runner.Core (signals,
+// sleeping, publish/subscribe), which the command asserts it to be (this
+// package cannot name runner's types), and which Close releases.
+type Core interface {
+	Close() error
+}
+
+// CoreFactory makes the Core a [core:NAME] section describes. It validates
+// the configuration, naming file, line, section and key on a bad value, and
+// may connect to what the Core needs (failing, with the address, when that
+// is unreachable); it binds no listening socket.
+type CoreFactory func(global map[string]string, local Local) (Core, error)
+
 // StartupProvider is implemented by applications that need background
 // coroutines while they serve. The loader collects them when it creates the
 // application, before any filter wraps it, so wrapping never hides them; the
@@ -96,6 +109,7 @@ type Dist struct {
 	Servers    map[string]ServerFactory
 	Runners    map[string]ServerRunner
 	Coroutines map[string]CoroutineFactory
+	Cores      map[string]CoreFactory
 }
 
 // Kind is what a caller asks the loader for.
@@ -107,10 +121,11 @@ const (
 	KindFilter
 	KindServer
 	KindCoroutine
+	KindCore
 )
 
 // String returns the kind's name as used in messages: "application",
-// "filter", "server", "coroutine".
+// "filter", "server", "coroutine", "core".
 func (k Kind) String() string {
 	switch k {
 	case KindApp:
@@ -121,6 +136,8 @@ func (k Kind) String() string {
 		return "server"
 	case KindCoroutine:
 		return "coroutine"
+	case KindCore:
+		return "core"
 	}
 	return "unknown"
 }
@@ -137,6 +154,7 @@ const (
 	ProtoServer    Protocol = "paste.server_factory"
 	ProtoRunner    Protocol = "paste.server_runner"
 	ProtoCoroutine Protocol = "paster.coroutine_factory"
+	ProtoCore      Protocol = "paster.core_factory"
 )
 
 // Protocols returns the groups searched for kind, in search order.
@@ -150,6 +168,8 @@ func (k Kind) Protocols() []Protocol {
 		return []Protocol{ProtoServer, ProtoRunner}
 	case KindCoroutine:
 		return []Protocol{ProtoCoroutine}
+	case KindCore:
+		return []Protocol{ProtoCore}
 	}
 	return nil
 }
@@ -172,6 +192,8 @@ func (d *Dist) Names(p Protocol) []string {
 		names = keys(d.Runners)
 	case ProtoCoroutine:
 		names = keys(d.Coroutines)
+	case ProtoCore:
+		names = keys(d.Cores)
 	}
 	return names
 }
@@ -199,6 +221,9 @@ func (d *Dist) Has(p Protocol, name string) bool {
 		return ok
 	case ProtoCoroutine:
 		_, ok := d.Coroutines[name]
+		return ok
+	case ProtoCore:
+		_, ok := d.Cores[name]
 		return ok
 	}
 	return false

@@ -58,6 +58,10 @@ type Session struct {
 	// (StartupProvider) and those registered by server sections (startup =).
 	// A failed load call adds none.
 	Coroutines []StartupCoroutine
+	// Core is the Core the last loaded server section names with its core
+	// key (core = NAME: a [core:NAME] section or a URI), not yet made; nil
+	// when the section has no core key.
+	Core *CoreSpec
 	// Root holds one composition tree per successful LoadApp, LoadFilter or
 	// LoadServer call.
 	Root []*Node
@@ -89,6 +93,24 @@ type StartupCoroutine struct {
 	// Origin is the section that defined the coroutine, or the startup key
 	// naming it when it was given as a URI.
 	Origin Location
+}
+
+// CoreSpec is a server section's core, resolved and checked but not made:
+// Make calls its factory, so that the caller decides when (and how often) a
+// Core, which may hold connections, is made.
+type CoreSpec struct {
+	// Name is the core key's value.
+	Name string
+	// EntryPoint is the factory, as dist#name.
+	EntryPoint string
+	// Local is the local configuration of the core's section.
+	Local Local
+	// Global is the global configuration the factory receives.
+	Global map[string]string
+	// Origin is the [core:NAME] section, or the core key when it is a URI.
+	Origin Location
+	// Make calls the factory; its error names file, line, section and key.
+	Make func() (Core, error)
 }
 
 // Config is what AppConfig returns: an application's configuration without
@@ -412,7 +434,7 @@ func (s *Session) Unused() []Location {
 var (
 	knownPrefixes = func() []string {
 		var out []string
-		for _, kind := range []Kind{KindApp, KindFilter, KindServer, KindCoroutine} {
+		for _, kind := range []Kind{KindApp, KindFilter, KindServer, KindCoroutine, KindCore} {
 			for _, g := range sectionGroups[kind] {
 				out = append(out, g...)
 			}
@@ -657,6 +679,7 @@ var sectionGroups = map[Kind][][]string{
 	KindFilter:    {{"filter"}},
 	KindServer:    {{"server"}},
 	KindCoroutine: {{"coroutine"}},
+	KindCore:      {{"core"}},
 }
 
 // match returns the sections [prefix:name] (name compared after trimming the
@@ -850,7 +873,7 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 		local.shadow(sh)
 	}
 
-	var filterWith, startup *Step
+	var filterWith, startup, core *Step
 	pop := func(key string) *Step {
 		v, ok := local.Lookup(key)
 		if !ok {
@@ -865,6 +888,7 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 		filterWith = pop("filter-with")
 	case KindServer:
 		startup = pop("startup")
+		core = pop("core")
 		if _, ok := local.Lookup("filter-with"); ok {
 			s.warn(local.Where("filter-with"), "filter-with", "a server section cannot be filtered; the key is passed to the server factory as an ordinary key")
 		}
@@ -899,6 +923,13 @@ func (fl *fileLoader) context(kind Kind, name string, bare bool, gin map[string]
 			}
 			c.startup = append(c.startup, startupCtx{name: n, at: st.Location, ctx: cc})
 		}
+	}
+	if core != nil {
+		cc, err := fl.context(KindCore, core.Value, false, global, extend(chain, *core))
+		if err != nil {
+			return nil, err
+		}
+		c.core = &startupCtx{name: core.Value, at: core.Location, ctx: cc}
 	}
 	if filterWith != nil {
 		f, err := fl.context(KindFilter, filterWith.Value, false, global, extend(chain, *filterWith))
@@ -937,6 +968,7 @@ var protocolKeys = map[Kind][]string{
 	KindFilter:    {"paste.filter_factory", "paste.filter_app_factory"},
 	KindServer:    {"paste.server_factory", "paste.server_runner"},
 	KindCoroutine: {string(ProtoCoroutine)},
+	KindCore:      {string(ProtoCore)},
 }
 
 // leaf builds a section that names its factory: with use (a section of the

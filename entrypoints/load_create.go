@@ -191,6 +191,24 @@ func (s *Session) makeServer(c *ctx) (Server, *Node, error) {
 	} else if err := s.call(c, func() (err error) { srv, err = c.dist.Servers[c.ref.Name](global, s.shown(c.local)); return err }, func() bool { return srv == nil }); err != nil {
 		return nil, nil, err
 	}
+	if cs := c.core; cs != nil {
+		cc := cs.ctx
+		origin := cc.loc
+		if origin == (Location{}) {
+			origin = cs.at
+		}
+		s.Core = &CoreSpec{
+			Name: cs.name, EntryPoint: cc.ref.String(), Local: s.shown(cc.local), Global: copyMap(cc.global), Origin: origin,
+			Make: func() (core Core, err error) {
+				err = s.call(cc, func() (err error) {
+					core, err = cc.dist.Cores[cc.ref.Name](copyMap(cc.global), s.shown(cc.local))
+					return err
+				}, func() bool { return core == nil })
+				return core, err
+			},
+		}
+		n.Children = append(n.Children, cc.node())
+	}
 	for _, st := range c.startup {
 		co, cn, err := s.makeCoroutine(st.ctx)
 		if err != nil {

@@ -75,6 +75,7 @@ type ctx struct {
 	next    *ctx   // the wrapped object (shapeFilterWith), the application (others)
 	filters []*ctx // shapePipeline
 	startup []startupCtx
+	core    *startupCtx // a server section's core key
 }
 
 // startupCtx is one name of a server section's startup key.

@@ -103,6 +103,18 @@ type Core interface {
 	Subscribe(ctx context.Context, topic string, from Position) (Subscription, error)
 }
 
+// ManagedCore is a Core its owner observes and closes: the in-memory
+// LocalCore and the Cores core factories make (paster serve asserts what a
+// factory made to be one).
+type ManagedCore interface {
+	Core
+	// Stats counts what the Core holds on this machine now.
+	Stats() CoreStats
+	// Close ends every parked wait with ErrClosed and releases what the
+	// Core holds; it is idempotent.
+	Close() error
+}
+
 type coreKey struct{}
 
 // WithCore returns a copy of ctx carrying core, for CoreFrom.

@@ -61,6 +61,10 @@ var Dist = &entrypoints.Dist{
 	Runners: map[string]entrypoints.ServerRunner{
 		"http": httpRunner,
 	},
+	Cores: map[string]entrypoints.CoreFactory{
+		"memory": memoryCoreFactory,
+		"nats":   natsCoreFactory,
+	},
 }
 
 func init() {

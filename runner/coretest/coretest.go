@@ -23,11 +23,7 @@ import (
 // waiters parked (so the tests never sleep for a guessed time), and Close.
 // Stats must count Waiters, PendingSignals, Subscriptions and Fetching of
 // this Core; the other fields are not read.
-type Core interface {
-	runner.Core
-	Stats() runner.CoreStats
-	Close() error
-}
+type Core = runner.ManagedCore
 
 // NewCore returns a new, open Core configured by opts, closed by the test's
 // cleanup. opts.Now is never set by the suite.

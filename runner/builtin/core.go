@@ -1,0 +1,35 @@
+package builtin
+
+import (
+	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
+	"github.com/paster-dev/paster/runner/natscore"
+)
+
+// memoryCoreFactory is egg:paster#memory: the in-memory Core of one process
+// (runner.CoreOptionsFromLocal's keys), the default when a server section
+// names no core.
+func memoryCoreFactory(_ map[string]string, local entrypoints.Local) (entrypoints.Core, error) {
+	opts, err := runner.CoreOptionsFromLocal(local)
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger = logger().Named("core")
+	return runner.NewCore(opts), nil
+}
+
+// natsCoreFactory is egg:paster#nats: the Core shared by several paster
+// nodes over NATS (natscore.OptionsFromLocal's keys). It connects, so a
+// NATS server that cannot be reached fails the load naming the url key.
+func natsCoreFactory(_ map[string]string, local entrypoints.Local) (entrypoints.Core, error) {
+	o, err := natscore.OptionsFromLocal(local)
+	if err != nil {
+		return nil, err
+	}
+	o.Core.Logger = logger().Named("core")
+	c, err := natscore.New(o)
+	if err != nil {
+		return nil, local.Errorf("url", "%v", err)
+	}
+	return c, nil
+}
