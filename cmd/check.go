@@ -9,11 +9,9 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"sync"
-	"time"
 
+	"github.com/paster-dev/paster/engine"
 	"github.com/paster-dev/paster/entrypoints"
-	"github.com/paster-dev/paster/runner"
 )
 
 func checkCommand(args []string, stdout, stderr io.Writer) int {
@@ -54,31 +52,16 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	defer closer.Close()
 
-	comp, err := loadComposition(cfg, opts.appName, opts.serverName, vars, opts.pluginDirs, logger)
+	session, err := engine.Check(context.Background(), opts.engineConfig(cfg, vars, logger))
 	if err != nil {
 		fmt.Fprintf(stderr, "paster check: %v\n", err)
 		return 1
 	}
-	defer comp.Close(context.Background())
-	if err := comp.checkServer(context.Background(), checkTimeout); err != nil {
-		fmt.Fprintf(stderr, "paster check: %v\n", err)
-		return 1
-	}
-	if spec := comp.session.Core; spec != nil {
-		// The core's factory validates its keys and connects (a NATS
-		// core reports an unreachable server); the Core is closed at once.
-		core, err := makeCore(spec, entrypoints.Local{}, logger)
-		if err != nil {
-			fmt.Fprintf(stderr, "paster check: %v\n", err)
-			return 1
-		}
-		core.Close()
-	}
-	tree := checkReport{Files: comp.session.Files, Roots: comp.session.Root}
-	for _, c := range comp.session.Coroutines {
+	tree := checkReport{Files: session.Files, Roots: session.Root}
+	for _, c := range session.Coroutines {
 		tree.Coroutines = append(tree.Coroutines, c.Name)
 	}
-	for _, l := range comp.session.Unused() {
+	for _, l := range session.Unused() {
 		tree.Unused = append(tree.Unused, l.String())
 	}
 	if *asJSON {
@@ -92,54 +75,6 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	tree.print(stdout)
 	return 0
-}
-
-// checkTimeout bounds how long a server runner may take to check its
-// settings.
-const checkTimeout = 30 * time.Second
-
-// checkServer asks the server runner of the composition to check its
-// settings: it calls it with a context that asks for a check
-// (runner.WithCheck), which runners built on runner.New or
-// runner.NewHTTPServer, in this process or in a plugin's, honour by
-// validating every key and returning without binding. The error it returns
-// is the runner's. A runner that reports serving (runner.Ready) or does not
-// return within timeout is stopped, and that is an error too: it does not
-// honour the check. A server made by a server factory is not called: the
-// factory validated its settings when the server was loaded.
-func (c *composition) checkServer(ctx context.Context, timeout time.Duration) error {
-	if len(c.session.Root) == 0 || c.session.Root[0].Protocol != entrypoints.ProtoRunner {
-		return nil
-	}
-	node := c.session.Root[0]
-	ctx, cancel := context.WithCancel(runner.WithCheck(ctx))
-	defer cancel()
-	serving := make(chan struct{})
-	var once sync.Once
-	ctx = runner.WithReadyFunc(ctx, func() { once.Do(func() { close(serving) }) })
-	done := make(chan error, 1)
-	go func() { done <- c.server(ctx, c.app) }()
-	timer := time.NewTimer(timeout)
-	defer timer.Stop()
-	var why string
-	select {
-	case err := <-done:
-		if err != nil {
-			return fmt.Errorf("server runner %s: %w", node.EntryPoint, err)
-		}
-		return nil
-	case <-serving:
-		why = "started serving"
-	case <-timer.C:
-		why = fmt.Sprintf("did not return within %s", timeout)
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(pluginStopTimeout):
-	}
-	return fmt.Errorf("server runner %s (%s:%d [%s]) %s when asked to check its settings: it does not honour runner.Checking",
-		node.EntryPoint, node.File, node.Line, node.Section, why)
 }
 
 // checkReport is what "paster check" prints.

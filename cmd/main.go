@@ -28,9 +28,8 @@
 // --reload whenever an INI file it read or a plugin binary it started
 // changes: the new configuration is loaded completely beside the running
 // one and swapped in only if it loads and its startup coroutines are ready;
-// the old one drains within shutdown_timeout. reload.go describes the
-// design (generations, the shared Core, plugin processes shared between
-// generations, the kept listening socket); daemon.go the daemon commands.
+// the old one drains within shutdown_timeout. Package engine does that and
+// describes a generation's lifecycle; daemon.go here the daemon commands.
 package pastercmd
 
 import (

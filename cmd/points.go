@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/engine"
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins"
 )
@@ -101,7 +102,7 @@ func pluginPoints(dirs []string, stderr io.Writer) ([]distPoints, error) {
 	logger := hclog.New(&hclog.LoggerOptions{Name: "paster", Level: hclog.Warn, Output: stderr})
 	host := plugins.NewHost(plugins.HostOptions{Logger: logger, PluginDirs: dirs})
 	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), engine.PluginStopTimeout)
 		defer cancel()
 		host.Close(ctx)
 	}()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/engine"
 	"github.com/paster-dev/paster/entrypoints"
 )
 
@@ -181,10 +182,31 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// engineConfig is the engine.Config of the options, CONFIG and vars.
+func (o *serveOptions) engineConfig(cfg configArg, vars map[string]string, logger hclog.Logger) engine.Config {
+	return engine.Config{
+		ConfigURI:  cfg.URI,
+		ServerURI:  cfg.target(cfg.pick(o.serverName)),
+		AppURI:     cfg.target(cfg.pick(o.appName)),
+		AppName:    cfg.pick(o.appName),
+		Vars:       vars,
+		PluginDirs: o.pluginDirs,
+		Logger:     logger,
+	}
+}
+
 // serve runs the generations of cfg until ctx ends: SIGHUP reloads, and so
-// does a change of a watched file with --reload (see reload.go).
+// does a change of a watched file with --reload (engine.Config.ReloadInterval).
 func serve(ctx context.Context, cfg configArg, vars map[string]string, opts *serveOptions, interval time.Duration, logger hclog.Logger) error {
-	m, err := newManager(cfg, vars, opts, logger)
+	ecfg := opts.engineConfig(cfg, vars, logger)
+	if opts.reload {
+		ecfg.ReloadInterval = interval
+	}
+	ecfg.OnServing = func() {
+		logger.Info(fmt.Sprintf("Starting server in PID %d.", os.Getpid()))
+		signalReady()
+	}
+	m, err := engine.New(ecfg)
 	if err != nil {
 		return err
 	}
@@ -208,27 +230,5 @@ func serve(ctx context.Context, cfg configArg, vars map[string]string, opts *ser
 			}
 		}
 	}()
-	if opts.reload {
-		w := newWatcher(interval, logger)
-		m.watchFiles = w.set
-		go w.run(fwd)
-		go func() {
-			for {
-				select {
-				case <-fwd.Done():
-					return
-				case <-w.reload:
-				}
-				select {
-				case reload <- struct{}{}:
-				default:
-				}
-			}
-		}()
-	}
-	m.onServing = func() {
-		logger.Info(fmt.Sprintf("Starting server in PID %d.", os.Getpid()))
-		signalReady()
-	}
 	return m.Run(ctx, reload)
 }

@@ -14,5 +14,5 @@
 // ListenerPool (WithListeners) lets the new HTTPServer take the old one's
 // socket while the old one still serves, so no connection is refused; a
 // server in a plugin process takes it from the host's pool too (package
-// plugins lends it: NetConn, ReturnConn). paster serve (package cmd, reload.go) builds generations on these.
+// plugins lends it: NetConn, ReturnConn). Package engine builds generations on these.
 package runner

@@ -1,4 +1,4 @@
-package pastercmd
+package engine
 
 import (
 	"context"
@@ -283,7 +283,7 @@ type genPlugins struct {
 	spans map[*poolEntry][2]plugins.Mark
 	// afterServer holds the Marks once the server section was loaded: the
 	// instances before them (the server's) outlive the generation while
-	// its server serves later generations; manager.forget destroys them
+	// its server serves later generations; Engine.forget destroys them
 	// once that server has stopped.
 	afterServer map[*poolEntry]plugins.Mark
 }

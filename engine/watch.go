@@ -1,4 +1,4 @@
-package pastercmd
+package engine
 
 import (
 	"context"

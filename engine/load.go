@@ -1,78 +1,20 @@
-package pastercmd
+package engine
 
 import (
-	"context"
 	"fmt"
-	"net/http"
-	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/entrypoints"
-	"github.com/paster-dev/paster/plugins"
 	"github.com/paster-dev/paster/runner"
 
 	// The built-in dist "paster" (urlmap, static, http, ...).
 	_ "github.com/paster-dev/paster/runner/builtin"
 )
 
-// pluginStopTimeout bounds how long stopping the plugin processes may take
+// PluginStopTimeout bounds how long stopping the plugin processes may take
 // once serving has ended.
-const pluginStopTimeout = 10 * time.Second
-
-// composition is a configuration loaded the way paster serve loads a
-// generation, for paster check: every factory called, every plugin started,
-// nothing bound and no coroutine started.
-type composition struct {
-	session *entrypoints.Session
-	host    *plugins.Host
-	server  entrypoints.Server
-	app     http.Handler
-}
-
-// loadComposition loads the server section first and then the app, as
-// PasteScript does, both with vars as global conf and relative to the
-// current directory, and checks the startup coroutines' policies. On error,
-// plugins started so far are stopped.
-func loadComposition(cfg configArg, appName, serverName string, vars map[string]string, pluginDirs []string, logger hclog.Logger) (*composition, error) {
-	base, err := os.Getwd()
-	if err != nil {
-		return nil, err
-	}
-	host := plugins.NewHost(plugins.HostOptions{Logger: logger, PluginDirs: pluginDirs})
-	comp := &composition{
-		host:    host,
-		session: &entrypoints.Session{Resolver: host, Logger: logger.Named("loader")},
-	}
-	if err := comp.load(cfg, appName, serverName, vars, base); err != nil {
-		comp.Close(context.Background())
-		return nil, err
-	}
-	return comp, nil
-}
-
-func (c *composition) load(cfg configArg, appName, serverName string, vars map[string]string, base string) error {
-	srv, err := c.session.LoadServer(cfg.target(cfg.pick(serverName)), base, vars)
-	if err != nil {
-		return err
-	}
-	local := serverLocal(c.session)
-	if _, err := readServerSettings(local); err != nil {
-		return err
-	}
-	if _, err := runner.CoreOptionsFromLocal(local); err != nil {
-		return err
-	}
-	app, err := c.session.LoadApp(cfg.target(cfg.pick(appName)), base, vars)
-	if err != nil {
-		return err
-	}
-	if _, err := startupCoroutines(c.session); err != nil {
-		return err
-	}
-	c.server, c.app = srv, app
-	return nil
-}
+const PluginStopTimeout = 10 * time.Second
 
 // makeCore makes the Core a server section names with its core key (spec),
 // or without one the in-memory Core configured by the section's own keys
@@ -159,11 +101,4 @@ func serverLocal(s *entrypoints.Session) entrypoints.Local {
 	}
 	local, _ := s.Root[0].Conf().Unshadow()
 	return local
-}
-
-// Close stops every plugin process the composition started.
-func (c *composition) Close(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, pluginStopTimeout)
-	defer cancel()
-	return c.host.Close(ctx)
 }

@@ -1,65 +1,4 @@
-package pastercmd
-
-// # Generations, reload and drain
-//
-// paster serve runs a sequence of generations. A generation is one complete
-// load of the configuration with a fresh entrypoints.Session: the server, the
-// app, the startup coroutines on a scheduler of the generation's own, and
-// the plugin instances, in processes shared through a pluginPool. What lives
-// across generations, for the whole process, is:
-//
-//   - the Core (runner.LocalCore), so a request parked in an old generation
-//     is woken by a signal or a message from the new one, and pub/sub topics
-//     keep their sequence numbers;
-//   - the Front (runner.Front), the http.Handler every server is given; it
-//     hands each request to the current generation's Mount;
-//   - the ListenerPool, which owns every listening socket, those of servers
-//     in plugin processes included, and keeps them open across server
-//     restarts;
-//   - the pluginPool, whose processes are reference-counted by generation;
-//   - the observe.Registry behind egg:paster#metrics and #health.
-//
-// A reload (SIGHUP, or a change seen by --reload) builds generation N+1
-// completely: load, create every instance (starting changed plugin binaries
-// beside the old processes), start its coroutines and wait until the
-// required ones are ready. Any failure leaves generation N serving and logs
-// the error, which names the file, line and section. Then:
-//
-//   - If the server section is unchanged (same entry point, configuration
-//     and, for a plugin-hosted server, the same binary), the Front is switched
-//     to N+1's Mount. The server, its socket and its connections are
-//     untouched; requests already in N finish there.
-//   - If it changed, the new server is started while the old one still
-//     serves, taking its socket from the ListenerPool (the same socket when
-//     the address is unchanged), and once it reports that it listens
-//     (runner.Ready, which runner's HTTPServer calls) the Front is switched
-//     and the old server, detached from the socket first, shut down
-//     gracefully. No connection is refused. This holds wherever the two
-//     servers run, in this process or in plugin processes (a plugin
-//     runner such as chat's hijacked_runner, another binary's, a rebuilt
-//     binary's): a server in a plugin process gets its socket from the
-//     ListenerPool too, which the host lends it (package plugins passes
-//     each connection's descriptor to the plugin process), so the socket
-//     never leaves this process.
-//
-// Instances a drained generation created in plugin processes the next one
-// reuses are destroyed (plugins.Host.Mark and Destroy), except those of the
-// server section while that generation's server still serves. A server's
-// own instances (its section's, and those a server runner creates when it
-// starts) are destroyed once a server-section change has stopped it.
-//
-// Generation N is then drained in the background: it takes no new requests;
-// its requests may finish until shutdown_timeout, less a margin after which
-// those still parked on the Core are answered with ErrClosed and the contexts
-// of the rest cancelled (runner.Mount.Drain); its coroutines are stopped with
-// shutdown_timeout as grace; and its plugin processes that N+1 does not use
-// are stopped after their requests have ended.
-//
-// Shutdown (SIGINT, SIGTERM) takes the same path for the last generation,
-// except that parked waits are answered at once, since no newer generation
-// will signal them: the server stops accepting and drains within
-// shutdown_timeout, the coroutines are stopped, older generations finish
-// draining, and every plugin process is stopped.
+package engine
 
 import (
 	"context"
@@ -128,7 +67,7 @@ type serving struct {
 	ended  bool
 	// load and run are, per plugin Host, the spans of the server's
 	// instances: those its section created when loaded, and those created
-	// when it started (a server runner's). See manager.forget.
+	// when it started (a server runner's). See Engine.forget.
 	load, run map[*poolEntry][2]plugins.Mark
 }
 
@@ -146,12 +85,11 @@ func (s *serving) wait(ctx context.Context) error {
 	}
 }
 
-// manager runs the generations of one paster serve process.
-type manager struct {
-	cfg       configArg
-	opts      *serveOptions
-	vars      map[string]string
-	base      string
+// Engine runs the generations of one configuration: it serves the first,
+// reloads on request, and drains and closes what a generation made once a
+// newer one serves. New makes one; Run serves until its context ends.
+type Engine struct {
+	cfg       Config
 	logger    hclog.Logger
 	core      runner.ManagedCore
 	front     *runner.Front
@@ -163,10 +101,9 @@ type manager struct {
 	// r.Sched, here or in a plugin) for the snapshot.
 	scheds runner.Scheds
 
-	// watchFiles, if set, is told the files to watch after every load.
+	// watchFiles, if set (Config.ReloadInterval), is told the files to
+	// watch after every load.
 	watchFiles func([]string)
-	// onServing, if set, is called once the first generation serves.
-	onServing func()
 
 	mu       sync.Mutex // guards what snapshot reads
 	cur      *generation
@@ -179,13 +116,50 @@ type manager struct {
 	drains sync.WaitGroup
 }
 
-func newManager(cfg configArg, vars map[string]string, opts *serveOptions, logger hclog.Logger) (*manager, error) {
-	base, err := os.Getwd()
-	if err != nil {
-		return nil, err
+// Config is what an Engine loads and how.
+type Config struct {
+	// ConfigURI names the configuration in logs (config:FILE).
+	ConfigURI string
+	// ServerURI and AppURI load the server section and the app
+	// (config:FILE#NAME, or any URI the loader takes).
+	ServerURI, AppURI string
+	// AppName names the app in the metrics (egg:paster#metrics).
+	AppName string
+	// Vars is the global conf the loader is given (var=value arguments).
+	Vars map[string]string
+	// Base is the directory relative paths are resolved against; "" is
+	// the current directory.
+	Base string
+	// PluginDirs are searched for plugin binaries before the plugin path.
+	PluginDirs []string
+	// Logger receives the engine's log lines; nil is hclog.Default().
+	Logger hclog.Logger
+	// ReloadInterval, when positive, is how often Run looks at the INI
+	// files read and the plugin binaries started, and reloads once a
+	// change has settled (paster serve --reload).
+	ReloadInterval time.Duration
+	// OnServing, if set, is called once the first generation serves.
+	OnServing func()
+}
+
+// New returns an Engine for cfg. It loads nothing yet: Run does. The error
+// is that of finding the current directory when cfg.Base is "".
+func New(cfg Config) (*Engine, error) {
+	if cfg.Base == "" {
+		base, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		cfg.Base = base
 	}
-	m := &manager{
-		cfg: cfg, opts: opts, vars: vars, base: base, logger: logger,
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.Default()
+	}
+	if cfg.AppName == "" {
+		cfg.AppName = "main"
+	}
+	m := &Engine{
+		cfg: cfg, logger: cfg.Logger,
 		front:     runner.NewFront(nil),
 		listeners: runner.NewListenerPool(),
 		reg:       observe.New(),
@@ -196,7 +170,7 @@ func newManager(cfg configArg, vars map[string]string, opts *serveOptions, logge
 }
 
 // snapshot is the observe.Source of the process.
-func (m *manager) snapshot() observe.Snapshot {
+func (m *Engine) snapshot() observe.Snapshot {
 	m.mu.Lock()
 	cur := m.cur
 	s := observe.Snapshot{Reloads: m.reloads, Started: m.started, Stopping: m.stopping}
@@ -220,12 +194,23 @@ func (m *manager) snapshot() observe.Snapshot {
 }
 
 // Run loads the first generation, serves it, and then reloads on each value
-// from reload and shuts down when ctx ends. With a watcher (--reload), a
-// first load that fails is logged and tried again on each value from
-// reload, as PasteScript's reloader waits for the file to be fixed. It
-// returns the error that kept the first generation from serving, the error
-// of a server that stopped by itself, or the errors of an unclean shutdown.
-func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
+// from reload (and on each settled change of a watched file with
+// Config.ReloadInterval) and shuts down when ctx ends. With a watcher, a
+// first load that fails is logged and tried again on each reload, as
+// PasteScript's reloader waits for the file to be fixed. It returns the
+// error that kept the first generation from serving, the error of a server
+// that stopped by itself, or the errors of an unclean shutdown. An Engine
+// runs once.
+func (m *Engine) Run(ctx context.Context, reload <-chan struct{}) (err error) {
+	var changed <-chan struct{}
+	if m.cfg.ReloadInterval > 0 {
+		w := newWatcher(m.cfg.ReloadInterval, m.logger)
+		m.watchFiles = w.set
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go w.run(wctx)
+		changed = w.reload
+	}
 	g, files, err := m.build(ctx)
 	for err != nil {
 		if m.watchFiles == nil {
@@ -241,6 +226,7 @@ func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 			m.closeAll()
 			return nil
 		case <-reload:
+		case <-changed:
 		}
 		g, files, err = m.build(ctx)
 	}
@@ -258,9 +244,9 @@ func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		return err
 	}
 	m.srv = srv
-	m.logger.Info("serving", "pid", os.Getpid(), "config", m.cfg.URI, "generation", g.id)
-	if m.onServing != nil {
-		m.onServing()
+	m.logger.Info("serving", "pid", os.Getpid(), "config", m.cfg.ConfigURI, "generation", g.id)
+	if m.cfg.OnServing != nil {
+		m.cfg.OnServing()
 	}
 
 	for {
@@ -268,6 +254,8 @@ func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		case <-ctx.Done():
 			return nil
 		case <-reload:
+			m.reload(ctx)
+		case <-changed:
 			m.reload(ctx)
 		case err := <-m.srv.done:
 			m.srv.ended, m.srv.err = true, err
@@ -279,9 +267,31 @@ func (m *manager) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	}
 }
 
-// build loads and starts a new generation; on error everything it started
-// is stopped again and the files it read are returned for watching.
-func (m *manager) build(ctx context.Context) (*generation, []string, error) {
+// build loads a new generation and starts it: its coroutines are started
+// and the required ones ready. On error everything it made is released and
+// the files it read are returned for watching.
+func (m *Engine) build(ctx context.Context) (*generation, []string, error) {
+	g, err := m.load()
+	if err != nil {
+		return nil, g.files(), err
+	}
+	if err := g.sched.Start(runner.WithCore(context.Background(), m.core)); err != nil {
+		return nil, m.discard(g), err
+	}
+	if err := g.sched.WaitReady(ctx, g.readyTimeout); err != nil {
+		return nil, m.discard(g), fmt.Errorf("generation %d not started: %w", g.id, err)
+	}
+	app := observe.Instrument(m.reg, m.cfg.AppName, g.app)
+	g.mount = runner.NewMount(app, m.core, nil)
+	return g, nil, nil
+}
+
+// load loads a new generation without starting anything: the server
+// section first, then the app, as PasteScript does, both with Config.Vars
+// as global conf; every factory is called, every server setting and
+// coroutine policy read. Nothing is bound. On error everything it made is
+// released and the returned generation only tells the files read.
+func (m *Engine) load() (*generation, error) {
 	m.mu.Lock()
 	m.nextID++
 	id := m.nextID
@@ -292,28 +302,17 @@ func (m *manager) build(ctx context.Context) (*generation, []string, error) {
 	session := &entrypoints.Session{Logger: log.Named("loader")}
 	g.session = session
 	if m.pool == nil {
-		m.pool = newPluginPool(plugins.HostOptions{Logger: m.logger, PluginDirs: m.opts.pluginDirs}, nil)
+		m.pool = newPluginPool(plugins.HostOptions{Logger: m.logger, PluginDirs: m.cfg.PluginDirs}, nil)
 	}
 	g.plugins = m.pool.forGeneration(id)
 	session.Resolver = g.plugins
 
-	fail := func(err error) (*generation, []string, error) {
-		files := g.files()
-		if g.sched != nil {
-			g.sched.Stop(g.grace)
-		}
-		rctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
-		defer cancel()
-		if rerr := g.plugins.release(rctx, false); rerr != nil {
-			log.Warn("stopping the plugins of a failed generation", "error", rerr)
-		}
-		return nil, files, err
+	fail := func(err error) (*generation, error) {
+		m.discard(g)
+		return g, err
 	}
-
-	// The server first, then the app, as PasteScript does, both with vars
-	// as global conf.
 	var err error
-	if g.server, err = session.LoadServer(m.cfg.target(m.cfg.pick(m.opts.serverName)), m.base, m.vars); err != nil {
+	if g.server, err = session.LoadServer(m.cfg.ServerURI, m.cfg.Base, m.cfg.Vars); err != nil {
 		return fail(err)
 	}
 	g.plugins.serverLoaded()
@@ -327,7 +326,7 @@ func (m *manager) build(ctx context.Context) (*generation, []string, error) {
 			return fail(err)
 		}
 	}
-	if g.app, err = session.LoadApp(m.cfg.target(m.cfg.pick(m.opts.appName)), m.base, m.vars); err != nil {
+	if g.app, err = session.LoadApp(m.cfg.AppURI, m.cfg.Base, m.cfg.Vars); err != nil {
 		return fail(err)
 	}
 	if g.startup, err = startupCoroutines(session); err != nil {
@@ -339,21 +338,29 @@ func (m *manager) build(ctx context.Context) (*generation, []string, error) {
 			return fail(err)
 		}
 	}
-	if err := g.sched.Start(runner.WithCore(context.Background(), m.core)); err != nil {
-		return fail(err)
+	return g, nil
+}
+
+// discard releases what generation g made, which never served: its
+// coroutines are stopped and its plugin instances and processes released.
+// It returns the files g read, for watching.
+func (m *Engine) discard(g *generation) []string {
+	files := g.files()
+	if g.sched != nil {
+		g.sched.Stop(g.grace)
 	}
-	if err := g.sched.WaitReady(ctx, g.readyTimeout); err != nil {
-		return fail(fmt.Errorf("generation %d not started: %w", id, err))
+	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
+	defer cancel()
+	if err := g.plugins.release(ctx, false); err != nil {
+		m.logger.Warn("stopping the plugins of a generation that did not serve", "generation", g.id, "error", err)
 	}
-	app := observe.Instrument(m.reg, m.cfg.pick(m.opts.appName), g.app)
-	g.mount = runner.NewMount(app, m.core, nil)
-	return g, nil, nil
+	return files
 }
 
 // initCore creates the process-wide Core from the first generation's server
 // section (makeCore) and hands it to the plugin pool. Later changes of the
 // core take a restart.
-func (m *manager) initCore(spec *entrypoints.CoreSpec, local entrypoints.Local) error {
+func (m *Engine) initCore(spec *entrypoints.CoreSpec, local entrypoints.Local) error {
 	core, err := makeCore(spec, local, m.logger)
 	if err != nil {
 		return err
@@ -366,7 +373,7 @@ func (m *manager) initCore(spec *entrypoints.CoreSpec, local entrypoints.Local) 
 // describeServer reads what the generation needs from its server section:
 // the key a server restart is decided on, its address, shutdown_timeout and
 // ready_timeout.
-func (m *manager) describeServer(g *generation) (entrypoints.Local, error) {
+func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 	roots := g.session.Root
 	if len(roots) == 0 {
 		return entrypoints.Local{}, errors.New("no server was loaded")
@@ -437,7 +444,7 @@ func runsEntryPoint(e *poolEntry, ep, file string) bool {
 // answers, which is only tried when no other server listens there (alone).
 // An error means the server did not start: it returned, or it was stopped
 // after bindTimeout.
-func (m *manager) startServer(g *generation, alone bool) (*serving, error) {
+func (m *Engine) startServer(g *generation, alone bool) (*serving, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	view := m.listeners.View()
 	ready := make(chan struct{})
@@ -491,11 +498,11 @@ func (m *manager) startServer(g *generation, alone bool) (*serving, error) {
 // its section created when loaded (none of them serves another server).
 // A drained generation destroys its own instances too (genPlugins.release),
 // but not those of a server that outlived it, nor a server runner's.
-func (m *manager) forget(s *serving, load bool) {
+func (m *Engine) forget(s *serving, load bool) {
 	if !s.ended {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 	defer cancel()
 	var errs []error
 	for e, sp := range s.run {
@@ -513,7 +520,7 @@ func (m *manager) forget(s *serving, load bool) {
 
 // probe returns a channel closed once addr accepts TCP connections, tried
 // every 20ms until ctx ends.
-func (m *manager) probe(ctx context.Context, addr string) <-chan struct{} {
+func (m *Engine) probe(ctx context.Context, addr string) <-chan struct{} {
 	ch := make(chan struct{})
 	go func() {
 		t := time.NewTicker(20 * time.Millisecond)
@@ -534,16 +541,16 @@ func (m *manager) probe(ctx context.Context, addr string) <-chan struct{} {
 	return ch
 }
 
-func (m *manager) setCurrent(g *generation) {
+func (m *Engine) setCurrent(g *generation) {
 	m.mu.Lock()
 	m.cur = g
 	m.mu.Unlock()
 }
 
 // reload builds the next generation and swaps it in, or logs why not.
-func (m *manager) reload(ctx context.Context) {
+func (m *Engine) reload(ctx context.Context) {
 	start := time.Now()
-	m.logger.Info("reloading", "config", m.cfg.URI)
+	m.logger.Info("reloading", "config", m.cfg.ConfigURI)
 	g, files, err := m.build(ctx)
 	if err == nil {
 		err = m.swap(g)
@@ -575,7 +582,7 @@ func (m *manager) reload(ctx context.Context) {
 // swap makes g current, restarting the server if its section changed, and
 // starts draining the previous generation. On error g is stopped again and
 // the previous generation is left serving.
-func (m *manager) swap(g *generation) error {
+func (m *Engine) swap(g *generation) error {
 	old := m.cur
 	oldSrv := m.srv
 	if g.serverKey == oldSrv.key {
@@ -600,10 +607,10 @@ func (m *manager) swap(g *generation) error {
 }
 
 // abandon stops a generation that never served.
-func (m *manager) abandon(g *generation) {
+func (m *Engine) abandon(g *generation) {
 	g.mount.Cut()
 	g.sched.Stop(g.grace)
-	ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 	defer cancel()
 	g.plugins.release(ctx, false)
 }
@@ -613,7 +620,7 @@ func (m *manager) abandon(g *generation) {
 // unless it has returned already, and its plugin instances are destroyed
 // once it has (forget). keepServer says that g's server serves on (its
 // instances are not destroyed).
-func (m *manager) drain(g *generation, srv *serving, keepServer bool) {
+func (m *Engine) drain(g *generation, srv *serving, keepServer bool) {
 	m.mu.Lock()
 	m.draining[g.id] = true
 	m.mu.Unlock()
@@ -644,7 +651,7 @@ func (m *manager) drain(g *generation, srv *serving, keepServer bool) {
 		if srv != nil {
 			m.forget(srv, true)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 		if err := g.plugins.release(ctx, keepServer); err != nil {
 			log.Warn("stopping old plugin processes", "error", err)
 		}
@@ -665,7 +672,7 @@ func (m *manager) drain(g *generation, srv *serving, keepServer bool) {
 // answered at once, the server drains within shutdown_timeout, the
 // coroutines stop, older generations finish draining, and every plugin
 // process is stopped.
-func (m *manager) shutdown() error {
+func (m *Engine) shutdown() error {
 	g := m.cur
 	m.mu.Lock()
 	m.stopping = true
@@ -690,7 +697,7 @@ func (m *manager) shutdown() error {
 		errs = append(errs, err)
 	}
 	m.drains.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 	defer cancel()
 	if err := g.plugins.release(ctx, false); err != nil {
 		errs = append(errs, err)
@@ -700,9 +707,9 @@ func (m *manager) shutdown() error {
 }
 
 // closeAll closes what lives for the whole process.
-func (m *manager) closeAll() {
+func (m *Engine) closeAll() {
 	if m.pool != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), pluginStopTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 		defer cancel()
 		m.pool.closeAll(ctx)
 	}

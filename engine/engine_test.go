@@ -1,0 +1,326 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/entrypoints"
+)
+
+// pluginDir holds the example plugin binaries these tests serve from.
+var pluginDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "paster-engine-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pluginDir = dir
+	build := exec.Command("go", "build", "-o", dir+"/",
+		"github.com/paster-dev/paster/examples/hello/cmd/paster-plugin-hello",
+		"github.com/paster-dev/paster/examples/chat/cmd/paster-plugin-chat")
+	build.Stderr = os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building the example plugins:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// gates are what /slow requests of the enginetest dist wait on, by name.
+var gates sync.Map // name → *gate
+
+type gate struct {
+	entered chan struct{} // closed when a request waits
+	open    chan struct{} // closed to let it answer
+}
+
+func gateNamed(name string) *gate {
+	g, _ := gates.LoadOrStore(name, &gate{entered: make(chan struct{}), open: make(chan struct{})})
+	return g.(*gate)
+}
+
+// testDist is compiled into the test binary: app main answers its key
+// text; on /slow it first waits for the gate its key gate names.
+var testDist = &entrypoints.Dist{
+	Name:    "enginetest",
+	Version: "0.0.1",
+	Apps: map[string]entrypoints.AppFactory{
+		"main": func(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
+			text, gname := local.Get("text"), local.Get("gate")
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/slow" {
+					g := gateNamed(gname)
+					close(g.entered)
+					<-g.open
+				}
+				_, _ = io.WriteString(w, text)
+			}), nil
+		},
+	},
+}
+
+func init() { entrypoints.Register(testDist) }
+
+// running is an Engine serving in this process.
+type running struct {
+	t      *testing.T
+	e      *Engine
+	ini    string
+	base   string
+	reload chan struct{}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// serveINI writes text as dev.ini in a temporary directory, runs an Engine
+// on it and returns once it serves; the Engine is shut down, and Run must
+// return nil, when the test ends.
+func serveINI(t *testing.T, port int, text string) *running {
+	t.Helper()
+	dir := t.TempDir()
+	r := &running{t: t, ini: filepath.Join(dir, "dev.ini"), reload: make(chan struct{}, 1)}
+	r.write(text)
+	r.base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	serving := make(chan struct{})
+	var err error
+	r.e, err = New(Config{
+		ConfigURI:  "config:dev.ini",
+		ServerURI:  "config:dev.ini#main",
+		AppURI:     "config:dev.ini#main",
+		Base:       dir,
+		PluginDirs: []string{pluginDir},
+		Logger:     hclog.New(&hclog.LoggerOptions{Name: "engine", Output: testWriter{t}, Level: hclog.Info}),
+		OnServing:  func() { close(serving) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.e.Run(ctx, r.reload) }()
+	select {
+	case <-serving:
+	case err := <-done:
+		cancel()
+		t.Fatalf("Run returned before serving: %v", err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatal("not serving after 60s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return r
+}
+
+// testWriter sends log lines to the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (r *running) write(text string) {
+	r.t.Helper()
+	if err := os.WriteFile(r.ini, []byte(text), 0o644); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// reloadTo writes text and reloads, and returns once the reload ended and
+// every older generation has drained; the reload must have succeeded.
+func (r *running) reloadTo(text string) {
+	r.t.Helper()
+	before := r.e.snapshot().Reloads.Total
+	r.write(text)
+	r.reload <- struct{}{}
+	r.waitFor("the reload", func() bool {
+		s := r.e.snapshot()
+		return s.Reloads.Total > before && len(s.Draining) == 0
+	})
+	if s := r.e.snapshot(); !s.Reloads.LastOK {
+		r.t.Fatalf("reload failed: %s", s.Reloads.LastError)
+	}
+}
+
+func (r *running) waitFor(what string, cond func() bool) {
+	r.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			r.t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// get fetches path on a fresh connection: status and body, or status 0 and
+// the error.
+func (r *running) get(path string) (int, string) {
+	c := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(r.base + path)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+const serverSection = `[server:main]
+use = %s
+host = 127.0.0.1
+port = %d
+shutdown_timeout = 5
+
+`
+
+// TestEngineReload: a reload swaps in the new configuration of an app
+// compiled in and of an app in a plugin binary, the server untouched.
+func TestEngineReload(t *testing.T) {
+	t.Parallel()
+	hello := "plugin:" + filepath.Join(pluginDir, "paster-plugin-hello") + "#main"
+	tests := []struct {
+		name string
+		app  func(v string) string
+		body func(v string) string
+	}{
+		{
+			name: "compiled in",
+			app:  func(v string) string { return "[app:main]\nuse = egg:enginetest#main\ntext = " + v + "\n" },
+			body: func(v string) string { return v },
+		},
+		{
+			name: "plugin binary",
+			app:  func(v string) string { return "[app:main]\nuse = " + hello + "\ngreeting = " + v + "\nname = engine\n" },
+			body: func(v string) string { return v + ", engine!\n" },
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			port := freePort(t)
+			srv := fmt.Sprintf(serverSection, "egg:paster#http", port)
+			r := serveINI(t, port, srv+tt.app("one"))
+			if code, body := r.get("/"); code != 200 || body != tt.body("one") {
+				t.Fatalf("generation 1: %d %q", code, body)
+			}
+			for i, v := range []string{"two", "three"} {
+				r.reloadTo(srv + tt.app(v))
+				if code, body := r.get("/"); code != 200 || body != tt.body(v) {
+					t.Fatalf("after reload %d: %d %q, want %q", i+1, code, body, tt.body(v))
+				}
+			}
+			if g := r.e.snapshot().Generation; g != 3 {
+				t.Errorf("generation %d, want 3", g)
+			}
+		})
+	}
+}
+
+// TestEngineDrain: a request in flight when its generation is swapped out
+// is answered by that generation, after the new one serves.
+func TestEngineDrain(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	srv := fmt.Sprintf(serverSection, "egg:paster#http", port)
+	name := fmt.Sprintf("drain-%d", time.Now().UnixNano()) // a gate of this run's own (-count)
+	app := "[app:main]\nuse = egg:enginetest#main\ngate = " + name + "\ntext = "
+	r := serveINI(t, port, srv+app+"old")
+	g := gateNamed(name)
+	slow := make(chan string, 1)
+	go func() {
+		code, body := r.get("/slow")
+		slow <- fmt.Sprint(code, " ", body)
+	}()
+	select {
+	case <-g.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the slow request did not arrive")
+	}
+	before := r.e.snapshot().Reloads.Total
+	r.write(srv + app + "new")
+	r.reload <- struct{}{}
+	r.waitFor("the new generation", func() bool { return r.e.snapshot().Reloads.Total > before })
+	if code, body := r.get("/"); code != 200 || body != "new" {
+		t.Fatalf("after the reload: %d %q", code, body)
+	}
+	if d := r.e.snapshot().Draining; len(d) != 1 || d[0] != 1 {
+		t.Errorf("draining %v, want [1] while its request runs", d)
+	}
+	close(g.open)
+	if got := <-slow; got != "200 old" {
+		t.Errorf("the request in flight got %q, want 200 old", got)
+	}
+	r.waitFor("generation 1 to drain", func() bool { return len(r.e.snapshot().Draining) == 0 })
+}
+
+// TestEngineRunnerSwap: a changed server section starts the new server
+// beside the old one on the same socket — built-in runner to a runner in a
+// plugin binary and back — and no request fails under load.
+func TestEngineRunnerSwap(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	chat := "plugin:" + filepath.Join(pluginDir, "paster-plugin-chat") + "#hijacked_runner"
+	app := "[app:main]\nuse = egg:enginetest#main\ntext = ok\n"
+	builtin := fmt.Sprintf(serverSection, "egg:paster#http", port) + app
+	plugin := fmt.Sprintf(serverSection, chat, port) + app
+	r := serveINI(t, port, builtin)
+
+	var stop atomic.Bool
+	var total, failed atomic.Int64
+	var first atomic.Value
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				total.Add(1)
+				if code, body := r.get("/"); code != 200 || body != "ok" {
+					failed.Add(1)
+					first.CompareAndSwap(nil, fmt.Sprint(code, " ", body))
+				}
+			}
+		}()
+	}
+	for _, text := range []string{plugin, builtin, plugin} {
+		r.reloadTo(text)
+	}
+	stop.Store(true)
+	wg.Wait()
+	if failed.Load() > 0 {
+		t.Errorf("%d of %d requests failed across runner swaps; first: %v", failed.Load(), total.Load(), first.Load())
+	}
+	if s := r.e.snapshot(); s.Generation != 4 {
+		t.Errorf("generation %d, want 4", s.Generation)
+	}
+}
