@@ -50,6 +50,15 @@ type generation struct {
 	readyTimeout time.Duration
 }
 
+// closeObjects closes what the generation's factories made that implements
+// io.Closer (entrypoints.Session.Close); call it once nothing of the
+// generation serves.
+func (g *generation) closeObjects(log hclog.Logger) {
+	if err := g.session.Close(); err != nil {
+		log.Warn("closing the generation's apps and filters", "generation", g.id, "error", err)
+	}
+}
+
 // files returns what a reload watcher should watch for this generation:
 // every INI file read and every plugin binary used.
 func (g *generation) files() []string {
@@ -349,6 +358,7 @@ func (m *Engine) discard(g *generation) []string {
 	if g.sched != nil {
 		g.sched.Stop(g.grace)
 	}
+	g.closeObjects(m.logger)
 	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 	defer cancel()
 	if err := g.plugins.release(ctx, false); err != nil {
@@ -610,6 +620,7 @@ func (m *Engine) swap(g *generation) error {
 func (m *Engine) abandon(g *generation) {
 	g.mount.Cut()
 	g.sched.Stop(g.grace)
+	g.closeObjects(m.logger)
 	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 	defer cancel()
 	g.plugins.release(ctx, false)
@@ -648,6 +659,7 @@ func (m *Engine) drain(g *generation, srv *serving, keepServer bool) {
 		if err := g.sched.Stop(g.grace); err != nil {
 			log.Warn("old generation's coroutines", "error", err)
 		}
+		g.closeObjects(log)
 		if srv != nil {
 			m.forget(srv, true)
 		}
@@ -694,6 +706,9 @@ func (m *Engine) shutdown() error {
 		errs = append(errs, fmt.Errorf("%d requests still running after shutdown_timeout", left))
 	}
 	if err := g.sched.Stop(g.grace); err != nil {
+		errs = append(errs, err)
+	}
+	if err := g.session.Close(); err != nil {
 		errs = append(errs, err)
 	}
 	m.drains.Wait()

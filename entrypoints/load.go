@@ -3,9 +3,11 @@ package entrypoints
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -73,6 +75,42 @@ type Session struct {
 	// pluginsAt says where each key of plugins was written.
 	pluginsAt map[string]Location
 	loading   bool // a top-level call is creating objects
+	// closers are the objects created that implement io.Closer, in the
+	// order created (own); Close closes them.
+	closers []io.Closer
+}
+
+// own records v, an object a factory created, for Close if it implements
+// io.Closer.
+// A composite may return a child as it is, so an object is recorded once;
+// one whose type is not comparable cannot be found again and is recorded
+// every time (== on it would panic).
+func (s *Session) own(v any) {
+	c, ok := v.(io.Closer)
+	if !ok {
+		return
+	}
+	if reflect.TypeOf(c).Comparable() && slices.Contains(s.closers, c) {
+		return
+	}
+	s.closers = append(s.closers, c)
+}
+
+// Close closes, the last created first, every application, composite,
+// filter-app and filtered handler this Session created that implements
+// io.Closer (a translogger's log file, say), each once, and returns their
+// errors joined. Call it once nothing the Session loaded serves any more:
+// paster closes a generation's Session when the generation has drained,
+// and when a load fails. Servers and coroutines are functions and own
+// nothing to close here; plugin instances are released by the host.
+func (s *Session) Close() error {
+	cs := s.closers
+	s.closers = nil
+	var errs []error
+	for i := len(cs) - 1; i >= 0; i-- {
+		errs = append(errs, cs[i].Close())
+	}
+	return errors.Join(errs...)
 }
 
 // StartupCoroutine is a background task that the runner starts on its

@@ -131,6 +131,7 @@ func (s *Session) makeApp(c *ctx) (http.Handler, *Node, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	s.own(h)
 	s.collect(c, h)
 	return h, n, nil
 }
@@ -164,6 +165,7 @@ func (s *Session) makeFilter(c *ctx) (filterFunc, *Node, error) {
 			if err := s.call(c, func() (err error) { h, err = fa(next, copyMap(global), local); return err }, func() bool { return h == nil }); err != nil {
 				return nil, err
 			}
+			s.own(h)
 			s.collect(c, h)
 			return h, nil
 		}, n, nil
@@ -174,6 +176,9 @@ func (s *Session) makeFilter(c *ctx) (filterFunc, *Node, error) {
 	}
 	return func(next http.Handler) (h http.Handler, err error) {
 		err = s.call(c, func() error { h = f(next); return nil }, func() bool { return h == nil })
+		if err == nil {
+			s.own(h)
+		}
 		return h, err
 	}, n, nil
 }

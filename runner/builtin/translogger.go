@@ -115,6 +115,7 @@ func transloggerFactory(next http.Handler, global map[string]string, local entry
 			return nil, local.Errorf("output", "%w", err)
 		}
 		t.out = &lockedWriter{w: f}
+		t.file = f
 	}
 	return t, nil
 }
@@ -137,6 +138,20 @@ type translogger struct {
 	level  hclog.Level
 	logger hclog.Logger // when out is nil
 	out    *lockedWriter
+	file   *os.File // the output file it opened, nil for stdout, stderr, the logger
+}
+
+// Close closes the output file the translogger opened, if any (the loader's
+// Session.Close calls it once the translogger's generation has drained).
+// Lines of requests still running after that are lost, with the write
+// error ignored.
+func (t *translogger) Close() error {
+	if t.file == nil {
+		return nil
+	}
+	t.out.mu.Lock()
+	defer t.out.mu.Unlock()
+	return t.file.Close()
 }
 
 func (t *translogger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
