@@ -206,6 +206,16 @@ type CoreStats struct {
 	Fetching       int // Fetch calls parked waiting for messages
 	Topics         int // topics ever used
 	Retained       int // messages retained over all topics
+
+	// A Core spread over several machines (Distributed) also reports
+	// whether its connection is up, how many other machines it knows
+	// alive, how often it reconnected and how many Signals missed an
+	// answer from a machine it knew alive.
+	Distributed  bool
+	Connected    bool
+	Peers        int
+	Reconnects   int64
+	GatherMisses int64
 }
 
 // LocalCore is the in-process Core: everything lives in memory behind one

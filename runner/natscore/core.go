@@ -314,18 +314,9 @@ func (c *Core) Stats() runner.CoreStats {
 	st.Topics = len(c.streams)
 	c.mu.Unlock()
 	st.Retained = 0
+	st.Distributed, st.Connected, st.Peers = true, c.Connected(), c.Peers()
+	st.Reconnects, st.GatherMisses = c.reconnects.Load(), c.gatherMisses.Load()
 	return st
-}
-
-// Counters are what /metrics may show of a NATS Core.
-type Counters struct {
-	Reconnects   int64 // times nats.go reconnected
-	GatherMisses int64 // Signals that missed an answer from a live node
-}
-
-// Counters returns the counters so far.
-func (c *Core) Counters() Counters {
-	return Counters{Reconnects: c.reconnects.Load(), GatherMisses: c.gatherMisses.Load()}
 }
 
 // Close leaves the cluster and closes the connection: parked waits here

@@ -230,7 +230,7 @@ func TestNodeMissing(t *testing.T) {
 	for range 2 {
 		coretest.Recv(t, "waiter", res)
 	}
-	if got := nodes[0].Counters().GatherMisses; got != 1 {
+	if got := nodes[0].Stats().GatherMisses; got != 1 {
 		t.Fatalf("gather misses %d, want 1", got)
 	}
 }
@@ -287,8 +287,8 @@ func TestServerLost(t *testing.T) {
 	if got := coretest.FetchSeqs(t, sub); !slices.Equal(got, coretest.SeqRange(1, 4)) {
 		t.Fatalf("after the restart the topic holds %v, want 1..4", got)
 	}
-	if a.Counters().Reconnects < 1 {
-		t.Fatalf("reconnects not counted: %+v", a.Counters())
+	if a.Stats().Reconnects < 1 {
+		t.Fatalf("reconnects not counted: %+v", a.Stats())
 	}
 }
 

@@ -135,3 +135,36 @@ func TestReadiness(t *testing.T) {
 		t.Error("ready while stopping")
 	}
 }
+
+// TestDistributedCore: a Core spread over machines that lost its connection
+// makes the process not ready, and /metrics shows its connection state,
+// peers, reconnects and gather misses.
+func TestDistributedCore(t *testing.T) {
+	t.Parallel()
+	r := New()
+	snap := Snapshot{Generation: 1, HasCore: true, Core: runner.CoreStats{Distributed: true, Connected: false, Peers: 2, Reconnects: 3, GatherMisses: 4}}
+	r.SetSource(func() Snapshot { return snap })
+	ok, why := r.Readiness()
+	if ok || len(why) != 1 || !strings.Contains(why[0], "core") {
+		t.Errorf("disconnected core: ready %v, reasons %q", ok, why)
+	}
+	var b strings.Builder
+	if err := r.WritePrometheus(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"paster_core_connected 0\n", "paster_core_peers 2\n", "paster_core_reconnects_total 3\n", "paster_core_gather_misses_total 4\n"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	snap.Core.Connected = true
+	if ok, why := r.Readiness(); !ok {
+		t.Errorf("connected core: not ready: %q", why)
+	}
+	snap.Core = runner.CoreStats{}
+	b.Reset()
+	r.WritePrometheus(&b)
+	if strings.Contains(b.String(), "paster_core_connected") {
+		t.Error("an in-memory core shows a connection state")
+	}
+}

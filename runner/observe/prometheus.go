@@ -63,6 +63,16 @@ func (r *Registry) WritePrometheus(w io.Writer) error {
 		fmt.Fprintf(&b, "paster_core_topics %d\n", snap.Core.Topics)
 		help(&b, "paster_core_retained_messages", "gauge", "Pub/sub messages retained over all topics.")
 		fmt.Fprintf(&b, "paster_core_retained_messages %d\n", snap.Core.Retained)
+		if c := snap.Core; c.Distributed {
+			help(&b, "paster_core_connected", "gauge", "1 when the Core's connection to the other machines (NATS) is up.")
+			fmt.Fprintf(&b, "paster_core_connected %d\n", b2i(c.Connected))
+			help(&b, "paster_core_peers", "gauge", "Other paster nodes the Core knows alive.")
+			fmt.Fprintf(&b, "paster_core_peers %d\n", c.Peers)
+			help(&b, "paster_core_reconnects_total", "counter", "Times the Core reconnected to NATS.")
+			fmt.Fprintf(&b, "paster_core_reconnects_total %d\n", c.Reconnects)
+			help(&b, "paster_core_gather_misses_total", "counter", "Signals that did not hear from every live node within gather_timeout.")
+			fmt.Fprintf(&b, "paster_core_gather_misses_total %d\n", c.GatherMisses)
+		}
 	}
 
 	coroutineMetrics(&b, "paster_coroutine", "startup coroutine of the current generation", snap.Coroutines)
@@ -149,7 +159,8 @@ func unix(t time.Time) int64 {
 
 // Readiness reports whether the process is ready to take traffic, and
 // why not: it must not be shutting down, every required coroutine of the
-// current generation must be ready, and every plugin process running. A process with no snapshot
+// current generation must be ready, every plugin process running, and a
+// Core spread over several machines connected. A process with no snapshot
 // source (nothing serving yet) is not ready.
 func (r *Registry) Readiness() (ready bool, reasons []string) {
 	if r.source.Load() == nil {
@@ -169,6 +180,9 @@ func (r *Registry) Readiness() (ready bool, reasons []string) {
 				reasons = append(reasons, fmt.Sprintf("required %s %s is %s", kind, c.Name, c.State))
 			}
 		}
+	}
+	if snap.HasCore && snap.Core.Distributed && !snap.Core.Connected {
+		reasons = append(reasons, "core: not connected to the other nodes (NATS)")
 	}
 	for _, p := range snap.Plugins {
 		if p.State != "running" && p.State != "closed" {
