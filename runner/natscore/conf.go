@@ -12,13 +12,24 @@ import (
 
 // Keys are the keys of a [core:NAME] section using egg:paster#nats that
 // OptionsFromLocal reads, beside runner.CoreKeys.
-var Keys = []string{"url", "name", "subject_prefix", "gather_timeout", "heartbeat", "replicas", "creds", "tls_ca", "tls_cert", "tls_key"}
+var Keys = []string{"embedded", "listen", "store_dir", "cluster_listen", "routes", "cluster_name", "url", "name", "subject_prefix", "gather_timeout", "heartbeat", "replicas", "creds", "tls_ca", "tls_cert", "tls_key"}
 
 var token = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // OptionsFromLocal reads Options from a core section:
 //
-//	url             NATS server URLs, comma-separated (required)
+//	url             NATS server URLs, comma-separated (required unless
+//	                embedded; with embedded, the other nodes' servers)
+//	embedded        true: start a nats-server inside this process
+//	                (default false), with:
+//	listen          its client host:port (default 127.0.0.1:4222; port 0:
+//	                any free port)
+//	store_dir       where its JetStream keeps topics (required)
+//	cluster_listen  its cluster host:port, for the other nodes' servers
+//	                (default: none, a server of its own)
+//	routes          the other nodes' cluster URLs (nats://host:port, comma
+//	                or space separated)
+//	cluster_name    the NATS cluster's name (default paster)
 //	name            this node's name (default hostname:pid)
 //	subject_prefix  prefix of every subject and stream (default paster;
 //	                letters, digits, - and _)
@@ -39,9 +50,33 @@ func OptionsFromLocal(local entrypoints.Local) (Options, error) {
 	if o.Core, err = runner.CoreOptionsFromLocal(local); err != nil {
 		return Options{}, err
 	}
+	embedded, err := local.Bool("embedded", false)
+	if err != nil {
+		return Options{}, err
+	}
 	url, _ := local.Lookup("url")
-	if strings.TrimSpace(url) == "" {
-		return Options{}, local.Errorf("url", "url is required: the NATS server(s) to join, e.g. nats://127.0.0.1:4222")
+	if strings.TrimSpace(url) == "" && !embedded {
+		return Options{}, local.Errorf("url", "url is required (or embedded = true): the NATS server(s) to join, e.g. nats://127.0.0.1:4222")
+	}
+	if embedded {
+		e := &Embedded{
+			Listen: local.Get("listen"), StoreDir: local.Get("store_dir"), ClusterListen: local.Get("cluster_listen"),
+			Routes: local.List("routes"), ClusterName: local.Get("cluster_name"),
+		}
+		if e.StoreDir == "" {
+			return Options{}, local.Errorf("store_dir", "store_dir is required with embedded = true: where JetStream keeps the topics")
+		}
+		for _, k := range []string{"listen", "cluster_listen"} {
+			if v := local.Get(k); v != "" {
+				if _, _, err := splitHostPort(v, "", 0); err != nil {
+					return Options{}, local.Errorf(k, "%s %q: want host:port: %v", k, v, err)
+				}
+			}
+		}
+		if len(e.Routes) > 0 && e.ClusterListen == "" {
+			return Options{}, local.Errorf("routes", "routes need cluster_listen: the other nodes' servers connect there")
+		}
+		o.Embedded = e
 	}
 	o.URL = url
 	o.Name = local.Get("name")

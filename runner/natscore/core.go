@@ -24,11 +24,13 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
@@ -45,8 +47,13 @@ const (
 
 // Options configures New.
 type Options struct {
-	// URL is one or more NATS server URLs, comma-separated.
+	// URL is one or more NATS server URLs, comma-separated. With
+	// Embedded it may be empty (this node's own server) or list the other
+	// nodes' servers, tried after this node's own.
 	URL string
+	// Embedded, when set, starts a nats-server inside the process, which
+	// Close shuts down.
+	Embedded *Embedded
 	// Name names this node in logs and errors; default hostname:pid.
 	Name string
 	// SubjectPrefix starts every subject and stream name this Core uses, so
@@ -76,6 +83,7 @@ type Core struct {
 	log    hclog.Logger
 	local  *runner.LocalCore
 	nc     *nats.Conn
+	srv    *server.Server // the embedded nats-server, or nil
 	js     jetstream.JetStream
 	id     string // unique per Core: Name plus a random suffix
 	prefix string
@@ -155,9 +163,18 @@ func New(opts Options) (*Core, error) {
 			c.log.Warn("nats disconnected", "node", opts.Name, "error", err)
 		}),
 	}, opts.NATS...)
+	var err error
+	if opts.Embedded != nil {
+		if c.srv, err = startEmbedded(*opts.Embedded, opts.Name); err != nil {
+			c.local.Close()
+			return nil, err
+		}
+		opts.URL = strings.Trim(c.srv.ClientURL()+","+opts.URL, ",")
+		c.opts.URL = opts.URL
+	}
 	nc, err := nats.Connect(opts.URL, nopts...)
 	if err != nil {
-		c.local.Close()
+		c.closeConn()
 		return nil, fmt.Errorf("natscore: connect to %s: %w", opts.URL, err)
 	}
 	c.nc = nc
@@ -167,7 +184,12 @@ func New(opts Options) (*Core, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, err := c.js.AccountInfo(ctx); err != nil {
+	if c.srv != nil {
+		err = c.waitJetStream()
+	} else {
+		_, err = c.js.AccountInfo(ctx)
+	}
+	if err != nil {
 		c.closeConn()
 		return nil, fmt.Errorf("natscore: %s has no usable JetStream: %w", opts.URL, err)
 	}
@@ -350,7 +372,13 @@ func (c *Core) Close() error {
 
 func (c *Core) closeConn() {
 	c.local.Close()
-	c.nc.Close()
+	if c.nc != nil {
+		c.nc.Close()
+	}
+	if c.srv != nil {
+		c.srv.Shutdown()
+		c.srv.WaitForShutdown()
+	}
 }
 
 // unavailable returns the error for an operation that needs NATS when the
