@@ -11,6 +11,7 @@
 #   bench/run.sh paster-http     the baseline and the named targets
 #   bench/run.sh parked          10,000 parked waiters (see below)
 #   bench/run.sh reload          reloads under load (bench/reload.sh)
+#   bench/run.sh cluster         the Core over NATS, two nodes (see below)
 #
 # Knobs (environment): CONNS (16), DURATION (1s), ROUNDS (20), WARMUP (1s),
 # GOAL (0.95), PIN=1 to pin servers to CPU 0 and the load generator to the
@@ -38,6 +39,16 @@ fi
 # its INI is rewritten and reloaded many times (bench/reload.sh).
 if [[ ${1:-} == reload ]]; then
 	exec bench/reload.sh
+fi
+
+# Target cluster is issue 11's benchmark (runner/natscore BenchmarkCluster):
+# two nodes of the NATS Core on one nats-server started in the test process,
+# against the in-memory Core in the same run: cross-node Signal latency
+# p50/p99 (goal: p50 < 2 ms), 10,000 waiters split over both nodes woken by
+# one Signal (goal: all answered < 500 ms), publish throughput and
+# cross-node Fetch latency. CLUSTER_ROUNDS (1) rounds.
+if [[ ${1:-} == cluster ]]; then
+	exec go test -run '^$' -bench Cluster -benchtime "${CLUSTER_ROUNDS:-1}x" ./runner/natscore
 fi
 
 BASELINE=plain
