@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -401,12 +400,11 @@ func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 	}
 	g.grace, g.readyTimeout, g.addr = st.grace, st.readyTimeout, st.addr
 
-	// The server runs in a plugin when its entry point names one of the
-	// binaries its section loaded; the binary's checksum is then part of
-	// the key, so a rebuilt binary restarts the server.
+	// A server in a plugin: the binary's checksum is part of the key, so a
+	// rebuilt binary restarts the server.
 	var binaries []string
-	for e := range g.plugins.serverSpans() {
-		if runsEntryPoint(e, node.EntryPoint, node.File) {
+	for _, e := range g.plugins.entries() {
+		if node.Binary != "" && e.path == node.Binary {
 			binaries = append(binaries, fmt.Sprintf("%s=%x", e.path, e.sum))
 		}
 	}
@@ -418,33 +416,6 @@ func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 	}{node.EntryPoint, node.Global, keyed, binaries})
 	g.serverKey = string(key)
 	return local, nil
-}
-
-// runsEntryPoint reports whether e's binary serves entry point ep (egg:DIST#NAME,
-// or plugin:PATH#NAME with PATH relative to file, the INI file naming it).
-func runsEntryPoint(e *poolEntry, ep, file string) bool {
-	if rest, ok := strings.CutPrefix(ep, "plugin:"); ok {
-		path, _, _ := strings.Cut(rest, "#")
-		if !filepath.IsAbs(path) && file != "" {
-			path = filepath.Join(filepath.Dir(file), path)
-		}
-		if real, err := filepath.EvalSymlinks(path); err == nil {
-			path = real
-		}
-		abs, err := filepath.Abs(path)
-		return err == nil && abs == e.path
-	}
-	dist, isEgg := strings.CutPrefix(ep, "egg:")
-	if !isEgg {
-		return false
-	}
-	dist, _, _ = strings.Cut(dist, "#")
-	for _, info := range e.host.Plugins() {
-		if strings.EqualFold(info.Dist, dist) {
-			return true
-		}
-	}
-	return false
 }
 
 // startServer runs g's server on the Front and returns once it accepts: a

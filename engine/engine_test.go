@@ -314,8 +314,19 @@ func TestEngineRunnerSwap(t *testing.T) {
 			}
 		}()
 	}
-	for _, text := range []string{plugin, builtin, plugin} {
-		r.reloadTo(text)
+	chatBinary, err := filepath.EvalSymlinks(filepath.Join(pluginDir, "paster-plugin-chat"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct{ text, binary string }{{plugin, chatBinary}, {builtin, ""}, {plugin, chatBinary}} {
+		r.reloadTo(step.text)
+		// The loader's tree says where the server runs (Node.Binary).
+		r.e.mu.Lock()
+		got := r.e.cur.session.Root[0].Binary
+		r.e.mu.Unlock()
+		if got != step.binary {
+			t.Errorf("server node's binary %q, want %q", got, step.binary)
+		}
 	}
 	stop.Store(true)
 	wg.Wait()

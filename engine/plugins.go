@@ -115,9 +115,9 @@ func (p *pluginPool) acquire(path string, gen int) (*poolEntry, error) {
 	why := "plugin binary changed; starting a new process beside the old one"
 	if n := len(list); n > 0 {
 		e := list[n-1]
-		if st := failedState(e); st != "" {
+		if st := failedState(e); st != plugins.StateNew {
 			why = "plugin process failed; the reload starts it again"
-			if st == "crash_loop" {
+			if st == plugins.StateCrashLoop {
 				why = "plugin process is in a crash loop; the reload starts it again now"
 			}
 		} else {
@@ -155,14 +155,15 @@ func (p *pluginPool) acquire(path string, gen int) (*poolEntry, error) {
 
 // failedState returns the state of e's process when it may not serve
 // another generation (failed, crash_loop: a reload starts it again at once
-// rather than after the cooldown; closed), or "".
-func failedState(e *poolEntry) string {
+// rather than after the cooldown; closed), or StateNew when it may.
+func failedState(e *poolEntry) plugins.State {
 	for _, info := range e.host.Plugins() {
-		if info.State == "failed" || info.State == "crash_loop" || info.State == "closed" {
+		switch info.State {
+		case plugins.StateFailed, plugins.StateCrashLoop, plugins.StateClosed:
 			return info.State
 		}
 	}
-	return ""
+	return plugins.StateNew
 }
 
 // release drops generation gen's hold on entries and closes, in parallel and
@@ -255,7 +256,7 @@ func (p *pluginPool) infos() []observe.Plugin {
 	var out []observe.Plugin
 	for _, h := range hs {
 		for _, i := range h.e.host.Plugins() {
-			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State, NextRestart: i.NextRestart, Restarts: i.Restarts, Instances: i.Instances, LogDropped: i.LogDropped, Generations: h.gens})
+			out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State.String(), NextRestart: i.NextRestart, Restarts: i.Restarts, Instances: i.Instances, LogDropped: i.LogDropped, Generations: h.gens})
 		}
 	}
 	sort.Slice(out, func(i, j int) bool {

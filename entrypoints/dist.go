@@ -101,6 +101,11 @@ type StartupProvider interface {
 // Maps may be nil. Names are case-sensitive.
 type Dist struct {
 	Name, Version string
+	// Binary is the plugin binary (absolute, symbolic links resolved) whose
+	// process serves the dist, set by the plugin host that made it; "" for
+	// a dist compiled in. The loader copies it to every Node it makes from
+	// the dist, so no later layer has to guess where an entry point runs.
+	Binary string
 
 	Apps       map[string]AppFactory
 	Composites map[string]CompositeFactory

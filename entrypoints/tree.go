@@ -18,6 +18,9 @@ type Node struct {
 	// Protocol is the entry point's group (paste.server_runner,
 	// paste.app_factory, ...), empty for a composition.
 	Protocol Protocol `json:"protocol,omitempty"`
+	// Binary is the plugin binary whose process runs the entry point
+	// (Dist.Binary), "" when its dist is compiled in or for a composition.
+	Binary string `json:"binary,omitempty"`
 	// Via lists the sections reached through use, outermost first, as
 	// "FILE:LINE [SECTION]".
 	Via []string `json:"via,omitempty"`
@@ -126,6 +129,9 @@ func (c *ctx) node() *Node {
 		EntryPoint: c.entryPoint(), Global: copyMap(c.global)}
 	if c.shape == shapeEntry {
 		n.Protocol = c.proto
+		if c.dist != nil {
+			n.Binary = c.dist.Binary
+		}
 	}
 	for _, l := range c.via {
 		n.Via = append(n.Via, l.String())

@@ -459,11 +459,11 @@ type PluginInfo struct {
 	Dist    string
 	Version string
 	PID     int
-	// State is "running", "restarting" (a restart with backoff is due),
-	// "crash_loop" (more than MaxRestarts crashes within a minute: the
-	// restart is due after the cooldown), "failed" (not restarted) or
-	// "closed".
-	State string
+	// State is StateRunning, StateRestarting (a restart with backoff is
+	// due), StateCrashLoop (more than MaxRestarts crashes within a minute:
+	// the restart is due after the cooldown), StateFailed (not restarted)
+	// or StateClosed.
+	State State
 	// NextRestart is when the next start attempt is due while restarting
 	// or in a crash loop (zero otherwise).
 	NextRestart time.Time

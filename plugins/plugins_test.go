@@ -633,7 +633,7 @@ func crashTwice(t *testing.T, h testHost, cooldown string) *httptest.Server {
 	}
 	waitFor(t, 10*time.Second, "the first restart", func() bool {
 		p := h.Plugins()[0]
-		return p.State == "running" && p.PID != pid
+		return p.State == StateRunning && p.PID != pid
 	})
 	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
 		t.Fatalf("second exit: %d", code)
@@ -645,9 +645,9 @@ func TestCrashLoopCooldown(t *testing.T) {
 	t.Parallel()
 	h := newHost(t, HostOptions{RestartBackoff: time.Millisecond, MaxRestarts: 1})
 	srv := crashTwice(t, h, "1500ms")
-	waitFor(t, 10*time.Second, "the crash loop", func() bool { return h.Plugins()[0].State == "crash_loop" })
+	waitFor(t, 10*time.Second, "the crash loop", func() bool { return h.Plugins()[0].State == StateCrashLoop })
 	checkRetryAfter(t, srv.URL+"/name", h.Plugins()[0].NextRestart)
-	waitFor(t, 15*time.Second, "the restart after the cooldown", func() bool { return h.Plugins()[0].State == "running" })
+	waitFor(t, 15*time.Second, "the restart after the cooldown", func() bool { return h.Plugins()[0].State == StateRunning })
 	mustGet(t, srv.URL+"/name", "x")
 	if !strings.Contains(h.logs.String(), "starting it again after the cooldown") {
 		t.Errorf("the crash loop was not logged")
@@ -662,7 +662,7 @@ func TestCrashLoopOff(t *testing.T) {
 		t.Fatalf("bad crash_loop_cooldown: %v", err)
 	}
 	srv := crashTwice(t, h, "0")
-	waitFor(t, 10*time.Second, "the host to give up", func() bool { return h.Plugins()[0].State == "failed" })
+	waitFor(t, 10*time.Second, "the host to give up", func() bool { return h.Plugins()[0].State == StateFailed })
 	resp, err := http.Get(srv.URL + "/name")
 	if err != nil {
 		t.Fatal(err)
@@ -682,7 +682,7 @@ func TestRetryAfterIsTheWait(t *testing.T) {
 	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
 		t.Fatalf("exit: %d", code)
 	}
-	waitFor(t, 10*time.Second, "the restart to be scheduled", func() bool { return h.Plugins()[0].State == "restarting" })
+	waitFor(t, 10*time.Second, "the restart to be scheduled", func() bool { return h.Plugins()[0].State == StateRestarting })
 	checkRetryAfter(t, srv.URL+"/name", h.Plugins()[0].NextRestart)
 }
 

@@ -26,25 +26,29 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-type procState int
+// State is the state of a plugin binary's process (PluginInfo.State).
+type State int
 
+// The states of a plugin process.
 const (
-	stateNew procState = iota
-	stateRunning
-	stateRestarting
-	stateCrashLoop // past the crash-loop limit: restarted after the cooldown
-	stateFailed
-	stateClosed
+	StateNew        State = iota // not started yet
+	StateRunning                 // serving
+	StateRestarting              // crashed; a restart with backoff is due
+	StateCrashLoop               // past the crash-loop limit: restarted after the cooldown
+	StateFailed                  // not restarted any more
+	StateClosed                  // stopped by Host.Close
 )
 
-func (s procState) String() string {
+// String returns the state's name as /health and /metrics show it:
+// "new", "running", "restarting", "crash_loop", "failed" or "closed".
+func (s State) String() string {
 	return [...]string{"new", "running", "restarting", "crash_loop", "failed", "closed"}[s]
 }
 
 // waiting reports whether a process is to be started in state s: requests
 // are told to retry and Run loops wait for it.
-func (s procState) waiting() bool {
-	return s == stateNew || s == stateRestarting || s == stateCrashLoop
+func (s State) waiting() bool {
+	return s == StateNew || s == StateRestarting || s == StateCrashLoop
 }
 
 // proc is one plugin binary: the current process (generation), the instance
@@ -67,7 +71,7 @@ type proc struct {
 	mu       sync.Mutex
 	sum      []byte // the pin every start checks; nil: unpinned
 	ran      []byte // the sha256 of the binary the last start executed
-	state    procState
+	state    State
 	gen      *generation
 	specs    []*wire.CreateRequest
 	inflight int
@@ -115,23 +119,23 @@ func (p *proc) startOnce() error {
 		defer p.mu.Unlock()
 		if err != nil {
 			p.startErr = err
-			p.setState(stateFailed)
+			p.setState(StateFailed)
 			return
 		}
-		if p.state == stateClosed {
+		if p.state == StateClosed {
 			g.client.Kill()
 			p.startErr = fmt.Errorf("plugin binary %s: %w: host closed while starting", p.path, ErrUnavailable)
 			return
 		}
 		p.gen = g
-		p.setState(stateRunning)
+		p.setState(StateRunning)
 		p.watch(g)
 	})
 	return p.startErr
 }
 
 // setState changes the state and wakes waiters; p.mu is held.
-func (p *proc) setState(s procState) {
+func (p *proc) setState(s State) {
 	p.state = s
 	close(p.changed)
 	p.changed = make(chan struct{})
@@ -140,7 +144,7 @@ func (p *proc) setState(s procState) {
 func (p *proc) info() PluginInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state.String(), Restarts: p.restarts, Instances: len(p.specs), NextRestart: p.nextStart, LogDropped: p.relay.dropped.Load()}
+	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state, Restarts: p.restarts, Instances: len(p.specs), NextRestart: p.nextStart, LogDropped: p.relay.dropped.Load()}
 	if p.gen != nil {
 		i.PID = p.gen.pid
 	}
@@ -257,7 +261,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 	// Recreate the instances. The generation is current (not yet serving)
 	// so that composites recreating their apps reach it.
 	p.mu.Lock()
-	if p.state == stateClosed {
+	if p.state == StateClosed {
 		p.mu.Unlock()
 		client.Kill()
 		<-g.exited
@@ -320,7 +324,7 @@ func (p *proc) watch(g *generation) {
 		<-g.exited
 		killGroup(g.pid)
 		p.mu.Lock()
-		if p.gen != g || p.state == stateClosed {
+		if p.gen != g || p.state == StateClosed {
 			p.mu.Unlock()
 			return
 		}
@@ -346,17 +350,17 @@ func (p *proc) crashLocked() {
 	p.crashes = append(recent, now)
 	if p.h.opts.MaxRestarts < 0 {
 		p.log.Error("plugin crashed; restarts are off", "path", p.path)
-		p.setState(stateFailed)
+		p.setState(StateFailed)
 		return
 	}
-	state, delay := stateRestarting, min(p.h.opts.RestartBackoff<<(len(p.crashes)-1), 10*time.Second)
+	state, delay := StateRestarting, min(p.h.opts.RestartBackoff<<(len(p.crashes)-1), 10*time.Second)
 	if len(p.crashes) > p.h.opts.MaxRestarts {
 		if p.cooldown <= 0 {
 			p.log.Error("plugin crashes too often; not restarting it", "path", p.path, "crashes_last_minute", len(p.crashes))
-			p.setState(stateFailed)
+			p.setState(StateFailed)
 			return
 		}
-		state, delay = stateCrashLoop, p.cooldown
+		state, delay = StateCrashLoop, p.cooldown
 		p.log.Error("plugin crashes too often; starting it again after the cooldown", "path", p.path,
 			"crashes_last_minute", len(p.crashes), "cooldown", p.cooldown)
 	}
@@ -408,7 +412,7 @@ func (p *proc) restart(delay time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if err != nil {
-		if p.state == stateClosed {
+		if p.state == StateClosed {
 			return
 		}
 		p.gen = nil
@@ -416,26 +420,26 @@ func (p *proc) restart(delay time.Duration) {
 		p.crashLocked()
 		return
 	}
-	if p.state == stateClosed {
+	if p.state == StateClosed {
 		g.client.Kill()
 		return
 	}
 	p.gen = g
 	p.restarts++
-	p.setState(stateRunning)
+	p.setState(StateRunning)
 	p.watch(g)
 }
 
 // acquire returns the running generation for one request, or an error
 // saying why there is none. release must follow a successful acquire.
-func (p *proc) acquire() (*generation, procState) {
+func (p *proc) acquire() (*generation, State) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.state != stateRunning {
+	if p.state != StateRunning {
 		return nil, p.state
 	}
 	p.inflight++
-	return p.gen, stateRunning
+	return p.gen, StateRunning
 }
 
 func (p *proc) release() {
@@ -456,7 +460,7 @@ func (p *proc) waitRunning(ctx context.Context) (*generation, error) {
 		st, g, ch := p.state, p.gen, p.changed
 		p.mu.Unlock()
 		switch {
-		case st == stateRunning:
+		case st == StateRunning:
 			return g, nil
 		case !st.waiting():
 			return nil, fmt.Errorf("plugin binary %s: %w (%s)", p.path, ErrUnavailable, st)
@@ -471,11 +475,11 @@ func (p *proc) waitRunning(ctx context.Context) (*generation, error) {
 
 func (p *proc) close(ctx context.Context) error {
 	p.mu.Lock()
-	if p.state == stateClosed {
+	if p.state == StateClosed {
 		p.mu.Unlock()
 		return nil
 	}
-	p.setState(stateClosed)
+	p.setState(StateClosed)
 	close(p.closing)
 	var drained chan struct{}
 	if p.inflight > 0 {
@@ -521,7 +525,7 @@ func (p *proc) create(req *wire.CreateRequest) (uint64, wire.CreateResponse, err
 	req.ID = p.nextID.Add(1)
 	p.mu.Lock()
 	g := p.gen
-	if g == nil || p.state == stateClosed || p.state == stateFailed {
+	if g == nil || p.state == StateClosed || p.state == StateFailed {
 		st := p.state
 		p.mu.Unlock()
 		return 0, resp, fmt.Errorf("plugin binary %s: %w (%s)", p.path, ErrUnavailable, st)
@@ -577,7 +581,7 @@ func (p *proc) destroy(ctx context.Context, from, to uint64) error {
 			p.h.refs.loaders.Delete(s.Loader)
 		}
 	}
-	if g == nil || st != stateRunning {
+	if g == nil || st != StateRunning {
 		return nil
 	}
 	var resp struct{}
@@ -632,7 +636,7 @@ func (p *proc) waitPast(ctx context.Context, g *generation) {
 	defer t.Stop()
 	for {
 		p.mu.Lock()
-		current := p.gen == g && p.state == stateRunning
+		current := p.gen == g && p.state == StateRunning
 		ch := p.changed
 		p.mu.Unlock()
 		if !current {

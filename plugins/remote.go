@@ -14,7 +14,7 @@ import (
 // remoteDist is the Dist the host hands to the loader for a plugin: every
 // factory creates an instance inside the plugin process.
 func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
-	d := &entrypoints.Dist{Name: m.Name, Version: m.Version}
+	d := &entrypoints.Dist{Name: m.Name, Version: m.Version, Binary: p.path}
 	spec := func(proto entrypoints.Protocol, name string, global map[string]string, local entrypoints.Local) *wire.CreateRequest {
 		return &wire.CreateRequest{Proto: proto, Name: name, Global: global, Local: wire.FromLocal(local), Shadows: wire.FromShadows(local)}
 	}

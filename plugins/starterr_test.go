@@ -73,7 +73,7 @@ func TestFactoryPanic(t *testing.T) {
 	s := &entrypoints.Session{Resolver: h.Host}
 	_, err := s.LoadApp("config:"+ini, dir, nil)
 	checkErr(t, err, entrypoints.ErrFactory, []string{"app.ini:2 [app:main]", `creating paste.app_factory "panicky": panic in the factory, section app.ini:3 [app:main]: factory boom`})
-	if p := h.Plugins()[0]; p.PID != pid || p.State != "running" {
+	if p := h.Plugins()[0]; p.PID != pid || p.State != StateRunning {
 		t.Fatalf("plugin after the panic: %+v, want pid %d running", p, pid)
 	}
 	mustGet(t, srv.URL+"/name", "before")

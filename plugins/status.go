@@ -63,7 +63,7 @@ func (r remoteSched) Status() []runner.CoroutineStatus {
 	r.p.mu.Lock()
 	g, st := r.p.gen, r.p.state
 	r.p.mu.Unlock()
-	if g == nil || st != stateRunning {
+	if g == nil || st != StateRunning {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), statusTimeout)
