@@ -300,22 +300,31 @@ func (c *Core) heartbeats() {
 			return
 		case <-t.C:
 			c.heartbeat("hb")
+			c.livePeers() // forgets the nodes that stopped beating
 		}
 	}
 }
 
-// livePeers returns the nodes heard from within three heartbeats.
+// livePeers returns the nodes heard from within three heartbeats. A node
+// not heard from any more is forgotten, and this node stops taking part in
+// its SignalAtLeast calls, so that a signaller that died does not stay
+// pending here.
 func (c *Core) livePeers() map[string]bool {
 	cutoff := time.Now().Add(-3 * c.opts.Heartbeat)
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	out := make(map[string]bool, len(c.peers))
+	var gone []string
 	for id, at := range c.peers {
 		if at.Before(cutoff) {
 			delete(c.peers, id)
+			gone = append(gone, id)
 			continue
 		}
 		out[id] = true
+	}
+	c.mu.Unlock()
+	for _, id := range gone {
+		c.stopSals(id)
 	}
 	return out
 }

@@ -318,3 +318,25 @@ func TestNewFailsWithoutServer(t *testing.T) {
 		t.Fatalf("New without a server = %v; want an error naming %s", err, url)
 	}
 }
+
+// TestSignalAtLeastOriginDies: a node whose SignalAtLeast is pending dies
+// without leaving; once it is no longer heard from, the other nodes stop
+// serving its value to arriving waiters, which park as usual.
+func TestSignalAtLeastOriginDies(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	ctx := context.Background()
+	nodes := cluster(t, ts, 2)
+	a, b := nodes[0], nodes[1]
+	go a.SignalAtLeast(ctx, "p", []byte("v"), 5)
+	coretest.WaitFor(t, "pending on b", func() bool { return b.Stats().PendingSignals == 1 })
+	a.nc.Close() // dies: no leave message
+	coretest.WaitFor(t, "b no longer pending", func() bool { return b.Stats().PendingSignals == 0 })
+	res := coretest.Park(t, b, ctx, "p", runner.NoTimeout, 1)
+	if n, err := b.Signal(ctx, "p", []byte("w")); n != 1 || err != nil {
+		t.Fatalf("Signal on b = %d, %v; want 1", n, err)
+	}
+	if r := coretest.Recv(t, "b's waiter", res); string(r.Val) != "w" {
+		t.Fatalf("b's waiter got %q, %v; want w (not the dead node's value)", r.Val, r.Err)
+	}
+}
