@@ -100,6 +100,7 @@ type Engine struct {
 	cfg       Config
 	logger    hclog.Logger
 	core      runner.ManagedCore
+	coreKey   string // coreKey of the Core made, for the reloads' warning
 	front     *runner.Front
 	listeners *runner.ListenerPool
 	pool      *pluginPool
@@ -333,6 +334,10 @@ func (m *Engine) load() (*generation, error) {
 		if err := m.initCore(session.Core, local); err != nil {
 			return fail(err)
 		}
+		m.coreKey = coreKey(session.Core, local)
+	} else if key := coreKey(session.Core, local); key != m.coreKey {
+		// The keys' values are not logged: a URL may carry a password.
+		log.Warn("the core's configuration changed; the running Core keeps the configuration it started with until paster serve is restarted")
 	}
 	if g.app, err = session.LoadApp(m.cfg.AppURI, m.cfg.Base, m.cfg.Vars); err != nil {
 		return fail(err)

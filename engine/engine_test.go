@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -86,6 +87,20 @@ type running struct {
 	ini    string
 	base   string
 	reload chan struct{}
+	// coreWarnings counts the Engine's warnings that the core changed.
+	coreWarnings atomic.Int64
+}
+
+// coreChanged is the start of the Engine's warning that a reload changed
+// the core's configuration.
+const coreChanged = "the core's configuration changed"
+
+// lineCounter counts the log lines that contain coreChanged.
+type lineCounter struct{ n *atomic.Int64 }
+
+func (c lineCounter) Write(p []byte) (int, error) {
+	c.n.Add(int64(bytes.Count(p, []byte(coreChanged))))
+	return len(p), nil
 }
 
 func freePort(t *testing.T) int {
@@ -115,7 +130,7 @@ func serveINI(t *testing.T, port int, text string) *running {
 		AppURI:     "config:dev.ini#main",
 		Base:       dir,
 		PluginDirs: []string{pluginDir},
-		Logger:     hclog.New(&hclog.LoggerOptions{Name: "engine", Output: testWriter{t}, Level: hclog.Info}),
+		Logger:     hclog.New(&hclog.LoggerOptions{Name: "engine", Output: io.MultiWriter(testWriter{t}, lineCounter{&r.coreWarnings}), Level: hclog.Info}),
 		OnServing:  func() { close(serving) },
 	})
 	if err != nil {
@@ -473,5 +488,31 @@ output = access.log
 	}
 	if base.instances == 0 || base.pids == "" {
 		t.Errorf("no plugin instance or process seen: %+v", base)
+	}
+}
+
+// TestEngineCoreChange: the Core is made once; a reload that keeps its
+// configuration says nothing, one that changes it warns that the change
+// takes a restart, and the Core serving goes on being the first.
+func TestEngineCoreChange(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	ini := func(core string) string {
+		return fmt.Sprintf(serverSection, "egg:paster#http", port) + core + "\n[app:main]\nuse = egg:paster#static\ndocument_root = %(here)s\n"
+	}
+	r := serveINI(t, port, ini("pubsub_retain_count = 10\n"))
+	first := r.e.core
+	r.reloadTo(ini("pubsub_retain_count = 10\n"))
+	if n := r.coreWarnings.Load(); n != 0 {
+		t.Fatalf("a reload with the same core warned %d time(s)", n)
+	}
+	for i, core := range []string{"pubsub_retain_count = 20\n", "core = c\n\n[core:c]\nuse = egg:paster#memory\n"} {
+		r.reloadTo(ini(core))
+		if n := r.coreWarnings.Load(); n != int64(i+1) {
+			t.Fatalf("after changing the core %d time(s), %d warnings", i+1, n)
+		}
+	}
+	if r.e.core != first {
+		t.Fatal("the Core was replaced by a reload")
 	}
 }

@@ -16,6 +16,20 @@ import (
 // once serving has ended.
 const PluginStopTimeout = 10 * time.Second
 
+// coreKey says what a generation asks of its Core: the factory and its
+// keys, or without a core key the in-memory Core's keys of the server
+// section. Two generations with the same key want the same Core.
+func coreKey(spec *entrypoints.CoreSpec, local entrypoints.Local) string {
+	if spec == nil {
+		key := "memory"
+		for _, k := range runner.CoreKeys {
+			key += fmt.Sprintf(" %s=%q", k, local.Get(k))
+		}
+		return key
+	}
+	return fmt.Sprintf("%s %v", spec.EntryPoint, spec.Local.Map())
+}
+
 // makeCore makes the Core a server section names with its core key (spec),
 // or without one the in-memory Core configured by the section's own keys
 // (runner.CoreOptionsFromLocal: sched_default_timeout, pubsub_retain_count,
