@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +130,36 @@ func waitParked(t *testing.T, s *server, n int) {
 			t.Fatalf("%s never showed %q:\n%s", s.addr, want, body)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestClusterExample serves the repository's cluster.ini as its comment
+// says, on free ports and a temporary store: node a with NATS inside, node
+// b joining it, a waiter on a woken by a signal on b.
+func TestClusterExample(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	text, err := os.ReadFile("../cluster.ini")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The store goes to the temporary directory, not the checkout.
+	ini := filepath.Join(dir, "cluster.ini")
+	if err := os.WriteFile(ini, text, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	vars := []string{"a_port=" + freePort(t), "b_port=" + freePort(t), "nats_port=" + freePort(t)}
+	a := start(t, "paster", false, append([]string{"serve", ini, "--server-name", "a"}, vars...)...)
+	b := start(t, "paster", false, append([]string{"serve", ini, "--server-name", "b"}, vars...)...)
+	w := startWait(t, a.url("/wait/"), waitingLine)
+	waitParked(t, a, 1)
+	if _, body := get(t, b.url("/wait/signal?message=hi")); body != "Signalled 1 waiter(s)\n" {
+		t.Fatalf("signal on b answered %q", body)
+	}
+	if rest, err := w.rest(); err != nil || rest != "Someone signaled me with this message: hi\n" {
+		t.Fatalf("waiter on a ended with %q, %v", rest, err)
+	}
+	if code, body := get(t, b.url("/health/ready")); code != 200 {
+		t.Fatalf("b not ready: %d %s", code, body)
 	}
 }
