@@ -38,7 +38,6 @@ type generation struct {
 	session *entrypoints.Session
 	server  entrypoints.Server
 	app     http.Handler
-	startup []runner.StartupCoroutine
 	plugins *genPlugins
 	sched   *runner.Sched
 	mount   *runner.Mount
@@ -342,12 +341,16 @@ func (m *Engine) load() (*generation, error) {
 	if g.app, err = session.LoadApp(m.cfg.AppURI, m.cfg.Base, m.cfg.Vars); err != nil {
 		return fail(err)
 	}
-	if g.startup, err = startupCoroutines(session); err != nil {
-		return fail(err)
-	}
+	// The startup coroutines the session collected (INI-registered and
+	// app-declared), each with its supervision policy; a bad policy key is
+	// an error naming the coroutine and where it was written.
 	g.sched = runner.NewSched(log.Named("sched"))
-	for _, co := range g.startup {
-		if err := g.sched.Add(co.Name, co.Run, co.Policy); err != nil {
+	for _, co := range session.Coroutines {
+		policy, err := runner.PolicyFromLocal(co.Local)
+		if err != nil {
+			return fail(fmt.Errorf("startup coroutine %s (%s): %w", co.Name, co.Origin, err))
+		}
+		if err := g.sched.Add(co.Name, co.Run, policy); err != nil {
 			return fail(err)
 		}
 	}

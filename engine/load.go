@@ -90,21 +90,6 @@ func readServerSettings(local entrypoints.Local) (serverSettings, error) {
 	return st, nil
 }
 
-// startupCoroutines returns the coroutines session collected (INI-registered
-// and app-declared) with their supervision policies; a bad policy key is an
-// error naming the coroutine and where it was written.
-func startupCoroutines(session *entrypoints.Session) ([]runner.StartupCoroutine, error) {
-	var out []runner.StartupCoroutine
-	for _, co := range session.Coroutines {
-		policy, err := runner.PolicyFromLocal(co.Local)
-		if err != nil {
-			return nil, fmt.Errorf("startup coroutine %s (%s): %w", co.Name, co.Origin, err)
-		}
-		out = append(out, runner.StartupCoroutine{Name: co.Name, Run: co.Run, Policy: policy})
-	}
-	return out, nil
-}
-
 // serverLocal returns the local configuration of the server section
 // LoadServer loaded (the session's first tree), each key with where it was
 // written, and with the keys a global hides set to the global's value, as

@@ -3,7 +3,6 @@ package plugins
 import (
 	"context"
 
-	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins/internal/wire"
 	"github.com/paster-dev/paster/runner"
 )
@@ -26,12 +25,24 @@ import (
 // ListenerSource, or on a system without socket passing (other than Linux),
 // binds its own socket in the plugin process.
 
-// serveLent runs server instance req as serveWithStartup does, lending it
-// the listeners ctx carries (runner.WithListeners) for as long as it runs.
-func (p *proc) serveLent(ctx context.Context, local entrypoints.Local, req wire.RunRequest) error {
+// serveLent runs server instance req (a server or server runner instance
+// of p) until ctx ends, lending it the listeners ctx carries
+// (runner.WithListeners) for as long as it runs. While it runs, the
+// scheduler of the instance in the plugin (a runner.Runner's) is in the
+// runner.Scheds ctx carries. When ctx asks for a check (runner.WithCheck),
+// the instance runs with the check flag: it checks its settings and
+// returns, binding nothing.
+func (p *proc) serveLent(ctx context.Context, req wire.RunRequest) error {
+	if runner.Checking(ctx) {
+		req.Check = true
+		return p.run(ctx, req)
+	}
+	if scheds := runner.SchedsFrom(ctx); scheds != nil {
+		defer scheds.Add(remoteSched{p: p, id: req.ID})()
+	}
 	if src := runner.ListenersFrom(ctx); src != nil && lendSupported {
 		req.Listeners = p.h.lends.add(src)
 		defer p.h.lends.remove(req.Listeners)
 	}
-	return p.serveWithStartup(ctx, local, req)
+	return p.run(ctx, req)
 }

@@ -75,7 +75,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 				return nil, err
 			}
 			return func(ctx context.Context, app http.Handler) error {
-				return p.serveLent(ctx, local, wire.RunRequest{ID: id, App: p.ref(app)})
+				return p.serveLent(ctx, wire.RunRequest{ID: id, App: p.ref(app)})
 			}, nil
 		}
 	}
@@ -88,7 +88,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 			if err != nil {
 				return err
 			}
-			return p.serveLent(ctx, local, wire.RunRequest{ID: id, App: p.ref(app)})
+			return p.serveLent(ctx, wire.RunRequest{ID: id, App: p.ref(app)})
 		}
 	}
 	for _, name := range m.Entries[entrypoints.ProtoCoroutine] {

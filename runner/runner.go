@@ -13,32 +13,6 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 )
 
-// StartupCoroutine is a coroutine for a runner's scheduler, with its name and
-// supervision policy: what an INI file registers (startup = … on a server
-// section) and what an application declares (entrypoints.StartupProvider).
-type StartupCoroutine struct {
-	Name   string
-	Run    entrypoints.Coroutine
-	Policy Policy
-}
-
-type startupKey struct{}
-
-// WithStartup returns a copy of ctx carrying cos after any startup
-// coroutines ctx already carries. paster serve uses it to hand the
-// coroutines it collected to whichever server runner the INI file names;
-// Runner.Run adds them to its scheduler.
-func WithStartup(ctx context.Context, cos ...StartupCoroutine) context.Context {
-	all := append(StartupFrom(ctx), cos...)
-	return context.WithValue(ctx, startupKey{}, all)
-}
-
-// StartupFrom returns a copy of the startup coroutines ctx carries.
-func StartupFrom(ctx context.Context) []StartupCoroutine {
-	cos, _ := ctx.Value(startupKey{}).([]StartupCoroutine)
-	return append([]StartupCoroutine(nil), cos...)
-}
-
 // Defaults of the runner's own settings.
 const (
 	DefaultReadyTimeout = 30 * time.Second
@@ -165,8 +139,8 @@ func New(app http.Handler, local entrypoints.Local) (*Runner, error) {
 //  1. If ctx carries a Core (WithCore; paster serve gives the host's, which
 //     plugins share) and r.Core is still the one New made, that Core is used
 //     and r.Core set to it.
-//  2. The startup coroutines in ctx (WithStartup) are added to r.Sched, and
-//     the scheduler starts. Coroutines get the Core in their context; it
+//  2. r.Sched starts, with the coroutines the runner added to it.
+//     Coroutines get the Core in their context; it
 //     is not cancelled with ctx but by step 6, so they outlive the drain.
 //     While Run runs, r.Sched is in the Scheds ctx carries (WithScheds),
 //     so whoever reports on the process sees its coroutines.
@@ -185,7 +159,7 @@ func New(app http.Handler, local entrypoints.Local) (*Runner, error) {
 //
 // Run returns nil after a clean shutdown (also when ctx ends before
 // serving began), the error that kept it from serving (a duplicate
-// coroutine name, readiness, binding), or the errors of an unclean shutdown
+// readiness, binding), or the errors of an unclean shutdown
 // (requests cut after shutdown_timeout; a *StopError naming coroutines that
 // did not stop), joined. When ctx asks for a check (WithCheck), Run starts
 // nothing and binds nothing: it returns the section's unknown keys
@@ -211,12 +185,6 @@ func (r *Runner) Run(ctx context.Context) (err error) {
 		return r.HTTP.Serve(ctx, r.app)
 	}
 
-	for _, co := range StartupFrom(ctx) {
-		if err := r.Sched.Add(co.Name, co.Run, co.Policy); err != nil {
-			r.Sched.Stop(grace)
-			return err
-		}
-	}
 	if scheds := SchedsFrom(ctx); scheds != nil {
 		defer scheds.Add(r.Sched)()
 	}

@@ -107,8 +107,8 @@ func startRun(t *testing.T, r *Runner, ctx context.Context) <-chan error {
 }
 
 // TestRunServesAndShutsDown goes through a runner's whole life with a core
-// given by the host: readiness gating, a startup coroutine from the
-// context and one added in code, the wait app's signal and timeout paths
+// given by the host: readiness gating by a required coroutine, another
+// one using the Core, the wait app's signal and timeout paths
 // over real HTTP, and a shutdown that answers parked requests.
 func TestRunServesAndShutsDown(t *testing.T) {
 	t.Parallel()
@@ -117,16 +117,16 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	gateStopped := make(chan struct{})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	ctx = WithStartup(ctx, StartupCoroutine{Name: "gate", Policy: Policy{Required: true}, Run: func(ctx context.Context) error {
+	ctx = WithCore(ctx, host)
+
+	r := newTestRunner(t, serverLocal("shutdown_timeout", "20s"))
+	r.Sched.Add("gate", func(ctx context.Context) error {
 		defer close(gateStopped)
 		<-release
 		Ready(ctx)
 		<-ctx.Done()
 		return nil
-	}})
-	ctx = WithCore(ctx, host)
-
-	r := newTestRunner(t, serverLocal("shutdown_timeout", "20s"))
+	}, Policy{Required: true})
 	coreSeen := make(chan Core, 1)
 	r.Sched.Add("ticker", func(ctx context.Context) error {
 		coreSeen <- CoreFrom(ctx)
@@ -256,37 +256,17 @@ func TestRunStuckCoroutine(t *testing.T) {
 
 func TestRunStartupErrors(t *testing.T) {
 	t.Parallel()
-	r := newTestRunner(t, serverLocal())
 	co := func(ctx context.Context) error { <-ctx.Done(); return nil }
-	r.Sched.Add("ticker", co)
-	ctx := WithStartup(context.Background(), StartupCoroutine{Name: "ticker", Run: co})
-	if err := r.Run(ctx); err == nil || !strings.Contains(err.Error(), `"ticker"`) {
-		t.Fatalf("Run with a duplicate coroutine = %v", err)
+	// Stopped before serving: a clean return.
+	r := newTestRunner(t, serverLocal())
+	r.Sched.Add("gate", co, Policy{Required: true})
+	cctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Run(cctx); err != nil {
+		t.Fatalf("Run with a cancelled context = %v, want nil", err)
 	}
 	if err := r.Run(context.Background()); err == nil {
 		t.Fatal("second Run succeeded")
-	}
-	// Stopped before serving: a clean return.
-	r2 := newTestRunner(t, serverLocal())
-	r2.Sched.Add("gate", co, Policy{Required: true})
-	cctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if err := r2.Run(cctx); err != nil {
-		t.Fatalf("Run with a cancelled context = %v, want nil", err)
-	}
-}
-
-func TestWithStartup(t *testing.T) {
-	t.Parallel()
-	co := func(context.Context) error { return nil }
-	ctx := WithStartup(context.Background(), StartupCoroutine{Name: "a", Run: co})
-	ctx2 := WithStartup(ctx, StartupCoroutine{Name: "b", Run: co}, StartupCoroutine{Name: "c", Run: co})
-	var names []string
-	for _, c := range StartupFrom(ctx2) {
-		names = append(names, c.Name)
-	}
-	if strings.Join(names, " ") != "a b c" || len(StartupFrom(ctx)) != 1 {
-		t.Fatalf("startup coroutines %v; the parent context has %d", names, len(StartupFrom(ctx)))
 	}
 }
 
