@@ -248,6 +248,14 @@ func TestServerLost(t *testing.T) {
 	a, b := nodes[0], nodes[1]
 	coretest.PublishN(t, a, "log", 1, 3)
 	onA := coretest.Park(t, a, ctx, "s", runner.NoTimeout, 1)
+	// A long poll parked on a across the outage.
+	poll, err := a.Subscribe(ctx, "log", runner.FromNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled := make(chan []runner.Message, 1)
+	go func() { m, _ := poll.Fetch(ctx); polled <- m }()
+	coretest.WaitFor(t, "the long poll parked", func() bool { return a.Stats().Fetching == 1 })
 	onB := coretest.Park(t, b, ctx, "s", runner.NoTimeout, 1)
 
 	ts.stop()
@@ -280,6 +288,9 @@ func TestServerLost(t *testing.T) {
 		t.Fatalf("a's waiter got %q, %v", r.Val, r.Err)
 	}
 	coretest.PublishN(t, b, "log", 4, 4)
+	if m := coretest.Recv(t, "the long poll parked across the outage", polled); len(m) != 1 || m[0].Seq != 4 {
+		t.Fatalf("the long poll got %+v, want message 4", m)
+	}
 	sub, err := a.Subscribe(ctx, "log", runner.FromOldest)
 	if err != nil {
 		t.Fatal(err)
