@@ -51,7 +51,7 @@ func (s State) waiting() bool {
 	return s == StateNew || s == StateRestarting || s == StateCrashLoop
 }
 
-// proc is one plugin binary: the current process (generation), the instance
+// proc is one plugin binary: the current process (incarnation), the instance
 // specs to recreate after a crash, and the dist it serves.
 type proc struct {
 	h             *Host
@@ -72,7 +72,7 @@ type proc struct {
 	sum      []byte // the pin every start checks; nil: unpinned
 	ran      []byte // the sha256 of the binary the last start executed
 	state    State
-	gen      *generation
+	cur      *incarnation
 	specs    []*wire.CreateRequest
 	inflight int
 	drained  chan struct{} // closed when inflight reaches 0 after close
@@ -93,8 +93,8 @@ type proc struct {
 	bg        sync.WaitGroup // exit watchers and restart loops
 }
 
-// generation is one process of the binary.
-type generation struct {
+// incarnation is one process of the binary (a restart makes the next).
+type incarnation struct {
 	client *plugin.Client
 	pc     *pluginConn
 	http   transport.Opener
@@ -127,7 +127,7 @@ func (p *proc) startOnce() error {
 			p.startErr = fmt.Errorf("plugin binary %s: %w: host closed while starting", p.path, ErrUnavailable)
 			return
 		}
-		p.gen = g
+		p.cur = g
 		p.setState(StateRunning)
 		p.watch(g)
 	})
@@ -145,8 +145,8 @@ func (p *proc) info() PluginInfo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	i := PluginInfo{Path: p.path, Dist: p.manifest.Name, Version: p.manifest.Version, State: p.state, Restarts: p.restarts, Instances: len(p.specs), NextRestart: p.nextStart, LogDropped: p.relay.dropped.Load()}
-	if p.gen != nil {
-		i.PID = p.gen.pid
+	if p.cur != nil {
+		i.PID = p.cur.pid
 	}
 	return i
 }
@@ -154,7 +154,7 @@ func (p *proc) info() PluginInfo {
 // launch starts a process, connects the host service, describes it and
 // (after the first start) recreates every instance. On the first start it
 // also builds the dist.
-func (p *proc) launch(first bool) (*generation, error) {
+func (p *proc) launch(first bool) (*incarnation, error) {
 	p.mu.Lock()
 	pin := p.sum
 	p.mu.Unlock()
@@ -191,7 +191,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 		err error
 	}
 	res := make(chan result, 1)
-	g := &generation{client: client, exited: make(chan struct{})}
+	g := &incarnation{client: client, exited: make(chan struct{})}
 	go func() {
 		defer close(g.exited)
 		defer lend.close()
@@ -227,7 +227,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 	g.pc = r.pc
 	g.http = transport.GRPC{Conn: r.pc.conn, Method: wire.MethodHTTP}
 
-	fail := func(what string, err error) (*generation, error) {
+	fail := func(what string, err error) (*incarnation, error) {
 		client.Kill()
 		<-g.exited
 		return nil, fmt.Errorf("plugin binary %s: %s: %w", p.path, what, rpcError(err))
@@ -258,7 +258,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 	if m.Name != p.manifest.Name {
 		return fail("restart", fmt.Errorf("now serves dist %s instead of %s", m.Name, p.manifest.Name))
 	}
-	// Recreate the instances. The generation is current (not yet serving)
+	// Recreate the instances. The incarnation is current (not yet serving)
 	// so that composites recreating their apps reach it.
 	p.mu.Lock()
 	if p.state == StateClosed {
@@ -267,7 +267,7 @@ func (p *proc) launch(first bool) (*generation, error) {
 		<-g.exited
 		return nil, ErrUnavailable
 	}
-	p.gen = g
+	p.cur = g
 	specs := append([]*wire.CreateRequest(nil), p.specs...)
 	p.mu.Unlock()
 	for _, s := range specs {
@@ -317,19 +317,19 @@ func firstLine(s string) string {
 
 // watch waits for g's process to exit and restarts it unless that was
 // expected. p.mu is held.
-func (p *proc) watch(g *generation) {
+func (p *proc) watch(g *incarnation) {
 	p.bg.Add(1)
 	go func() {
 		defer p.bg.Done()
 		<-g.exited
 		killGroup(g.pid)
 		p.mu.Lock()
-		if p.gen != g || p.state == StateClosed {
+		if p.cur != g || p.state == StateClosed {
 			p.mu.Unlock()
 			return
 		}
 		p.log.Error("plugin process exited unexpectedly", "path", p.path, "pid", g.pid)
-		p.gen = nil
+		p.cur = nil
 		p.crashLocked()
 		p.mu.Unlock()
 	}()
@@ -415,7 +415,7 @@ func (p *proc) restart(delay time.Duration) {
 		if p.state == StateClosed {
 			return
 		}
-		p.gen = nil
+		p.cur = nil
 		p.log.Error("restarting plugin failed", "path", p.path, "error", err)
 		p.crashLocked()
 		return
@@ -424,22 +424,22 @@ func (p *proc) restart(delay time.Duration) {
 		g.client.Kill()
 		return
 	}
-	p.gen = g
+	p.cur = g
 	p.restarts++
 	p.setState(StateRunning)
 	p.watch(g)
 }
 
-// acquire returns the running generation for one request, or an error
+// acquire returns the running incarnation for one request, or an error
 // saying why there is none. release must follow a successful acquire.
-func (p *proc) acquire() (*generation, State) {
+func (p *proc) acquire() (*incarnation, State) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.state != StateRunning {
 		return nil, p.state
 	}
 	p.inflight++
-	return p.gen, StateRunning
+	return p.cur, StateRunning
 }
 
 func (p *proc) release() {
@@ -454,10 +454,10 @@ func (p *proc) release() {
 
 // waitRunning waits until the plugin runs; it fails when it is closed or
 // failed, and returns ctx's error when ctx ends first.
-func (p *proc) waitRunning(ctx context.Context) (*generation, error) {
+func (p *proc) waitRunning(ctx context.Context) (*incarnation, error) {
 	for {
 		p.mu.Lock()
-		st, g, ch := p.state, p.gen, p.changed
+		st, g, ch := p.state, p.cur, p.changed
 		p.mu.Unlock()
 		switch {
 		case st == StateRunning:
@@ -486,7 +486,7 @@ func (p *proc) close(ctx context.Context) error {
 		drained = make(chan struct{})
 		p.drained = drained
 	}
-	g := p.gen
+	g := p.cur
 	p.mu.Unlock()
 
 	var err error
@@ -524,7 +524,7 @@ func (p *proc) create(req *wire.CreateRequest) (uint64, wire.CreateResponse, err
 	var resp wire.CreateResponse
 	req.ID = p.nextID.Add(1)
 	p.mu.Lock()
-	g := p.gen
+	g := p.cur
 	if g == nil || p.state == StateClosed || p.state == StateFailed {
 		st := p.state
 		p.mu.Unlock()
@@ -566,7 +566,7 @@ func (p *proc) destroy(ctx context.Context, from, to uint64) error {
 		}
 	}
 	p.specs = keep
-	g, st := p.gen, p.state
+	g, st := p.cur, p.state
 	p.mu.Unlock()
 	if len(gone) == 0 {
 		return nil
@@ -631,12 +631,12 @@ func (p *proc) run(ctx context.Context, req wire.RunRequest) error {
 
 // waitPast waits until g is no longer the running process (its exit was
 // seen), at most 2 s, so that a Run loop does not spin on a dead process.
-func (p *proc) waitPast(ctx context.Context, g *generation) {
+func (p *proc) waitPast(ctx context.Context, g *incarnation) {
 	t := time.NewTimer(2 * time.Second)
 	defer t.Stop()
 	for {
 		p.mu.Lock()
-		current := p.gen == g && p.state == StateRunning
+		current := p.cur == g && p.state == StateRunning
 		ch := p.changed
 		p.mu.Unlock()
 		if !current {
@@ -654,7 +654,7 @@ func (p *proc) waitPast(ctx context.Context, g *generation) {
 	}
 }
 
-func (p *proc) runOnce(ctx context.Context, g *generation, req wire.RunRequest) (error, bool) {
+func (p *proc) runOnce(ctx context.Context, g *incarnation, req wire.RunRequest) (error, bool) {
 	sctx, cancel := context.WithCancel(p.runCtx)
 	defer cancel()
 	s, err := g.pc.conn.NewStream(sctx, &wire.RunStream, wire.MethodRun, wire.CallCodec)

@@ -61,7 +61,7 @@ type remoteSched struct {
 // level).
 func (r remoteSched) Status() []runner.CoroutineStatus {
 	r.p.mu.Lock()
-	g, st := r.p.gen, r.p.state
+	g, st := r.p.cur, r.p.state
 	r.p.mu.Unlock()
 	if g == nil || st != StateRunning {
 		return nil

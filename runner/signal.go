@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-// Signals. Waiters on one name share a generation: a channel that the next
+// Signals. Waiters on one name share a round: a channel that the next
 // Signal closes after storing its value, and a count of parked waiters. A
 // Signal therefore wakes any number of waiters with one close, and its count
 // is exact: a waiter that times out removes itself under the core's lock, and
-// one that finds its generation already fired takes the value even if its
+// one that finds its round already fired takes the value even if its
 // timer fired too, because the signaller has counted it.
 //
 // A SignalAtLeast that found too few waiters is queued as pending on the
@@ -19,11 +19,11 @@ import (
 // pending signallers, never both.
 
 type signalState struct {
-	gen     *generation      // parked waiters, nil when none
+	round   *round           // parked waiters, nil when none
 	pending []*pendingSignal // oldest first
 }
 
-type generation struct {
+type round struct {
 	fired  chan struct{} // closed by the signal, after value is set
 	value  []byte        // the signaller's private copy, never changed
 	parked int
@@ -56,10 +56,10 @@ func (c *LocalCore) WaitForSignal(ctx context.Context, name string, timeout time
 		st = &signalState{}
 		c.signals[name] = st
 	}
-	if st.gen == nil {
-		st.gen = &generation{fired: make(chan struct{})}
+	if st.round == nil {
+		st.round = &round{fired: make(chan struct{})}
 	}
-	g := st.gen
+	g := st.round
 	g.parked++
 	c.stats.Waiters++
 	c.mu.Unlock()
@@ -89,8 +89,8 @@ func (c *LocalCore) WaitForSignal(ctx context.Context, name string, timeout time
 	}
 	g.parked--
 	c.stats.Waiters--
-	if g.parked == 0 && st.gen == g {
-		st.gen = nil
+	if g.parked == 0 && st.round == g {
+		st.round = nil
 		c.forgetSignalLocked(name, st)
 	}
 	c.mu.Unlock()
@@ -114,7 +114,7 @@ func (c *LocalCore) deliverPendingLocked(name string, st *signalState) []byte {
 
 // forgetSignalLocked drops the state of a name nobody waits or signals on.
 func (c *LocalCore) forgetSignalLocked(name string, st *signalState) {
-	if st.gen == nil && len(st.pending) == 0 && c.signals[name] == st {
+	if st.round == nil && len(st.pending) == 0 && c.signals[name] == st {
 		delete(c.signals, name)
 	}
 }
@@ -138,9 +138,9 @@ func (c *LocalCore) SignalAtLeast(ctx context.Context, name string, value []byte
 	}
 	st := c.signals[name]
 	woken := 0
-	if st != nil && st.gen != nil {
-		g := st.gen
-		st.gen = nil
+	if st != nil && st.round != nil {
+		g := st.round
+		st.round = nil
 		g.value = v
 		woken = g.parked
 		c.stats.Waiters -= woken
