@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	oklogrun "github.com/oklog/run"
 	"github.com/paster-dev/paster/engine"
 	"github.com/paster-dev/paster/entrypoints"
 )
@@ -210,25 +211,31 @@ func serve(ctx context.Context, cfg configArg, vars map[string]string, opts *ser
 	if err != nil {
 		return err
 	}
+	// Two actors: the engine, which serves until ctx ends, and the SIGHUP
+	// handler, which asks it to reload. When either returns, the other is
+	// stopped; serve returns the engine's error.
 	reload := make(chan struct{}, 1)
+	var group oklogrun.Group
+	runCtx, stopEngine := context.WithCancel(ctx)
+	defer stopEngine()
+	group.Add(func() error { return m.Run(runCtx, reload) }, func(error) { stopEngine() })
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	fwd, cancel := context.WithCancel(ctx)
-	defer cancel()
-	go func() {
+	stopHUP := make(chan struct{})
+	group.Add(func() error {
 		for {
 			select {
-			case <-fwd.Done():
-				return
+			case <-stopHUP:
+				return nil
 			case <-hup:
 				logger.Info("SIGHUP received; reloading")
 			}
 			select {
 			case reload <- struct{}{}:
-			default:
+			default: // a reload is pending already
 			}
 		}
-	}()
-	return m.Run(ctx, reload)
+	}, func(error) { close(stopHUP) })
+	return group.Run()
 }
