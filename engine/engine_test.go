@@ -63,6 +63,13 @@ func gateNamed(name string) *gate {
 var testDist = &entrypoints.Dist{
 	Name:    "enginetest",
 	Version: "0.0.1",
+	// server plain reads none of its keys: whatever it is given, only the
+	// engine checks the settings every server section shares.
+	Servers: map[string]entrypoints.ServerFactory{
+		"plain": func(map[string]string, entrypoints.Local) (entrypoints.Server, error) {
+			return func(ctx context.Context, _ http.Handler) error { <-ctx.Done(); return nil }, nil
+		},
+	},
 	Apps: map[string]entrypoints.AppFactory{
 		"main": func(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
 			text, gname := local.Get("text"), local.Get("gate")
@@ -514,5 +521,31 @@ func TestEngineCoreChange(t *testing.T) {
 	}
 	if r.e.core != first {
 		t.Fatal("the Core was replaced by a reload")
+	}
+}
+
+// TestCheckSharedTimeouts: Check reports a bad timeout of a server section
+// whatever server it names — one made by a factory, which reads none of
+// these keys, too — as serving would, naming file, line, section and key.
+func TestCheckSharedTimeouts(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ line, want string }{
+		{"shutdown_timeout = soon", `dev.ini:3 [server:main] shutdown_timeout: bad duration: "soon"`},
+		{"shutdown_timeout = -1", "dev.ini:3 [server:main] shutdown_timeout: negative duration -1s"},
+		{"ready_timeout = -2", "dev.ini:3 [server:main] ready_timeout: negative duration -2s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.line, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			ini := "[server:main]\nuse = egg:enginetest#plain\n" + tt.line + "\n\n[app:main]\nuse = egg:enginetest#main\n"
+			if err := os.WriteFile(filepath.Join(dir, "dev.ini"), []byte(ini), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Check(context.Background(), Config{ServerURI: "config:dev.ini#main", AppURI: "config:dev.ini#main", Base: dir, Logger: hclog.NewNullLogger()})
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Check = %v, want %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -78,10 +78,10 @@ type serverSettings struct {
 func readServerSettings(local entrypoints.Local) (serverSettings, error) {
 	var st serverSettings
 	var err error
-	if st.grace, err = local.Duration("shutdown_timeout", defaultGrace); err != nil {
+	if st.grace, err = runner.Timeout(local, "shutdown_timeout", defaultGrace); err != nil {
 		return st, err
 	}
-	if st.readyTimeout, err = local.Duration("ready_timeout", defaultReadyTimeout); err != nil {
+	if st.readyTimeout, err = runner.Timeout(local, "ready_timeout", defaultReadyTimeout); err != nil {
 		return st, err
 	}
 	if cfg, err := runner.ParseHTTPConfig(local); err == nil {

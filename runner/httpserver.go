@@ -246,12 +246,9 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 		{"handler_timeout", DefaultHandlerTimeout, &cfg.HandlerTimeout},
 	}
 	for _, d := range durations {
-		v, err := local.Duration(d.key, d.def)
+		v, err := Timeout(local, d.key, d.def)
 		if err != nil {
 			return cfg, err
-		}
-		if v < 0 {
-			return cfg, local.Errorf(d.key, "negative duration %s (0 turns it off)", v)
 		}
 		*d.dst = v
 	}

@@ -18,6 +18,22 @@ const (
 	DefaultReadyTimeout = 30 * time.Second
 )
 
+// Timeout reads the duration key of a server section (SECONDS or a Go
+// duration): def when unset; an error naming the file, line, section and key
+// when it is not a duration or is negative (0 turns it off). ParseHTTPConfig,
+// New and package engine read every timeout of a server section with it
+// (shutdown_timeout, ready_timeout, ...), so they agree on what is valid.
+func Timeout(local entrypoints.Local, key string, def time.Duration) (time.Duration, error) {
+	v, err := local.Duration(key, def)
+	if err != nil {
+		return 0, err
+	}
+	if v < 0 {
+		return 0, local.Errorf(key, "negative duration %s (0 turns it off)", v)
+	}
+	return v, nil
+}
+
 // RunnerKeys are the server-section keys New reads itself; the rest go to
 // NewHTTPServer (HTTPServerKeys). A server runner built on Runner that reads
 // keys of its own removes them from local (Local.Without) before New, so
@@ -97,12 +113,9 @@ func New(app http.Handler, local entrypoints.Local) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	readyTimeout, err := local.Duration("ready_timeout", DefaultReadyTimeout)
+	readyTimeout, err := Timeout(local, "ready_timeout", DefaultReadyTimeout)
 	if err != nil {
 		return nil, err
-	}
-	if readyTimeout < 0 {
-		return nil, local.Errorf("ready_timeout", "negative duration %s (0 turns it off)", readyTimeout)
 	}
 	opts.Logger = logger.Named("core")
 
