@@ -322,6 +322,7 @@ func TestEngineRunnerSwap(t *testing.T) {
 	var stop atomic.Bool
 	var total, failed atomic.Int64
 	var first atomic.Value
+	var stepNow atomic.Int64
 	var wg sync.WaitGroup
 	for range 4 {
 		wg.Add(1)
@@ -331,7 +332,7 @@ func TestEngineRunnerSwap(t *testing.T) {
 				total.Add(1)
 				if code, body := r.get("/"); code != 200 || body != "ok" {
 					failed.Add(1)
-					first.CompareAndSwap(nil, fmt.Sprint(code, " ", body))
+					first.CompareAndSwap(nil, fmt.Sprint("step ", stepNow.Load(), " ", code, " ", body))
 				}
 			}
 		}()
@@ -340,8 +341,10 @@ func TestEngineRunnerSwap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, step := range []struct{ text, binary string }{{plugin, chatBinary}, {builtin, ""}, {plugin, chatBinary}} {
+	for i, step := range []struct{ text, binary string }{{plugin, chatBinary}, {builtin, ""}, {plugin, chatBinary}} {
+		stepNow.Store(int64(i + 1))
 		r.reloadTo(step.text)
+		stepNow.Store(int64(-i - 1))
 		// The loader's tree says where the server runs (Node.Binary).
 		r.e.mu.Lock()
 		got := r.e.cur.session.Root[0].Binary

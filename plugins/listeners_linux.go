@@ -539,7 +539,8 @@ type lentListener struct {
 	done       chan struct{} // closed by Close
 	detached   chan struct{} // closed by Detach
 	closeOnce  sync.Once
-	// fresh counts the connections handed out that sent no byte yet.
+	// fresh counts the connections handed out whose first request has not
+	// reached a handler yet.
 	fresh atomic.Int64
 }
 
@@ -617,9 +618,9 @@ func (l *lentListener) giveBackQueued() {
 }
 
 // Detach stops the listener from taking connections (the other servers on
-// the socket get them) and waits, at most d, until those it took have sent
-// their first bytes; it reports whether they all had. runner's HTTPServer
-// calls it before shutting down.
+// the socket get them) and waits, at most d, until those it took have had
+// their first request reach a handler (runner.FreshConn); it reports
+// whether they all had. runner's HTTPServer calls it before shutting down.
 func (l *lentListener) Detach(d time.Duration) bool {
 	l.mu.Lock()
 	if !l.isDetached {
@@ -662,9 +663,10 @@ func (l *lentListener) Close() error {
 // Addr returns the address of the host's socket.
 func (l *lentListener) Addr() net.Addr { return l.addr }
 
-// lentConn counts, for Detach, a connection until its first byte: what
-// runner's ListenerPool does for its own listeners (its counting type
-// belongs to its socket handles and is not exported).
+// lentConn counts, for Detach, a connection until its first request reaches
+// a handler, it fails to read, or it is closed: what runner's ListenerPool
+// does for its own listeners (its counting type belongs to its socket
+// handles and is not exported).
 type lentConn struct {
 	net.Conn
 	l    *lentListener
@@ -677,9 +679,13 @@ func (c *lentConn) settle() {
 	}
 }
 
+// FirstRequest implements runner.FreshConn: the plugin's HTTPServer calls
+// it when the connection's first request reaches a handler.
+func (c *lentConn) FirstRequest() { c.settle() }
+
 func (c *lentConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 || err != nil {
+	if err != nil {
 		c.settle()
 	}
 	return n, err

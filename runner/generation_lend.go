@@ -1,6 +1,9 @@
 package runner
 
-import "net"
+import (
+	"net"
+	"net/http"
+)
 
 // Lending a pool's sockets to another process. paster serve owns every
 // listening socket and lends it to the servers that run in plugin processes:
@@ -35,4 +38,43 @@ func ReturnConn(ln net.Listener, c net.Conn) {
 		c = tc.Conn
 	}
 	go h.s.requeue(c)
+}
+
+// FreshConn is a connection that a pooled or lent listener counts, for
+// Detach, until its first request reaches a handler. Reading the first
+// bytes is not enough: net/http closes, without an answer, a connection
+// whose request it finishes reading after Shutdown began, so a server is
+// shut down only once every connection it took has a request being
+// handled (or was closed). HTTPServer calls FirstRequest as each request
+// starts; a plugin's lent connections implement it too.
+type FreshConn interface {
+	net.Conn
+	FirstRequest()
+}
+
+type freshConnKey struct{}
+
+// freshConnOf returns the FreshConn beneath the server's own connection
+// wrappers, or nil.
+func freshConnOf(c net.Conn) FreshConn {
+	for {
+		switch t := c.(type) {
+		case FreshConn:
+			return t
+		case *rejectConn:
+			c = t.Conn
+		case *capConn:
+			c = t.Conn
+		default:
+			return nil
+		}
+	}
+}
+
+// firstRequest tells the connection r arrived on, if a pooled or lent
+// listener counts it, that a request of it reached a handler.
+func firstRequest(r *http.Request) {
+	if fc, ok := r.Context().Value(freshConnKey{}).(FreshConn); ok {
+		fc.FirstRequest()
+	}
 }

@@ -160,8 +160,8 @@ func (v *ListenerView) Bound() <-chan struct{} { return v.bound }
 
 // Detach makes the listeners taken through v stop taking connections, so
 // that other handles on the same sockets get them all, and waits until every
-// connection they did take has delivered its first bytes (or was closed),
-// at most for d. It reports whether they all had.
+// connection they did take has had its first request reach a handler (or
+// failed, or was closed), at most for d. It reports whether they all had.
 //
 // Shut a server down only after Detach: net/http closes, without an answer,
 // a connection whose first request it reads after Shutdown began, so a
@@ -299,16 +299,16 @@ type sockHandle struct {
 	closed     chan struct{}
 	detachOnce sync.Once
 	detached   chan struct{}
-	// fresh counts the connections handed out that have not delivered a
-	// byte yet.
+	// fresh counts the connections handed out whose first request has not
+	// reached a handler yet.
 	fresh atomic.Int64
 }
 
 func (h *sockHandle) detach() { h.detachOnce.Do(func() { close(h.detached) }) }
 
 // Detach stops the handle from taking connections and waits, at most d,
-// until those it took have delivered their first bytes; it reports whether
-// they all had. HTTPServer calls it before shutting down on a pooled socket.
+// until those it took have had their first request reach a handler; it
+// reports whether they all had. HTTPServer calls it before shutting down on a pooled socket.
 func (h *sockHandle) Detach(d time.Duration) bool {
 	h.detach()
 	return h.settled(time.Now().Add(d))
@@ -339,13 +339,16 @@ func (h *sockHandle) Accept() (net.Conn, error) {
 		}
 		select {
 		case c := <-conns:
+			// Counted before the check, so that a Detach that closes
+			// detached after the check finds it fresh and waits for it.
+			h.fresh.Add(1)
 			select {
 			case <-h.closed:
 			case <-h.detached:
 			default:
-				h.fresh.Add(1)
 				return &trackedConn{Conn: c, h: h}, nil
 			}
+			h.fresh.Add(-1)
 			// Closed or detached meanwhile: the server might drop c;
 			// give it back for another handle.
 			go h.s.requeue(c)
@@ -372,7 +375,8 @@ func (h *sockHandle) Close() error {
 
 func (h *sockHandle) Addr() net.Addr { return h.s.ln.Addr() }
 
-// trackedConn counts, for Detach, a connection until its first byte.
+// trackedConn counts, for Detach, a connection until its first request
+// reaches a handler (FirstRequest), it fails to read, or it is closed.
 type trackedConn struct {
 	net.Conn
 	h    *sockHandle
@@ -385,9 +389,12 @@ func (c *trackedConn) settle() {
 	}
 }
 
+// FirstRequest implements FreshConn.
+func (c *trackedConn) FirstRequest() { c.settle() }
+
 func (c *trackedConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if n > 0 || err != nil {
+	if err != nil {
 		c.settle()
 	}
 	return n, err

@@ -27,6 +27,7 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
+	firstRequest(r)
 	rc := rejectConnOf(r)
 	if rc != nil {
 		defer rc.requestStarted()()

@@ -60,8 +60,12 @@ type rejectConn struct {
 type rejectConnKey struct{}
 
 // connContext is the http.Server's ConnContext: it gives the connection's
-// requests their rejectConn (requestStarted, hijacked).
+// requests their rejectConn (requestStarted, hijacked) and the FreshConn
+// beneath the server's wrappers, if any.
 func connContext(ctx context.Context, c net.Conn) context.Context {
+	if fc := freshConnOf(c); fc != nil {
+		ctx = context.WithValue(ctx, freshConnKey{}, fc)
+	}
 	rc, ok := c.(*rejectConn)
 	if !ok {
 		return ctx
