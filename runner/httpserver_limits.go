@@ -30,7 +30,8 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	firstRequest(r)
 	rc := rejectConnOf(r)
 	if rc != nil {
-		defer rc.requestStarted()()
+		rc.requestStarted()
+		defer rc.requestDone()
 	}
 
 	if s.cfg.MaxBodyBytes > 0 && r.ContentLength > s.cfg.MaxBodyBytes {

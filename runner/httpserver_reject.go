@@ -94,14 +94,16 @@ func (c *rejectConn) Read(p []byte) (int, error) {
 }
 
 // requestStarted forgets the bytes of the request that reached a handler,
-// and notes the handler running until the returned function is called.
-func (c *rejectConn) requestStarted() (done func()) {
+// and notes the handler running until requestDone.
+func (c *rejectConn) requestStarted() {
 	c.active.Add(1)
 	c.mu.Lock()
 	c.head = c.head[:0]
 	c.mu.Unlock()
-	return func() { c.active.Add(-1) }
 }
+
+// requestDone notes that the handler requestStarted noted has returned.
+func (c *rejectConn) requestDone() { c.active.Add(-1) }
 
 func (c *rejectConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
