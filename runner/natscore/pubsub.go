@@ -233,6 +233,7 @@ func (s *natsSub) Fetch(ctx context.Context) ([]runner.Message, error) {
 		return fail(runner.ErrClosed)
 	}
 	defer func() { <-s.turn }()
+	var retry time.Duration
 	for {
 		select {
 		case <-s.done:
@@ -250,6 +251,16 @@ func (s *natsSub) Fetch(ctx context.Context) ([]runner.Message, error) {
 			return nil, c.opError(ctx, err, "fetch from %q", s.topic)
 		}
 		msgs, err := s.read(ctx)
+		if electing(err) {
+			// The stream has no leader for a moment (a NATS server of the
+			// cluster went away): a parked Fetch waits it out, as it
+			// waits for messages, until its context ends.
+			if werr := s.pause(ctx, &retry); werr != nil {
+				return fail(werr)
+			}
+			continue
+		}
+		retry = 0
 		if err != nil || len(msgs) > 0 {
 			return msgs, err
 		}
@@ -267,6 +278,31 @@ func (s *natsSub) Fetch(ctx context.Context) ([]runner.Message, error) {
 		if err != nil {
 			return fail(err)
 		}
+	}
+}
+
+// electing reports whether err is JetStream's "temporarily unavailable"
+// (503): the stream is choosing a leader.
+func electing(err error) bool {
+	var ae *jetstream.APIError
+	return errors.As(err, &ae) && ae.Code == 503
+}
+
+// pause waits *retry (25ms doubling to 1s) before a Fetch asks again, or
+// returns why it should not.
+func (s *natsSub) pause(ctx context.Context, retry *time.Duration) error {
+	*retry = min(max(2**retry, 25*time.Millisecond), time.Second)
+	t := time.NewTimer(*retry)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return runner.ContextError(ctx)
+	case <-s.c.done:
+		return runner.ErrClosed
+	case <-s.done:
+		return runner.ErrClosed
 	}
 }
 
