@@ -129,7 +129,8 @@ func (c *rejectConn) Write(p []byte) (int, error) {
 // "Unsupported transfer encoding"), and returns its status code.
 func ownReply(p []byte) (int, bool) {
 	rest, ok := bytes.CutPrefix(p, []byte("HTTP/1.1 "))
-	if !ok {
+	if !ok || len(rest) == 0 || (rest[0] != '4' && rest[0] != '5') {
+		// Most writes are a handler's 2xx or 3xx: not worth a search.
 		return 0, false
 	}
 	status, text, ok := bytes.Cut(rest, []byte(ownReplyHeaders))
