@@ -30,21 +30,35 @@ use = egg:paster#health
 use = egg:hello#main
 `
 
-// TestDaemonStartStatusStop walks PasteScript's daemon vocabulary with its
-// messages and exit codes (spec/pastedeploy.md §4.2).
-func TestDaemonStartStatusStop(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	port := freePort(t)
+// daemonDir writes daemonINI with a free port to dev.ini in a fresh
+// directory and returns the directory and the port.
+func daemonDir(t *testing.T) (dir string, port int) {
+	t.Helper()
+	dir = t.TempDir()
+	port = freePort(t)
 	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, daemonINI, port), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pidFile := filepath.Join(dir, "paster.pid")
+	return dir, port
+}
+
+// killPIDFileAtEnd SIGKILLs the process pidFile names, if any, when the
+// test ends; it returns pidFile.
+func killPIDFileAtEnd(t *testing.T, pidFile string) string {
 	t.Cleanup(func() {
 		if pid, err := readPIDFile(pidFile); err == nil {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	})
+	return pidFile
+}
+
+// TestDaemonStartStatusStop walks PasteScript's daemon vocabulary with its
+// messages and exit codes (spec/pastedeploy.md §4.2).
+func TestDaemonStartStatusStop(t *testing.T) {
+	t.Parallel()
+	dir, port := daemonDir(t)
+	pidFile := killPIDFileAtEnd(t, filepath.Join(dir, "paster.pid"))
 	expect := func(args []string, code int, want string) string {
 		t.Helper()
 		stdout, stderr, got := paster(t, dir, args...)
@@ -109,11 +123,7 @@ func TestDaemonStartStatusStop(t *testing.T) {
 // monitor start it again; SIGTERM to the monitor stops both.
 func TestMonitorRestart(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	port := freePort(t)
-	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, daemonINI, port), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, port := daemonDir(t)
 	p := startServe(t, dir, port, "dev.ini", "--monitor-restart", "--pid-file", "m.pid")
 	first := p.healthPID()
 	if pid, err := readPIDFile(filepath.Join(dir, "m.pid")); err != nil || pid != p.cmd.Process.Pid {
@@ -144,17 +154,8 @@ func TestMonitorRestart(t *testing.T) {
 // serves on the same port, and the pid file names the new one.
 func TestDaemonRestart(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	port := freePort(t)
-	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, daemonINI, port), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	pidFile := filepath.Join(dir, "paster.pid")
-	t.Cleanup(func() {
-		if pid, err := readPIDFile(pidFile); err == nil {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
-	})
+	dir, port := daemonDir(t)
+	pidFile := killPIDFileAtEnd(t, filepath.Join(dir, "paster.pid"))
 	if stdout, stderr, code := paster(t, dir, "serve", "dev.ini", "start"); code != 0 {
 		t.Fatalf("start: exit %d: %s %s", code, stdout, stderr)
 	}
@@ -190,11 +191,7 @@ func TestDaemonRestart(t *testing.T) {
 // file names the monitor, and "stop" stops the monitor and its server.
 func TestDaemonMonitorPIDFile(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	port := freePort(t)
-	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, daemonINI, port), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, port := daemonDir(t)
 	pidFile := filepath.Join(dir, "paster.pid")
 	p := &serveProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), done: make(chan error, 1)}
 	t.Cleanup(func() {
@@ -228,11 +225,7 @@ func TestDaemonMonitorPIDFile(t *testing.T) {
 // server must not stay behind as an orphan.
 func TestMonitorKilledTakesServer(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	port := freePort(t)
-	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, daemonINI, port), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, port := daemonDir(t)
 	p := startServe(t, dir, port, "dev.ini", "--monitor-restart")
 	server := p.healthPID()
 	t.Cleanup(func() { syscall.Kill(server, syscall.SIGKILL) })

@@ -642,19 +642,27 @@ func pluginServerINI(port, tick int) []byte {
 	return fmt.Appendf(nil, swapINI, "egg:chat#hijacked_runner", port, fmt.Sprintf("tick_interval = %d\n", tick))
 }
 
+// startPluginServer builds the chat plugin and serves pluginServerINI
+// (tick 30) and a file "hello" from a fresh directory; it returns the
+// server, the path of its dev.ini and its port.
+func startPluginServer(t *testing.T) (p *serveProc, ini string, port int) {
+	t.Helper()
+	buildPlugin(t, "chat")
+	dir := t.TempDir()
+	port = freePort(t)
+	ini = filepath.Join(dir, "dev.ini")
+	os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
+	os.WriteFile(ini, pluginServerINI(port, 30), 0o644)
+	return startServe(t, dir, port, "dev.ini"), ini, port
+}
+
 // TestReloadPluginServerKeepsSocket: the server runs inside a plugin
 // process (chat's hijacked_runner, built on runner.Runner); a change of its
 // section starts the new server in the same process on the same socket, and
 // no request fails, new connections included.
 func TestReloadPluginServerKeepsSocket(t *testing.T) {
 	t.Parallel()
-	buildPlugin(t, "chat")
-	dir := t.TempDir()
-	port := freePort(t)
-	ini := filepath.Join(dir, "dev.ini")
-	os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
-	os.WriteFile(ini, pluginServerINI(port, 30), 0o644)
-	p := startServe(t, dir, port, "dev.ini")
+	p, ini, port := startPluginServer(t)
 	l := startLoad(p.base, "/hello", 4)
 	p.waitFor("load to be served", func() bool { return l.seen("hi\n") })
 	for i := 1; i <= 3; i++ {
@@ -700,13 +708,7 @@ func TestReloadPluginServerKeepsSocket(t *testing.T) {
 // generations keeps its instance.
 func TestReloadPluginServerInstances(t *testing.T) {
 	t.Parallel()
-	buildPlugin(t, "chat")
-	dir := t.TempDir()
-	port := freePort(t)
-	ini := filepath.Join(dir, "dev.ini")
-	os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
-	os.WriteFile(ini, pluginServerINI(port, 30), 0o644)
-	p := startServe(t, dir, port, "dev.ini")
+	p, ini, port := startPluginServer(t)
 	instances := func(h healthDoc) int {
 		for _, pl := range h.Plugins {
 			if strings.HasSuffix(pl.Path, "/paster-plugin-chat") && slices.Contains(pl.Generations, h.Generation) {
