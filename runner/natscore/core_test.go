@@ -109,6 +109,12 @@ func cluster(t *testing.T, ts *testServer, n int) []*Core {
 	return nodes
 }
 
+// soloCluster is cluster on a nats-server of its own.
+func soloCluster(t *testing.T, n int) []*Core {
+	t.Helper()
+	return cluster(t, startServer(t), n)
+}
+
 // TestSignalAcrossNodes: one Signal wakes the waiters of every node and
 // counts them all; a node with none answers 0.
 func TestSignalAcrossNodes(t *testing.T) {
@@ -153,9 +159,8 @@ func TestSignalAcrossNodes(t *testing.T) {
 // arriving on any node, and its count is exact.
 func TestSignalAtLeastAcrossNodes(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t)
 	ctx := context.Background()
-	nodes := cluster(t, ts, 3)
+	nodes := soloCluster(t, 3)
 	early := coretest.Park(t, nodes[1], ctx, "go", runner.NoTimeout, 1)
 	type res struct {
 		n   int
@@ -191,9 +196,8 @@ func TestSignalAtLeastAcrossNodes(t *testing.T) {
 // another.
 func TestPubSubAcrossNodes(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t)
 	ctx := context.Background()
-	nodes := cluster(t, ts, 2)
+	nodes := soloCluster(t, 2)
 	a, b := nodes[0], nodes[1]
 	coretest.PublishN(t, a, "chat", 1, 2)
 	coretest.PublishN(t, b, "chat", 3, 3)
@@ -218,9 +222,8 @@ func TestPubSubAcrossNodes(t *testing.T) {
 // nodes that answered.
 func TestNodeMissing(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t)
 	ctx := context.Background()
-	nodes := cluster(t, ts, 3)
+	nodes := soloCluster(t, 3)
 	res := coretest.Park(t, nodes[1], ctx, "x", runner.NoTimeout, 2)
 	nodes[2].nc.Close() // dies: no leave message
 	n, err := nodes[0].Signal(ctx, "x", []byte("v"))
@@ -335,9 +338,8 @@ func TestNewFailsWithoutServer(t *testing.T) {
 // serving its value to arriving waiters, which park as usual.
 func TestSignalAtLeastOriginDies(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t)
 	ctx := context.Background()
-	nodes := cluster(t, ts, 2)
+	nodes := soloCluster(t, 2)
 	a, b := nodes[0], nodes[1]
 	go a.SignalAtLeast(ctx, "p", []byte("v"), 5)
 	coretest.WaitFor(t, "pending on b", func() bool { return b.Stats().PendingSignals == 1 })
