@@ -13,6 +13,11 @@
 //	                                  hello handler served by a separate
 //	                                  benchserve process on a unix socket:
 //	                                  what users would otherwise pick
+//	benchserve -target bench-inproc   egg:bench#main (bench/benchdist:
+//	                                  /hello, /cpu, /sink, /source)
+//	                                  compiled in, on the http runner
+//	benchserve -target bench-plugin   the same app from the plugin binary
+//	                                  paster-plugin-bench in -plugin-dir
 package main
 
 import (
@@ -34,6 +39,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/paster-dev/paster/bench/benchdist"
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins"
 	"github.com/paster-dev/paster/runner/builtin"
@@ -49,7 +55,7 @@ func hello(w http.ResponseWriter, r *http.Request) {
 func main() {
 	target := flag.String("target", "plain", "what serves: plain, paster-http, paster-plugin, reverse-proxy")
 	host := flag.String("host", "127.0.0.1", "address to bind")
-	pluginDir := flag.String("plugin-dir", "", "directory of paster-plugin-hello (paster-plugin)")
+	pluginDir := flag.String("plugin-dir", "", "directory of paster-plugin-hello and paster-plugin-bench (paster-plugin, bench-plugin)")
 	unixSocket := flag.String("unix", "", "serve the plain hello handler on this unix socket (the reverse proxy's backend)")
 	flag.Parse()
 	logger := hclog.New(&hclog.LoggerOptions{Name: "benchserve", Output: os.Stderr, Level: hclog.Warn})
@@ -63,13 +69,20 @@ func main() {
 	case "paster-http":
 		err = servePaster(ctx, *host, http.HandlerFunc(hello))
 	case "paster-plugin":
-		err = servePlugin(ctx, *host, *pluginDir)
+		err = servePlugin(ctx, *host, *pluginDir, "hello", entrypoints.NewLocal("greeting", "Hello", "name", "world"))
+	case "bench-inproc":
+		var app http.Handler
+		if app, err = benchdist.Dist.Apps["main"](map[string]string{}, entrypoints.NewLocal()); err == nil {
+			err = servePaster(ctx, *host, app, unlimitedBody...)
+		}
+	case "bench-plugin":
+		err = servePlugin(ctx, *host, *pluginDir, "bench", entrypoints.NewLocal(), unlimitedBody...)
 	case "reverse-proxy":
 		err = serveReverseProxy(ctx, *host)
 	case "backend":
 		err = serveBackend(ctx, *unixSocket)
 	default:
-		err = fmt.Errorf("unknown target %q (plain, paster-http, paster-plugin, reverse-proxy)", *target)
+		err = fmt.Errorf("unknown target %q (plain, paster-http, paster-plugin, reverse-proxy, bench-inproc, bench-plugin)", *target)
 	}
 	if err != nil {
 		logger.Error("serving failed", "target", *target, "error", err)
@@ -112,30 +125,36 @@ func (a *addrWriter) Write(p []byte) (int, error) {
 	return os.Stderr.Write(p)
 }
 
-func servePaster(ctx context.Context, host string, app http.Handler) error {
+// servePaster serves app with the built-in http runner, default settings
+// but for the extra key/value pairs given.
+func servePaster(ctx context.Context, host string, app http.Handler, extra ...string) error {
 	hclog.SetDefault(hclog.New(&hclog.LoggerOptions{Name: "paster", Output: &addrWriter{}, Level: hclog.Info}))
 	run := builtin.Dist.Runners["http"]
-	return run(ctx, app, map[string]string{}, entrypoints.NewLocal("host", host, "port", "0"))
+	return run(ctx, app, map[string]string{}, entrypoints.NewLocal(append([]string{"host", host, "port", "0"}, extra...)...))
 }
 
-// servePlugin loads egg:hello#main through a plugins.Host, as paster serve
+// unlimitedBody lifts max_body_bytes for bench/benchdist's sink, which
+// takes a 1 GiB upload.
+var unlimitedBody = []string{"max_body_bytes", "0"}
+
+// servePlugin loads egg:DIST#main through a plugins.Host, as paster serve
 // does, and serves it with the http runner.
-func servePlugin(ctx context.Context, host, pluginDir string) error {
+func servePlugin(ctx context.Context, host, pluginDir, dist string, local entrypoints.Local, extra ...string) error {
 	if pluginDir == "" {
 		return errors.New("-plugin-dir is required")
 	}
 	logger := hclog.New(&hclog.LoggerOptions{Name: "paster", Output: os.Stderr, Level: hclog.Warn})
 	pluginHost := plugins.NewHost(plugins.HostOptions{Logger: logger, PluginDirs: []string{pluginDir}})
 	defer pluginHost.Close(context.Background())
-	d, err := pluginHost.Egg("hello", entrypoints.Origin{})
+	d, err := pluginHost.Egg(dist, entrypoints.Origin{})
 	if err != nil {
 		return err
 	}
-	app, err := d.Apps["main"](map[string]string{}, entrypoints.NewLocal("greeting", "Hello", "name", "world"))
+	app, err := d.Apps["main"](map[string]string{}, local)
 	if err != nil {
 		return err
 	}
-	return servePaster(ctx, host, app)
+	return servePaster(ctx, host, app, extra...)
 }
 
 // serveBackend serves the hello handler on a unix socket.
