@@ -27,6 +27,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/paster-dev/paster/bench/rounds"
 )
 
 type target struct {
@@ -40,7 +42,7 @@ var directions = []string{"upload", "download"}
 
 func main() {
 	size := flag.Int64("size", 1<<30, "bytes per transfer")
-	rounds := flag.Int("rounds", 3, "rounds; each runs every target once, order alternating")
+	nRounds := flag.Int("rounds", 3, "rounds; each runs every target once, order alternating")
 	goal := flag.Float64("goal", 0.8, "throughput ratio to the baseline every other target should reach")
 	rssGoal := flag.Int64("rss-goal", 128, "largest rise of any process's RSS, in MiB, during a transfer")
 	flag.Parse()
@@ -58,9 +60,9 @@ func main() {
 		targets = append(targets, t)
 	}
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
-	fmt.Printf("bulk: %d MiB per transfer, %d rounds\n", *size>>20, *rounds)
+	fmt.Printf("bulk: %d MiB per transfer, %d rounds\n", *size>>20, *nRounds)
 	status := 0
-	for r := 0; r < *rounds; r++ {
+	for r := 0; r < *nRounds; r++ {
 		order := append([]*target(nil), targets...)
 		if r%2 == 1 {
 			for i, j := 0, len(order)-1; i < j; i, j = i+1, j-1 {
@@ -90,11 +92,7 @@ func main() {
 	fmt.Printf("\n%-14s %-9s %12s %8s\n", "target", "direction", "median MB/s", "ratio")
 	for _, t := range targets {
 		for _, dir := range directions {
-			ratios := make([]float64, len(t.mbps[dir]))
-			for i := range ratios {
-				ratios[i] = t.mbps[dir][i] / base.mbps[dir][i]
-			}
-			ratio, mark := median(ratios), "  (baseline)"
+			ratio, mark := rounds.Ratio(t.mbps[dir], base.mbps[dir]), "  (baseline)"
 			if t != base {
 				mark = fmt.Sprintf("  (goal ≥ %v: ok)", *goal)
 				if ratio < *goal {
@@ -102,7 +100,7 @@ func main() {
 					status = 3
 				}
 			}
-			fmt.Printf("%-14s %-9s %12.0f %8.3f%s\n", t.name, dir, median(t.mbps[dir]), ratio, mark)
+			fmt.Printf("%-14s %-9s %12.0f %8.3f%s\n", t.name, dir, rounds.Median(t.mbps[dir]), ratio, mark)
 		}
 	}
 	fmt.Printf("\nlargest RSS rise during a transfer (goal ≤ %d MiB):\n", *rssGoal)
@@ -273,16 +271,4 @@ func rssOf(pid int) (int64, error) {
 		}
 	}
 	return 0, errors.New("no VmRSS")
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }

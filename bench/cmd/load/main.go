@@ -23,12 +23,13 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/paster-dev/paster/bench/rounds"
 )
 
 type target struct {
@@ -40,7 +41,7 @@ type target struct {
 func main() {
 	conns := flag.Int("c", 16, "concurrent keep-alive connections")
 	dur := flag.Duration("d", 3*time.Second, "duration of one round per target")
-	rounds := flag.Int("rounds", 5, "rounds; each runs every target once, order alternating")
+	nRounds := flag.Int("rounds", 5, "rounds; each runs every target once, order alternating")
 	warmup := flag.Duration("warmup", time.Second, "unmeasured load on each target before the rounds")
 	goal := flag.Float64("goal", 0.95, "ratio to the baseline every gated target should reach")
 	gated := flag.String("gated", "", "comma-separated targets held to -goal (default: all)")
@@ -69,7 +70,7 @@ func main() {
 		})
 	}
 
-	fmt.Printf("load: %d connections, %s per round, %d rounds, targets: ", *conns, *dur, *rounds)
+	fmt.Printf("load: %d connections, %s per round, %d rounds, targets: ", *conns, *dur, *nRounds)
 	for i, t := range targets {
 		if i > 0 {
 			fmt.Print(", ")
@@ -80,7 +81,7 @@ func main() {
 	for _, t := range targets {
 		run(t, *conns, *warmup)
 	}
-	for r := 0; r < *rounds; r++ {
+	for r := 0; r < *nRounds; r++ {
 		order := make([]*target, len(targets))
 		copy(order, targets)
 		if r%2 == 1 {
@@ -101,11 +102,7 @@ func main() {
 	fmt.Printf("\n%-14s %12s %10s %8s %8s\n", "target", "median req/s", "ratio", "errors", "non-2xx")
 	status := 0
 	for _, t := range targets {
-		ratios := make([]float64, len(t.rps))
-		for i := range t.rps {
-			ratios[i] = t.rps[i] / base.rps[i]
-		}
-		ratio := median(ratios)
+		ratio := rounds.Ratio(t.rps, base.rps)
 		mark := ""
 		if t != base && !isGated(*gated, t.name) {
 			mark = ""
@@ -118,7 +115,7 @@ func main() {
 		} else {
 			mark = "  (baseline)"
 		}
-		fmt.Printf("%-14s %12.0f %10.3f %8d %8d%s\n", t.name, median(t.rps), ratio, t.errors, t.non2xx, mark)
+		fmt.Printf("%-14s %12.0f %10.3f %8d %8d%s\n", t.name, rounds.Median(t.rps), ratio, t.errors, t.non2xx, mark)
 		if t.errors > 0 || t.non2xx > 0 {
 			status = 1
 		}
@@ -133,11 +130,7 @@ func main() {
 			fmt.Printf("%s/%s: not both measured\n", c.a, c.b)
 			continue
 		}
-		ratios := make([]float64, len(a.rps))
-		for i := range a.rps {
-			ratios[i] = a.rps[i] / b.rps[i]
-		}
-		ratio, verdict := median(ratios), "ok"
+		ratio, verdict := rounds.Ratio(a.rps, b.rps), "ok"
 		if ratio < c.goal {
 			verdict = "BELOW"
 			status = max(status, 3)
@@ -178,18 +171,6 @@ func isGated(gated, name string) bool {
 		}
 	}
 	return false
-}
-
-func median(xs []float64) float64 {
-	s := append([]float64(nil), xs...)
-	sort.Float64s(s)
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // run loads t with n connections for d and returns the successful requests
