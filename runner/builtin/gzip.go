@@ -71,10 +71,15 @@ func (g *gzipFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.next.ServeHTTP(gw, r)
 }
 
-// acceptsGzip reports whether Accept-Encoding allows gzip (or x-gzip, or
-// "*" when gzip is not named) with a non-zero quality.
-func acceptsGzip(values []string) bool {
-	star := false
+// acceptsGzip reports whether Accept-Encoding allows gzip (see
+// encodingQ).
+func acceptsGzip(values []string) bool { return encodingQ(values, "gzip") > 0 }
+
+// encodingQ returns the quality Accept-Encoding (the header's values) gives
+// coding: its own entry's q (x-gzip counts as gzip), else that of "*", else
+// 0. An entry without q has 1; an unreadable q counts as 1, as before.
+func encodingQ(values []string, coding string) float64 {
+	star := 0.0
 	for _, v := range values {
 		for _, part := range strings.Split(v, ",") {
 			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
@@ -87,11 +92,11 @@ func acceptsGzip(values []string) bool {
 					}
 				}
 			}
-			switch name {
-			case "gzip", "x-gzip":
-				return q > 0
-			case "*":
-				star = q > 0
+			switch {
+			case name == coding, coding == "gzip" && name == "x-gzip":
+				return q
+			case name == "*":
+				star = q
 			}
 		}
 	}

@@ -4,10 +4,12 @@ import (
 	"errors"
 	"io"
 	"io/fs"
+	"mime"
 	"net/http"
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,19 +26,35 @@ import (
 //	serve_hidden   bool, default false: serve dotfiles (.env, .htpasswd)
 //	               and anything under a dot-directory (.git/); when false
 //	               they are 404, except under /.well-known/ (RFC 8615)
+//	precompressed  codings whose precompressed siblings are served, in
+//	               order of preference: "br gzip" (default), "gzip",
+//	               "br", or "none"
 //
 // GET and HEAD only (405 otherwise). A directory is answered with its
 // index.html; a directory asked for without a trailing slash is first
 // redirected (301) to the slash form of its cleaned path under
 // ScriptName(r), always a path on this site (GET //host/.. is redirected to
 // /, never to //host/../); a missing file or
-// a directory without index.html is 404 (no listings). Ranges, conditional
-// requests and content types are http.ServeContent's. Files are opened
+// a directory without index.html is 404 (no listings).
+//
+// Every file is sent with a strong ETag (its modification time and size)
+// and Last-Modified; If-None-Match and If-Modified-Since are answered 304,
+// Range with 206 and If-Range honoured (http.ServeContent does these, see
+// serveFile). When the client accepts br or gzip and the file has a
+// regular sibling name.br or name.gz, the sibling is sent instead, with
+// Content-Encoding, the original's Content-Type and an ETag of its own;
+// ranges then count compressed bytes (see servePrecompressed). Every
+// response for a file with a sibling carries "Vary: Accept-Encoding". A
+// client that does not accept the coding (or gives it q=0) gets the
+// original; the sibling is never sent with a Content-Encoding to it (asked
+// for by its own name, /app.js.gz is an ordinary file). A sibling without
+// its original is not served in its place (404). Files are opened
 // through an os.Root, so no path (.., encoded traversal, or a symlink
 // pointing outside) reaches anything outside document_root.
 //
 // Errors: document_root missing, not a directory or not openable, a bad
-// cache_max_age or serve_hidden, each naming the key. The root stays open for the life of
+// cache_max_age, serve_hidden or precompressed (an unknown coding), each
+// naming the file, line, section and key. The root stays open for the life of
 // the process.
 func staticFactory(global map[string]string, local entrypoints.Local) (http.Handler, error) {
 	dir := strings.TrimSpace(local.Get("document_root"))
@@ -46,11 +64,7 @@ func staticFactory(global map[string]string, local entrypoints.Local) (http.Hand
 	if !filepath.IsAbs(dir) && global["here"] != "" {
 		dir = filepath.Join(global["here"], dir)
 	}
-	for _, k := range local.Keys() {
-		if k != "document_root" && k != "cache_max_age" && k != "serve_hidden" {
-			logger().Warn("static: unknown key ignored", "key", k, "at", local.Where(k).String(), "known", "document_root, cache_max_age, serve_hidden")
-		}
-	}
+	warnUnknown("static", local, "document_root", "cache_max_age", "serve_hidden", "precompressed")
 	serveHidden, err := local.Bool("serve_hidden", false)
 	if err != nil {
 		return nil, err
@@ -67,13 +81,41 @@ func staticFactory(global map[string]string, local entrypoints.Local) (http.Hand
 	if age >= 0 {
 		s.cacheControl = "max-age=" + strconv.Itoa(age)
 	}
+	pre := []string{"br", "gzip"}
+	if v, ok := local.Lookup("precompressed"); ok {
+		pre = strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+	}
+	for _, name := range pre {
+		c, ok := precompressedCodings[strings.ToLower(name)]
+		if !ok {
+			if strings.EqualFold(name, "none") && len(pre) == 1 {
+				break
+			}
+			return nil, local.Errorf("precompressed", "unknown coding %q (want br, gzip, or none)", name)
+		}
+		if slices.Contains(s.precompressed, c) {
+			return nil, local.Errorf("precompressed", "%q named twice", name)
+		}
+		s.precompressed = append(s.precompressed, c)
+	}
 	return s, nil
 }
 
 type static struct {
-	root         fs.FS
-	cacheControl string
-	serveHidden  bool
+	root          fs.FS
+	cacheControl  string
+	serveHidden   bool
+	precompressed []precompressedCoding // in order of preference
+}
+
+// precompressedCoding is a content coding and the file name extension of
+// its precompressed siblings.
+type precompressedCoding struct{ coding, ext string }
+
+// precompressedCodings are the codings the precompressed key may name.
+var precompressedCodings = map[string]precompressedCoding{
+	"br":   {"br", ".br"},
+	"gzip": {"gzip", ".gz"},
 }
 
 func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -116,7 +158,8 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		f.Close()
-		if f, err = s.root.Open(path.Join(name, "index.html")); err != nil {
+		name = path.Join(name, "index.html")
+		if f, err = s.root.Open(name); err != nil {
 			s.error(w, err)
 			return
 		}
@@ -132,12 +175,92 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if s.cacheControl != "" {
 		w.Header().Set("Cache-Control", s.cacheControl)
 	}
+	if len(s.precompressed) > 0 {
+		if ok := s.servePrecompressed(w, r, name, f, fi); ok {
+			return
+		}
+	}
+	serveFile(w, r, f, fi, "")
+}
+
+// serveFile answers with the file f (whose Stat is fi) through
+// http.ServeContent, after setting a strong ETag made of the file's
+// modification time and size, with "-"+coding appended for a precompressed
+// representation so that each representation has its own (RFC 9110 8.8.3).
+// ServeContent then does Last-Modified, the conditional requests
+// (If-None-Match, If-Modified-Since, If-Match, If-Unmodified-Since: 304 or
+// 412), Range and If-Range, and the Content-Type (from the name's
+// extension, else sniffed) unless one is set.
+func serveFile(w http.ResponseWriter, r *http.Request, f fs.File, fi fs.FileInfo, coding string) {
 	rs, ok := f.(io.ReadSeeker)
 	if !ok {
 		http.Error(w, "500 Internal Server Error", http.StatusInternalServerError)
 		return
 	}
+	tag := `"` + strconv.FormatInt(fi.ModTime().UnixNano(), 36) + "-" + strconv.FormatInt(fi.Size(), 36)
+	if coding != "" {
+		tag += "-" + coding
+	}
+	w.Header().Set("ETag", tag+`"`)
 	http.ServeContent(w, r, fi.Name(), fi.ModTime(), rs)
+}
+
+// servePrecompressed answers with name's precompressed sibling (name.br,
+// name.gz) when there is one, as a regular file, for a coding the client's
+// Accept-Encoding gives a quality above 0: the highest quality wins, ties
+// go to the order of the precompressed key. f and fi are the original's.
+// It sets "Vary: Accept-Encoding" whenever a sibling exists, served or not,
+// so that a cache keeps the representations apart. It reports whether it
+// answered; when not, the caller serves the original.
+//
+// The answer has the original's Content-Type (from its extension, else
+// sniffed from its first bytes), "Content-Encoding: gzip" or "br" and the
+// sibling's own ETag; Range requests count bytes of the compressed file,
+// the representation selected (as nginx's gzip_static and Caddy's
+// precompressed do), and If-Range compares with that representation's ETag.
+func (s *static) servePrecompressed(w http.ResponseWriter, r *http.Request, name string, f fs.File, fi fs.FileInfo) bool {
+	accept := r.Header.Values("Accept-Encoding")
+	var best fs.File
+	var bestInfo fs.FileInfo
+	bestCoding, bestQ, found := "", 0.0, false
+	for _, c := range s.precompressed {
+		sf, err := s.root.Open(name + c.ext)
+		if err != nil {
+			continue
+		}
+		si, err := sf.Stat()
+		if err != nil || !si.Mode().IsRegular() {
+			sf.Close()
+			continue
+		}
+		found = true
+		if q := encodingQ(accept, c.coding); q > bestQ {
+			if best != nil {
+				best.Close()
+			}
+			best, bestInfo, bestCoding, bestQ = sf, si, c.coding, q
+			continue
+		}
+		sf.Close()
+	}
+	h := w.Header()
+	if found && !varyHas(h, "Accept-Encoding") {
+		h.Add("Vary", "Accept-Encoding")
+	}
+	if best == nil {
+		return false
+	}
+	defer best.Close()
+	ct := mime.TypeByExtension(path.Ext(fi.Name()))
+	if ct == "" {
+		buf := make([]byte, 512)
+		n, _ := io.ReadFull(f, buf)
+		ct = http.DetectContentType(buf[:n])
+	}
+	h.Set("Content-Type", ct)
+	h.Set("Content-Encoding", bestCoding)
+	serveFile(w, r, best, bestInfo, bestCoding)
+	return true
 }
 
 // isHidden reports whether the cleaned, relative name is a dotfile or

@@ -202,3 +202,192 @@ func TestStaticHidden(t *testing.T) {
 	_, err := staticFactory(nil, localOf("document_root", root, "serve_hidden", "perhaps"))
 	wantErr(t, err, "serve_hidden", "perhaps")
 }
+
+// TestStaticConditional: files carry a strong ETag and Last-Modified, and
+// conditional requests use them (issue 13.7): If-None-Match and
+// If-Modified-Since get 304 without a body, If-Range with the current
+// validator gets the range (206) and with a stale one the whole file (200).
+// Before, no ETag was sent, so If-None-Match and an If-Range naming an ETag
+// never matched.
+func TestStaticConditional(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	writeFiles(t, root, map[string]string{"a.txt": "0123456789"})
+	h, err := staticFactory(nil, localOf("document_root", root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := start(t, h).URL + "/a.txt"
+	status, body, hdr := do(t, nil, newRequest(t, "GET", url, nil))
+	etag, lastMod := hdr.Get("ETag"), hdr.Get("Last-Modified")
+	if status != 200 || body != "0123456789" || !strings.HasPrefix(etag, `"`) || lastMod == "" {
+		t.Fatalf("GET: %d %q, ETag %q, Last-Modified %q", status, body, etag, lastMod)
+	}
+	tests := []struct {
+		name    string
+		headers []string
+		status  int
+		body    string
+	}{
+		{"If-None-Match current", []string{"If-None-Match", etag}, 304, ""},
+		{"If-None-Match in a list", []string{"If-None-Match", `"other", ` + etag}, 304, ""},
+		{"If-None-Match weak form", []string{"If-None-Match", "W/" + etag}, 304, ""},
+		{"If-None-Match star", []string{"If-None-Match", "*"}, 304, ""},
+		{"If-None-Match stale", []string{"If-None-Match", `"stale"`}, 200, "0123456789"},
+		{"If-Modified-Since current", []string{"If-Modified-Since", lastMod}, 304, ""},
+		{"If-Modified-Since old", []string{"If-Modified-Since", "Mon, 02 Jan 2006 15:04:05 GMT"}, 200, "0123456789"},
+		{"stale ETag beats a current date", []string{"If-None-Match", `"stale"`, "If-Modified-Since", lastMod}, 200, "0123456789"},
+		{"Range", []string{"Range", "bytes=2-4"}, 206, "234"},
+		{"If-Range current ETag", []string{"Range", "bytes=2-4", "If-Range", etag}, 206, "234"},
+		{"If-Range stale ETag", []string{"Range", "bytes=2-4", "If-Range", `"stale"`}, 200, "0123456789"},
+		{"If-Range current date", []string{"Range", "bytes=2-4", "If-Range", lastMod}, 206, "234"},
+		{"If-Range old date", []string{"Range", "bytes=2-4", "If-Range", "Mon, 02 Jan 2006 15:04:05 GMT"}, 200, "0123456789"},
+		{"If-Match stale", []string{"If-Match", `"stale"`}, 412, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			req := newRequest(t, "GET", url, nil)
+			for i := 0; i+1 < len(tt.headers); i += 2 {
+				req.Header.Set(tt.headers[i], tt.headers[i+1])
+			}
+			status, body, hdr := do(t, nil, req)
+			if status != tt.status || (tt.body != "" && body != tt.body) {
+				t.Fatalf("%d %q, want %d %q", status, body, tt.status, tt.body)
+			}
+			if status == 304 && (body != "" || hdr.Get("ETag") != etag) {
+				t.Errorf("304 with body %q, ETag %q", body, hdr.Get("ETag"))
+			}
+		})
+	}
+}
+
+// TestStaticPrecompressed: a file's .br and .gz siblings are served to the
+// clients that accept the coding (issue 13.7), with Content-Encoding, the
+// original's Content-Type, an ETag of their own and Vary: Accept-Encoding;
+// a client that does not accept it gets the original. Ranges count
+// compressed bytes. Before, the original was always served.
+func TestStaticPrecompressed(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	writeFiles(t, root, map[string]string{
+		"app.js":            "ORIGINAL js",
+		"app.js.gz":         "GZ bytes",
+		"app.js.br":         "BR bytes",
+		"noext":             "<html><body>plain</body></html>",
+		"noext.gz":          "GZ noext",
+		"only.css":          "ORIGINAL css",
+		"only.css.gz":       "GZ css",
+		"orphan.txt.gz":     "GZ orphan",
+		"plain.txt":         "ORIGINAL plain",
+		"dir.txt":           "ORIGINAL dir",
+		"dir.txt.gz/x":      "a directory, not a sibling",
+		".hidden.js":        "SECRET",
+		".hidden.js.gz":     "SECRET gz",
+		"sub/index.html":    "ORIGINAL index",
+		"sub/index.html.br": "BR index",
+	})
+	tests := []struct {
+		name, precompressed, path, accept string
+		status                            int
+		body, encoding, ctype             string
+		vary                              bool
+	}{
+		{"br preferred", "", "/app.js", "gzip, br", 200, "BR bytes", "br", "text/javascript; charset=utf-8", true},
+		{"gzip only", "", "/app.js", "gzip", 200, "GZ bytes", "gzip", "text/javascript; charset=utf-8", true},
+		{"x-gzip", "", "/app.js", "x-gzip", 200, "GZ bytes", "gzip", "text/javascript; charset=utf-8", true},
+		{"q decides", "", "/app.js", "br;q=0.5, gzip;q=0.9", 200, "GZ bytes", "gzip", "text/javascript; charset=utf-8", true},
+		{"star", "", "/app.js", "*", 200, "BR bytes", "br", "text/javascript; charset=utf-8", true},
+		{"br refused by q=0", "", "/app.js", "br;q=0, gzip", 200, "GZ bytes", "gzip", "text/javascript; charset=utf-8", true},
+		{"all refused", "", "/app.js", "br;q=0, gzip;q=0", 200, "ORIGINAL js", "", "text/javascript; charset=utf-8", true},
+		{"no Accept-Encoding", "", "/app.js", "", 200, "ORIGINAL js", "", "text/javascript; charset=utf-8", true},
+		{"identity only", "", "/app.js", "identity", 200, "ORIGINAL js", "", "text/javascript; charset=utf-8", true},
+		{"sniffed type of the original", "", "/noext", "gzip", 200, "GZ noext", "gzip", "text/html; charset=utf-8", true},
+		{"only a gz sibling, br asked", "", "/only.css", "br", 200, "ORIGINAL css", "", "text/css; charset=utf-8", true},
+		{"no sibling: no Vary", "", "/plain.txt", "gzip, br", 200, "ORIGINAL plain", "", "text/plain; charset=utf-8", false},
+		{"a directory is no sibling", "", "/dir.txt", "gzip", 200, "ORIGINAL dir", "", "text/plain; charset=utf-8", false},
+		{"orphan sibling not served", "", "/orphan.txt", "gzip", 404, "", "", "", false},
+		{"sibling by its own name", "", "/app.js.gz", "", 200, "GZ bytes", "", "application/gzip", false},
+		{"hidden stays hidden", "", "/.hidden.js", "gzip", 404, "", "", "", false},
+		{"index sibling", "", "/sub/", "br", 200, "BR index", "br", "text/html; charset=utf-8", true},
+		{"precompressed = gzip", "gzip", "/app.js", "br, gzip", 200, "GZ bytes", "gzip", "text/javascript; charset=utf-8", true},
+		{"precompressed = gzip, br preference", "gzip br", "/app.js", "br, gzip", 200, "GZ bytes", "gzip", "text/javascript; charset=utf-8", true},
+		{"precompressed = none", "none", "/app.js", "br, gzip", 200, "ORIGINAL js", "", "text/javascript; charset=utf-8", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			local := []string{"document_root", root}
+			if tt.precompressed != "" {
+				local = append(local, "precompressed", tt.precompressed)
+			}
+			h, err := staticFactory(nil, localOf(local...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := newRequest(t, "GET", start(t, h).URL+tt.path, nil)
+			if tt.accept != "" {
+				req.Header.Set("Accept-Encoding", tt.accept)
+			}
+			status, body, hdr := do(t, nil, req)
+			if status != tt.status || (tt.body != "" && body != tt.body) || strings.Contains(body, "SECRET") {
+				t.Fatalf("%d %q, want %d %q", status, body, tt.status, tt.body)
+			}
+			if status != 200 {
+				return
+			}
+			if got := hdr.Get("Content-Encoding"); got != tt.encoding {
+				t.Errorf("Content-Encoding %q, want %q", got, tt.encoding)
+			}
+			if got := hdr.Get("Content-Type"); got != tt.ctype {
+				t.Errorf("Content-Type %q, want %q", got, tt.ctype)
+			}
+			if got := varyHas(hdr, "Accept-Encoding"); got != tt.vary {
+				t.Errorf("Vary %q, want Accept-Encoding: %v", hdr.Values("Vary"), tt.vary)
+			}
+			if tt.encoding != "" && !strings.HasSuffix(hdr.Get("ETag"), "-"+tt.encoding+`"`) {
+				t.Errorf("ETag %q is not the %s representation's", hdr.Get("ETag"), tt.encoding)
+			}
+		})
+	}
+
+	// Each representation has its own validator: a client holding the
+	// gzip one gets 304 for gzip, and the whole original if it now
+	// asks without gzip; a range counts compressed bytes, and If-Range
+	// with the original's ETag does not apply to the compressed one.
+	h, err := staticFactory(nil, localOf("document_root", root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := start(t, h).URL + "/app.js"
+	get := func(headers ...string) (int, string, http.Header) {
+		req := newRequest(t, "GET", url, nil)
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		return do(t, nil, req)
+	}
+	_, _, gz := get("Accept-Encoding", "gzip")
+	_, _, orig := get()
+	gzTag, origTag := gz.Get("ETag"), orig.Get("ETag")
+	if gzTag == origTag {
+		t.Fatalf("gzip and original share the ETag %q", gzTag)
+	}
+	if status, _, _ := get("Accept-Encoding", "gzip", "If-None-Match", gzTag); status != 304 {
+		t.Errorf("gzip with its ETag: %d, want 304", status)
+	}
+	if status, body, _ := get("If-None-Match", gzTag); status != 200 || body != "ORIGINAL js" {
+		t.Errorf("identity with the gzip ETag: %d %q, want the original", status, body)
+	}
+	if status, body, hdr := get("Accept-Encoding", "gzip", "Range", "bytes=3-7"); status != 206 || body != "bytes" || hdr.Get("Content-Encoding") != "gzip" {
+		t.Errorf("range of gzip: %d %q %q", status, body, hdr.Get("Content-Encoding"))
+	}
+	if status, body, _ := get("Accept-Encoding", "gzip", "Range", "bytes=3-7", "If-Range", origTag); status != 200 || body != "GZ bytes" {
+		t.Errorf("If-Range with the original's ETag on gzip: %d %q, want the whole gzip file", status, body)
+	}
+
+	_, err = staticFactory(nil, localOf("document_root", root, "precompressed", "zstd"))
+	wantErr(t, err, "precompressed", "zstd")
+	_, err = staticFactory(nil, localOf("document_root", root, "precompressed", "gzip gzip"))
+	wantErr(t, err, "precompressed", "twice")
+}
