@@ -24,7 +24,8 @@
 // plugin the configuration names is started or, when its binary is
 // unchanged, reused (a pluginPool process shared between generations), the
 // server section's own settings (shutdown_timeout, ready_timeout, the
-// Core's keys) and every startup coroutine's policy are read. Nothing is
+// Core's keys) and every startup coroutine's policy are read, and a new Core
+// is made if the core's configuration changed (see below). Nothing is
 // bound. Check stops here, has the server runner check its own settings
 // (runner.WithCheck), and releases what it built: that is why paster check
 // reports every error paster serve would report before binding.
@@ -65,9 +66,20 @@
 //
 // # What outlives a generation
 //
-// For the whole of Run: the Core (runner.LocalCore), so a request parked in
-// an old generation is woken by a signal or a message from the new one and
-// pub/sub topics keep their sequence numbers; the Front; the ListenerPool,
+// The Core, for as long as the core's configuration is unchanged (the core
+// key of the server section and its [core:NAME] section, or the in-memory
+// Core's keys of the server section): a reload that keeps it hands the same
+// Core to the new generation, so a request parked in an old generation is
+// woken by a signal or a message from the new one, pub/sub topics keep their
+// sequence numbers and a Core on NATS keeps its connection and
+// subscriptions. A reload that changes it makes a new Core while building
+// the new generation (a failure to make it fails the reload) and restarts
+// the server with it; the old Core drains with the old generation — its
+// parked waits end with the drain, as any request of that generation — and
+// is closed once no generation uses it. Plugin processes are served the Core
+// of the generation being built or serving.
+//
+// For the whole of Run: the Front; the ListenerPool,
 // which owns every listening socket, those of servers in plugin processes
 // included; the pluginPool, whose processes are reference-counted by
 // generation; and the observe.Registry behind egg:paster#metrics and

@@ -39,6 +39,7 @@ type generation struct {
 	server  entrypoints.Server
 	app     http.Handler
 	plugins *genPlugins
+	core    *genCore
 	sched   *runner.Sched
 	mount   *runner.Mount
 
@@ -46,6 +47,18 @@ type generation struct {
 	addr         string        // host:port of the server section, "" if unknown
 	grace        time.Duration // shutdown_timeout
 	readyTimeout time.Duration
+}
+
+// genCore is a Core and how many generations use it. A reload that keeps
+// the core's configuration (coreKey) hands the same genCore to the new
+// generation, so parked waits, subscriptions and connections carry on
+// untouched; one that changes it makes a new Core for the new generation.
+// The Core is closed when the last generation using it is released (drained,
+// discarded or shut down).
+type genCore struct {
+	core runner.ManagedCore
+	key  string // coreKey
+	gens int    // generations using it; guarded by Engine.mu
 }
 
 // closeObjects closes what the generation's factories made that implements
@@ -98,8 +111,6 @@ func (s *serving) wait(ctx context.Context) error {
 type Engine struct {
 	cfg       Config
 	logger    hclog.Logger
-	core      runner.ManagedCore
-	coreKey   string // coreKey of the Core made, for the reloads' warning
 	front     *runner.Front
 	listeners *runner.ListenerPool
 	pool      *pluginPool
@@ -115,6 +126,7 @@ type Engine struct {
 
 	mu       sync.Mutex // guards what snapshot reads
 	cur      *generation
+	core     runner.ManagedCore // the current generation's Core
 	draining map[int]bool
 	reloads  observe.Reloads
 	nextID   int
@@ -180,7 +192,7 @@ func New(cfg Config) (*Engine, error) {
 // snapshot is the observe.Source of the process.
 func (m *Engine) snapshot() observe.Snapshot {
 	m.mu.Lock()
-	cur := m.cur
+	cur, core := m.cur, m.core
 	s := observe.Snapshot{Reloads: m.reloads, Started: m.started, Stopping: m.stopping}
 	for id := range m.draining {
 		s.Draining = append(s.Draining, id)
@@ -192,8 +204,8 @@ func (m *Engine) snapshot() observe.Snapshot {
 		s.Coroutines = cur.sched.Status()
 	}
 	s.ServerCoroutines = m.scheds.Status()
-	if m.core != nil {
-		s.Core, s.HasCore = m.core.Stats(), true
+	if core != nil {
+		s.Core, s.HasCore = core.Stats(), true
 	}
 	if m.pool != nil {
 		s.Plugins = m.pool.infos()
@@ -283,14 +295,14 @@ func (m *Engine) build(ctx context.Context) (*generation, []string, error) {
 	if err != nil {
 		return nil, g.files(), err
 	}
-	if err := g.sched.Start(runner.WithCore(context.Background(), m.core)); err != nil {
+	if err := g.sched.Start(runner.WithCore(context.Background(), g.core.core)); err != nil {
 		return nil, m.discard(g), err
 	}
 	if err := g.sched.WaitReady(ctx, g.readyTimeout); err != nil {
 		return nil, m.discard(g), fmt.Errorf("generation %d not started: %w", g.id, err)
 	}
 	app := observe.Instrument(m.reg, m.cfg.AppName, g.app)
-	g.mount = runner.NewMount(app, m.core, nil)
+	g.mount = runner.NewMount(app, g.core.core, nil)
 	return g, nil, nil
 }
 
@@ -329,14 +341,8 @@ func (m *Engine) load() (*generation, error) {
 	if err != nil {
 		return fail(err)
 	}
-	if m.core == nil {
-		if err := m.initCore(session.Core, local); err != nil {
-			return fail(err)
-		}
-		m.coreKey = coreKey(session.Core, local)
-	} else if key := coreKey(session.Core, local); key != m.coreKey {
-		// The keys' values are not logged: a URL may carry a password.
-		log.Warn("the core's configuration changed; the running Core keeps the configuration it started with until paster serve is restarted")
+	if err := m.takeCore(g, local, log); err != nil {
+		return fail(err)
 	}
 	if g.app, err = session.LoadApp(m.cfg.AppURI, m.cfg.Base, m.cfg.Vars); err != nil {
 		return fail(err)
@@ -358,8 +364,9 @@ func (m *Engine) load() (*generation, error) {
 }
 
 // discard releases what generation g made, which never served: its
-// coroutines are stopped and its plugin instances and processes released.
-// It returns the files g read, for watching.
+// coroutines are stopped, its plugin instances and processes released, and
+// its Core, if g made one, closed. It returns the files g read, for
+// watching.
 func (m *Engine) discard(g *generation) []string {
 	files := g.files()
 	if g.sched != nil {
@@ -371,20 +378,52 @@ func (m *Engine) discard(g *generation) []string {
 	if err := g.plugins.release(ctx, false); err != nil {
 		m.logger.Warn("stopping the plugins of a generation that did not serve", "generation", g.id, "error", err)
 	}
+	m.unused(g)
 	return files
 }
 
-// initCore creates the process-wide Core from the first generation's server
-// section (makeCore) and hands it to the plugin pool. Later changes of the
-// core take a restart.
-func (m *Engine) initCore(spec *entrypoints.CoreSpec, local entrypoints.Local) error {
-	core, err := makeCore(spec, local, m.logger)
+// takeCore gives generation g its Core: the current generation's when the
+// core's configuration (coreKey of g's server section) is unchanged, else a
+// new one (makeCore), which the plugin processes are served from now on (a
+// generation that does not serve in the end gives them back the current
+// one: unused).
+func (m *Engine) takeCore(g *generation, local entrypoints.Local, log hclog.Logger) error {
+	key := coreKey(g.session.Core, local)
+	if m.cur != nil && m.cur.core.key == key {
+		m.mu.Lock()
+		m.cur.core.gens++
+		m.mu.Unlock()
+		g.core = m.cur.core
+		return nil
+	}
+	if m.cur != nil {
+		// The keys' values are not logged: a URL may carry a password.
+		log.Info("the core's configuration changed; the new generation gets a new Core, and the old one is closed once the generations using it have drained")
+	}
+	core, err := makeCore(g.session.Core, local, m.logger)
 	if err != nil {
 		return err
 	}
-	m.core = core
-	m.pool.setCore(m.core)
+	g.core = &genCore{core: core, key: key, gens: 1}
+	m.pool.setCore(core)
 	return nil
+}
+
+// releaseCore drops generation g's use of its Core and closes the Core if
+// no generation uses it any more.
+func (m *Engine) releaseCore(g *generation) {
+	if g.core == nil {
+		return
+	}
+	m.mu.Lock()
+	g.core.gens--
+	last := g.core.gens == 0
+	m.mu.Unlock()
+	if last {
+		if err := g.core.core.Close(); err != nil {
+			m.logger.Warn("closing the Core", "generation", g.id, "error", err)
+		}
+	}
 }
 
 // describeServer reads what the generation needs from its server section:
@@ -416,12 +455,15 @@ func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 			binaries = append(binaries, fmt.Sprintf("%s=%x", e.path, e.sum))
 		}
 	}
+	// The server runs with the generation's Core in its context (its own
+	// coroutines use it): a new Core takes a new server.
 	key, _ := json.Marshal(struct {
 		EntryPoint string
 		Global     map[string]string
 		Local      []entrypoints.KV
 		Binaries   []string
-	}{node.EntryPoint, node.Global, keyed, binaries})
+		Core       string
+	}{node.EntryPoint, node.Global, keyed, binaries, coreKey(g.session.Core, local)})
 	g.serverKey = string(key)
 	return local, nil
 }
@@ -438,7 +480,7 @@ func (m *Engine) startServer(g *generation, alone bool) (*serving, error) {
 	view := m.listeners.View()
 	ready := make(chan struct{})
 	var once sync.Once
-	sctx := runner.WithScheds(runner.WithListeners(runner.WithCore(ctx, m.core), view), &m.scheds)
+	sctx := runner.WithScheds(runner.WithListeners(runner.WithCore(ctx, g.core.core), view), &m.scheds)
 	sctx = runner.WithReadyFunc(sctx, func() { once.Do(func() { close(ready) }) })
 	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1), view: view, load: g.plugins.serverSpans()}
 	before := g.plugins.marks()
@@ -532,7 +574,7 @@ func (m *Engine) probe(ctx context.Context, addr string) <-chan struct{} {
 
 func (m *Engine) setCurrent(g *generation) {
 	m.mu.Lock()
-	m.cur = g
+	m.cur, m.core = g, g.core.core
 	m.mu.Unlock()
 }
 
@@ -603,6 +645,17 @@ func (m *Engine) abandon(g *generation) {
 	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 	defer cancel()
 	g.plugins.release(ctx, false)
+	m.unused(g)
+}
+
+// unused releases the Core of generation g, which never served, and serves
+// the plugin processes the current generation's Core again (takeCore may
+// have given them g's).
+func (m *Engine) unused(g *generation) {
+	if m.cur != nil && m.pool != nil {
+		m.pool.setCore(m.cur.core.core)
+	}
+	m.releaseCore(g)
 }
 
 // drain drains generation g in the background (see the file comment); srv,
@@ -647,6 +700,7 @@ func (m *Engine) drain(g *generation, srv *serving, keepServer bool) {
 			log.Warn("stopping old plugin processes", "error", err)
 		}
 		cancel()
+		m.releaseCore(g)
 		if srv != nil {
 			if pruned := m.listeners.Prune(); len(pruned) > 0 {
 				log.Info("closed listening sockets no server uses", "addrs", strings.Join(pruned, ", "))
@@ -697,6 +751,7 @@ func (m *Engine) shutdown() error {
 		errs = append(errs, err)
 	}
 	m.closeAll()
+	m.releaseCore(g)
 	return errors.Join(errs...)
 }
 
@@ -708,7 +763,4 @@ func (m *Engine) closeAll() {
 		m.pool.closeAll(ctx)
 	}
 	m.listeners.Close()
-	if m.core != nil {
-		m.core.Close()
-	}
 }

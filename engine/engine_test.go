@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner"
 )
 
 // pluginDir holds the example plugin binaries these tests serve from.
@@ -94,12 +96,13 @@ type running struct {
 	ini    string
 	base   string
 	reload chan struct{}
-	// coreWarnings counts the Engine's warnings that the core changed.
+	// coreWarnings counts the Engine's log lines saying that the core
+	// changed.
 	coreWarnings atomic.Int64
 }
 
-// coreChanged is the start of the Engine's warning that a reload changed
-// the core's configuration.
+// coreChanged is the start of the Engine's log line saying that a reload
+// changed the core's configuration.
 const coreChanged = "the core's configuration changed"
 
 // lineCounter counts the log lines that contain coreChanged.
@@ -501,9 +504,12 @@ output = access.log
 	}
 }
 
-// TestEngineCoreChange: the Core is made once; a reload that keeps its
-// configuration says nothing, one that changes it warns that the change
-// takes a restart, and the Core serving goes on being the first.
+// TestEngineCoreChange: a reload that keeps the core's configuration keeps
+// the Core — a wait parked on it before the reload is woken by a Signal on
+// the Core serving after it, which counts it — and says nothing; one that
+// changes it (a key of the in-memory Core on the server section, the core
+// key, a key of the core section) serves the new generation with a new Core
+// and closes the old one once the old generation has drained.
 func TestEngineCoreChange(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
@@ -512,18 +518,45 @@ func TestEngineCoreChange(t *testing.T) {
 	}
 	r := serveINI(t, port, ini("pubsub_retain_count = 10\n"))
 	first := r.e.core
+	woken := make(chan string, 1)
+	go func() {
+		v, err := first.WaitForSignal(context.Background(), "kept", runner.NoTimeout)
+		woken <- fmt.Sprintf("%s %v", v, err)
+	}()
+	r.waitFor("the wait to park", func() bool { return first.Stats().Waiters == 1 })
 	r.reloadTo(ini("pubsub_retain_count = 10\n"))
 	if n := r.coreWarnings.Load(); n != 0 {
-		t.Fatalf("a reload with the same core warned %d time(s)", n)
-	}
-	for i, core := range []string{"pubsub_retain_count = 20\n", "core = c\n\n[core:c]\nuse = egg:paster#memory\n"} {
-		r.reloadTo(ini(core))
-		if n := r.coreWarnings.Load(); n != int64(i+1) {
-			t.Fatalf("after changing the core %d time(s), %d warnings", i+1, n)
-		}
+		t.Fatalf("a reload with the same core logged %d core change(s)", n)
 	}
 	if r.e.core != first {
-		t.Fatal("the Core was replaced by a reload")
+		t.Fatal("a reload with the same core replaced the Core")
+	}
+	if n, err := r.e.core.Signal(context.Background(), "kept", []byte("v")); n != 1 || err != nil {
+		t.Fatalf("Signal after the reload = %d, %v; want 1 (the wait parked before it)", n, err)
+	}
+	if got := <-woken; got != "v <nil>" {
+		t.Fatalf("the parked wait got %q", got)
+	}
+
+	prev := first
+	for i, core := range []string{"pubsub_retain_count = 20\n", "core = c\n\n[core:c]\nuse = egg:paster#memory\n", "core = c\n\n[core:c]\nuse = egg:paster#memory\npubsub_retain_count = 5\n"} {
+		r.reloadTo(ini(core))
+		if n := r.coreWarnings.Load(); n != int64(i+1) {
+			t.Fatalf("after changing the core %d time(s), %d core change(s) logged", i+1, n)
+		}
+		cur := r.e.core
+		if cur == prev {
+			t.Fatalf("%q: the reload kept the old Core", core)
+		}
+		// reloadTo returned once the old generation drained: its Core
+		// is closed.
+		if _, err := prev.Signal(context.Background(), "x", nil); !errors.Is(err, runner.ErrClosed) {
+			t.Fatalf("%q: the old Core after the drain: Signal = %v, want ErrClosed", core, err)
+		}
+		if _, err := cur.Signal(context.Background(), "x", nil); err != nil {
+			t.Fatalf("%q: the new Core: Signal = %v", core, err)
+		}
+		prev = cur
 	}
 }
 
