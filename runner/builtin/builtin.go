@@ -13,6 +13,7 @@
 //	translogger  filter-app  access log (Apache combined, JSON or a template)
 //	gzip         filter-app  gzip responses for clients that accept it
 //	prefix       filter-app  PrefixMiddleware: mount prefix and X-Forwarded-*
+//	request_id   filter-app  X-Request-ID in, made if absent, echoed, logged
 //	http         runner      the HTTP server (runner.New and Run)
 //
 // The dists "Paste" and "PasteDeploy" are registered too, as aliases of the
@@ -57,6 +58,7 @@ var Dist = &entrypoints.Dist{
 		"gzip":        gzipFactory,
 		"prefix":      prefixFactory,
 		"limits":      limitsFactory,
+		"request_id":  requestIDFactory,
 	},
 	Runners: map[string]entrypoints.ServerRunner{
 		"http": httpRunner,

@@ -26,8 +26,8 @@ var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustPa
 // anything else that decides by client address (a rate limit) must too, so
 // that they all agree on who the client is.
 func ClientAddr(r *http.Request) netip.Addr {
-	if s, ok := r.Context().Value(clientKey{}).(*clientSlot); ok {
-		if a, set := s.get(); set {
+	if s, ok := r.Context().Value(slotKey{}).(*requestSlot); ok {
+		if a, set := s.getClient(); set {
 			return a
 		}
 	}
@@ -46,38 +46,52 @@ func peerAddr(remote string) netip.Addr {
 	return a.Unmap()
 }
 
-type clientKey struct{}
+type slotKey struct{}
 
-// clientSlot holds the derived client address of one request. It is shared
-// by the request's copies down the chain, so that a handler outside the
-// prefix filter (the access log) learns what the filter derived, as
-// Paste's filters share one WSGI environ.
-type clientSlot struct {
-	mu   sync.Mutex
-	addr netip.Addr
-	set  bool
+// requestSlot holds what the filters of one request learn for the handlers
+// outside them: the derived client address (prefix) and the request ID
+// (request_id). It is shared by the request's copies down the chain, so
+// that a handler outside a filter (the access log) learns what the filter
+// derived, as Paste's filters share one WSGI environ.
+type requestSlot struct {
+	mu        sync.Mutex
+	client    netip.Addr
+	clientSet bool
+	id        string
 }
 
-func (s *clientSlot) get() (netip.Addr, bool) {
+func (s *requestSlot) getClient() (netip.Addr, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.addr, s.set
+	return s.client, s.clientSet
 }
 
-func (s *clientSlot) put(a netip.Addr) {
+func (s *requestSlot) putClient(a netip.Addr) {
 	s.mu.Lock()
-	s.addr, s.set = a, true
+	s.client, s.clientSet = a, true
 	s.mu.Unlock()
 }
 
-// withClientSlot returns r with a clientSlot in its context, the one r
-// already has or a new one, and the slot.
-func withClientSlot(r *http.Request) (*http.Request, *clientSlot) {
-	if s, ok := r.Context().Value(clientKey{}).(*clientSlot); ok {
+func (s *requestSlot) getID() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.id
+}
+
+func (s *requestSlot) putID(id string) {
+	s.mu.Lock()
+	s.id = id
+	s.mu.Unlock()
+}
+
+// withSlot returns r with a requestSlot in its context, the one r already
+// has or a new one, and the slot.
+func withSlot(r *http.Request) (*http.Request, *requestSlot) {
+	if s, ok := r.Context().Value(slotKey{}).(*requestSlot); ok {
 		return r, s
 	}
-	s := &clientSlot{}
-	return r.WithContext(context.WithValue(r.Context(), clientKey{}, s)), s
+	s := &requestSlot{}
+	return r.WithContext(context.WithValue(r.Context(), slotKey{}, s)), s
 }
 
 // forwardedClient derives the client from the connection's peer and the

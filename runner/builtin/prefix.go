@@ -100,9 +100,9 @@ func (p *prefixFilter) ObserveRejected(r *http.Request, code int) {
 // rewrite returns the request the app gets: mounted, with the forwarded
 // headers applied or dropped (see prefixFactory).
 func (p *prefixFilter) rewrite(r *http.Request) *http.Request {
-	var slot *clientSlot
+	var slot *requestSlot
 	if p.translate {
-		r, slot = withClientSlot(r)
+		r, slot = withSlot(r)
 	}
 	var r2 *http.Request
 	if _, ok := matchPrefix(r.URL.Path, p.prefix); ok {
@@ -116,7 +116,7 @@ func (p *prefixFilter) rewrite(r *http.Request) *http.Request {
 		h := r.Header
 		peer := peerAddr(r.RemoteAddr)
 		client, trusted := forwardedClient(peer, h.Values("X-Forwarded-For"), p.trusted)
-		slot.put(client)
+		slot.putClient(client)
 		if client.IsValid() && client != peer {
 			r2.RemoteAddr = remoteAddrOf(client)
 		}

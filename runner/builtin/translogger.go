@@ -40,10 +40,13 @@ const (
 // ClientAddr: behind a prefix filter, the one it derived; - when unknown)
 // %l (always -) %u (basic-auth user) %t ([time]) %r (request line) %s %>s
 // (status) %b (bytes, - for none) %B (bytes) %D (microseconds) %T (seconds)
-// %m %U %q %H (method, path, ?query, protocol) %v (Host) %{Name}i (request
-// header) %{Name}o (response header) %% — and Paste's %(NAME)s fields:
-// REMOTE_ADDR, REMOTE_USER, time, REQUEST_METHOD, REQUEST_URI, HTTP_VERSION,
-// status, bytes, HTTP_REFERER, HTTP_USER_AGENT and HTTP_* (a request header).
+// %m %U %q %H (method, path, ?query, protocol) %v (Host) %L (the request
+// ID egg:paster#request_id gave, - without one) %{Name}i (request header as
+// the client sent it) %{Name}o (response header) %% — and Paste's %(NAME)s
+// fields: REMOTE_ADDR, REMOTE_USER, time, REQUEST_METHOD, REQUEST_URI,
+// HTTP_VERSION, status, bytes, HTTP_REFERER, HTTP_USER_AGENT, REQUEST_ID (as
+// %L) and HTTP_* (a request header). The JSON form has request_id when
+// there is one.
 // In an INI file every % is written %%. With format = json, hclog gets the
 // fields as key/value pairs and other outputs get one JSON object per line.
 // Quotes, backslashes and control characters from the request are escaped.
@@ -156,7 +159,7 @@ func (t *translogger) Close() error {
 
 func (t *translogger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The slot lets a prefix filter inside tell the log who the client is.
-	r, _ = withClientSlot(r)
+	r, _ = withSlot(r)
 	e := &logEntry{r: r, start: time.Now()}
 	rw := &recordingWriter{ResponseWriter: w}
 	defer func() {
@@ -178,7 +181,7 @@ func (t *translogger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (runner.RejectObserver), after passing it on so that a prefix filter
 // inside can name the client.
 func (t *translogger) ObserveRejected(r *http.Request, code int) {
-	r, _ = withClientSlot(r)
+	r, _ = withSlot(r)
 	runner.ObserveRejected(t.next, r, code)
 	t.write(&logEntry{r: r, start: time.Now(), status: code, header: http.Header{}})
 }
@@ -187,9 +190,13 @@ func (t *translogger) write(e *logEntry) {
 	if t.json {
 		rec := e.record()
 		if t.out == nil {
-			t.logger.Log(t.level, "request", "remote_addr", rec.RemoteAddr, "user", rec.User, "method", rec.Method,
+			args := []any{"remote_addr", rec.RemoteAddr, "user", rec.User, "method", rec.Method,
 				"uri", rec.URI, "proto", rec.Proto, "status", rec.Status, "bytes", rec.Bytes, "referer", rec.Referer,
-				"user_agent", rec.UserAgent, "host", rec.Host, "duration_ms", rec.DurationMS)
+				"user_agent", rec.UserAgent, "host", rec.Host, "duration_ms", rec.DurationMS}
+			if rec.RequestID != "" {
+				args = append(args, "request_id", rec.RequestID)
+			}
+			t.logger.Log(t.level, "request", args...)
 			return
 		}
 		b, _ := json.Marshal(rec)
@@ -231,6 +238,7 @@ type logRecord struct {
 	UserAgent  string  `json:"user_agent,omitempty"`
 	Host       string  `json:"host"`
 	DurationMS float64 `json:"duration_ms"`
+	RequestID  string  `json:"request_id,omitempty"`
 }
 
 func (e *logEntry) record() logRecord {
@@ -247,6 +255,7 @@ func (e *logEntry) record() logRecord {
 		UserAgent:  e.r.Header.Get("User-Agent"),
 		Host:       e.r.Host,
 		DurationMS: float64(e.dur.Microseconds()) / 1000,
+		RequestID:  RequestID(e.r),
 	}
 }
 
@@ -349,6 +358,7 @@ var apacheDirectives = map[byte]logField{
 	},
 	'H': func(b []byte, e *logEntry) []byte { return appendEscaped(b, e.r.Proto) },
 	'v': func(b []byte, e *logEntry) []byte { return appendEscaped(b, e.r.Host) },
+	'L': func(b []byte, e *logEntry) []byte { return dashIfEmpty(b, RequestID(e.r)) },
 }
 
 // pasteFields are TransLogger's %(NAME)s fields.
@@ -363,6 +373,7 @@ var pasteFields = map[string]logField{
 	"bytes":           apacheDirectives['b'],
 	"HTTP_REFERER":    requestHeader("Referer"),
 	"HTTP_USER_AGENT": requestHeader("User-Agent"),
+	"REQUEST_ID":      apacheDirectives['L'],
 }
 
 func requestHeader(name string) logField {

@@ -137,6 +137,11 @@ func newProbe(_ map[string]string, local entrypoints.Local) (http.Handler, error
 			"remote": r.RemoteAddr, "proto": r.Proto, "query": r.URL.Query().Get("q"),
 		})
 	})
+	// /logid logs the request ID the host's request_id filter set, as a
+	// plugin app's own log line would carry it.
+	mux.HandleFunc("/logid", func(w http.ResponseWriter, r *http.Request) {
+		hclog.L().Info("handled request", "request_id", r.Header.Get("X-Request-ID"))
+	})
 	mux.HandleFunc("/trailer", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "X-Checksum")
 		_, _ = w.Write([]byte("body"))
