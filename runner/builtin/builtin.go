@@ -14,6 +14,7 @@
 //	gzip         filter-app  gzip responses for clients that accept it
 //	prefix       filter-app  PrefixMiddleware: mount prefix and X-Forwarded-*
 //	request_id   filter-app  X-Request-ID in, made if absent, echoed, logged
+//	cors         filter-app  CORS headers and preflight answers (rs/cors)
 //	http         runner      the HTTP server (runner.New and Run)
 //
 // The dists "Paste" and "PasteDeploy" are registered too, as aliases of the
@@ -59,6 +60,7 @@ var Dist = &entrypoints.Dist{
 		"prefix":      prefixFactory,
 		"limits":      limitsFactory,
 		"request_id":  requestIDFactory,
+		"cors":        corsFactory,
 	},
 	Runners: map[string]entrypoints.ServerRunner{
 		"http": httpRunner,

@@ -149,7 +149,7 @@ func networks(local entrypoints.Local, key string, def []netip.Prefix) ([]netip.
 		return def, nil
 	}
 	var out []netip.Prefix
-	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' }) {
+	for _, f := range listOf(local, key) {
 		p, err := netip.ParsePrefix(f)
 		if err != nil {
 			a, aerr := netip.ParseAddr(f)
@@ -161,6 +161,12 @@ func networks(local entrypoints.Local, key string, def []netip.Prefix) ([]netip.
 		out = append(out, p.Masked())
 	}
 	return out, nil
+}
+
+// listOf splits key's value at spaces, tabs, newlines and commas; nil when
+// unset or empty.
+func listOf(local entrypoints.Local, key string) []string {
+	return strings.FieldsFunc(local.Get(key), func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' })
 }
 
 // clientAllowed reports whether ClientAddr(r) is in allow.

@@ -82,8 +82,8 @@ func staticFactory(global map[string]string, local entrypoints.Local) (http.Hand
 		s.cacheControl = "max-age=" + strconv.Itoa(age)
 	}
 	pre := []string{"br", "gzip"}
-	if v, ok := local.Lookup("precompressed"); ok {
-		pre = strings.FieldsFunc(v, func(r rune) bool { return r == ' ' || r == ',' || r == '\t' })
+	if _, ok := local.Lookup("precompressed"); ok {
+		pre = listOf(local, "precompressed")
 	}
 	for _, name := range pre {
 		c, ok := precompressedCodings[strings.ToLower(name)]
