@@ -426,6 +426,9 @@ func exerciseReloads(t *testing.T, dir string, p *serveProc, v iniVars, trigger 
 	if after := pluginPID(h, "/paster-plugin-hello"); after == before || after == 0 {
 		t.Errorf("plugin process after the binary changed: pid %d, before %d; want a new process", after, before)
 	}
+	// The old process may still drain beside the new one: /metrics holds
+	// each series once all the same.
+	seriesOnce(t, p)
 
 	// 3. A startup coroutine added.
 	v.startup = true
@@ -469,10 +472,38 @@ func exerciseReloads(t *testing.T, dir string, p *serveProc, v iniVars, trigger 
 		`paster_plugin_restarts_total{dist="hello"`,
 		`paster_core_parked{kind="waiters"}`,
 		"paster_generation 5",
+		`paster_plugin_hop_duration_seconds_count{dist="hello"}`,
+		`paster_plugin_hop_received_bytes_total{dist="hello"}`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+	// Four reloads registered nothing twice and left no series behind.
+	seriesOnce(t, p)
+}
+
+// seriesOnce scrapes /metrics and fails the test unless it answers 200
+// with every series once, the Go runtime's included, as Prometheus needs.
+func seriesOnce(t *testing.T, p *serveProc) {
+	t.Helper()
+	code, metrics := p.get("/metrics")
+	if code != 200 {
+		t.Fatalf("GET /metrics: %d %s", code, metrics)
+	}
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(metrics), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		series := line[:strings.LastIndexByte(line, ' ')]
+		if seen[series] {
+			t.Errorf("/metrics has %s twice", series)
+		}
+		seen[series] = true
+	}
+	if !seen["go_goroutines"] || !seen["paster_generation"] {
+		t.Errorf("/metrics lacks go_goroutines or paster_generation:\n%s", metrics)
 	}
 }
 

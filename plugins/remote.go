@@ -9,6 +9,7 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins/internal/transport"
 	"github.com/paster-dev/paster/plugins/internal/wire"
+	"github.com/paster-dev/paster/runner/observe"
 )
 
 // remoteDist is the Dist the host hands to the loader for a plugin: every
@@ -129,7 +130,9 @@ func (a *remoteApp) remote() (*proc, uint64) { return a.p, a.id }
 // ServeHTTP forwards the request to the instance. While the plugin restarts
 // (also during a crash loop's cooldown) it answers 503 with Retry-After set
 // to the seconds until the next start attempt; when the plugin dies before answering,
-// 502; after the response began, the response is aborted.
+// 502; after the response began, the response is aborted. Each request
+// handed to the plugin is measured in the observe.Registry of its context
+// (observe.StartHop: the hop's latency and body bytes, by dist).
 func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.p.h.adoptCore(r.Context())
 	g, st := a.p.acquire()
@@ -140,6 +143,8 @@ func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Service Unavailable: plugin "+a.p.name+" is "+st.String(), http.StatusServiceUnavailable)
 		return
 	}
+	w, r, hopEnd := observe.StartHop(w, r, a.p.name)
+	defer hopEnd()
 	open, done := a.p.h.requestScope(r, g.http)
 	err := transport.Forward(w, r, open, a.id)
 	done()

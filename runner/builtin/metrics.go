@@ -1,22 +1,23 @@
 package builtin
 
 import (
-	"fmt"
 	"net/http"
-	"runtime"
 
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/runner/observe"
 )
 
 // metricsFactory is egg:paster#metrics, an app answering GET with the
-// process's metrics in the Prometheus text format: requests by app and
-// status code, latency histograms, requests in flight, operations parked on
-// the Core, startup coroutines' states and restarts, plugin processes'
-// states, the current generation, reloads by result, and a few Go runtime
-// gauges. It reads the observe.Registry that paster serve puts in each
-// request's context; served without one (another server) it answers 503
-// saying so. It takes no keys (unknown keys are logged).
+// process's metrics, served by prometheus/client_golang's promhttp: the
+// Prometheus text format, or OpenMetrics when the scraper asks for it
+// (Accept). It reports requests by app and status code, latency histograms,
+// requests in flight, the plugin hop's latency and bytes per plugin dist,
+// operations parked on the Core, startup coroutines' states and restarts,
+// plugin processes' states, the current generation, reloads by result, and
+// the Go runtime's (go_*) and the process's (process_*) metrics. It reads
+// the observe.Registry that paster serve puts in each request's context;
+// served without one (another server) it answers 503 saying so. It takes no
+// keys (unknown keys are logged).
 //
 //	[app:metrics]
 //	use = egg:paster#metrics
@@ -34,16 +35,8 @@ func serveMetrics(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no metrics: this server does not keep an observe.Registry (run under paster serve)", http.StatusServiceUnavailable)
 		return
 	}
-	w.Header().Set("Content-Type", observe.ContentType)
 	w.Header().Set("Cache-Control", "no-store")
-	if err := reg.WritePrometheus(w); err != nil {
-		return
-	}
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	fmt.Fprintf(w, "# HELP go_goroutines Goroutines that currently exist.\n# TYPE go_goroutines gauge\ngo_goroutines %d\n", runtime.NumGoroutine())
-	fmt.Fprintf(w, "# HELP go_memstats_heap_alloc_bytes Heap bytes allocated and in use.\n# TYPE go_memstats_heap_alloc_bytes gauge\ngo_memstats_heap_alloc_bytes %d\n", ms.HeapAlloc)
-	fmt.Fprintf(w, "# HELP go_memstats_sys_bytes Bytes obtained from the OS.\n# TYPE go_memstats_sys_bytes gauge\ngo_memstats_sys_bytes %d\n", ms.Sys)
+	reg.Handler().ServeHTTP(w, r)
 }
 
 // warnUnknown logs every key of local not in known.

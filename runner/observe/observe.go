@@ -1,7 +1,13 @@
 // Package observe is paster's process-wide view of itself, for the
 // egg:paster#metrics and egg:paster#health apps: request counts and
-// latencies by app and status, and snapshots of the current generation
-// (coroutines, the Core, plugin processes, reloads).
+// latencies by app and status, the cost of the hop to plugin processes, and
+// snapshots of the current generation (coroutines, the Core, plugin
+// processes, reloads).
+//
+// Metrics are kept and exposed with github.com/prometheus/client_golang
+// (Registry.Handler: the Prometheus text format, or OpenMetrics when the
+// scraper asks for it), with the Go runtime's and the process's collectors
+// beside paster's own.
 //
 // A Registry is made by whoever serves (paster serve makes one per process)
 // and reaches apps through the request context (With, From), so a metrics
@@ -11,7 +17,10 @@
 // no copy of the scheduler's or the plugins' state.
 //
 // Label sets are bounded: at most MaxApps app labels (later ones are counted
-// under "other") and status codes 100-599 (anything else is "other").
+// under "other"), status codes 100-599 (anything else is "other"), at most
+// MaxDists plugin dist labels (later ones are "other"), and otherwise names
+// taken from the configuration (coroutines, plugin binaries), never from
+// requests.
 package observe
 
 import (
@@ -19,12 +28,14 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/paster-dev/paster/runner"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // MaxApps bounds the number of distinct app labels a Registry keeps.
@@ -93,26 +104,69 @@ type Snapshot struct {
 // Source returns a Snapshot of the serving process.
 type Source func() Snapshot
 
-// Registry holds request metrics and the Source of snapshots. The zero value
-// is not usable; make one with New. It is safe for concurrent use.
+// Registry holds the process's metrics — requests, plugin hops, the Go
+// runtime and the process — in a prometheus.Registry of its own (never the
+// global one, so that several Registries live side by side in one process),
+// and the Source of snapshots read at each scrape. Every collector is
+// registered once, by New: generations come and go without registering
+// anything. The zero value is not usable; make one with New. It is safe for
+// concurrent use.
 type Registry struct {
 	source atomic.Pointer[Source]
 
 	inflight atomic.Int64
 
-	mu   sync.Mutex
-	apps map[string]*appStats
+	prom     *prometheus.Registry
+	handler  http.Handler
+	requests *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+	hop      hopVecs
+
+	mu    sync.Mutex
+	apps  map[string]*appMetrics
+	dists map[string]*hopMetrics
 }
 
-type appStats struct {
-	codes   map[string]uint64
-	buckets []uint64 // cumulative counts are computed when written
-	count   uint64
-	sum     float64
+// appMetrics caches one app label's series, so that recording a request
+// looks nothing up in the vectors.
+type appMetrics struct {
+	duration prometheus.Observer
+	codes    map[string]prometheus.Counter
 }
 
-// New returns an empty Registry.
-func New() *Registry { return &Registry{apps: map[string]*appStats{}} }
+// New returns a Registry with no requests recorded yet, holding paster's
+// metrics and the Go runtime's and process's collectors
+// (collectors.NewGoCollector, collectors.NewProcessCollector).
+func New() *Registry {
+	r := &Registry{
+		prom: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paster_http_requests_total",
+			Help: "Requests served, by app and status code.",
+		}, []string{"app", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "paster_http_request_duration_seconds",
+			Help:    "Request latency, by app (long-polls included).",
+			Buckets: Buckets,
+		}, []string{"app"}),
+		hop:   newHopVecs(),
+		apps:  map[string]*appMetrics{},
+		dists: map[string]*hopMetrics{},
+	}
+	r.prom.MustRegister(
+		r.requests, r.duration,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "paster_http_requests_in_flight",
+			Help: "Requests being served.",
+		}, func() float64 { return float64(r.inflight.Load()) }),
+		r.hop.duration, r.hop.sent, r.hop.received,
+		snapshotCollector{r},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	r.handler = promhttp.HandlerFor(r.prom, promhttp.HandlerOpts{EnableOpenMetrics: true})
+	return r
+}
 
 // SetSource makes f the Registry's Source.
 func (r *Registry) SetSource(f Source) { r.source.Store(&f) }
@@ -129,15 +183,14 @@ func (r *Registry) Snapshot() Snapshot {
 func (r *Registry) InFlight() int64 { return r.inflight.Load() }
 
 // Observe records one finished request of app with status code and
-// duration d.
+// duration d. Past MaxApps distinct apps, new ones are recorded as
+// "other"; a code outside 100-599 is recorded as "other".
 func (r *Registry) Observe(app string, code int, d time.Duration) {
 	c := "other"
 	if code >= 100 && code <= 599 {
 		c = statusText[code-100]
 	}
-	secs := d.Seconds()
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	a := r.apps[app]
 	if a == nil {
 		if len(r.apps) >= MaxApps {
@@ -145,19 +198,18 @@ func (r *Registry) Observe(app string, code int, d time.Duration) {
 			a = r.apps[app]
 		}
 		if a == nil {
-			a = &appStats{codes: map[string]uint64{}, buckets: make([]uint64, len(Buckets))}
+			a = &appMetrics{duration: r.duration.WithLabelValues(app), codes: map[string]prometheus.Counter{}}
 			r.apps[app] = a
 		}
 	}
-	a.codes[c]++
-	a.count++
-	a.sum += secs
-	for i, b := range Buckets {
-		if secs <= b {
-			a.buckets[i]++
-			break
-		}
+	n := a.codes[c]
+	if n == nil {
+		n = r.requests.WithLabelValues(app, c)
+		a.codes[c] = n
 	}
+	r.mu.Unlock()
+	n.Inc()
+	a.duration.Observe(d.Seconds())
 }
 
 var statusText = func() []string {
@@ -179,15 +231,6 @@ func itoa(n int) string {
 	i--
 	b[i] = byte('0' + n)
 	return string(b[i:])
-}
-
-func (r *Registry) appNames() []string {
-	names := make([]string, 0, len(r.apps))
-	for k := range r.apps {
-		names = append(names, k)
-	}
-	sort.Strings(names)
-	return names
 }
 
 type registryKey struct{}

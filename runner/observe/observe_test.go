@@ -43,11 +43,7 @@ func TestInstrumentAndExposition(t *testing.T) {
 			Reloads: Reloads{Total: 4, Failed: 1, Last: time.Unix(100, 0), LastOK: false, LastError: "x"},
 		}
 	})
-	var b strings.Builder
-	if err := r.WritePrometheus(&b); err != nil {
-		t.Fatal(err)
-	}
-	out := b.String()
+	out := scrape(t, r)
 	for _, want := range []string{
 		`paster_http_requests_total{app="main",code="200"} 2`,
 		`paster_http_requests_total{app="main",code="404"} 1`,
@@ -77,13 +73,54 @@ func TestInstrumentAndExposition(t *testing.T) {
 			t.Errorf("exposition lacks %s", want)
 		}
 	}
-	// Every sample line is NAME{...} VALUE or NAME VALUE.
+	// Every sample line is NAME{...} VALUE or NAME VALUE, paster's own or
+	// the Go runtime's and process's collectors'.
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		if strings.HasPrefix(line, "#") {
 			continue
 		}
-		if f := strings.Fields(line); len(f) < 2 || !strings.HasPrefix(f[0], "paster_") {
+		f := strings.Fields(line)
+		if len(f) < 2 || !(strings.HasPrefix(f[0], "paster_") || strings.HasPrefix(f[0], "go_") || strings.HasPrefix(f[0], "process_")) {
 			t.Errorf("malformed sample %q", line)
+		}
+	}
+	for _, want := range []string{"\ngo_goroutines ", "\ngo_memstats_heap_alloc_bytes ", "\nprocess_cpu_seconds_total ", "\nprocess_resident_memory_bytes "} {
+		if !strings.Contains(out, want) {
+			t.Errorf("exposition lacks the runtime's or process's %s", strings.TrimSpace(want))
+		}
+	}
+}
+
+// TestOpenMetrics: a scraper that asks for OpenMetrics gets it (counters'
+// families named without _total, the closing # EOF); one that does not gets
+// the Prometheus text format.
+func TestOpenMetrics(t *testing.T) {
+	t.Parallel()
+	r := New()
+	r.Observe("main", 200, time.Millisecond)
+	tests := []struct {
+		accept, contentType string
+		want                []string
+	}{
+		{"application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5", "application/openmetrics-text; version=1.0.0",
+			[]string{"# TYPE paster_http_requests counter\n", `paster_http_requests_total{app="main",code="200"} 1`, "\n# EOF\n"}},
+		{"", "text/plain; version=0.0.4",
+			[]string{"# TYPE paster_http_requests_total counter\n", `paster_http_requests_total{app="main",code="200"} 1`}},
+	}
+	for _, tt := range tests {
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		if tt.accept != "" {
+			req.Header.Set("Accept", tt.accept)
+		}
+		rec := httptest.NewRecorder()
+		r.Handler().ServeHTTP(rec, req)
+		if ct := rec.Header().Get("Content-Type"); !strings.HasPrefix(ct, tt.contentType) {
+			t.Errorf("Accept %q: Content-Type %q, want %s", tt.accept, ct, tt.contentType)
+		}
+		for _, want := range tt.want {
+			if !strings.Contains(rec.Body.String(), want) {
+				t.Errorf("Accept %q: body lacks %q", tt.accept, want)
+			}
 		}
 	}
 }
@@ -95,12 +132,11 @@ func TestLabelsBounded(t *testing.T) {
 		r.Observe(fmt.Sprintf("app%d", i), 200, time.Millisecond)
 	}
 	r.Observe("x", 999, time.Millisecond)
-	var b strings.Builder
-	r.WritePrometheus(&b)
-	if n := strings.Count(b.String(), "paster_http_request_duration_seconds_count{"); n != MaxApps+1 {
+	out := scrape(t, r)
+	if n := strings.Count(out, "paster_http_request_duration_seconds_count{"); n != MaxApps+1 {
 		t.Errorf("%d app label sets, want %d (MaxApps + other)", n, MaxApps+1)
 	}
-	if !strings.Contains(b.String(), `app="other",code="other"`) {
+	if !strings.Contains(out, `app="other",code="other"`) {
 		t.Error("overflow not counted under other")
 	}
 }
@@ -148,12 +184,9 @@ func TestDistributedCore(t *testing.T) {
 	if ok || len(why) != 1 || !strings.Contains(why[0], "core") {
 		t.Errorf("disconnected core: ready %v, reasons %q", ok, why)
 	}
-	var b strings.Builder
-	if err := r.WritePrometheus(&b); err != nil {
-		t.Fatal(err)
-	}
+	out := scrape(t, r)
 	for _, want := range []string{"paster_core_connected 0\n", "paster_core_peers 2\n", "paster_core_reconnects_total 3\n", "paster_core_gather_misses_total 4\n"} {
-		if !strings.Contains(b.String(), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
@@ -162,9 +195,57 @@ func TestDistributedCore(t *testing.T) {
 		t.Errorf("connected core: not ready: %q", why)
 	}
 	snap.Core = runner.CoreStats{}
-	b.Reset()
-	r.WritePrometheus(&b)
-	if strings.Contains(b.String(), "paster_core_connected") {
+	if strings.Contains(scrape(t, r), "paster_core_connected") {
 		t.Error("an in-memory core shows a connection state")
 	}
+}
+
+// TestNoDuplicateSeries: two processes of one plugin binary (an old
+// generation's still draining beside the new one's after the binary
+// changed) share dist and path; /metrics still has each series once, as
+// Prometheus rejects a scrape with a duplicate sample. Counters add up, the
+// pid is the newest generation's.
+func TestNoDuplicateSeries(t *testing.T) {
+	t.Parallel()
+	r := New()
+	r.SetSource(func() Snapshot {
+		return Snapshot{Generation: 2, Draining: []int{1}, Plugins: []Plugin{
+			{Dist: "hello", Path: "/p/hello", PID: 10, State: "running", Restarts: 1, LogDropped: 2, Generations: []int{1}},
+			{Dist: "hello", Path: "/p/hello", PID: 20, State: "running", Restarts: 3, LogDropped: 4, Generations: []int{2}},
+		}}
+	})
+	out := scrape(t, r)
+	seen := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if strings.HasPrefix(line, "#") {
+			continue
+		}
+		series := line[:strings.LastIndexByte(line, ' ')]
+		if seen[series] {
+			t.Errorf("series %s appears twice", series)
+		}
+		seen[series] = true
+	}
+	for _, want := range []string{
+		`paster_plugin_up{dist="hello",path="/p/hello",state="running"} 2`,
+		`paster_plugin_restarts_total{dist="hello",path="/p/hello"} 4`,
+		`paster_plugin_log_lines_dropped_total{dist="hello",path="/p/hello"} 6`,
+		`paster_plugin_pid{dist="hello",path="/p/hello"} 20`,
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
+}
+
+// scrape returns r's exposition in the Prometheus text format, as its
+// Handler serves it.
+func scrape(t *testing.T, r *Registry) string {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	r.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	if rec.Code != 200 {
+		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
+	}
+	return rec.Body.String()
 }

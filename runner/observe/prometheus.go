@@ -2,159 +2,194 @@ package observe
 
 import (
 	"fmt"
-	"io"
-	"sort"
-	"strconv"
-	"strings"
+	"net/http"
+	"slices"
 	"time"
 
 	"github.com/paster-dev/paster/runner"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// ContentType is the media type of WritePrometheus's output.
-const ContentType = "text/plain; version=0.0.4; charset=utf-8"
+// Handler serves the Registry's metrics as promhttp does: the Prometheus
+// text format, or OpenMetrics when the scraper's Accept header asks for it,
+// compressed when the scraper accepts gzip. A scrape takes one fresh
+// Snapshot. A metric that cannot be gathered answers 500 naming it.
+func (r *Registry) Handler() http.Handler { return r.handler }
 
-// WritePrometheus writes the registry's metrics and a fresh Snapshot in the
-// Prometheus text exposition format (version 0.0.4). Every metric is named
-// paster_*; the errors returned are w's.
-func (r *Registry) WritePrometheus(w io.Writer) error {
-	var b strings.Builder
-	snap := r.Snapshot()
+// Gatherer returns the prometheus.Gatherer behind Handler, for serving or
+// pushing the metrics some other way.
+func (r *Registry) Gatherer() prometheus.Gatherer { return r.prom }
 
-	help(&b, "paster_http_requests_total", "counter", "Requests served, by app and status code.")
-	r.mu.Lock()
-	names := r.appNames()
-	for _, app := range names {
-		a := r.apps[app]
-		codes := make([]string, 0, len(a.codes))
-		for c := range a.codes {
-			codes = append(codes, c)
-		}
-		sort.Strings(codes)
-		for _, c := range codes {
-			fmt.Fprintf(&b, "paster_http_requests_total{app=%s,code=%s} %d\n", quote(app), quote(c), a.codes[c])
-		}
+// snapshotCollector turns the Registry's Snapshot into metrics at each
+// scrape: what a generation, the Core and the plugin processes are is
+// read from them when asked, never copied into the registry, so nothing
+// is registered or left behind as generations come and go.
+type snapshotCollector struct{ r *Registry }
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+var (
+	coreParked        = desc("paster_core_parked", "Operations parked on the Core, by kind (waiters: WaitForSignal; fetching: Fetch; pending_signals: SignalAtLeast).", "kind")
+	coreSubscriptions = desc("paster_core_subscriptions", "Open pub/sub subscriptions.")
+	coreTopics        = desc("paster_core_topics", "Pub/sub topics ever used.")
+	coreRetained      = desc("paster_core_retained_messages", "Pub/sub messages retained over all topics.")
+	coreConnected     = desc("paster_core_connected", "1 when the Core's connection to the other machines (NATS) is up.")
+	corePeers         = desc("paster_core_peers", "Other paster nodes the Core knows alive.")
+	coreReconnects    = desc("paster_core_reconnects_total", "Times the Core reconnected to NATS.")
+	coreGatherMisses  = desc("paster_core_gather_misses_total", "Signals that did not hear from every live node within gather_timeout.")
+
+	startupCoroutines = coroutineDescs("paster_coroutine", "startup coroutine of the current generation")
+	serverCoroutines  = coroutineDescs("paster_server_coroutine", "coroutine the server runner added in code (r.Sched.Add)")
+
+	pluginUp          = desc("paster_plugin_up", "1 for each plugin process in its state (running, restarting, crash_loop, failed, closed); processes of one binary add up.", "dist", "path", "state")
+	pluginRestarts    = desc("paster_plugin_restarts_total", "Plugin processes started again after a crash.", "dist", "path")
+	pluginNextRestart = desc("paster_plugin_next_restart_timestamp_seconds", "When the next start of a restarting or crash-looping plugin is due.", "dist", "path")
+	pluginLogDropped  = desc("paster_plugin_log_lines_dropped_total", "Lines a plugin wrote that were not logged, over the log rate limit ([plugins] log_rate).", "dist", "path")
+	pluginPID         = desc("paster_plugin_pid", "Process id of each plugin binary's process serving the newest generation.", "dist", "path")
+
+	generation         = desc("paster_generation", "Number of the current generation (1 for the first load).")
+	generationsDrain   = desc("paster_generations_draining", "Older generations still finishing their requests.")
+	reloadsTotal       = desc("paster_reloads_total", "Reloads attempted, by result.", "result")
+	reloadLastSuccess  = desc("paster_reload_last_success", "1 if the last reload succeeded (or none was tried), 0 if it failed.")
+	reloadLastTime     = desc("paster_reload_last_timestamp_seconds", "When the last reload ended (0: none yet).")
+	startTime          = desc("paster_start_time_seconds", "When the process began serving.")
+	snapshotCollectors = []*prometheus.Desc{
+		coreParked, coreSubscriptions, coreTopics, coreRetained, coreConnected, corePeers, coreReconnects, coreGatherMisses,
+		startupCoroutines.state, startupCoroutines.restarts, serverCoroutines.state, serverCoroutines.restarts,
+		pluginUp, pluginRestarts, pluginNextRestart, pluginLogDropped, pluginPID,
+		generation, generationsDrain, reloadsTotal, reloadLastSuccess, reloadLastTime, startTime,
 	}
-	help(&b, "paster_http_request_duration_seconds", "histogram", "Request latency, by app (long-polls included).")
-	for _, app := range names {
-		a := r.apps[app]
-		var cum uint64
-		for i, le := range Buckets {
-			cum += a.buckets[i]
-			fmt.Fprintf(&b, "paster_http_request_duration_seconds_bucket{app=%s,le=%s} %d\n", quote(app), quote(strconv.FormatFloat(le, 'g', -1, 64)), cum)
-		}
-		fmt.Fprintf(&b, "paster_http_request_duration_seconds_bucket{app=%s,le=\"+Inf\"} %d\n", quote(app), a.count)
-		fmt.Fprintf(&b, "paster_http_request_duration_seconds_sum{app=%s} %g\n", quote(app), a.sum)
-		fmt.Fprintf(&b, "paster_http_request_duration_seconds_count{app=%s} %d\n", quote(app), a.count)
+)
+
+type coroutineDesc struct{ state, restarts *prometheus.Desc }
+
+// coroutineDescs describes NAME_state and NAME_restarts_total, each of a
+// what.
+func coroutineDescs(name, what string) coroutineDesc {
+	return coroutineDesc{
+		state:    desc(name+"_state", "1 for each "+what+" in its state.", "coroutine", "state"),
+		restarts: desc(name+"_restarts_total", "Restarts of each "+what+".", "coroutine"),
 	}
-	r.mu.Unlock()
+}
 
-	help(&b, "paster_http_requests_in_flight", "gauge", "Requests being served.")
-	fmt.Fprintf(&b, "paster_http_requests_in_flight %d\n", r.InFlight())
+func (c snapshotCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range snapshotCollectors {
+		ch <- d
+	}
+}
 
+func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
+	snap := c.r.Snapshot()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
 	if snap.HasCore {
-		help(&b, "paster_core_parked", "gauge", "Operations parked on the Core, by kind (waiters: WaitForSignal; fetching: Fetch; pending_signals: SignalAtLeast).")
-		fmt.Fprintf(&b, "paster_core_parked{kind=\"waiters\"} %d\n", snap.Core.Waiters)
-		fmt.Fprintf(&b, "paster_core_parked{kind=\"fetching\"} %d\n", snap.Core.Fetching)
-		fmt.Fprintf(&b, "paster_core_parked{kind=\"pending_signals\"} %d\n", snap.Core.PendingSignals)
-		help(&b, "paster_core_subscriptions", "gauge", "Open pub/sub subscriptions.")
-		fmt.Fprintf(&b, "paster_core_subscriptions %d\n", snap.Core.Subscriptions)
-		help(&b, "paster_core_topics", "gauge", "Pub/sub topics ever used.")
-		fmt.Fprintf(&b, "paster_core_topics %d\n", snap.Core.Topics)
-		help(&b, "paster_core_retained_messages", "gauge", "Pub/sub messages retained over all topics.")
-		fmt.Fprintf(&b, "paster_core_retained_messages %d\n", snap.Core.Retained)
-		if c := snap.Core; c.Distributed {
-			help(&b, "paster_core_connected", "gauge", "1 when the Core's connection to the other machines (NATS) is up.")
-			fmt.Fprintf(&b, "paster_core_connected %d\n", b2i(c.Connected))
-			help(&b, "paster_core_peers", "gauge", "Other paster nodes the Core knows alive.")
-			fmt.Fprintf(&b, "paster_core_peers %d\n", c.Peers)
-			help(&b, "paster_core_reconnects_total", "counter", "Times the Core reconnected to NATS.")
-			fmt.Fprintf(&b, "paster_core_reconnects_total %d\n", c.Reconnects)
-			help(&b, "paster_core_gather_misses_total", "counter", "Signals that did not hear from every live node within gather_timeout.")
-			fmt.Fprintf(&b, "paster_core_gather_misses_total %d\n", c.GatherMisses)
+		c := snap.Core
+		gauge(coreParked, float64(c.Waiters), "waiters")
+		gauge(coreParked, float64(c.Fetching), "fetching")
+		gauge(coreParked, float64(c.PendingSignals), "pending_signals")
+		gauge(coreSubscriptions, float64(c.Subscriptions))
+		gauge(coreTopics, float64(c.Topics))
+		gauge(coreRetained, float64(c.Retained))
+		if c.Distributed {
+			gauge(coreConnected, b2f(c.Connected))
+			gauge(corePeers, float64(c.Peers))
+			counter(coreReconnects, float64(c.Reconnects))
+			counter(coreGatherMisses, float64(c.GatherMisses))
 		}
 	}
-
-	coroutineMetrics(&b, "paster_coroutine", "startup coroutine of the current generation", snap.Coroutines)
-	coroutineMetrics(&b, "paster_server_coroutine", "coroutine the server runner added in code (r.Sched.Add)", snap.ServerCoroutines)
-
-	help(&b, "paster_plugin_up", "gauge", "1 for each plugin process in its state (running, restarting, crash_loop, failed, closed).")
-	for _, p := range snap.Plugins {
-		fmt.Fprintf(&b, "paster_plugin_up{dist=%s,path=%s,state=%s} %d\n", quote(p.Dist), quote(p.Path), quote(p.State), b2i(p.State == "running"))
+	for _, cs := range []struct {
+		d  coroutineDesc
+		cs []runner.CoroutineStatus
+	}{{startupCoroutines, snap.Coroutines}, {serverCoroutines, snap.ServerCoroutines}} {
+		for _, co := range cs.cs {
+			gauge(cs.d.state, 1, co.Name, co.State.String())
+			counter(cs.d.restarts, float64(co.Restarts), co.Name)
+		}
 	}
-	help(&b, "paster_plugin_restarts_total", "counter", "Plugin processes started again after a crash.")
-	for _, p := range snap.Plugins {
-		fmt.Fprintf(&b, "paster_plugin_restarts_total{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), p.Restarts)
-	}
-	help(&b, "paster_plugin_next_restart_timestamp_seconds", "gauge", "When the next start of a restarting or crash-looping plugin is due.")
-	for _, p := range snap.Plugins {
+	for _, p := range mergePlugins(snap.Plugins) {
+		for _, st := range p.states {
+			gauge(pluginUp, float64(p.up[st]), p.Dist, p.Path, st)
+		}
+		counter(pluginRestarts, float64(p.Restarts), p.Dist, p.Path)
 		if !p.NextRestart.IsZero() {
-			fmt.Fprintf(&b, "paster_plugin_next_restart_timestamp_seconds{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), unix(p.NextRestart))
+			gauge(pluginNextRestart, unix(p.NextRestart), p.Dist, p.Path)
 		}
+		counter(pluginLogDropped, float64(p.LogDropped), p.Dist, p.Path)
+		gauge(pluginPID, float64(p.PID), p.Dist, p.Path)
 	}
-	help(&b, "paster_plugin_log_lines_dropped_total", "counter", "Lines a plugin wrote that were not logged, over the log rate limit ([plugins] log_rate).")
-	for _, p := range snap.Plugins {
-		fmt.Fprintf(&b, "paster_plugin_log_lines_dropped_total{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), p.LogDropped)
-	}
-	help(&b, "paster_plugin_pid", "gauge", "Process id of each plugin process.")
-	for _, p := range snap.Plugins {
-		fmt.Fprintf(&b, "paster_plugin_pid{dist=%s,path=%s} %d\n", quote(p.Dist), quote(p.Path), p.PID)
-	}
-
-	help(&b, "paster_generation", "gauge", "Number of the current generation (1 for the first load).")
-	fmt.Fprintf(&b, "paster_generation %d\n", snap.Generation)
-	help(&b, "paster_generations_draining", "gauge", "Older generations still finishing their requests.")
-	fmt.Fprintf(&b, "paster_generations_draining %d\n", len(snap.Draining))
-	help(&b, "paster_reloads_total", "counter", "Reloads attempted, by result.")
-	fmt.Fprintf(&b, "paster_reloads_total{result=\"ok\"} %d\n", snap.Reloads.Total-snap.Reloads.Failed)
-	fmt.Fprintf(&b, "paster_reloads_total{result=\"failed\"} %d\n", snap.Reloads.Failed)
-	help(&b, "paster_reload_last_success", "gauge", "1 if the last reload succeeded (or none was tried), 0 if it failed.")
-	fmt.Fprintf(&b, "paster_reload_last_success %d\n", b2i(snap.Reloads.Last.IsZero() || snap.Reloads.LastOK))
-	help(&b, "paster_reload_last_timestamp_seconds", "gauge", "When the last reload ended (0: none yet).")
-	fmt.Fprintf(&b, "paster_reload_last_timestamp_seconds %d\n", unix(snap.Reloads.Last))
+	gauge(generation, float64(snap.Generation))
+	gauge(generationsDrain, float64(len(snap.Draining)))
+	counter(reloadsTotal, float64(snap.Reloads.Total-snap.Reloads.Failed), "ok")
+	counter(reloadsTotal, float64(snap.Reloads.Failed), "failed")
+	gauge(reloadLastSuccess, b2f(snap.Reloads.Last.IsZero() || snap.Reloads.LastOK))
+	gauge(reloadLastTime, unix(snap.Reloads.Last))
 	if !snap.Started.IsZero() {
-		help(&b, "paster_start_time_seconds", "gauge", "When the process began serving.")
-		fmt.Fprintf(&b, "paster_start_time_seconds %d\n", unix(snap.Started))
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
-}
-
-// coroutineMetrics writes NAME_state and NAME_restarts_total for cs, each
-// a what.
-func coroutineMetrics(b *strings.Builder, name, what string, cs []runner.CoroutineStatus) {
-	help(b, name+"_state", "gauge", "1 for each "+what+" in its state.")
-	for _, c := range cs {
-		fmt.Fprintf(b, "%s_state{coroutine=%s,state=%s} 1\n", name, quote(c.Name), quote(c.State.String()))
-	}
-	help(b, name+"_restarts_total", "counter", "Restarts of each "+what+".")
-	for _, c := range cs {
-		fmt.Fprintf(b, "%s_restarts_total{coroutine=%s} %d\n", name, quote(c.Name), c.Restarts)
+		gauge(startTime, unix(snap.Started))
 	}
 }
 
-func help(b *strings.Builder, name, typ, text string) {
-	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, text, name, typ)
+// mergedPlugin is the processes of one binary (dist and path) as one set
+// of series: an old generation's process may still drain beside the new
+// one's after the binary changed, and a scrape must not hold a series
+// twice. Counts add up; PID and NextRestart are the newest generation's
+// process's (the earliest restart due, when several are restarting).
+type mergedPlugin struct {
+	Plugin
+	newest int            // newest generation using the process PID is of
+	up     map[string]int // processes running, by state
+	states []string       // keys of up in the order seen
 }
 
-// quote quotes a label value: backslash, double quote and newline escaped.
-func quote(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
-	return `"` + r.Replace(s) + `"`
+func mergePlugins(ps []Plugin) []*mergedPlugin {
+	var out []*mergedPlugin
+	at := map[[2]string]*mergedPlugin{}
+	for _, p := range ps {
+		newest := slices.Max(append([]int{0}, p.Generations...))
+		m := at[[2]string{p.Dist, p.Path}]
+		if m == nil {
+			m = &mergedPlugin{Plugin: p, newest: newest, up: map[string]int{}}
+			m.Restarts, m.LogDropped = 0, 0
+			at[[2]string{p.Dist, p.Path}] = m
+			out = append(out, m)
+		} else {
+			if newest >= m.newest {
+				m.PID, m.newest = p.PID, newest
+			}
+			if !p.NextRestart.IsZero() && (m.NextRestart.IsZero() || p.NextRestart.Before(m.NextRestart)) {
+				m.NextRestart = p.NextRestart
+			}
+		}
+		if _, ok := m.up[p.State]; !ok {
+			m.states = append(m.states, p.State)
+			m.up[p.State] = 0
+		}
+		if p.State == "running" {
+			m.up[p.State]++
+		}
+		m.Restarts += p.Restarts
+		m.LogDropped += p.LogDropped
+	}
+	return out
 }
 
-func b2i(b bool) int {
+func b2f(b bool) float64 {
 	if b {
 		return 1
 	}
 	return 0
 }
 
-func unix(t time.Time) int64 {
+func unix(t time.Time) float64 {
 	if t.IsZero() {
 		return 0
 	}
-	return t.Unix()
+	return float64(t.Unix())
 }
 
 // Readiness reports whether the process is ready to take traffic, and

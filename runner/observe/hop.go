@@ -1,0 +1,128 @@
+package observe
+
+import (
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// MaxDists bounds the number of distinct dist labels of the plugin hop
+// metrics; later dists are recorded as "other".
+const MaxDists = 32
+
+// HopBuckets are the upper bounds, in seconds, of the plugin hop latency
+// histogram: finer than Buckets at the low end, where the hop's own cost
+// shows, and reaching a minute for long-polls parked inside a plugin.
+var HopBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// hopVecs are the plugin hop metrics, by dist.
+type hopVecs struct {
+	duration       *prometheus.HistogramVec
+	sent, received *prometheus.CounterVec
+}
+
+func newHopVecs() hopVecs {
+	return hopVecs{
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "paster_plugin_hop_duration_seconds",
+			Help:    "Time from handing a request to a plugin process until its response ended, by plugin dist (the plugin app's own time included).",
+			Buckets: HopBuckets,
+		}, []string{"dist"}),
+		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paster_plugin_hop_sent_bytes_total",
+			Help: "Request body bytes sent to plugin processes, by plugin dist.",
+		}, []string{"dist"}),
+		received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "paster_plugin_hop_received_bytes_total",
+			Help: "Response body bytes received from plugin processes, by plugin dist.",
+		}, []string{"dist"}),
+	}
+}
+
+// hopMetrics caches one dist's series.
+type hopMetrics struct {
+	duration       prometheus.Observer
+	sent, received prometheus.Counter
+}
+
+// dist returns the series of dist, "other" past MaxDists.
+func (r *Registry) dist(dist string) *hopMetrics {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.dists[dist]
+	if m == nil {
+		if len(r.dists) >= MaxDists {
+			dist = "other"
+			m = r.dists[dist]
+		}
+		if m == nil {
+			m = &hopMetrics{
+				duration: r.hop.duration.WithLabelValues(dist),
+				sent:     r.hop.sent.WithLabelValues(dist),
+				received: r.hop.received.WithLabelValues(dist),
+			}
+			r.dists[dist] = m
+		}
+	}
+	return m
+}
+
+// StartHop begins measuring one request the host hands to a process of
+// plugin dist, in the Registry of req's context. It returns the writer and
+// request to hand on — they count the response and request body bytes as
+// they pass — and end, to call once the exchange is over, which records its
+// duration. Bytes of a hijacked connection (an upgrade) are not counted; its
+// duration is the tunnel's. Without a Registry in the context it returns w
+// and req as they are and an end that does nothing.
+func StartHop(w http.ResponseWriter, req *http.Request, dist string) (http.ResponseWriter, *http.Request, func()) {
+	reg := From(req.Context())
+	if reg == nil {
+		return w, req, func() {}
+	}
+	m := reg.dist(dist)
+	start := time.Now()
+	if req.Body != nil && req.Body != http.NoBody && (req.ContentLength != 0 || len(req.TransferEncoding) != 0) {
+		r2 := new(http.Request)
+		*r2 = *req
+		r2.Body = &countedBody{ReadCloser: req.Body, n: m.sent}
+		req = r2
+	}
+	return &countedWriter{ResponseWriter: w, n: m.received}, req, func() {
+		m.duration.Observe(time.Since(start).Seconds())
+	}
+}
+
+// countedBody counts the bytes read into n as they are read.
+type countedBody struct {
+	io.ReadCloser
+	n prometheus.Counter
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	k, err := b.ReadCloser.Read(p)
+	if k > 0 {
+		b.n.Add(float64(k))
+	}
+	return k, err
+}
+
+// countedWriter counts the bytes written into n as they are written. It
+// keeps Flush, and unwraps for http.ResponseController (Hijack, deadlines).
+type countedWriter struct {
+	http.ResponseWriter
+	n prometheus.Counter
+}
+
+func (w *countedWriter) Write(p []byte) (int, error) {
+	k, err := w.ResponseWriter.Write(p)
+	if k > 0 {
+		w.n.Add(float64(k))
+	}
+	return k, err
+}
+
+func (w *countedWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
+
+func (w *countedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
