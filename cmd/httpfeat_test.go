@@ -104,3 +104,73 @@ name = rid
 		t.Errorf("access log:\n%s\nwant:\n%s", log, want)
 	}
 }
+
+// TestCheckHTTPFeatureKeys: paster check loads the filters and the static
+// app of issue 13.7 and fails with exit 1 on a bad key, naming the file,
+// line, section and key; the same file with good values checks.
+func TestCheckHTTPFeatureKeys(t *testing.T) {
+	t.Parallel()
+	const good = `[server:main]
+use = egg:paster#http
+port = 0
+
+[pipeline:main]
+pipeline = rid cors limit files
+
+[filter:rid]
+use = egg:paster#request_id
+header = X-Request-ID
+
+[filter:cors]
+use = egg:paster#cors
+origins = https://app.example.com
+credentials = true
+max_age = 10m
+
+[filter:limit]
+use = egg:paster#ratelimit
+rate = 10/s
+burst = 20
+key = header:X-Api-Key
+max_keys = 1000
+
+[app:files]
+use = egg:paster#static
+document_root = .
+precompressed = br gzip
+`
+	tests := []struct {
+		name, from, to, want string
+	}{
+		{"good", "", "", ""},
+		{"request_id header", "header = X-Request-ID", "header = X Request", "dev.ini:10 [filter:rid] header:"},
+		{"cors origin with a path", "origins = https://app.example.com", "origins = https://app.example.com/", "dev.ini:14 [filter:cors] origins:"},
+		{"cors * with credentials", "origins = https://app.example.com", "origins = *", "dev.ini:15 [filter:cors] credentials:"},
+		{"cors max_age", "max_age = 10m", "max_age = soon", "dev.ini:16 [filter:cors] max_age:"},
+		{"ratelimit rate", "rate = 10/s", "rate = 10", "dev.ini:20 [filter:limit] rate:"},
+		{"ratelimit burst", "burst = 20", "burst = 0", "dev.ini:21 [filter:limit] burst:"},
+		{"ratelimit key", "key = header:X-Api-Key", "key = cookie:x", "dev.ini:22 [filter:limit] key:"},
+		{"ratelimit max_keys", "max_keys = 1000", "max_keys = lots", "dev.ini:23 [filter:limit] max_keys:"},
+		{"static precompressed", "precompressed = br gzip", "precompressed = zstd", "dev.ini:28 [app:files] precompressed:"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			ini := strings.Replace(good, tc.from, tc.to, 1)
+			if err := os.WriteFile(filepath.Join(dir, "dev.ini"), []byte(ini), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, exit := paster(t, dir, "check", "dev.ini")
+			if tc.want == "" {
+				if exit != 0 {
+					t.Fatalf("exit %d:\n%s%s", exit, stdout, stderr)
+				}
+				return
+			}
+			if exit != 1 || !strings.Contains(stderr, tc.want) {
+				t.Errorf("exit %d, want 1 with %q:\n%s%s", exit, tc.want, stdout, stderr)
+			}
+		})
+	}
+}

@@ -203,7 +203,7 @@ func TestPoints(t *testing.T) {
 	for _, want := range []string{
 		"paster ", "(compiled in)",
 		"composites:     cascade, urlmap",
-		"filter-apps:    cors, gzip, limits, prefix, request_id, translogger",
+		"filter-apps:    cors, gzip, limits, prefix, ratelimit, request_id, translogger",
 		"server runners: http",
 		"hello 0.1.0 (" + filepath.Join(binDir, "plugins", "paster-plugin-hello") + ")",
 		"coroutines:     ticker",

@@ -15,6 +15,7 @@
 //	prefix       filter-app  PrefixMiddleware: mount prefix and X-Forwarded-*
 //	request_id   filter-app  X-Request-ID in, made if absent, echoed, logged
 //	cors         filter-app  CORS headers and preflight answers (rs/cors)
+//	ratelimit    filter-app  token bucket per client or header value, 429
 //	http         runner      the HTTP server (runner.New and Run)
 //
 // The dists "Paste" and "PasteDeploy" are registered too, as aliases of the
@@ -61,6 +62,7 @@ var Dist = &entrypoints.Dist{
 		"limits":      limitsFactory,
 		"request_id":  requestIDFactory,
 		"cors":        corsFactory,
+		"ratelimit":   ratelimitFactory,
 	},
 	Runners: map[string]entrypoints.ServerRunner{
 		"http": httpRunner,
