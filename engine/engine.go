@@ -44,6 +44,7 @@ type generation struct {
 	mount   *runner.Mount
 
 	serverKey    string        // what a server restart is decided on
+	serverFiles  []string      // files the server's settings read (TLS)
 	addr         string        // host:port of the server section, "" if unknown
 	grace        time.Duration // shutdown_timeout
 	readyTimeout time.Duration
@@ -71,9 +72,10 @@ func (g *generation) closeObjects(log hclog.Logger) {
 }
 
 // files returns what a reload watcher should watch for this generation:
-// every INI file read and every plugin binary used.
+// every INI file read, every plugin binary used and the files the server's
+// settings read (its certificates).
 func (g *generation) files() []string {
-	return append(append([]string(nil), g.session.Files...), g.plugins.paths()...)
+	return append(append(append([]string(nil), g.session.Files...), g.plugins.paths()...), g.serverFiles...)
 }
 
 // serving is a running server.
@@ -427,8 +429,11 @@ func (m *Engine) releaseCore(g *generation) {
 }
 
 // describeServer reads what the generation needs from its server section:
-// the key a server restart is decided on, its address, shutdown_timeout and
-// ready_timeout.
+// the key a server restart is decided on, its address, shutdown_timeout,
+// ready_timeout and the files its settings read. The content of those
+// files is part of the key, so a reload re-reads a renewed certificate by
+// starting a new server beside the old one (no connection is lost), even
+// when the INI file is unchanged.
 func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 	roots := g.session.Root
 	if len(roots) == 0 {
@@ -445,7 +450,7 @@ func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 	if err != nil {
 		return local, err
 	}
-	g.grace, g.readyTimeout, g.addr = st.grace, st.readyTimeout, st.addr
+	g.grace, g.readyTimeout, g.addr, g.serverFiles = st.grace, st.readyTimeout, st.addr, st.files
 
 	// A server in a plugin: the binary's checksum is part of the key, so a
 	// rebuilt binary restarts the server.
@@ -455,6 +460,10 @@ func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 			binaries = append(binaries, fmt.Sprintf("%s=%x", e.path, e.sum))
 		}
 	}
+	var files []string
+	for _, f := range st.files {
+		files = append(files, f+"="+fileSum(f))
+	}
 	// The server runs with the generation's Core in its context (its own
 	// coroutines use it): a new Core takes a new server.
 	key, _ := json.Marshal(struct {
@@ -463,7 +472,8 @@ func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 		Local      []entrypoints.KV
 		Binaries   []string
 		Core       string
-	}{node.EntryPoint, node.Global, keyed, binaries, coreKey(g.session.Core, local)})
+		Files      []string
+	}{node.EntryPoint, node.Global, keyed, binaries, coreKey(g.session.Core, local), files})
 	g.serverKey = string(key)
 	return local, nil
 }

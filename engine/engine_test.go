@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/runner"
+	"github.com/paster-dev/paster/runner/tlstest"
 )
 
 // pluginDir holds the example plugin binaries these tests serve from.
@@ -581,6 +583,120 @@ func TestCheckSharedTimeouts(t *testing.T) {
 			_, err := Check(context.Background(), Config{ServerURI: "config:dev.ini#main", AppURI: "config:dev.ini#main", Base: dir, Logger: hclog.NewNullLogger()})
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Check = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestEngineTLSRotation: a reload re-reads the server's certificate files,
+// also when the INI file is unchanged, and the new certificate is served
+// without a failed request under load (HTTP/2 on kept connections and
+// HTTP/1.1 on fresh ones), through the built-in runner and a runner in a
+// plugin process; a bad certificate on reload keeps the old one served and
+// fails the reload with an error naming file, line, section and key.
+func TestEngineTLSRotation(t *testing.T) {
+	t.Parallel()
+	chat := "plugin:" + filepath.Join(pluginDir, "paster-plugin-chat") + "#hijacked_runner"
+	for _, use := range []string{"egg:paster#http", chat} {
+		t.Run(use, func(t *testing.T) {
+			t.Parallel()
+			ca := tlstest.NewCA(t, "rotation CA")
+			dir := t.TempDir()
+			certA, keyA := ca.Issue(t, "A")
+			certFile := tlstest.WriteFile(t, dir, "cert.pem", certA)
+			keyFile := tlstest.WriteFile(t, dir, "key.pem", keyA)
+			port := freePort(t)
+			ini := fmt.Sprintf(serverSection, use, port) + "cert_file = " + certFile + "\nkey_file = " + keyFile +
+				"\n\n[app:main]\nuse = egg:enginetest#main\ntext = ok\n"
+			r := serveINI(t, port, ini)
+			url := fmt.Sprintf("https://127.0.0.1:%d/", port)
+
+			// served returns the common name of the certificate a new
+			// connection gets.
+			served := func() string {
+				c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: ca.Pool()})
+				if err != nil {
+					return err.Error()
+				}
+				defer c.Close()
+				return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+			}
+			if got := served(); got != "A" {
+				t.Fatalf("served certificate %q, want A", got)
+			}
+
+			var stop atomic.Bool
+			var total, failed atomic.Int64
+			var first atomic.Value
+			var wg sync.WaitGroup
+			h2 := tlstest.Client(ca.Pool())
+			fresh := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+				TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
+			for i := range 4 {
+				c := h2
+				if i%2 == 1 {
+					c = fresh
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for !stop.Load() {
+						total.Add(1)
+						resp, err := c.Get(url)
+						if err != nil {
+							failed.Add(1)
+							first.CompareAndSwap(nil, err.Error())
+							continue
+						}
+						b, _ := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 || string(b) != "ok" {
+							failed.Add(1)
+							first.CompareAndSwap(nil, fmt.Sprint(resp.StatusCode, " ", string(b)))
+						}
+					}
+				}()
+			}
+			reload := func() {
+				before := r.e.snapshot().Reloads.Total
+				r.reload <- struct{}{}
+				r.waitFor("the reload", func() bool {
+					s := r.e.snapshot()
+					return s.Reloads.Total > before && len(s.Draining) == 0
+				})
+			}
+			r.waitFor("requests under load", func() bool { return total.Load() > 20 })
+
+			certB, keyB := ca.Issue(t, "B")
+			tlstest.WriteFile(t, dir, "key.pem", keyB)
+			tlstest.WriteFile(t, dir, "cert.pem", certB)
+			reload()
+			if s := r.e.snapshot(); !s.Reloads.LastOK {
+				t.Fatalf("reload failed: %s", s.Reloads.LastError)
+			}
+			if got := served(); got != "B" {
+				t.Errorf("after the rotation, served certificate %q, want B", got)
+			}
+			mark := total.Load()
+			r.waitFor("requests after the rotation", func() bool { return total.Load() > mark+20 })
+
+			tlstest.WriteFile(t, dir, "cert.pem", []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"))
+			reload()
+			s := r.e.snapshot()
+			if s.Reloads.LastOK {
+				t.Error("a reload with a bad certificate succeeded")
+			} else if !strings.Contains(s.Reloads.LastError, "dev.ini:7 [server:main] cert_file:") {
+				t.Errorf("reload error %q does not name dev.ini:7 [server:main] cert_file", s.Reloads.LastError)
+			}
+			if got := served(); got != "B" {
+				t.Errorf("after a bad certificate, served %q, want B still", got)
+			}
+			mark = total.Load()
+			r.waitFor("requests after the failed reload", func() bool { return total.Load() > mark+20 })
+			stop.Store(true)
+			wg.Wait()
+			if failed.Load() > 0 {
+				t.Errorf("%d of %d requests failed across certificate reloads; first: %v", failed.Load(), total.Load(), first.Load())
 			}
 		})
 	}

@@ -1,7 +1,9 @@
 package engine
 
 import (
+	"crypto/sha256"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -69,6 +71,9 @@ type serverSettings struct {
 	// port; host:port in host wins), read as the http server reads it, or
 	// "" when they are not valid http server settings.
 	addr string
+	// files are the files the http server's settings read (certificate,
+	// key, CA: runner.TLSConfig.Files), nil when they are not valid.
+	files []string
 }
 
 // readServerSettings reads serverSettings from a server section. A bad
@@ -86,6 +91,7 @@ func readServerSettings(local entrypoints.Local) (serverSettings, error) {
 	}
 	if cfg, err := runner.ParseHTTPConfig(local); err == nil {
 		st.addr = cfg.Addr
+		st.files = cfg.TLS.Files()
 	}
 	return st, nil
 }
@@ -100,4 +106,14 @@ func serverLocal(s *entrypoints.Session) entrypoints.Local {
 	}
 	local, _ := s.Root[0].Conf().Unshadow()
 	return local
+}
+
+// fileSum returns the SHA-256 of path's content in hex, or the error that
+// kept it from being read.
+func fileSum(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
 }

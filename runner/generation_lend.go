@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 )
@@ -65,6 +66,8 @@ func freshConnOf(c net.Conn) FreshConn {
 			c = t.Conn
 		case *capConn:
 			c = t.Conn
+		case *tls.Conn:
+			c = t.NetConn()
 		default:
 			return nil
 		}

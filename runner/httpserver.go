@@ -2,8 +2,10 @@ package runner
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"net/http"
 	"strconv"
@@ -75,6 +77,15 @@ type HTTPConfig struct {
 	// was sent yet, or its connection is ended if the response had
 	// started (see TimeoutHandler). 0, the default, means no bound.
 	HandlerTimeout time.Duration
+	// TLS is nil for plain HTTP, else the TLS settings (cert_file and
+	// key_file, ssl_pem, acme, ...; see TLSConfig).
+	TLS *TLSConfig
+	// H2C is h2c: HTTP/2 over cleartext (prior knowledge, as a proxy in
+	// front speaks it) besides HTTP/1.1; plain HTTP only.
+	H2C bool
+	// RedirectHTTP is redirect_http, the address of a plain HTTP server
+	// that redirects every request to https ("" for none); TLS only.
+	RedirectHTTP string
 	// Unknown is nil, or the keys of the section that mean nothing to the
 	// server, joined: each error names the file, line, section and key,
 	// with the near-miss it may be a misspelling of. Serving warns about
@@ -85,11 +96,11 @@ type HTTPConfig struct {
 // HTTPServerKeys are the local configuration keys NewHTTPServer reads.
 // A server runner that reads keys of its own passes them to NewHTTPServer
 // removed (Local.Without) so that they are not reported as unknown.
-var HTTPServerKeys = []string{
+var HTTPServerKeys = append([]string{
 	"host", "port", "read_header_timeout", "read_timeout", "write_timeout",
 	"idle_timeout", "max_header_bytes", "max_body_bytes", "shutdown_timeout",
 	"max_connections", "handler_timeout",
-}
+}, TLSKeys...)
 
 // ignoredHTTPKeys are options of Paste's and cogen's servers that have no
 // meaning here; NewHTTPServer warns about each with the reason.
@@ -102,15 +113,16 @@ var ignoredHTTPKeys = map[string]string{
 	"sockoper_timeout":      "use read_header_timeout and idle_timeout",
 	"sendfile_timeout":      "write_timeout bounds every write, file bodies included",
 	"server_version":        "the Server header is not set",
-	"protocol_version":      "net/http speaks HTTP/1.1 (and HTTP/1.0 to old clients)",
+	"protocol_version":      "net/http speaks HTTP/1.1 (and HTTP/1.0 to old clients), and HTTP/2 over TLS or with h2c",
 	"start_loop":            "the server always serves",
 	"server_name":           "the Host header names the server",
 	"proactor":              "not used: net/http has its own poller",
 	"sched_default_timeout": "the scheduler is configured by the runner",
 }
 
-// HTTPServer serves an http.Handler over HTTP/1.1 with the limits of its
-// section (HTTPConfig) and a graceful shutdown bounded by shutdown_timeout.
+// HTTPServer serves an http.Handler over HTTP/1.1, and over TLS with
+// HTTP/2 too, with the limits of its section (HTTPConfig) and a graceful
+// shutdown bounded by shutdown_timeout.
 // An HTTPServer serves once: Serve or ServeListener may be called a single
 // time.
 type HTTPServer struct {
@@ -119,6 +131,10 @@ type HTTPServer struct {
 
 	served   atomic.Bool
 	inflight atomic.Int64
+
+	tls            *tls.Config  // nil: plain HTTP
+	acme           *acmeManager // made by ServeListener with acme = true
+	acmeSupervised atomic.Bool  // ACMECoroutine was taken: a scheduler runs it
 
 	mu    sync.Mutex
 	hooks []func()
@@ -150,9 +166,24 @@ type HTTPServer struct {
 // keys are logged as warnings (with a near-miss suggestion) and kept in
 // HTTPConfig.Unknown, which Serve returns instead of binding when its
 // context asks for a check (Checking); options of Paste's and cogen's
-// servers that mean nothing here are logged as warnings. ssl_pem is an
-// error, since serving plain HTTP where TLS was asked for would be a
-// surprise.
+// servers that mean nothing here are logged as warnings.
+//
+// TLS (see TLSConfig and ACMEConfig for each key's meaning):
+//
+//	cert_file, key_file  certificate (chain) and key, PEM
+//	ssl_pem              certificate and key in one PEM file (Paste's
+//	                     key); * for a self-signed certificate made now
+//	tls_min_version      1.0, 1.1, 1.2 (default) or 1.3
+//	client_ca            PEM file of the CAs client certificates must be
+//	                     signed by (mutual TLS)
+//	redirect_http        address (":80") of a server redirecting to https
+//	acme                 true: certificates from an ACME CA, for domains;
+//	                     acme_email, acme_ca, acme_ca_root, acme_storage,
+//	                     acme_renew_interval
+//	h2c                  true: HTTP/2 over cleartext too (no TLS)
+//
+// Over TLS, HTTP/2 is offered with ALPN beside HTTP/1.1. Certificate and
+// key files are read here: one missing or bad is an error naming its key.
 // A key that a global of the same name hides takes the global's value
 // (Unshadow). Logging goes to logger named "http" (hclog.Default() when
 // logger is nil).
@@ -165,7 +196,14 @@ func NewHTTPServer(local entrypoints.Local, logger hclog.Logger) (*HTTPServer, e
 	if err != nil {
 		return nil, err
 	}
-	return &HTTPServer{cfg: cfg, logger: logger, bound: make(chan struct{})}, nil
+	s := &HTTPServer{cfg: cfg, logger: logger, bound: make(chan struct{})}
+	if cfg.TLS != nil {
+		host, _, _ := net.SplitHostPort(cfg.Addr)
+		if s.tls, err = serverTLS(cfg.TLS, host); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
 }
 
 // ParseHTTPConfig reads the http server's settings from local as
@@ -188,8 +226,6 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 	for _, k := range local.Keys() {
 		switch {
 		case known[k]:
-		case k == "ssl_pem":
-			return cfg, local.Errorf(k, "TLS is not supported by the http server yet; terminate TLS in front of it")
 		case ignoredHTTPKeys[k] != "":
 			logger.Warn("server option ignored", "key", k, "at", local.Where(k).String(), "why", ignoredHTTPKeys[k])
 		default:
@@ -270,6 +306,9 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 	if cfg.MaxConnections < 0 {
 		return cfg, local.Errorf("max_connections", "negative count %d (0 turns the cap off)", cfg.MaxConnections)
 	}
+	if err := parseTLS(local, &cfg); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 
@@ -312,9 +351,18 @@ func (s *HTTPServer) Addr() net.Addr {
 // Listen binds the configured address and returns the listener without
 // serving on it; ServeListener serves it. A failure names the address.
 func (s *HTTPServer) Listen() (net.Listener, error) {
-	ln, err := net.Listen("tcp", s.cfg.Addr)
+	return listenOn(context.Background(), s.cfg.Addr)
+}
+
+// listenOn returns a listener on addr from ctx's ListenerSource, or bound
+// now when ctx has none. A failure names the address.
+func listenOn(ctx context.Context, addr string) (net.Listener, error) {
+	if src := ListenersFrom(ctx); src != nil {
+		return src.Listen(addr)
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("http: listen on %s: %w", s.cfg.Addr, err)
+		return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
 	}
 	return ln, nil
 }
@@ -330,14 +378,7 @@ func (s *HTTPServer) Serve(ctx context.Context, app http.Handler) error {
 	if Checking(ctx) {
 		return s.cfg.Unknown
 	}
-	if src := ListenersFrom(ctx); src != nil {
-		ln, err := src.Listen(s.cfg.Addr)
-		if err != nil {
-			return err
-		}
-		return s.ServeListener(ctx, ln, app)
-	}
-	ln, err := s.Listen()
+	ln, err := listenOn(ctx, s.cfg.Addr)
 	if err != nil {
 		return err
 	}
@@ -360,19 +401,49 @@ func (s *HTTPServer) Serve(ctx context.Context, app http.Handler) error {
 // accept error (such as running out of file descriptors) is retried after a
 // backoff, as net/http does; another one is returned. Calling
 // ServeListener (or Serve) a second time is an error.
+//
+// With TLS, connections on ln are TLS ones, offering HTTP/2 and HTTP/1.1
+// (ALPN); with redirect_http a second server, on that address (from ctx's
+// ListenerSource, like Serve's), redirects to https and, with acme, answers
+// the HTTP-01 challenges; it stops with the first. With acme, the
+// certificates are obtained once ln serves, by the coroutine
+// ACMECoroutine returns, or, when nothing took it, by a goroutine of the
+// server's that logs its error. With h2c, HTTP/2 with prior knowledge is
+// served besides HTTP/1.1.
 func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app http.Handler) error {
 	if !s.served.CompareAndSwap(false, true) {
 		ln.Close()
 		return errors.New("http: server already served; make a new HTTPServer")
+	}
+	var redirectLn net.Listener
+	if s.cfg.RedirectHTTP != "" {
+		var err error
+		if redirectLn, err = listenOn(ctx, s.cfg.RedirectHTTP); err != nil {
+			ln.Close()
+			return fmt.Errorf("redirect_http: %w", err)
+		}
+	}
+	if s.cfg.TLS != nil && s.cfg.TLS.ACME != nil {
+		s.acme = newACMEManager(s.cfg.TLS.ACME, s.logger.Named("acme"))
+		s.acme.setPorts(portOf(ln.Addr()), portOf(addrOf(redirectLn)))
+		s.tls = s.acme.tlsConfig(s.tls)
+		defer s.acme.cache.Stop()
 	}
 	srv := &http.Server{
 		Handler:           &limitHandler{s: s, next: TimeoutHandler(app, s.cfg.HandlerTimeout, "handler_timeout", s.logger)},
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
-		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
+		ErrorLog:          log.New(serverLogWriter{s.logger}, "", 0),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ConnContext:       connContext,
+		TLSConfig:         s.tls,
+	}
+	if s.cfg.H2C {
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetUnencryptedHTTP2(true)
+		srv.Protocols = p
 	}
 	addr := ln.Addr()
 	s.mu.Lock()
@@ -380,7 +451,7 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 	s.mu.Unlock()
 	close(s.bound)
 
-	s.logger.Info("serving", "addr", addr.String())
+	s.logger.Info("serving", "addr", addr.String(), "tls", s.tls != nil, "h2c", s.cfg.H2C)
 	// Tell whoever started the server that it accepts (paster serve learns
 	// it this way across a plugin boundary); a no-op without a ReadyFunc.
 	Ready(ctx)
@@ -389,10 +460,39 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 	if s.cfg.MaxConnections > 0 {
 		serveLn = newCapListener(ln, s.cfg.MaxConnections)
 	}
-	go func() { served <- srv.Serve(watchRejects(serveLn, app)) }()
+	if s.tls != nil {
+		// net/http must get the *tls.Conn itself (it negotiates HTTP/2
+		// on it), so the connections are not watched for its own replies
+		// (those are encrypted beneath it).
+		serveLn = tls.NewListener(serveLn, s.tls)
+	} else {
+		serveLn = watchRejects(serveLn, app)
+	}
+	go func() { served <- srv.Serve(serveLn) }()
+	var redirect *http.Server
+	if redirectLn != nil {
+		var h http.Handler = redirectToHTTPS(strconv.Itoa(portOf(addr)))
+		if s.acme != nil {
+			h = s.acme.httpHandler(h)
+		}
+		redirect = &http.Server{Handler: h, ReadHeaderTimeout: s.cfg.ReadHeaderTimeout, IdleTimeout: s.cfg.IdleTimeout,
+			MaxHeaderBytes: s.cfg.MaxHeaderBytes, ErrorLog: srv.ErrorLog}
+		s.logger.Info("redirecting to https", "addr", redirectLn.Addr().String())
+		go func() { _ = redirect.Serve(redirectLn) }()
+	}
+	if s.acme != nil && !s.acmeSupervised.Load() {
+		go func() {
+			if err := s.acme.run(ctx, s.bound); err != nil {
+				s.logger.Error("acme", "error", err)
+			}
+		}()
+	}
 
 	select {
 	case err := <-served:
+		if redirect != nil {
+			redirect.Close()
+		}
 		return fmt.Errorf("http: serving on %s: %w", addr, err)
 	case <-ctx.Done():
 	}
@@ -410,6 +510,12 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 		// on it take the connections first, since net/http drops, without
 		// an answer, a request it reads after Shutdown began.
 		d.Detach(time.Second)
+	}
+	if redirect != nil {
+		if d, ok := redirectLn.(interface{ Detach(time.Duration) bool }); ok {
+			d.Detach(time.Second)
+		}
+		go redirect.Shutdown(sctx)
 	}
 	err := srv.Shutdown(sctx)
 	<-served // http.ErrServerClosed, now that Shutdown has closed the listener

@@ -95,6 +95,11 @@ type Runner struct {
 //	ready_timeout          how long to wait for required coroutines before
 //	                       serving (default 30s; 0: no limit)
 //
+// With acme = true, the scheduler has the coroutine that obtains and
+// renews the certificates (HTTPServer.ACMECoroutine, named
+// ACMECoroutineName; not required, restarted on failure with backoff from
+// 1s to 10m).
+//
 // shutdown_timeout (the HTTP server's) bounds both the draining of requests
 // and then the stopping of coroutines. cogen's scheduler options
 // (sched_default_priority, proactor_*, ops_greedy, sockaccept_greedy) are
@@ -134,9 +139,18 @@ func New(app http.Handler, local entrypoints.Local) (*Runner, error) {
 		return nil, err
 	}
 
+	sched := NewSched(logger)
+	if co := srv.ACMECoroutine(); co != nil {
+		// Not required: the server must serve for the challenges to be
+		// answered. A failure is retried with backoff, slowly, as an
+		// ACME CA's rate limits ask.
+		if err := sched.Add(ACMECoroutineName, co, Policy{Backoff: time.Second, MaxBackoff: 10 * time.Minute, Jitter: true}); err != nil {
+			return nil, err
+		}
+	}
 	core := NewCore(opts)
 	return &Runner{
-		Sched:        NewSched(logger),
+		Sched:        sched,
 		Core:         core,
 		HTTP:         srv,
 		Logger:       logger,

@@ -1,0 +1,279 @@
+package runner
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/runner/tlstest"
+)
+
+// pki is a CA and a server certificate it signed, written in dir as
+// cert.pem, key.pem, both.pem (cert and key in one file) and ca.pem.
+type pki struct {
+	ca                        *tlstest.CA
+	dir                       string
+	cert, key, both, caFile   string
+	certPEM, keyPEM, otherKey []byte
+}
+
+func newPKI(t *testing.T) *pki {
+	t.Helper()
+	p := &pki{ca: tlstest.NewCA(t, "test CA"), dir: t.TempDir()}
+	p.certPEM, p.keyPEM = p.ca.Issue(t, "server")
+	_, p.otherKey = p.ca.Issue(t, "other")
+	p.cert = tlstest.WriteFile(t, p.dir, "cert.pem", p.certPEM)
+	p.key = tlstest.WriteFile(t, p.dir, "key.pem", p.keyPEM)
+	p.both = tlstest.WriteFile(t, p.dir, "both.pem", append(append([]byte(nil), p.certPEM...), p.keyPEM...))
+	p.caFile = tlstest.WriteFile(t, p.dir, "ca.pem", p.ca.PEM)
+	return p
+}
+
+// TestTLSKeyErrors: every TLS key a user can get wrong is an error naming
+// the file, line, section and key (what paster check reports).
+func TestTLSKeyErrors(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	badKey := tlstest.WriteFile(t, p.dir, "other-key.pem", p.otherKey)
+	garbage := tlstest.WriteFile(t, p.dir, "garbage.pem", []byte("not a certificate"))
+	missing := filepath.Join(p.dir, "missing.pem")
+	tests := []struct {
+		name    string
+		pairs   []string
+		errKey  string
+		wantErr string
+	}{
+		{"missing key file", []string{"cert_file", p.cert, "key_file", missing}, "key_file", "no such file"},
+		{"missing cert file", []string{"cert_file", missing, "key_file", p.key}, "cert_file", "no such file"},
+		{"cert without key", []string{"cert_file", p.cert}, "cert_file", "needs key_file"},
+		{"key without cert", []string{"key_file", p.key}, "key_file", "needs cert_file"},
+		{"key of another certificate", []string{"cert_file", p.cert, "key_file", badKey}, "cert_file", "private key does not match"},
+		{"ssl_pem without key", []string{"ssl_pem", p.cert}, "ssl_pem", "certificate and its private key"},
+		{"ssl_pem missing", []string{"ssl_pem", missing}, "ssl_pem", "no such file"},
+		{"two sources", []string{"ssl_pem", "*", "cert_file", p.cert, "key_file", p.key}, "ssl_pem", "more than one certificate source"},
+		{"unknown TLS version", []string{"ssl_pem", "*", "tls_min_version", "1.4"}, "tls_min_version", "unknown TLS version"},
+		{"client_ca missing", []string{"ssl_pem", "*", "client_ca", missing}, "client_ca", "no such file"},
+		{"client_ca not PEM", []string{"ssl_pem", "*", "client_ca", garbage}, "client_ca", "no PEM certificate"},
+		{"tls key without TLS", []string{"tls_min_version", "1.3"}, "tls_min_version", "needs TLS"},
+		{"redirect without TLS", []string{"redirect_http", ":80"}, "redirect_http", "needs TLS"},
+		{"bad redirect address", []string{"ssl_pem", "*", "redirect_http", "80"}, "redirect_http", "not host:port"},
+		{"h2c over TLS", []string{"ssl_pem", "*", "h2c", "true"}, "h2c", "over TLS, HTTP/2 is on already"},
+		{"bad h2c", []string{"h2c", "maybe"}, "h2c", ""},
+		{"acme without domains", []string{"acme", "true"}, "acme", "needs domains"},
+		{"acme key without acme", []string{"domains", "example.com"}, "domains", "needs acme = true"},
+		{"acme ca not https", []string{"acme", "true", "domains", "example.com", "acme_ca", "http://ca/dir"}, "acme_ca", "not an https://"},
+		{"acme ca root missing", []string{"acme", "true", "domains", "example.com", "acme_ca_root", missing}, "acme_ca_root", "no such file"},
+		{"acme and files", []string{"acme", "true", "domains", "example.com", "cert_file", p.cert, "key_file", p.key}, "acme", "more than one certificate source"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			logger, _ := testLogger(t)
+			_, err := NewHTTPServer(localOf(tt.pairs...), logger)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, want := range []string{tt.wantErr, "test.ini:7 [server:main] " + tt.errKey + ":"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not contain %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+// TestTLSRelativePaths: a relative certificate path is taken from the
+// directory of the INI file the key is written in, not the working
+// directory.
+func TestTLSRelativePaths(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	where := entrypoints.Location{File: filepath.Join(p.dir, "site.ini"), Line: 3, Section: "server:main"}
+	local := entrypoints.Local{}.With("cert_file", "cert.pem", where).With("key_file", "key.pem", where)
+	cfg, err := ParseHTTPConfig(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.TLS == nil || cfg.TLS.CertFile != p.cert || cfg.TLS.KeyFile != p.key {
+		t.Fatalf("TLS config %+v, want cert %s and key %s", cfg.TLS, p.cert, p.key)
+	}
+	if got, want := strings.Join(cfg.TLS.Files(), " "), p.cert+" "+p.key; got != want {
+		t.Errorf("Files() = %s, want %s", got, want)
+	}
+}
+
+// protoApp answers with the protocol and whether the request came over TLS.
+var protoApp = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	fmt.Fprintf(w, "%s tls=%v", r.Proto, r.TLS != nil)
+})
+
+// TestTLSSources serves HTTPS from each certificate source with a real
+// client: HTTP/2 is negotiated by default, HTTP/1.1 still served to a
+// client that offers only it.
+func TestTLSSources(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	tests := []struct {
+		name  string
+		pairs []string
+		roots *x509.CertPool // nil: self-signed, checked by its names
+	}{
+		{"cert_file and key_file", []string{"cert_file", p.cert, "key_file", p.key}, p.ca.Pool()},
+		{"ssl_pem", []string{"ssl_pem", p.both}, p.ca.Pool()},
+		{"ssl_pem = *", []string{"ssl_pem", "*"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			s := serve(t, protoApp, tt.pairs...)
+			roots := tt.roots
+			if roots == nil {
+				// The self-signed certificate is its own root.
+				cs := handshake(t, s.addr, &tls.Config{InsecureSkipVerify: true})
+				leaf := cs.PeerCertificates[0]
+				if err := leaf.VerifyHostname("127.0.0.1"); err != nil {
+					t.Fatalf("self-signed certificate: %v", err)
+				}
+				if err := leaf.VerifyHostname("localhost"); err != nil {
+					t.Fatalf("self-signed certificate: %v", err)
+				}
+				roots = x509.NewCertPool()
+				roots.AddCert(leaf)
+			}
+			if got := getBody(t, tlstest.Client(roots), "https://"+s.addr+"/"); got != "HTTP/2.0 tls=true" {
+				t.Errorf("HTTP/2 client got %q", got)
+			}
+			h1 := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+			if got := getBody(t, h1, "https://"+s.addr+"/"); got != "HTTP/1.1 tls=true" {
+				t.Errorf("HTTP/1.1 client got %q", got)
+			}
+		})
+	}
+}
+
+// TestTLSMinVersionAndClientCA: tls_min_version refuses older clients;
+// client_ca refuses clients without a certificate it signed.
+func TestTLSMinVersionAndClientCA(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	t.Run("min version", func(t *testing.T) {
+		t.Parallel()
+		s := serve(t, protoApp, "ssl_pem", p.both, "tls_min_version", "1.3")
+		if _, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: p.ca.Pool(), MaxVersion: tls.VersionTLS12}); err == nil {
+			t.Error("a TLS 1.2 client was served with tls_min_version = 1.3")
+		}
+		if cs := handshake(t, s.addr, &tls.Config{RootCAs: p.ca.Pool()}); cs.Version != tls.VersionTLS13 {
+			t.Errorf("version %x, want TLS 1.3", cs.Version)
+		}
+	})
+	t.Run("default refuses 1.1", func(t *testing.T) {
+		t.Parallel()
+		s := serve(t, protoApp, "ssl_pem", p.both)
+		if _, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: p.ca.Pool(), MinVersion: tls.VersionTLS10, MaxVersion: tls.VersionTLS11}); err == nil {
+			t.Error("a TLS 1.1 client was served by default")
+		}
+	})
+	t.Run("client_ca", func(t *testing.T) {
+		t.Parallel()
+		s := serve(t, protoApp, "ssl_pem", p.both, "client_ca", p.caFile)
+		if _, err := tlstest.Client(p.ca.Pool()).Get("https://" + s.addr + "/"); err == nil {
+			t.Error("a client without a certificate was served")
+		}
+		stranger := tlstest.NewCA(t, "other CA")
+		if _, err := tlstest.Client(p.ca.Pool(), stranger.KeyPair(t, "mallory")).Get("https://" + s.addr + "/"); err == nil {
+			t.Error("a client with a certificate of another CA was served")
+		}
+		if got := getBody(t, tlstest.Client(p.ca.Pool(), p.ca.KeyPair(t, "alice")), "https://"+s.addr+"/"); got != "HTTP/2.0 tls=true" {
+			t.Errorf("client with a certificate got %q", got)
+		}
+	})
+}
+
+// TestRedirectHTTP: redirect_http answers plain HTTP with 308 to the same
+// host and URI on the TLS server's port, and stops with the server.
+func TestRedirectHTTP(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	s := serve(t, protoApp, "ssl_pem", p.both, "redirect_http", "127.0.0.1:0")
+	m := s.log.String()
+	i := strings.Index(m, "redirecting to https: addr=")
+	if i < 0 {
+		t.Fatalf("no redirect server in the log:\n%s", m)
+	}
+	raddr := strings.Fields(m[i+len("redirecting to https: addr="):])[0]
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := noFollow.Get("http://" + raddr + "/a/b?c=d")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	_, port, _ := net.SplitHostPort(s.addr)
+	if want := "https://127.0.0.1:" + port + "/a/b?c=d"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
+		t.Fatalf("got %d Location %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
+	// The redirect leads to the TLS server.
+	if got := getBody(t, tlstest.Client(p.ca.Pool()), resp.Header.Get("Location")); got != "HTTP/2.0 tls=true" {
+		t.Errorf("following the redirect got %q", got)
+	}
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := net.DialTimeout("tcp", raddr, time.Second); err == nil {
+		c.Close()
+		t.Error("the redirect server still accepts after the server stopped")
+	}
+}
+
+// TestH2C: h2c = true serves HTTP/2 with prior knowledge over cleartext,
+// and HTTP/1.1 beside it; without it, an HTTP/2 preface is not served.
+func TestH2C(t *testing.T) {
+	t.Parallel()
+	h2c := func() *http.Client {
+		p := new(http.Protocols)
+		p.SetUnencryptedHTTP2(true)
+		return &http.Client{Transport: &http.Transport{Protocols: p}, Timeout: 20 * time.Second}
+	}
+	s := serve(t, protoApp, "h2c", "true")
+	if got := getBody(t, h2c(), "http://"+s.addr+"/"); got != "HTTP/2.0 tls=false" {
+		t.Errorf("h2c client got %q", got)
+	}
+	if got := getBody(t, newClient(), "http://"+s.addr+"/"); got != "HTTP/1.1 tls=false" {
+		t.Errorf("HTTP/1.1 client got %q", got)
+	}
+	plain := serve(t, protoApp)
+	if _, err := h2c().Get("http://" + plain.addr + "/"); err == nil {
+		t.Error("h2c served without h2c = true")
+	}
+}
+
+func handshake(t *testing.T, addr string, conf *tls.Config) tls.ConnectionState {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.ConnectionState()
+}
+
+func getBody(t *testing.T, c *http.Client, url string) string {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return string(b)
+}
