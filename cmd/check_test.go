@@ -87,6 +87,52 @@ func TestCheckServerSettings(t *testing.T) {
 	}
 }
 
+// TestCheckEmbeddedCore: paster check on a NATS core with embedded = true
+// validates every key of the core section as serve would, but starts no
+// nats-server: it binds neither listen nor cluster_listen (both are taken
+// by this test, so binding would fail) and creates no store_dir.
+func TestCheckEmbeddedCore(t *testing.T) {
+	t.Parallel()
+	var ports []int
+	for range 2 {
+		held, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer held.Close()
+		ports = append(ports, held.Addr().(*net.TCPAddr).Port)
+	}
+	core := fmt.Sprintf("core = c\n\n[core:c]\nuse = egg:paster#nats\nembedded = true\nstore_dir = %%(here)s/store\nlisten = 127.0.0.1:%d\ncluster_listen = 127.0.0.1:%d\n", ports[0], ports[1])
+	tests := []struct {
+		name   string
+		extra  string // written at line 11, in [core:c]
+		exit   int
+		stderr string
+	}{
+		{"valid, listen and cluster_listen taken", "", 0, ""},
+		{"bad replicas", "replicas = 9", 1, "a.ini:11 [core:c] replicas: replicas 9"},
+		{"bad gather_timeout", "gather_timeout = soon", 1, `a.ini:11 [core:c] gather_timeout: bad duration: "soon"`},
+		{"tls_cert without tls_key", "tls_cert = c.pem", 1, "a.ini:11 [core:c] tls_cert: tls_cert needs tls_key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			ini := "[server:main]\nuse = egg:paster#http\n" + core + tc.extra + "\n\n[app:main]\nuse = egg:paster#static\ndocument_root = %(here)s\n"
+			if err := os.WriteFile(filepath.Join(dir, "a.ini"), []byte(ini), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			stdout, stderr, exit := paster(t, dir, "check", "a.ini")
+			if exit != tc.exit || !strings.Contains(stderr, tc.stderr) {
+				t.Fatalf("exit status %d, want %d with %q\nstdout:\n%s\nstderr:\n%s", exit, tc.exit, tc.stderr, stdout, stderr)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "store")); !os.IsNotExist(err) {
+				t.Errorf("check made the store_dir (stat: %v)", err)
+			}
+		})
+	}
+}
+
 // TestServeCommandLinePort: "paster serve development.ini port=N", the
 // README's example, serves on N. port=N is global conf and, by
 // PasteDeploy's rule, hides [server:main]'s port = 8080 from its local

@@ -17,7 +17,8 @@ const CheckTimeout = 30 * time.Second
 
 // Check loads cfg the way Run loads a generation — the same load, so it
 // finds every error serving would find before binding: every factory is
-// called, every plugin started, the server section's settings
+// called (a Core is made but not started: runner.CoreStarter), every plugin
+// started, the server section's settings
 // (shutdown_timeout, ready_timeout, the Core's keys) and the coroutines'
 // policies read — and then has the server runner check its own settings
 // (checkServer). Nothing is bound and no coroutine started. Everything the
@@ -30,6 +31,7 @@ func Check(ctx context.Context, cfg Config) (*entrypoints.Session, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.checking = true
 	defer m.closeAll()
 	g, err := m.load()
 	if err != nil {

@@ -122,6 +122,10 @@ type Engine struct {
 	// r.Sched, here or in a plugin) for the snapshot.
 	scheds runner.Scheds
 
+	// checking says that the Engine only checks (Check): a Core is made
+	// but not started (runner.CoreStarter), so nothing is bound.
+	checking bool
+
 	// watchFiles, if set (Config.ReloadInterval), is told the files to
 	// watch after every load.
 	watchFiles func([]string)
@@ -402,7 +406,7 @@ func (m *Engine) takeCore(g *generation, local entrypoints.Local, log hclog.Logg
 		// The keys' values are not logged: a URL may carry a password.
 		log.Info("the core's configuration changed; the new generation gets a new Core, and the old one is closed once the generations using it have drained")
 	}
-	core, err := makeCore(g.session.Core, local, m.logger)
+	core, err := makeCore(g.session.Core, local, m.logger, !m.checking)
 	if err != nil {
 		return err
 	}

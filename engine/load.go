@@ -35,9 +35,11 @@ func coreKey(spec *entrypoints.CoreSpec, local entrypoints.Local) string {
 // makeCore makes the Core a server section names with its core key (spec),
 // or without one the in-memory Core configured by the section's own keys
 // (runner.CoreOptionsFromLocal: sched_default_timeout, pubsub_retain_count,
-// pubsub_retain_age). A factory that makes something other than a
-// runner.ManagedCore is an error naming the core key.
-func makeCore(spec *entrypoints.CoreSpec, local entrypoints.Local, logger hclog.Logger) (runner.ManagedCore, error) {
+// pubsub_retain_age), and with start starts it if it is a
+// runner.CoreStarter (check does not: starting may bind). A factory that
+// makes something other than a runner.ManagedCore is an error naming the
+// core key; a Start error names the core section.
+func makeCore(spec *entrypoints.CoreSpec, local entrypoints.Local, logger hclog.Logger, start bool) (runner.ManagedCore, error) {
 	if spec == nil {
 		opts, err := runner.CoreOptionsFromLocal(local)
 		if err != nil {
@@ -54,6 +56,12 @@ func makeCore(spec *entrypoints.CoreSpec, local entrypoints.Local, logger hclog.
 	if !ok {
 		made.Close()
 		return nil, fmt.Errorf("%s: core = %s: factory %s made a %T, which is not a runner.Core", spec.Origin, spec.Name, spec.EntryPoint, made)
+	}
+	if s, ok := core.(runner.CoreStarter); ok && start {
+		if err := s.Start(); err != nil {
+			core.Close()
+			return nil, fmt.Errorf("%s: core = %s: %w", spec.Origin, spec.Name, err)
+		}
 	}
 	logger.Info("core", "name", spec.Name, "factory", spec.EntryPoint)
 	return core, nil

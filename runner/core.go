@@ -115,6 +115,17 @@ type ManagedCore interface {
 	Close() error
 }
 
+// CoreStarter is implemented by a ManagedCore whose factory leaves to Start
+// what binds a socket (egg:paster#nats with embedded = true runs a
+// nats-server): the factory only validates and prepares, as
+// entrypoints.CoreFactory asks. paster serve calls Start once before it
+// uses the Core; paster check does not, so a check binds nothing. After a
+// Start error the Core is closed and not used; Close releases a Core
+// started or not.
+type CoreStarter interface {
+	Start() error
+}
+
 type coreKey struct{}
 
 // WithCore returns a copy of ctx carrying core, for CoreFrom.

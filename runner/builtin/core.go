@@ -20,15 +20,22 @@ func memoryCoreFactory(_ map[string]string, local entrypoints.Local) (entrypoint
 
 // natsCoreFactory is egg:paster#nats: the Core shared by several paster
 // nodes over NATS (natscore.OptionsFromLocal's keys). It connects, so a
-// NATS server that cannot be reached fails the load naming the url key.
+// NATS server that cannot be reached fails the load naming the url key;
+// with embedded = true it only validates, and the nats-server starts (binds
+// listen) when paster serve starts the Core (runner.CoreStarter), so that
+// paster check binds nothing.
 func natsCoreFactory(_ map[string]string, local entrypoints.Local) (entrypoints.Core, error) {
 	o, err := natscore.OptionsFromLocal(local)
 	if err != nil {
 		return nil, err
 	}
 	o.Core.Logger = logger().Named("core")
-	c, err := natscore.New(o)
-	if err != nil {
+	c := natscore.Prepare(o)
+	if o.Embedded != nil {
+		return c, nil
+	}
+	if err := c.Start(); err != nil {
+		c.Close()
 		return nil, local.Errorf("url", "%v", err)
 	}
 	return c, nil

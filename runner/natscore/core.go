@@ -51,8 +51,9 @@ type Options struct {
 	// Embedded it may be empty (this node's own server) or list the other
 	// nodes' servers, tried after this node's own.
 	URL string
-	// Embedded, when set, starts a nats-server inside the process, which
-	// Close shuts down.
+	// Embedded, when set, has Start start a nats-server inside the
+	// process, or share the one another Core of the process started with
+	// the same settings; Close shuts it down once no Core uses it.
 	Embedded *Embedded
 	// Name names this node in logs and errors; default hostname:pid.
 	Name string
@@ -90,6 +91,7 @@ type Core struct {
 	done   chan struct{}
 
 	mu      sync.Mutex
+	started bool
 	closed  bool
 	peers   map[string]time.Time // node id -> when last heard
 	streams map[string]jetstream.Stream
@@ -113,10 +115,24 @@ const (
 	hdrFinal = "Paster-Final"
 )
 
-// New connects to NATS and joins the other nodes with the same subject
-// prefix. It fails, naming the URL, when NATS cannot be reached or has no
-// JetStream; it never retries at start.
+// New prepares a Core (Prepare) and starts it (Start): it connects to NATS
+// and joins the other nodes with the same subject prefix. It fails, naming
+// the URL, when NATS cannot be reached or has no JetStream; it never
+// retries at start.
 func New(opts Options) (*Core, error) {
+	c := Prepare(opts)
+	if err := c.Start(); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Prepare returns a Core for opts, with the defaults filled in, that has
+// not started: it binds nothing and connects to nothing until Start, so a
+// configuration can be checked without side effects. Close releases it,
+// started or not; any other method needs Start first.
+func Prepare(opts Options) *Core {
 	if opts.SubjectPrefix == "" {
 		opts.SubjectPrefix = DefaultSubjectPrefix
 	}
@@ -149,6 +165,27 @@ func New(opts Options) (*Core, error) {
 		c.log = hclog.NewNullLogger()
 	}
 	c.opts.Core = c.local.Options()
+	return c
+}
+
+// Start starts the embedded nats-server, if the Core has one, connects to
+// NATS and joins the other nodes. It fails, naming the URL (or the embedded
+// server's address), when NATS cannot be reached or has no JetStream; the
+// Core must then be closed. A second Start does nothing; Start after Close
+// returns runner.ErrClosed. Start and Close must not run concurrently. It
+// implements runner.CoreStarter.
+func (c *Core) Start() error {
+	c.mu.Lock()
+	closed, started := c.closed, c.started
+	c.started = true
+	c.mu.Unlock()
+	switch {
+	case closed:
+		return fmt.Errorf("natscore: start: %w", runner.ErrClosed)
+	case started:
+		return nil
+	}
+	opts := c.opts
 	nopts := append([]nats.Option{
 		nats.Name("paster " + opts.Name),
 		nats.NoEcho(),
@@ -165,22 +202,19 @@ func New(opts Options) (*Core, error) {
 	}, opts.NATS...)
 	var err error
 	if opts.Embedded != nil {
-		if c.srv, err = startEmbedded(*opts.Embedded, opts.Name); err != nil {
-			c.local.Close()
-			return nil, err
+		if c.srv, err = acquireEmbedded(*opts.Embedded, opts.Name, c.log); err != nil {
+			return err
 		}
 		opts.URL = strings.Trim(c.srv.ClientURL()+","+opts.URL, ",")
 		c.opts.URL = opts.URL
 	}
 	nc, err := nats.Connect(opts.URL, nopts...)
 	if err != nil {
-		c.closeConn()
-		return nil, fmt.Errorf("natscore: connect to %s: %w", opts.URL, err)
+		return fmt.Errorf("natscore: connect to %s: %w", opts.URL, err)
 	}
 	c.nc = nc
 	if c.js, err = jetstream.New(nc); err != nil {
-		c.closeConn()
-		return nil, fmt.Errorf("natscore: jetstream on %s: %w", opts.URL, err)
+		return fmt.Errorf("natscore: jetstream on %s: %w", opts.URL, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -190,8 +224,7 @@ func New(opts Options) (*Core, error) {
 		_, err = c.js.AccountInfo(ctx)
 	}
 	if err != nil {
-		c.closeConn()
-		return nil, fmt.Errorf("natscore: %s has no usable JetStream: %w", opts.URL, err)
+		return fmt.Errorf("natscore: %s has no usable JetStream: %w", opts.URL, err)
 	}
 	for subj, h := range map[string]nats.MsgHandler{
 		c.subject("node"): c.onNode,
@@ -200,17 +233,15 @@ func New(opts Options) (*Core, error) {
 	} {
 		s, err := nc.Subscribe(subj, h)
 		if err != nil {
-			c.closeConn()
-			return nil, fmt.Errorf("natscore: subscribe to %s on %s: %w", subj, opts.URL, err)
+			return fmt.Errorf("natscore: subscribe to %s on %s: %w", subj, opts.URL, err)
 		}
 		c.nsubs = append(c.nsubs, s)
 	}
 	if err := c.join(); err != nil {
-		c.closeConn()
-		return nil, err
+		return err
 	}
 	go c.heartbeats()
-	return c, nil
+	return nil
 }
 
 func (c *Core) subject(parts ...string) string {
@@ -333,7 +364,7 @@ func (c *Core) livePeers() map[string]bool {
 func (c *Core) Peers() int { return len(c.livePeers()) }
 
 // Connected reports whether the NATS connection is up.
-func (c *Core) Connected() bool { return c.nc.Status() == nats.CONNECTED }
+func (c *Core) Connected() bool { return c.nc != nil && c.nc.Status() == nats.CONNECTED }
 
 // Stats returns this node's counts: its own parked waiters and pending
 // signals, its open subscriptions and parked fetches.
@@ -351,7 +382,9 @@ func (c *Core) Stats() runner.CoreStats {
 }
 
 // Close leaves the cluster and closes the connection: parked waits here
-// return ErrClosed, as with the in-memory Core. Idempotent; returns nil.
+// return ErrClosed, as with the in-memory Core. The embedded nats-server is
+// shut down, and waited for, if no other Core uses it. Idempotent; returns
+// nil.
 func (c *Core) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -371,23 +404,17 @@ func (c *Core) Close() error {
 		cc.Stop()
 	}
 	c.local.Close()
-	if c.nc.Status() == nats.CONNECTED {
+	if c.Connected() {
 		c.heartbeat("leave")
 		c.nc.Flush()
 	}
-	c.closeConn()
-	return nil
-}
-
-func (c *Core) closeConn() {
-	c.local.Close()
 	if c.nc != nil {
 		c.nc.Close()
 	}
 	if c.srv != nil {
-		c.srv.Shutdown()
-		c.srv.WaitForShutdown()
+		releaseEmbedded(c.srv)
 	}
+	return nil
 }
 
 // unavailable returns the error for an operation that needs NATS when the

@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
@@ -28,15 +32,83 @@ type Embedded struct {
 	ClusterName string
 }
 
-// embeddedStartTimeout bounds how long New waits for the embedded server to
+// embeddedStartTimeout bounds how long Start waits for the embedded server to
 // accept clients, and, in a cluster, for JetStream to have a leader.
 const embeddedStartTimeout = 30 * time.Second
 
-// startEmbedded starts the server e describes, named name, and returns it.
-func startEmbedded(e Embedded, name string) (*server.Server, error) {
+// servers are the embedded nats-servers of this process, by store
+// directory. Cores that ask for the same server (the same Embedded and node
+// name) share it: a reload that changes a core section's other keys makes
+// a new Core while the old one still serves, and both use the one server
+// (whose socket and store could not be opened twice), which shuts down when
+// the last of them is closed.
+var servers = struct {
+	sync.Mutex
+	m map[string]*sharedServer
+}{m: map[string]*sharedServer{}}
+
+// sharedServer is an embedded nats-server and the Cores using it.
+type sharedServer struct {
+	srv  *server.Server
+	conf Embedded
+	name string
+	refs int
+}
+
+// acquireEmbedded returns the embedded server e describes, named name:
+// the one this process runs for e's store directory, or a new one. A
+// server running there with other settings is an error: changing them
+// takes a restart of the process. releaseEmbedded gives it back.
+func acquireEmbedded(e Embedded, name string, log hclog.Logger) (*server.Server, error) {
 	if e.StoreDir == "" {
 		return nil, fmt.Errorf("natscore: embedded nats-server: no store directory")
 	}
+	key, err := filepath.Abs(e.StoreDir)
+	if err != nil {
+		return nil, fmt.Errorf("natscore: embedded nats-server store_dir %q: %w", e.StoreDir, err)
+	}
+	servers.Lock()
+	defer servers.Unlock()
+	if sh := servers.m[key]; sh != nil {
+		if sh.name != name || !reflect.DeepEqual(sh.conf, e) {
+			return nil, fmt.Errorf("natscore: the embedded nats-server of store_dir %s runs in this process with other settings (listen, cluster_listen, routes, cluster_name or name); changing them takes a restart", key)
+		}
+		sh.refs++
+		return sh.srv, nil
+	}
+	srv, err := startEmbedded(e, name, log)
+	if err != nil {
+		return nil, err
+	}
+	servers.m[key] = &sharedServer{srv: srv, conf: e, name: name, refs: 1}
+	return srv, nil
+}
+
+// releaseEmbedded drops a Core's use of srv and shuts srv down, waiting for
+// it, when no Core uses it any more.
+func releaseEmbedded(srv *server.Server) {
+	servers.Lock()
+	last := false
+	for key, sh := range servers.m {
+		if sh.srv == srv {
+			sh.refs--
+			if last = sh.refs == 0; last {
+				delete(servers.m, key)
+			}
+			break
+		}
+	}
+	servers.Unlock()
+	if last {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	}
+}
+
+// startEmbedded starts the server e describes, named name, and returns it
+// once it accepts clients. It fails at once, with the server's reason, when
+// the server cannot listen (an address in use).
+func startEmbedded(e Embedded, name string, log hclog.Logger) (*server.Server, error) {
 	host, port, err := splitHostPort(e.Listen, "127.0.0.1", 4222)
 	if err != nil {
 		return nil, fmt.Errorf("natscore: embedded nats-server listen %q: %w", e.Listen, err)
@@ -57,12 +129,46 @@ func startEmbedded(e Embedded, name string) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("natscore: embedded nats-server: %w", err)
 	}
+	sl := &serverLog{log: log.Named("nats-server"), fatal: make(chan string, 1)}
+	s.SetLogger(sl, false, false)
 	go s.Start()
-	if !s.ReadyForConnections(embeddedStartTimeout) {
-		s.Shutdown()
-		return nil, fmt.Errorf("natscore: embedded nats-server on %s did not start within %v", e.Listen, embeddedStartTimeout)
+	ready := make(chan bool, 1)
+	go func() { ready <- s.ReadyForConnections(embeddedStartTimeout) }()
+	select {
+	case ok := <-ready:
+		if ok {
+			return s, nil
+		}
+		err = fmt.Errorf("natscore: embedded nats-server on %s did not start within %v", e.Listen, embeddedStartTimeout)
+	case msg := <-sl.fatal:
+		err = fmt.Errorf("natscore: embedded nats-server (listen %q, cluster_listen %q): %s", e.Listen, e.ClusterListen, msg)
 	}
-	return s, nil
+	s.Shutdown()
+	s.WaitForShutdown()
+	return nil, err
+}
+
+// serverLog is the embedded nats-server's logger: its lines go to the
+// Core's logger, and its first fatal error (it cannot listen) to fatal,
+// where startEmbedded takes it instead of waiting for a server that will
+// never be ready (nats-server's own logger would exit the process).
+type serverLog struct {
+	log   hclog.Logger
+	fatal chan string
+}
+
+func (l *serverLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
+func (l *serverLog) Debugf(format string, v ...any)  {}
+func (l *serverLog) Tracef(format string, v ...any)  {}
+func (l *serverLog) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error(msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
 }
 
 // splitHostPort splits host:port, with defaults for empty parts; port 0 is

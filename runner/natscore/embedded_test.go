@@ -2,6 +2,7 @@ package natscore
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -54,6 +55,80 @@ func TestEmbedded(t *testing.T) {
 
 	a.Close()
 	coretest.WaitFor(t, "b disconnected from a's server", func() bool { return !b.Connected() })
+}
+
+// TestEmbeddedShared: two Cores of one process asking for the same
+// embedded server (a reload that changed another key of the core section
+// makes the second while the first still serves) share it: the second
+// starts while the first holds listen, a wait parked on the first is woken
+// by a Signal on the second, and the server runs until the last of them is
+// closed. The same store_dir with another listen is an error saying that
+// the change takes a restart; a listen address in use fails at once with
+// the server's reason.
+func TestEmbeddedShared(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := ln.Addr().String()
+	ln.Close()
+	emb := Embedded{Listen: listen, StoreDir: t.TempDir()}
+	node := func(gather time.Duration, e Embedded) (*Core, error) {
+		return New(Options{Name: "a", SubjectPrefix: "shared", GatherTimeout: gather, Heartbeat: 100 * time.Millisecond, Embedded: &e})
+	}
+	old, err := node(time.Second, emb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { old.Close() })
+	res := coretest.Park(t, old, ctx, "s", runner.NoTimeout, 1)
+	cur, err := node(2*time.Second, emb)
+	if err != nil {
+		t.Fatalf("a second Core on the same embedded server: %v", err)
+	}
+	t.Cleanup(func() { cur.Close() })
+	coretest.WaitFor(t, "the two Cores know each other", func() bool { return old.Peers() == 1 && cur.Peers() == 1 })
+	if n, err := cur.Signal(ctx, "s", []byte("v")); n != 1 || err != nil {
+		t.Fatalf("Signal on the new Core = %d, %v; want 1 (the wait parked on the old)", n, err)
+	}
+	coretest.Recv(t, "the old Core's waiter", res)
+
+	other := emb
+	other.Listen = "127.0.0.1:0"
+	if c, err := node(time.Second, other); err == nil || !strings.Contains(err.Error(), "takes a restart") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("the same store_dir with another listen: %v; want an error saying it takes a restart", err)
+	}
+
+	old.Close()
+	if !cur.Connected() {
+		t.Fatal("closing the old Core closed the server the new one uses")
+	}
+	coretest.PublishN(t, cur, "t", 1, 1)
+	cur.Close()
+	coretest.WaitFor(t, "the server shut down with its last Core", func() bool {
+		c, err := net.Dial("tcp", listen)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if c, err := node(time.Second, Embedded{Listen: held.Addr().String(), StoreDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("listen on a port in use: %v; want the server's reason", err)
+	}
 }
 
 // TestEmbeddedOptions: the keys of an embedded core are checked before
