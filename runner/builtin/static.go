@@ -28,7 +28,7 @@ import (
 //	               they are 404, except under /.well-known/ (RFC 8615)
 //	precompressed  codings whose precompressed siblings are served, in
 //	               order of preference: "br gzip" (default), "gzip",
-//	               "br", or "none"
+//	               "br", or "none" (an empty value is none too)
 //
 // GET and HEAD only (405 otherwise). A directory is answered with its
 // index.html; a directory asked for without a trailing slash is first
