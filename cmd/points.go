@@ -24,26 +24,11 @@ type distPoints struct {
 	Points  map[string][]string `json:"entry_points"`
 }
 
-// pointKinds are the entry-point groups in the order they are listed.
-var pointKinds = []struct {
-	label string
-	proto entrypoints.Protocol
-}{
-	{"apps", entrypoints.ProtoApp},
-	{"composites", entrypoints.ProtoComposite},
-	{"filters", entrypoints.ProtoFilter},
-	{"filter-apps", entrypoints.ProtoFilterApp},
-	{"servers", entrypoints.ProtoServer},
-	{"server runners", entrypoints.ProtoRunner},
-	{"coroutines", entrypoints.ProtoCoroutine},
-	{"cores", entrypoints.ProtoCore},
-}
-
 func describeDist(d *entrypoints.Dist, source string) distPoints {
 	p := distPoints{Name: d.Name, Version: d.Version, Source: source, Points: map[string][]string{}}
-	for _, k := range pointKinds {
-		if names := d.Names(k.proto); len(names) > 0 {
-			p.Points[k.label] = names
+	for _, g := range entrypoints.Groups() {
+		if names := d.Names(g.Protocol); len(names) > 0 {
+			p.Points[g.Label] = names
 		}
 	}
 	return p
@@ -85,9 +70,9 @@ func pointsCommand(args []string, stdout, stderr io.Writer) int {
 			version = " " + d.Version
 		}
 		fmt.Fprintf(stdout, "%s%s (%s)\n", d.Name, version, d.Source)
-		for _, k := range pointKinds {
-			if names := d.Points[k.label]; len(names) > 0 {
-				fmt.Fprintf(stdout, "  %-15s %s\n", k.label+":", strings.Join(names, ", "))
+		for _, g := range entrypoints.Groups() {
+			if names := d.Points[g.Label]; len(names) > 0 {
+				fmt.Fprintf(stdout, "  %-15s %s\n", g.Label+":", strings.Join(names, ", "))
 			}
 		}
 	}

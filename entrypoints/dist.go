@@ -37,6 +37,7 @@ package entrypoints
 import (
 	"context"
 	"net/http"
+	"slices"
 )
 
 // AppFactory makes an application from its section's configuration.
@@ -129,22 +130,27 @@ const (
 	KindCore
 )
 
+// kinds describes each Kind: its name in messages and the section prefixes
+// the loader searches for it, in groups of aliases (spec §1.2; within a
+// group the first alias that matches wins). Indexed by Kind.
+var kinds = [...]struct {
+	name     string
+	sections [][]string
+}{
+	KindApp:       {"application", [][]string{{"app", "application"}, {"composite", "composit"}, {"pipeline"}, {"filter-app"}}},
+	KindFilter:    {"filter", [][]string{{"filter"}}},
+	KindServer:    {"server", [][]string{{"server"}}},
+	KindCoroutine: {"coroutine", [][]string{{"coroutine"}}},
+	KindCore:      {"core", [][]string{{"core"}}},
+}
+
 // String returns the kind's name as used in messages: "application",
 // "filter", "server", "coroutine", "core".
 func (k Kind) String() string {
-	switch k {
-	case KindApp:
-		return "application"
-	case KindFilter:
-		return "filter"
-	case KindServer:
-		return "server"
-	case KindCoroutine:
-		return "coroutine"
-	case KindCore:
-		return "core"
+	if k < 0 || int(k) >= len(kinds) {
+		return "unknown"
 	}
-	return "unknown"
+	return kinds[k].name
 }
 
 // Protocol names an entry-point group, after PasteDeploy's protocol names.
@@ -162,76 +168,98 @@ const (
 	ProtoCore      Protocol = "paster.core_factory"
 )
 
-// Protocols returns the groups searched for kind, in search order.
-func (k Kind) Protocols() []Protocol {
-	switch k {
-	case KindApp:
-		return []Protocol{ProtoApp, ProtoComposite}
-	case KindFilter:
-		return []Protocol{ProtoFilter, ProtoFilterApp}
-	case KindServer:
-		return []Protocol{ProtoServer, ProtoRunner}
-	case KindCoroutine:
-		return []Protocol{ProtoCoroutine}
-	case KindCore:
-		return []Protocol{ProtoCore}
+// Group describes one entry-point group: one map of a Dist.
+type Group struct {
+	// Protocol names the group.
+	Protocol Protocol
+	// Kind is what the loader makes from the group's entry points.
+	Kind Kind
+	// Label is the group's name in listings (paster points): "apps",
+	// "server runners".
+	Label string
+	// Plugin reports whether a plugin binary serves the group's entry
+	// points; a Core is made in the serving process only.
+	Plugin bool
+
+	aliases []string // other explicit protocol keys PasteDeploy accepts
+	names   func(*Dist) []string
+	has     func(*Dist, string) bool
+}
+
+// groups is the one table of the entry-point groups, in the order the
+// loader searches them within a kind and paster points lists them; the
+// functions over kinds and groups (Kind.Protocols, Dist.Names, Dist.Has,
+// the loader's explicit protocol keys, the plugin manifest, paster points)
+// derive from it.
+var groups = []Group{
+	group(ProtoApp, KindApp, "apps", true, func(d *Dist) map[string]AppFactory { return d.Apps }),
+	group(ProtoComposite, KindApp, "composites", true, func(d *Dist) map[string]CompositeFactory { return d.Composites }, "paste.composit_factory"),
+	group(ProtoFilter, KindFilter, "filters", true, func(d *Dist) map[string]FilterFactory { return d.Filters }),
+	group(ProtoFilterApp, KindFilter, "filter-apps", true, func(d *Dist) map[string]FilterAppFactory { return d.FilterApps }),
+	group(ProtoServer, KindServer, "servers", true, func(d *Dist) map[string]ServerFactory { return d.Servers }),
+	group(ProtoRunner, KindServer, "server runners", true, func(d *Dist) map[string]ServerRunner { return d.Runners }),
+	group(ProtoCoroutine, KindCoroutine, "coroutines", true, func(d *Dist) map[string]CoroutineFactory { return d.Coroutines }),
+	group(ProtoCore, KindCore, "cores", false, func(d *Dist) map[string]CoreFactory { return d.Cores }),
+}
+
+// group is a row of groups whose entry points are the map field returns.
+func group[F any](p Protocol, k Kind, label string, plugin bool, field func(*Dist) map[string]F, aliases ...string) Group {
+	return Group{
+		Protocol: p, Kind: k, Label: label, Plugin: plugin, aliases: aliases,
+		names: func(d *Dist) []string { return keys(field(d)) },
+		has:   func(d *Dist, name string) bool { _, ok := field(d)[name]; return ok },
+	}
+}
+
+// Groups returns the entry-point groups, in search and listing order.
+func Groups() []Group { return slices.Clone(groups) }
+
+// lookupGroup returns the group called p, or nil.
+func lookupGroup(p Protocol) *Group {
+	for i := range groups {
+		if groups[i].Protocol == p {
+			return &groups[i]
+		}
 	}
 	return nil
 }
 
-// Names returns the sorted names of the entry points of group p.
-func (d *Dist) Names(p Protocol) []string {
-	var names []string
-	switch p {
-	case ProtoApp:
-		names = keys(d.Apps)
-	case ProtoComposite:
-		names = keys(d.Composites)
-	case ProtoFilter:
-		names = keys(d.Filters)
-	case ProtoFilterApp:
-		names = keys(d.FilterApps)
-	case ProtoServer:
-		names = keys(d.Servers)
-	case ProtoRunner:
-		names = keys(d.Runners)
-	case ProtoCoroutine:
-		names = keys(d.Coroutines)
-	case ProtoCore:
-		names = keys(d.Cores)
+// Protocols returns the groups searched for kind, in search order.
+func (k Kind) Protocols() []Protocol {
+	var out []Protocol
+	for _, g := range groups {
+		if g.Kind == k {
+			out = append(out, g.Protocol)
+		}
 	}
-	return names
+	return out
+}
+
+// protocolKeys returns PasteDeploy's explicit protocol keys for kind (the
+// groups' names and their aliases).
+func (k Kind) protocolKeys() []string {
+	var out []string
+	for _, g := range groups {
+		if g.Kind == k {
+			out = append(append(out, string(g.Protocol)), g.aliases...)
+		}
+	}
+	return out
+}
+
+// Names returns the sorted names of the entry points of group p (none for
+// a group that does not exist).
+func (d *Dist) Names(p Protocol) []string {
+	if g := lookupGroup(p); g != nil {
+		return g.names(d)
+	}
+	return nil
 }
 
 // Has reports whether group p of the dist has an entry point called name.
 func (d *Dist) Has(p Protocol, name string) bool {
-	switch p {
-	case ProtoApp:
-		_, ok := d.Apps[name]
-		return ok
-	case ProtoComposite:
-		_, ok := d.Composites[name]
-		return ok
-	case ProtoFilter:
-		_, ok := d.Filters[name]
-		return ok
-	case ProtoFilterApp:
-		_, ok := d.FilterApps[name]
-		return ok
-	case ProtoServer:
-		_, ok := d.Servers[name]
-		return ok
-	case ProtoRunner:
-		_, ok := d.Runners[name]
-		return ok
-	case ProtoCoroutine:
-		_, ok := d.Coroutines[name]
-		return ok
-	case ProtoCore:
-		_, ok := d.Cores[name]
-		return ok
-	}
-	return false
+	g := lookupGroup(p)
+	return g != nil && g.has(d, name)
 }
 
 // Loader is what a composite factory uses to obtain the objects it composes.

@@ -467,13 +467,13 @@ func (s *Session) Unused() []Location {
 	return out
 }
 
-// knownPrefixes are the section prefixes that sectionGroups searches, by
+// knownPrefixes are the section prefixes the loader searches (kinds), by
 // kind; loadedPrefixes holds the same as a set.
 var (
 	knownPrefixes = func() []string {
 		var out []string
-		for _, kind := range []Kind{KindApp, KindFilter, KindServer, KindCoroutine, KindCore} {
-			for _, g := range sectionGroups[kind] {
+		for _, k := range kinds {
+			for _, g := range k.sections {
 				out = append(out, g...)
 			}
 		}
@@ -710,16 +710,6 @@ func (fl *fileLoader) interpolatedDefaults() (map[string]string, error) {
 	return out, nil
 }
 
-// sectionGroups are the prefix groups searched per kind (spec §1.2); within
-// a group the first alias that matches wins.
-var sectionGroups = map[Kind][][]string{
-	KindApp:       {{"app", "application"}, {"composite", "composit"}, {"pipeline"}, {"filter-app"}},
-	KindFilter:    {{"filter"}},
-	KindServer:    {{"server"}},
-	KindCoroutine: {{"coroutine"}},
-	KindCore:      {{"core"}},
-}
-
 // match returns the sections [prefix:name] (name compared after trimming the
 // header's name part), in file order; with bare, the lookup name is absent,
 // so [prefix] and [prefix:main] match.
@@ -741,7 +731,7 @@ func (fl *fileLoader) find(kind Kind, name string, bare bool, chain []Step) (*in
 	}
 	var found []*iniSection
 	var prefixes []string
-	for _, group := range sectionGroups[kind] {
+	for _, group := range kinds[kind].sections {
 		prefixes = append(prefixes, group...)
 		for i, prefix := range group {
 			m := fl.match(prefix, lookup, bare)
@@ -1000,15 +990,6 @@ func (fl *fileLoader) warnShadowed(kind Kind, at Location, key, raw string, d va
 		Redact(key, raw), key, from, key, key)
 }
 
-// protocolKeys are PasteDeploy's explicit protocol keys per kind.
-var protocolKeys = map[Kind][]string{
-	KindApp:       {"paste.app_factory", "paste.composite_factory", "paste.composit_factory"},
-	KindFilter:    {"paste.filter_factory", "paste.filter_app_factory"},
-	KindServer:    {"paste.server_factory", "paste.server_runner"},
-	KindCoroutine: {string(ProtoCoroutine)},
-	KindCore:      {string(ProtoCore)},
-}
-
 // leaf builds a section that names its factory: with use (a section of the
 // same kind in this file, or a URI; spec §1.6), or with an explicit protocol
 // key.
@@ -1021,7 +1002,7 @@ var protocolKeys = map[Kind][]string{
 func (fl *fileLoader) leaf(kind Kind, secLoc Location, local Local, global, additions map[string]string, chain []Step) (*ctx, error) {
 	s := fl.s
 	var protos []string
-	for _, k := range protocolKeys[kind] {
+	for _, k := range kind.protocolKeys() {
 		if _, ok := local.Lookup(k); ok {
 			protos = append(protos, k)
 		}

@@ -248,17 +248,12 @@ func (s *sdk) register(g *grpc.Server) {
 
 func (s *sdk) describe(ctx context.Context, _ []byte) (any, error) {
 	m := wire.Manifest{Name: s.dist.Name, Version: s.dist.Version, Entries: map[entrypoints.Protocol][]string{}, PID: os.Getpid()}
-	for _, p := range allProtocols {
-		if names := s.dist.Names(p); len(names) > 0 {
-			m.Entries[p] = names
+	for _, g := range entrypoints.Groups() {
+		if names := s.dist.Names(g.Protocol); g.Plugin && len(names) > 0 {
+			m.Entries[g.Protocol] = names
 		}
 	}
 	return m, nil
-}
-
-var allProtocols = []entrypoints.Protocol{
-	entrypoints.ProtoApp, entrypoints.ProtoComposite, entrypoints.ProtoFilter, entrypoints.ProtoFilterApp,
-	entrypoints.ProtoServer, entrypoints.ProtoRunner, entrypoints.ProtoCoroutine,
 }
 
 func (s *sdk) init(ctx context.Context, in []byte) (any, error) {
