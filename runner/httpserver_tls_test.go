@@ -1,8 +1,11 @@
 package runner
 
 import (
+	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -276,4 +279,90 @@ func getBody(t *testing.T, c *http.Client, url string) string {
 		t.Fatalf("GET %s: %v", url, err)
 	}
 	return string(b)
+}
+
+// TestHTTP2Runner: a Runner serving over HTTP/2 (TLS by ALPN, and h2c)
+// streams a first line at once (flush), parks the request on the Core until
+// a Signal sent on the same HTTP/2 connection wakes it, and a client that
+// cancels its request cancels the handler's context (its wait ends).
+func TestHTTP2Runner(t *testing.T) {
+	t.Parallel()
+	p := newPKI(t)
+	for _, tc := range []struct {
+		name, scheme string
+		pairs        []string
+		client       *http.Client
+	}{
+		{"tls", "https", []string{"ssl_pem", p.both}, tlstest.Client(p.ca.Pool())},
+		{"h2c", "http", []string{"h2c", "true"}, func() *http.Client {
+			pr := new(http.Protocols)
+			pr.SetUnencryptedHTTP2(true)
+			return &http.Client{Transport: &http.Transport{Protocols: pr}, Timeout: 20 * time.Second}
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			host := newTestCore(t, CoreOptions{})
+			ended := make(chan error, 1)
+			mux := http.NewServeMux()
+			mux.Handle("/", waitApp())
+			mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprintf(w, "first over %s\n", r.Proto)
+				if err := http.NewResponseController(w).Flush(); err != nil {
+					t.Errorf("flush: %v", err)
+				}
+				v, err := CoreFrom(r.Context()).WaitForSignal(r.Context(), "abc", NoTimeout)
+				if err != nil {
+					ended <- err
+					return
+				}
+				fmt.Fprintf(w, "then %s\n", v)
+			})
+			local := serverLocal(tc.pairs...)
+			r, err := New(mux, local)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(WithCore(context.Background(), host))
+			done := startRun(t, r, ctx)
+			t.Cleanup(func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Run: %v", err)
+				}
+			})
+			<-r.HTTP.Bound()
+			base := tc.scheme + "://" + r.HTTP.Addr().String()
+
+			open := func(ctx context.Context) (*http.Response, *bufio.Reader) {
+				req, _ := http.NewRequestWithContext(ctx, "GET", base+"/stream", nil)
+				resp, err := tc.client.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				br := bufio.NewReader(resp.Body)
+				if line, err := br.ReadString('\n'); err != nil || line != "first over HTTP/2.0\n" {
+					t.Fatalf("first line %q, %v", line, err)
+				}
+				return resp, br
+			}
+			resp, br := open(context.Background())
+			defer resp.Body.Close()
+			cctx, ccancel := context.WithCancel(context.Background())
+			resp2, _ := open(cctx)
+			defer resp2.Body.Close()
+			waitFor(t, "two parked requests", func() bool { return host.Stats().Waiters == 2 })
+			ccancel()
+			if err := recv(t, "the cancelled handler's end", ended); !errors.Is(err, context.Canceled) {
+				t.Errorf("the cancelled request's wait ended with %v, want context.Canceled", err)
+			}
+			waitFor(t, "one parked request", func() bool { return host.Stats().Waiters == 1 })
+			if got := getBody(t, tc.client, base+"/signal?msg=woken"); got != "1" {
+				t.Errorf("signal woke %q, want 1", got)
+			}
+			if rest, err := io.ReadAll(br); err != nil || string(rest) != "then woken\n" {
+				t.Errorf("the parked request's rest %q, %v", rest, err)
+			}
+		})
+	}
 }
