@@ -3,6 +3,7 @@ package pastercmd
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,6 +64,8 @@ type serveProc struct {
 	t    *testing.T
 	cmd  *exec.Cmd
 	base string // http://127.0.0.1:PORT
+	// dial, if set, makes the connections of get (to a unix socket).
+	dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	log  *syncBuffer
 	done chan error
 }
@@ -139,7 +142,7 @@ func spawnServeExe(t *testing.T, exe, dir string, port int, args ...string) *ser
 // get fetches path on a fresh connection and returns status and body
 // (status 0 on a transport error).
 func (p *serveProc) get(path string) (int, string) {
-	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, DialContext: p.dial}}
 	resp, err := c.Get(p.base + path)
 	if err != nil {
 		return 0, err.Error()
@@ -240,9 +243,14 @@ type load struct {
 }
 
 func startLoad(base, path string, workers int) *load {
+	return startLoadDial(base, path, workers, nil)
+}
+
+// startLoadDial is startLoad with connections made by dial (nil: TCP).
+func startLoadDial(base, path string, workers int, dial func(ctx context.Context, network, addr string) (net.Conn, error)) *load {
 	l := &load{stop: make(chan struct{}), bodies: map[string]int{}}
 	for i := range workers {
-		tr := &http.Transport{DisableKeepAlives: i%2 == 1}
+		tr := &http.Transport{DisableKeepAlives: i%2 == 1, DialContext: dial}
 		c := &http.Client{Timeout: 30 * time.Second, Transport: tr}
 		l.wg.Add(1)
 		go func() {

@@ -563,15 +563,22 @@ func (m *Engine) forget(s *serving, load bool) {
 	}
 }
 
-// probe returns a channel closed once addr accepts TCP connections, tried
-// every 20ms until ctx ends.
+// probe returns a channel closed once addr (host:port or unix:PATH) accepts
+// connections, tried every 20ms until ctx ends. A systemd: address is not
+// probed: the socket accepts whether a server serves it or not.
 func (m *Engine) probe(ctx context.Context, addr string) <-chan struct{} {
 	ch := make(chan struct{})
+	network := "tcp"
+	if path, ok := strings.CutPrefix(addr, runner.UnixPrefix); ok {
+		network, addr = "unix", path
+	} else if strings.HasPrefix(addr, runner.SystemdPrefix) {
+		return ch
+	}
 	go func() {
 		t := time.NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
-			if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			if c, err := net.DialTimeout(network, addr, time.Second); err == nil {
 				c.Close()
 				close(ch)
 				return

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -234,7 +235,7 @@ func (l *lender) listen(m wire.LendMsg) {
 		l.send(reply)
 		return
 	}
-	ln, err := src.Listen(m.Addr)
+	ln, err := src.Listen(m.Addr, runner.ListenOptions{SocketMode: fs.FileMode(m.Mode)})
 	if err != nil {
 		reply.Err = err.Error()
 		l.send(reply)
@@ -250,7 +251,7 @@ func (l *lender) listen(m wire.LendMsg) {
 	reply.Handle = l.next
 	l.handles[reply.Handle] = ln
 	l.mu.Unlock()
-	reply.Addr = ln.Addr().String()
+	reply.Addr, reply.Net = ln.Addr().String(), ln.Addr().Network()
 	l.send(reply)
 }
 
@@ -493,16 +494,17 @@ type lentSource struct {
 }
 
 // Listen returns a listener on the host's socket for addr, which the host
-// binds if no server listens there yet; a bind failure names the address.
-func (s lentSource) Listen(addr string) (net.Listener, error) {
-	r, err := s.c.call(wire.LendMsg{Op: wire.LendListen, Run: s.run, Addr: addr}, 0)
+// binds (with opt) if no server listens there yet; a bind failure names the
+// address.
+func (s lentSource) Listen(addr string, opt runner.ListenOptions) (net.Listener, error) {
+	r, err := s.c.call(wire.LendMsg{Op: wire.LendListen, Run: s.run, Addr: addr, Mode: uint32(opt.SocketMode)}, 0)
 	if err != nil {
 		return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
 	}
 	if r.Err != "" {
 		return nil, errors.New(r.Err)
 	}
-	l := &lentListener{c: s.c, handle: r.Handle, addr: lentAddr(r.Addr),
+	l := &lentListener{c: s.c, handle: r.Handle, addr: lentAddr(r.Net, r.Addr),
 		conns: make(chan lentResult, 16), done: make(chan struct{}), detached: make(chan struct{})}
 	s.c.mu.Lock()
 	s.c.lns[r.Handle] = l
@@ -510,7 +512,11 @@ func (s lentSource) Listen(addr string) (net.Listener, error) {
 	return l, nil
 }
 
-func lentAddr(s string) net.Addr {
+// lentAddr is the address of the host's socket as the host reported it.
+func lentAddr(network, s string) net.Addr {
+	if network == "unix" {
+		return &net.UnixAddr{Name: s, Net: network}
+	}
 	if a, err := net.ResolveTCPAddr("tcp", s); err == nil {
 		return a
 	}

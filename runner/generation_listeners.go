@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,10 +30,18 @@ import (
 // one) never closes the socket: the goroutine logs it to hclog's default
 // logger named "listener", backs off (5ms doubling to 1s) and accepts again.
 // Prune closes the sockets no handle uses; Close closes them all.
+//
+// A unix socket (an address unix:PATH) is bound with its stale file
+// removed first and its file's mode set, and its file is removed when the
+// pool closes it. Sockets adopted from systemd (Adopt) are never pruned:
+// they cannot be bound again.
 type ListenerPool struct {
 	mu     sync.Mutex
 	socks  map[string]*sharedSock
 	closed bool
+	// several counts the sockets adopted under a name shared by more than
+	// one (systemd:NAME cannot choose among them).
+	several map[string]int
 }
 
 // NewListenerPool returns an empty pool.
@@ -40,8 +50,10 @@ func NewListenerPool() *ListenerPool { return &ListenerPool{socks: map[string]*s
 // ListenerSource gives servers their listeners: a ListenerPool, or a view of
 // one that reports binding (ListenerPool.View).
 type ListenerSource interface {
-	// Listen returns a listener for the TCP address addr ("host:port").
-	Listen(addr string) (net.Listener, error)
+	// Listen returns a listener for addr: host:port, unix:PATH or
+	// systemd:NAME (see the address forms in listen.go); opt sets what
+	// a new unix socket's file is made with.
+	Listen(addr string, opt ListenOptions) (net.Listener, error)
 }
 
 type listenersKey struct{}
@@ -60,30 +72,111 @@ func ListenersFrom(ctx context.Context) ListenerSource {
 
 // Listen returns a new handle on the socket bound to addr, binding it if the
 // pool has none. An address with port 0 always binds a new socket (it cannot
-// be matched). A bind failure names the address.
-func (p *ListenerPool) Listen(addr string) (net.Listener, error) {
+// be matched). A unix socket the pool holds already gets opt's mode if it
+// had another. A bind failure names the address.
+func (p *ListenerPool) Listen(addr string, opt ListenOptions) (net.Listener, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
 		return nil, fmt.Errorf("listen on %s: listener pool %w", addr, net.ErrClosed)
 	}
+	if n := p.several[addr]; n > 0 {
+		return nil, fmt.Errorf("http: listen on %s: systemd passed %d sockets of that name; give each its own FileDescriptorName= in the .socket unit, or name one by its address", addr, n)
+	}
 	s := p.socks[addr]
 	if s == nil {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := listen(addr, opt)
 		if err != nil {
-			return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
+			return nil, err
 		}
 		s = newSharedSock(ln)
+		s.path, s.mode = SocketPath(addr), opt.mode()
 		key := addr
 		if _, port, _ := net.SplitHostPort(addr); port == "0" {
 			key = ln.Addr().String()
 		}
 		p.socks[key] = s
+	} else if s.path != "" && s.mode != opt.mode() {
+		if err := chmodSocket(s.path, opt.mode()); err != nil {
+			return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
+		}
+		s.mode = opt.mode()
 	}
 	return s.handle(), nil
 }
 
-// Addrs returns the addresses of the sockets the pool holds.
+// Adopt puts sockets bound by someone else, systemd's socket activation
+// (LISTEN_FDS; go-systemd's activation.ListenersWithNames), in the pool by
+// name: each under systemd:NAME, and under its own address, so that a server
+// section asking for that address takes it instead of binding (a TCP
+// socket on a wildcard address under 0.0.0.0:PORT, [::]:PORT and :PORT
+// alike; a unix one under unix:PATH). When a single socket is passed it is
+// also systemd: (no name). A name given to several sockets names none of
+// them (Listen explains). Adopted sockets stay open until Close, whether a
+// server uses them or not, and their files are left to systemd.
+func (p *ListenerPool) Adopt(named map[string][]net.Listener) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	total := 0
+	for name, lns := range named {
+		for _, ln := range lns {
+			total++
+			s := newSharedSock(ln)
+			s.adopted = true
+			for _, k := range addrKeys(ln.Addr()) {
+				p.socks[k] = s
+			}
+			if len(lns) == 1 {
+				p.socks[SystemdPrefix+name] = s
+			}
+		}
+		if len(lns) > 1 {
+			if p.several == nil {
+				p.several = map[string]int{}
+			}
+			p.several[SystemdPrefix+name] = len(lns)
+		}
+	}
+	if total == 1 {
+		for name := range named {
+			p.socks[SystemdPrefix] = p.socks[SystemdPrefix+name]
+		}
+	}
+}
+
+// addrKeys returns the addresses a server section may name a socket bound
+// to a by.
+func addrKeys(a net.Addr) []string {
+	switch a := a.(type) {
+	case *net.UnixAddr:
+		return []string{UnixPrefix + a.Name}
+	case *net.TCPAddr:
+		if a.IP == nil || a.IP.IsUnspecified() {
+			port := strconv.Itoa(a.Port)
+			return []string{"0.0.0.0:" + port, "[::]:" + port, ":" + port}
+		}
+		return []string{a.String()}
+	}
+	return []string{a.String()}
+}
+
+// SocketFiles returns the files of the unix sockets the pool bound (not
+// those adopted): paster serve gives them to the user it drops privileges
+// to, so that it can still remove them.
+func (p *ListenerPool) SocketFiles() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for _, s := range p.socks {
+		if s.path != "" && !s.adopted {
+			out = append(out, s.path)
+		}
+	}
+	return out
+}
+
+// Addrs returns the addresses the pool holds sockets under (an adopted
+// socket has several).
 func (p *ListenerPool) Addrs() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -101,7 +194,7 @@ func (p *ListenerPool) Prune() []string {
 	defer p.mu.Unlock()
 	var out []string
 	for k, s := range p.socks {
-		if s.unused() {
+		if !s.adopted && s.unused() {
 			s.close()
 			delete(p.socks, k)
 			out = append(out, k)
@@ -142,8 +235,8 @@ type ListenerView struct {
 }
 
 // Listen is ListenerPool.Listen; the first success closes Bound.
-func (v *ListenerView) Listen(addr string) (net.Listener, error) {
-	ln, err := v.pool.Listen(addr)
+func (v *ListenerView) Listen(addr string, opt ListenOptions) (net.Listener, error) {
+	ln, err := v.pool.Listen(addr, opt)
 	if err != nil {
 		return nil, err
 	}
@@ -189,6 +282,11 @@ type sharedSock struct {
 	done  chan struct{} // closed when the socket is closed
 	once  sync.Once
 	log   hclog.Logger
+	// path and mode are a unix socket's file and its mode ("" for
+	// others); adopted says that systemd bound it.
+	path    string
+	mode    fs.FileMode
+	adopted bool
 
 	mu      sync.Mutex
 	handles int

@@ -134,7 +134,7 @@ func TestListenerPoolHandOver(t *testing.T) {
 	pool := NewListenerPool()
 	defer pool.Close()
 	v1 := pool.View()
-	ln1, err := v1.Listen("127.0.0.1:0")
+	ln1, err := v1.Listen("127.0.0.1:0", ListenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,7 +163,7 @@ func TestListenerPoolHandOver(t *testing.T) {
 		t.Fatalf("first server: %q", got)
 	}
 	v2 := pool.View()
-	ln2, err := v2.Listen(addr)
+	ln2, err := v2.Listen(addr, ListenOptions{})
 	if err != nil {
 		t.Fatalf("second listen on the kept address: %v", err)
 	}
@@ -196,7 +196,7 @@ func TestListenerPoolHandOver(t *testing.T) {
 func TestListenerPoolClosed(t *testing.T) {
 	t.Parallel()
 	pool := NewListenerPool()
-	ln, err := pool.Listen("127.0.0.1:0")
+	ln, err := pool.Listen("127.0.0.1:0", ListenOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestListenerPoolClosed(t *testing.T) {
 	if _, err := ln.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Accept after Close: %v", err)
 	}
-	if _, err := pool.Listen("127.0.0.1:0"); !errors.Is(err, net.ErrClosed) {
+	if _, err := pool.Listen("127.0.0.1:0", ListenOptions{}); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Listen after Close: %v", err)
 	}
 }

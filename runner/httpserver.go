@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log"
 	"net"
 	"net/http"
@@ -42,9 +43,14 @@ var ErrShutdownTimeout = errors.New("shutdown timeout passed")
 
 // HTTPConfig is the http server's configuration as read from its section.
 type HTTPConfig struct {
-	// Addr is the address to bind, host:port ("127.0.0.1:8080"). Port 0
-	// binds any free port; Addr of the HTTPServer reports which.
+	// Addr is the address to bind, host:port ("127.0.0.1:8080"), or
+	// unix:PATH for a unix domain socket, or systemd:NAME for a socket
+	// systemd passed (see listen.go). Port 0 binds any free port; Addr of
+	// the HTTPServer reports which.
 	Addr string
+	// SocketMode is the mode of a unix socket's file (socket_mode,
+	// DefaultSocketMode unless set).
+	SocketMode fs.FileMode
 	// ReadHeaderTimeout bounds reading a request's header (slow clients).
 	ReadHeaderTimeout time.Duration
 	// ReadTimeout bounds reading a request's body, from the handler's first
@@ -99,7 +105,7 @@ type HTTPConfig struct {
 var HTTPServerKeys = append([]string{
 	"host", "port", "read_header_timeout", "read_timeout", "write_timeout",
 	"idle_timeout", "max_header_bytes", "max_body_bytes", "shutdown_timeout",
-	"max_connections", "handler_timeout",
+	"max_connections", "handler_timeout", "socket_mode",
 }, TLSKeys...)
 
 // ignoredHTTPKeys are options of Paste's and cogen's servers that have no
@@ -147,8 +153,13 @@ type HTTPServer struct {
 // durations such as 1.5s; sizes are bytes with an optional k, m or g suffix,
 // powers of 1024; 0 turns a timeout or the body limit off):
 //
-//	host                 address to bind (default 127.0.0.1); host:port accepted
+//	host                 address to bind (default 127.0.0.1); host:port accepted;
+//	                     unix:PATH a unix domain socket (relative to the INI
+//	                     file's directory; a stale file is removed first,
+//	                     one something still listens on is an error);
+//	                     systemd:NAME a socket systemd passed by that name
 //	port                 port (default 8080; 0 = any free port)
+//	socket_mode          mode of a unix socket's file, octal (default 0660)
 //	read_header_timeout  default 10s
 //	read_timeout         per-request body read deadline, default 60s
 //	write_timeout        per-write deadline, default 60s (long-polls are fine)
@@ -248,26 +259,15 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 	if host == "" {
 		host = DefaultHTTPHost
 	}
-	port, err := local.Int("port", DefaultHTTPPort)
-	if err != nil {
+	var err error
+	if cfg.Addr, cfg.SocketMode, err = socketAddr(host, local, logger); err != nil {
 		return cfg, err
 	}
-	if port < 0 || port > 65535 {
-		return cfg, local.Errorf("port", "port %d out of range 0-65535", port)
-	}
-	portText := strconv.Itoa(port)
-	if h, p, ok := splitHostPort(host); ok {
-		// Paste: "host = 0.0.0.0:8000" wins over port.
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 || n > 65535 {
-			return cfg, local.Errorf("host", "bad port in %q", host)
+	if cfg.Addr == "" {
+		if cfg.Addr, err = tcpAddr(host, local, logger); err != nil {
+			return cfg, err
 		}
-		if v, set := local.Lookup("port"); set && strings.TrimSpace(v) != p {
-			logger.Warn("host has a port; port ignored", "host", host, "port", v, "at", local.Where("port").String())
-		}
-		host, portText = h, p
 	}
-	cfg.Addr = net.JoinHostPort(strings.Trim(host, "[]"), portText)
 
 	durations := []struct {
 		key string
@@ -312,6 +312,31 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 	return cfg, nil
 }
 
+// tcpAddr is the host:port of a section's host and port keys (Paste's
+// "host = 0.0.0.0:8000" wins over port).
+func tcpAddr(host string, local entrypoints.Local, logger hclog.Logger) (string, error) {
+	port, err := local.Int("port", DefaultHTTPPort)
+	if err != nil {
+		return "", err
+	}
+	if port < 0 || port > 65535 {
+		return "", local.Errorf("port", "port %d out of range 0-65535", port)
+	}
+	portText := strconv.Itoa(port)
+	if h, p, ok := splitHostPort(host); ok {
+		// Paste: "host = 0.0.0.0:8000" wins over port.
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 || n > 65535 {
+			return "", local.Errorf("host", "bad port in %q", host)
+		}
+		if v, set := local.Lookup("port"); set && strings.TrimSpace(v) != p {
+			logger.Warn("host has a port; port ignored", "host", host, "port", v, "at", local.Where("port").String())
+		}
+		host, portText = h, p
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), portText), nil
+}
+
 // splitHostPort splits "host:port" and "[v6]:port"; a bare name or a bare
 // IPv6 address (more than one colon, no brackets) has no port.
 func splitHostPort(s string) (host, port string, ok bool) {
@@ -323,6 +348,8 @@ func splitHostPort(s string) (host, port string, ok bool) {
 	}
 	return s, "", false
 }
+
+func (c HTTPConfig) listenOptions() ListenOptions { return ListenOptions{SocketMode: c.SocketMode} }
 
 // Config returns the server's settings.
 func (s *HTTPServer) Config() HTTPConfig { return s.cfg }
@@ -351,20 +378,16 @@ func (s *HTTPServer) Addr() net.Addr {
 // Listen binds the configured address and returns the listener without
 // serving on it; ServeListener serves it. A failure names the address.
 func (s *HTTPServer) Listen() (net.Listener, error) {
-	return listenOn(context.Background(), s.cfg.Addr)
+	return listen(s.cfg.Addr, s.cfg.listenOptions())
 }
 
 // listenOn returns a listener on addr from ctx's ListenerSource, or bound
-// now when ctx has none. A failure names the address.
-func listenOn(ctx context.Context, addr string) (net.Listener, error) {
+// now (listen) when ctx has none. A failure names the address.
+func listenOn(ctx context.Context, addr string, opt ListenOptions) (net.Listener, error) {
 	if src := ListenersFrom(ctx); src != nil {
-		return src.Listen(addr)
+		return src.Listen(addr, opt)
 	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
-	}
-	return ln, nil
+	return listen(addr, opt)
 }
 
 // Serve binds the configured address and serves app until ctx is done, then
@@ -378,7 +401,7 @@ func (s *HTTPServer) Serve(ctx context.Context, app http.Handler) error {
 	if Checking(ctx) {
 		return s.cfg.Unknown
 	}
-	ln, err := listenOn(ctx, s.cfg.Addr)
+	ln, err := listenOn(ctx, s.cfg.Addr, s.cfg.listenOptions())
 	if err != nil {
 		return err
 	}
@@ -418,7 +441,7 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 	var redirectLn net.Listener
 	if s.cfg.RedirectHTTP != "" {
 		var err error
-		if redirectLn, err = listenOn(ctx, s.cfg.RedirectHTTP); err != nil {
+		if redirectLn, err = listenOn(ctx, s.cfg.RedirectHTTP, ListenOptions{}); err != nil {
 			ln.Close()
 			return fmt.Errorf("redirect_http: %w", err)
 		}

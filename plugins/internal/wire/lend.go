@@ -10,7 +10,7 @@ package wire
 //
 // The plugin asks, the host answers:
 //
-//	listen {id, run, addr}   → listen {id, handle, addr} or {id, err}
+//	listen {id, run, addr, mode} → listen {id, handle, addr, net} or {id, err}
 //	accept {handle}          → conn {handle} + fd, or conn {handle, err}
 //	close {id, handle}       → closed {id}
 //	return {handle} + fd       (a connection the plugin will not serve)
@@ -29,7 +29,14 @@ type LendMsg struct {
 	Run    uint64 `json:"run,omitempty"`
 	Handle uint64 `json:"handle,omitempty"`
 	Addr   string `json:"addr,omitempty"`
-	Err    string `json:"err,omitempty"`
+	// Mode is the file mode of a unix socket the host binds for the
+	// listen (runner.ListenOptions.SocketMode); 0 is the default.
+	Mode uint32 `json:"mode,omitempty"`
+	// Net is the network of the listener's address in a listen reply
+	// ("tcp", "unix"), so that the plugin reports the address as the host
+	// does.
+	Net string `json:"net,omitempty"`
+	Err string `json:"err,omitempty"`
 	// Closed says that Err is the listener's end (net.ErrClosed).
 	Closed bool `json:"closed,omitempty"`
 }
