@@ -131,7 +131,7 @@ func printNode(w io.Writer, n *entrypoints.Node, indent string, last, root bool)
 	}
 	// A server's keys hidden by a global: the server uses the global's
 	// value (runner.Unshadow).
-	for _, sh := range n.Conf().Shadows() {
+	for _, sh := range serverShadows(n) {
 		fmt.Fprintf(w, "%s%s = %s  (the global value; the section's %q at %s is hidden)\n", detail, sh.Key, sh.Global, sh.Value, sh.At)
 	}
 	if root {
@@ -147,4 +147,14 @@ func printNode(w io.Writer, n *entrypoints.Node, indent string, last, root bool)
 	for i, c := range n.Children {
 		printNode(w, c, childIndent, i == len(n.Children)-1, false)
 	}
+}
+
+// serverShadows returns the keys of server node n that a global hides,
+// which the server takes the global's value of (runner.Unshadow); none for
+// the other kinds, whose hidden keys the loader warns about.
+func serverShadows(n *entrypoints.Node) []entrypoints.Shadow {
+	if n.Kind != entrypoints.KindServer.String() {
+		return nil
+	}
+	return n.Conf().Shadows()
 }

@@ -242,7 +242,7 @@ func (s *Session) AppConfig(uri, base string, global map[string]string) (*Config
 	for d.shape == shapeFilterWith {
 		d = d.next
 	}
-	return &Config{Global: copyMap(d.global), Local: d.local, Node: c.skeleton()}, nil
+	return &Config{Global: copyMap(d.global), Local: d.local, Node: s.skeleton(c)}, nil
 }
 
 // LoadApp loads an application with a new Session: the Default registry, no

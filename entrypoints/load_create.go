@@ -67,7 +67,7 @@ func (s *Session) shown(l Local) Local {
 
 // makeApp creates the application of c.
 func (s *Session) makeApp(c *ctx) (http.Handler, *Node, error) {
-	n := c.node()
+	n := s.node(c)
 	switch c.shape {
 	case shapeFilterWith, shapeFilterApp:
 		// filter-with creates the filter first, filter-app the application
@@ -138,7 +138,7 @@ func (s *Session) makeApp(c *ctx) (http.Handler, *Node, error) {
 
 // makeFilter creates the filter of c.
 func (s *Session) makeFilter(c *ctx) (filterFunc, *Node, error) {
-	n := c.node()
+	n := s.node(c)
 	if c.shape == shapeFilterWith {
 		// A filter section with filter-with = F2 makes F2(F1(x)).
 		outer, on, err := s.makeFilter(c.filter)
@@ -186,8 +186,7 @@ func (s *Session) makeFilter(c *ctx) (filterFunc, *Node, error) {
 // makeServer creates the server of c and the startup coroutines its section
 // registers.
 func (s *Session) makeServer(c *ctx) (Server, *Node, error) {
-	n := c.node()
-	n.conf = s.shown(c.local)
+	n := s.node(c)
 	global := copyMap(c.global)
 	var srv Server
 	if c.proto == ProtoRunner {
@@ -212,7 +211,7 @@ func (s *Session) makeServer(c *ctx) (Server, *Node, error) {
 				return core, err
 			},
 		}
-		n.Children = append(n.Children, cc.node())
+		n.Children = append(n.Children, s.node(cc))
 	}
 	for _, st := range c.startup {
 		co, cn, err := s.makeCoroutine(st.ctx)
@@ -238,7 +237,7 @@ func (s *Session) makeCoroutine(c *ctx) (Coroutine, *Node, error) {
 	}, func() bool { return co == nil }); err != nil {
 		return nil, nil, err
 	}
-	return co, c.node(), nil
+	return co, s.node(c), nil
 }
 
 // collect records the startup coroutines of an application that declares

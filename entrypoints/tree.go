@@ -18,8 +18,9 @@ type Node struct {
 	// Protocol is the entry point's group (paste.server_runner,
 	// paste.app_factory, ...), empty for a composition.
 	Protocol Protocol `json:"protocol,omitempty"`
-	// Binary is the plugin binary whose process runs the entry point
-	// (Dist.Binary), "" when its dist is compiled in or for a composition.
+	// Binary is where the entry point's dist came from: the plugin binary
+	// whose process runs it (Dist.Binary, as the resolver found it), or ""
+	// when the dist is compiled in and for a composition.
 	Binary string `json:"binary,omitempty"`
 	// Via lists the sections reached through use, outermost first, as
 	// "FILE:LINE [SECTION]".
@@ -31,12 +32,14 @@ type Node struct {
 	// loaded, and the startup coroutines of a server.
 	Children []*Node `json:"children,omitempty"`
 
-	conf Local // a server's local conf, as its factory got it
+	conf Local // the local conf, as the factory got it
 }
 
-// Conf returns the local configuration a server node's factory got, each key
-// with where it was written; it is empty for the other kinds of node. paster
-// serve reads the keys it applies to every server from it.
+// Conf returns the local configuration of the node's section as its
+// factory got it (or would get it, from AppConfig), each key with where it
+// was written and the keys a global hides (Local.Shadows); for a
+// composition, that of its own section. Package engine reads the keys it
+// applies to every server from a server node's.
 func (n *Node) Conf() Local { return n.conf }
 
 // KV is one local configuration key and its value.
@@ -142,12 +145,20 @@ func (c *ctx) node() *Node {
 	return n
 }
 
+// node describes c alone, without children, with its local conf as a
+// factory gets it (Session.shown).
+func (s *Session) node(c *ctx) *Node {
+	n := c.node()
+	n.conf = s.shown(c.local)
+	return n
+}
+
 // skeleton describes c and its parts, without creating anything (so without
 // the children a composite would load).
-func (c *ctx) skeleton() *Node {
-	n := c.node()
+func (s *Session) skeleton(c *ctx) *Node {
+	n := s.node(c)
 	for _, d := range c.parts() {
-		n.Children = append(n.Children, d.skeleton())
+		n.Children = append(n.Children, s.skeleton(d))
 	}
 	return n
 }
