@@ -22,7 +22,9 @@
 // Build. The server section is loaded first, then the app, as PasteScript
 // does, with Config.Vars as global conf: every factory is called, every
 // plugin the configuration names is started or, when its binary is
-// unchanged, reused (a pluginPool process shared between generations), the
+// unchanged, reused (a process of the plugins.Pool shared between
+// generations; the generation's instances are created on its own scopes of
+// the pool, one for the server section and one for the app), the
 // server section's own settings (shutdown_timeout, ready_timeout, the
 // Core's keys) and every startup coroutine's policy are read, and a new Core
 // is made if the core's configuration changed (see below). Nothing is
@@ -53,11 +55,16 @@
 // cancelled (runner.Mount.Drain); its coroutines are stopped with
 // shutdown_timeout as grace.
 //
-// Close. What the drained generation made is released: its instances in
-// plugin processes a newer generation still uses are destroyed (except
-// those of a server that still serves; a server's own instances go once it
-// has stopped), and the plugin processes no generation uses any more are
-// stopped after their requests have ended.
+// Close. What the drained generation made is released: every app, filter
+// and filtered handler its factories made that implements io.Closer is
+// closed (entrypoints.Session.Close), and its plugin scopes are closed
+// (plugins.Scope.Close): the instances they made are destroyed in plugin
+// processes a newer generation still uses — closing those that implement
+// io.Closer there — and the plugin processes no scope holds any more are
+// stopped after their requests have ended. The server section's scope is
+// the exception while that server serves a newer generation: it closes
+// once the server has stopped. A build that fails takes the same path for
+// what it made so far.
 //
 // Shutdown (the end of Run's context) takes the same path for the last
 // generation, except that parked waits are answered at once, since no newer
@@ -81,7 +88,7 @@
 //
 // For the whole of Run: the Front; the ListenerPool,
 // which owns every listening socket, those of servers in plugin processes
-// included; the pluginPool, whose processes are reference-counted by
-// generation; and the observe.Registry behind egg:paster#metrics and
+// included; the plugins.Pool, whose processes live as long as a scope
+// holds them; and the observe.Registry behind egg:paster#metrics and
 // #health.
 package engine

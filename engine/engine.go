@@ -38,10 +38,16 @@ type generation struct {
 	session *entrypoints.Session
 	server  entrypoints.Server
 	app     http.Handler
-	plugins *genPlugins
 	core    *genCore
 	sched   *runner.Sched
 	mount   *runner.Mount
+	// serverScope owns the plugin instances the server section made
+	// (the server, a server runner's when it starts, the section's
+	// startup coroutines); scope those of the app, its filters and
+	// coroutines. Both close when the generation has drained, except
+	// serverScope while the generation's server serves a newer generation:
+	// the serving closes it once that server has stopped.
+	serverScope, scope *plugins.Scope
 
 	serverKey    string        // what a server restart is decided on
 	serverFiles  []string      // files the server's settings read (TLS)
@@ -75,7 +81,7 @@ func (g *generation) closeObjects(log hclog.Logger) {
 // every INI file read, every plugin binary used and the files the server's
 // settings read (its certificates).
 func (g *generation) files() []string {
-	return append(append(append([]string(nil), g.session.Files...), g.plugins.paths()...), g.serverFiles...)
+	return append(append(append([]string(nil), g.session.Files...), g.pluginPaths()...), g.serverFiles...)
 }
 
 // serving is a running server.
@@ -87,10 +93,9 @@ type serving struct {
 	view   *runner.ListenerView
 	err    error
 	ended  bool
-	// load and run are, per plugin Host, the spans of the server's
-	// instances: those its section created when loaded, and those created
-	// when it started (a server runner's). See Engine.forget.
-	load, run map[*poolEntry][2]plugins.Mark
+	// scope is the serverScope of the generation that started the server:
+	// closed once the server has returned (Engine.forget).
+	scope *plugins.Scope
 }
 
 // wait waits for the server to return, at most until ctx ends.
@@ -115,7 +120,7 @@ type Engine struct {
 	logger    hclog.Logger
 	front     *runner.Front
 	listeners *runner.ListenerPool
-	pool      *pluginPool
+	pool      *plugins.Pool
 	reg       *observe.Registry
 	started   time.Time
 	// scheds holds the schedulers of the running servers (a runner's
@@ -214,7 +219,7 @@ func (m *Engine) snapshot() observe.Snapshot {
 		s.Core, s.HasCore = core.Stats(), true
 	}
 	if m.pool != nil {
-		s.Plugins = m.pool.infos()
+		s.Plugins = pluginInfos(m.pool)
 	}
 	return s
 }
@@ -328,10 +333,10 @@ func (m *Engine) load() (*generation, error) {
 	session := &entrypoints.Session{Logger: log.Named("loader")}
 	g.session = session
 	if m.pool == nil {
-		m.pool = newPluginPool(plugins.HostOptions{Logger: m.logger, PluginDirs: m.cfg.PluginDirs}, nil)
+		m.pool = plugins.NewPool(plugins.HostOptions{Logger: m.logger, PluginDirs: m.cfg.PluginDirs})
 	}
-	g.plugins = m.pool.forGeneration(id)
-	session.Resolver = g.plugins
+	g.serverScope, g.scope = m.pool.Scope(id), m.pool.Scope(id)
+	session.Resolver = g.serverScope
 
 	fail := func(err error) (*generation, error) {
 		m.discard(g)
@@ -341,8 +346,7 @@ func (m *Engine) load() (*generation, error) {
 	if g.server, err = session.LoadServer(m.cfg.ServerURI, m.cfg.Base, m.cfg.Vars); err != nil {
 		return fail(err)
 	}
-	g.plugins.serverLoaded()
-	defer g.plugins.finish()
+	session.Resolver = g.scope
 	local, err := m.describeServer(g)
 	if err != nil {
 		return fail(err)
@@ -379,9 +383,7 @@ func (m *Engine) discard(g *generation) []string {
 		g.sched.Stop(g.grace)
 	}
 	g.closeObjects(m.logger)
-	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
-	defer cancel()
-	if err := g.plugins.release(ctx, false); err != nil {
+	if err := g.releasePlugins(false); err != nil {
 		m.logger.Warn("stopping the plugins of a generation that did not serve", "generation", g.id, "error", err)
 	}
 	m.unused(g)
@@ -411,7 +413,7 @@ func (m *Engine) takeCore(g *generation, local entrypoints.Local, log hclog.Logg
 		return err
 	}
 	g.core = &genCore{core: core, key: key, gens: 1}
-	m.pool.setCore(core)
+	m.pool.SetCore(core)
 	return nil
 }
 
@@ -459,9 +461,9 @@ func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 	// A server in a plugin: the binary's checksum is part of the key, so a
 	// rebuilt binary restarts the server.
 	var binaries []string
-	for _, e := range g.plugins.entries() {
-		if node.Binary != "" && e.path == node.Binary {
-			binaries = append(binaries, fmt.Sprintf("%s=%x", e.path, e.sum))
+	for _, b := range g.serverScope.Binaries() {
+		if node.Binary != "" && b.Path == node.Binary {
+			binaries = append(binaries, fmt.Sprintf("%s=%x", b.Path, b.Sum))
 		}
 	}
 	var files []string
@@ -496,14 +498,7 @@ func (m *Engine) startServer(g *generation, alone bool) (*serving, error) {
 	var once sync.Once
 	sctx := runner.WithScheds(runner.WithListeners(runner.WithCore(ctx, g.core.core), view), &m.scheds)
 	sctx = runner.WithReadyFunc(sctx, func() { once.Do(func() { close(ready) }) })
-	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1), view: view, load: g.plugins.serverSpans()}
-	before := g.plugins.marks()
-	started := func() {
-		s.run = map[*poolEntry][2]plugins.Mark{}
-		for e, from := range before {
-			s.run[e] = [2]plugins.Mark{from, e.host.Mark()}
-		}
-	}
+	s := &serving{gen: g.id, key: g.serverKey, cancel: cancel, done: make(chan error, 1), view: view, scope: g.serverScope}
 	go func() { s.done <- g.server(sctx, m.front) }()
 
 	var answered <-chan struct{}
@@ -519,8 +514,6 @@ func (m *Engine) startServer(g *generation, alone bool) (*serving, error) {
 	case err := <-s.done:
 		cancel()
 		s.ended, s.err = true, err
-		started()
-		m.forget(s, false)
 		if err == nil {
 			err = errors.New("server runner returned before serving")
 		}
@@ -528,38 +521,23 @@ func (m *Engine) startServer(g *generation, alone bool) (*serving, error) {
 	case <-timer.C:
 		cancel()
 		s.wait(context.Background())
-		started()
-		m.forget(s, false)
 		return nil, fmt.Errorf("generation %d: server did not report listening within %s", g.id, bindTimeout)
 	}
-	// Generations load one at a time, on this goroutine: what the Hosts
-	// created since before is the server's.
-	started()
 	return s, nil
 }
 
-// forget destroys the instances of server s in the plugin processes once
-// it has returned: those created when it started and, with load, those
-// its section created when loaded (none of them serves another server).
-// A drained generation destroys its own instances too (genPlugins.release),
-// but not those of a server that outlived it, nor a server runner's.
-func (m *Engine) forget(s *serving, load bool) {
+// forget releases what server s made in plugin processes (its scope: its
+// section's instances and a server runner's) once it has returned; a
+// server that has not keeps them.
+func (m *Engine) forget(s *serving) {
 	if !s.ended {
+		m.logger.Warn("a server that did not stop keeps its plugin instances", "generation", s.gen)
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 	defer cancel()
-	var errs []error
-	for e, sp := range s.run {
-		errs = append(errs, e.host.Destroy(ctx, sp[0], sp[1]))
-	}
-	if load {
-		for e, sp := range s.load {
-			errs = append(errs, e.host.Destroy(ctx, sp[0], sp[1]))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		m.logger.Warn("destroying a stopped server's plugin instances", "generation", s.gen, "error", err)
+	if err := s.scope.Close(ctx); err != nil {
+		m.logger.Warn("releasing a stopped server's plugin instances", "generation", s.gen, "error", err)
 	}
 }
 
@@ -663,9 +641,9 @@ func (m *Engine) abandon(g *generation) {
 	g.mount.Cut()
 	g.sched.Stop(g.grace)
 	g.closeObjects(m.logger)
-	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
-	defer cancel()
-	g.plugins.release(ctx, false)
+	if err := g.releasePlugins(false); err != nil {
+		m.logger.Warn("stopping the plugins of a generation that did not serve", "generation", g.id, "error", err)
+	}
 	m.unused(g)
 }
 
@@ -674,7 +652,7 @@ func (m *Engine) abandon(g *generation) {
 // have given them g's).
 func (m *Engine) unused(g *generation) {
 	if m.cur != nil && m.pool != nil {
-		m.pool.setCore(m.cur.core.core)
+		m.pool.SetCore(m.cur.core.core)
 	}
 	m.releaseCore(g)
 }
@@ -714,13 +692,11 @@ func (m *Engine) drain(g *generation, srv *serving, keepServer bool) {
 		}
 		g.closeObjects(log)
 		if srv != nil {
-			m.forget(srv, true)
+			m.forget(srv)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
-		if err := g.plugins.release(ctx, keepServer); err != nil {
+		if err := g.releasePlugins(keepServer); err != nil {
 			log.Warn("stopping old plugin processes", "error", err)
 		}
-		cancel()
 		m.releaseCore(g)
 		if srv != nil {
 			if pruned := m.listeners.Prune(); len(pruned) > 0 {
@@ -766,9 +742,10 @@ func (m *Engine) shutdown() error {
 		errs = append(errs, err)
 	}
 	m.drains.Wait()
-	ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
-	defer cancel()
-	if err := g.plugins.release(ctx, false); err != nil {
+	if m.srv != nil {
+		m.forget(m.srv)
+	}
+	if err := g.releasePlugins(false); err != nil {
 		errs = append(errs, err)
 	}
 	m.closeAll()
@@ -781,7 +758,7 @@ func (m *Engine) closeAll() {
 	if m.pool != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), PluginStopTimeout)
 		defer cancel()
-		m.pool.closeAll(ctx)
+		m.pool.Close(ctx)
 	}
 	m.listeners.Close()
 }

@@ -74,6 +74,13 @@ var testDist = &entrypoints.Dist{
 			return func(ctx context.Context, _ http.Handler) error { <-ctx.Done(); return nil }, nil
 		},
 	},
+	// filter broken fails: a load that reaches it fails after creating
+	// what came before (a filter-app's next is created first).
+	Filters: map[string]entrypoints.FilterFactory{
+		"broken": func(map[string]string, entrypoints.Local) (entrypoints.Filter, error) {
+			return nil, errors.New("broken on purpose")
+		},
+	},
 	Apps: map[string]entrypoints.AppFactory{
 		"main": func(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
 			text, gname := local.Get("text"), local.Get("gate")
@@ -197,6 +204,19 @@ func (r *running) reloadTo(text string) {
 	})
 	if s := r.e.snapshot(); !s.Reloads.LastOK {
 		r.t.Fatalf("reload failed: %s", s.Reloads.LastError)
+	}
+}
+
+// reloadFails writes text and reloads, and returns once the reload ended;
+// it must have failed with an error containing want.
+func (r *running) reloadFails(text, want string) {
+	r.t.Helper()
+	before := r.e.snapshot().Reloads.Total
+	r.write(text)
+	r.reload <- struct{}{}
+	r.waitFor("the reload", func() bool { return r.e.snapshot().Reloads.Total > before })
+	if s := r.e.snapshot(); s.Reloads.LastOK || !strings.Contains(s.Reloads.LastError, want) {
+		r.t.Fatalf("reload: ok %v, error %q; want an error containing %q", s.Reloads.LastOK, s.Reloads.LastError, want)
 	}
 }
 
@@ -419,8 +439,11 @@ output = access.log
 
 // usage is what a serving engine holds that a reload must not add to.
 type usage struct {
-	fds, goroutines, instances int
-	pids                       string
+	fds, goroutines int
+	// instances is what the host records, inProcess what the plugin
+	// processes themselves hold (asked with the Status call).
+	instances, inProcess int
+	pids                 string
 }
 
 func (r *running) usage() usage {
@@ -435,18 +458,33 @@ func (r *running) usage() usage {
 		pids = append(pids, fmt.Sprint(p.PID))
 	}
 	u.pids = strings.Join(pids, ",")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	counts, err := r.e.pool.ProcessInstances(ctx)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	for _, n := range counts {
+		u.inProcess += n
+	}
 	return u
 }
 
 // TestEngine100Reloads: a hundred reloads of a configuration with an app in
 // a plugin binary, a compiled-in app and a translogger writing a file leave
-// the host's descriptors and goroutines, the plugin's instances and the
-// plugin processes where they were after the first reloads. Not parallel:
-// it counts the whole test process's descriptors and goroutines.
+// the host's descriptors and goroutines, the plugin instances (as the host
+// records them and as the plugin processes count them) and the plugin
+// processes where they were after the first reloads. Among them, every
+// tenth is preceded by a reload that fails after it started another plugin
+// (chat) and created an instance in it, and twice the server moves into
+// that plugin (a server runner in it) for a few reloads and back: what a
+// failed build made, and what a stopped server made, is released too. Not
+// parallel: it counts the whole test process's descriptors and goroutines.
 func TestEngine100Reloads(t *testing.T) {
 	port := freePort(t)
 	hello := "plugin:" + filepath.Join(pluginDir, "paster-plugin-hello") + "#main"
-	ini := fmt.Sprintf(serverSection, "egg:paster#http", port) + `[composite:main]
+	chat := "plugin:" + filepath.Join(pluginDir, "paster-plugin-chat")
+	app := `[composite:main]
 use = egg:paster#urlmap
 / = local
 /hello = hello
@@ -465,8 +503,25 @@ name = %d
 use = egg:paster#translogger
 output = access.log
 `
-	r := serveINI(t, port, fmt.Sprintf(ini, 0, 0))
+	builtin := fmt.Sprintf(serverSection, "egg:paster#http", port) + app
+	inChat := fmt.Sprintf(serverSection, chat+"#hijacked_runner", port) + app
+	// broken loads chat's app, then fails on the filter wrapping it.
+	broken := fmt.Sprintf(serverSection, "egg:paster#http", port) + `[filter-app:main]
+use = egg:enginetest#broken
+next = chat
+
+[app:chat]
+use = ` + chat + `#main
+`
+	r := serveINI(t, port, fmt.Sprintf(builtin, 0, 0))
 	reload := func(i int) {
+		ini := builtin
+		if i%50 >= 20 && i%50 < 23 {
+			ini = inChat
+		}
+		if i%10 == 0 {
+			r.reloadFails(broken, "broken on purpose")
+		}
 		r.reloadTo(fmt.Sprintf(ini, i, i))
 		if code, body := r.get("/hello"); code != 200 || body != fmt.Sprintf("Hi, %d!\n", i) {
 			t.Fatalf("reload %d: GET /hello = %d %q", i, code, body)
@@ -478,7 +533,8 @@ output = access.log
 	// Descriptors and goroutines of connections just closed may take a
 	// moment to go: compare once they have settled, with a deadline.
 	flat := func(u, base usage) bool {
-		return u.fds <= base.fds && u.goroutines <= base.goroutines && u.instances == base.instances && u.pids == base.pids
+		return u.fds <= base.fds && u.goroutines <= base.goroutines && u.instances == base.instances &&
+			u.inProcess == base.inProcess && u.pids == base.pids
 	}
 	settled := func(base usage) usage {
 		var u usage
@@ -491,7 +547,8 @@ output = access.log
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	base := settled(usage{fds: 1 << 30, goroutines: 1 << 30, instances: r.usage().instances, pids: r.usage().pids})
+	first := r.usage()
+	base := settled(usage{fds: 1 << 30, goroutines: 1 << 30, instances: first.instances, inProcess: first.inProcess, pids: first.pids})
 	// Without the garbage collector, an *os.File nobody closed stays open
 	// (no finalizer runs): what is released is what its owner released.
 	defer debug.SetGCPercent(debug.SetGCPercent(-1))
@@ -501,7 +558,7 @@ output = access.log
 	if u := settled(base); !flat(u, base) {
 		t.Errorf("after 100 reloads: %+v; after 3: %+v", u, base)
 	}
-	if base.instances == 0 || base.pids == "" {
+	if base.instances == 0 || base.inProcess == 0 || base.pids == "" {
 		t.Errorf("no plugin instance or process seen: %+v", base)
 	}
 }

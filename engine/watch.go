@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -22,6 +23,20 @@ type watcher struct {
 
 	mu     sync.Mutex
 	stamps map[string]fileStamp // baseline; zero stamp: missing
+}
+
+// fileStamp is what the watcher's cheap check of a file sees.
+type fileStamp struct {
+	size    int64
+	modTime time.Time
+}
+
+func stampOf(path string) (fileStamp, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	return fileStamp{size: st.Size(), modTime: st.ModTime()}, nil
 }
 
 func newWatcher(interval time.Duration, log hclog.Logger) *watcher {

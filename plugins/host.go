@@ -318,7 +318,12 @@ func (h *Host) Egg(name string, from entrypoints.Origin) (*entrypoints.Dist, err
 	if err != nil {
 		return nil, err
 	}
-	d, err := h.start(path, from.Plugins["sha256."+name], from)
+	return h.egg(path, name, from, nil)
+}
+
+// egg is Egg for the binary at path, with instances owned by s.
+func (h *Host) egg(path, name string, from entrypoints.Origin, s *Scope) (*entrypoints.Dist, error) {
+	d, err := h.start(path, from.Plugins["sha256."+name], from, s)
 	if err != nil {
 		return nil, err
 	}
@@ -333,10 +338,15 @@ func (h *Host) Egg(name string, from entrypoints.Origin) (*entrypoints.Dist, err
 // sha256.BASENAME key pins its checksum. Errors wrap ErrNotPlugin,
 // ErrChecksum, ErrProtocol or ErrStartTimeout and name the binary.
 func (h *Host) Binary(path string, from entrypoints.Origin) (*entrypoints.Dist, error) {
+	return h.binary(path, from, nil)
+}
+
+// binary is Binary with instances owned by s.
+func (h *Host) binary(path string, from entrypoints.Origin, s *Scope) (*entrypoints.Dist, error) {
 	if !filepath.IsAbs(path) && from.File != "" {
 		path = filepath.Join(filepath.Dir(from.File), path)
 	}
-	return h.start(path, from.Plugins["sha256."+filepath.Base(path)], from)
+	return h.start(path, from.Plugins["sha256."+filepath.Base(path)], from, s)
 }
 
 // procSettings are the [plugins] keys that tune a plugin's supervision.
@@ -375,7 +385,9 @@ func pluginsKeyError(from entrypoints.Origin, key, want string) error {
 	return fmt.Errorf("%s %s = %q: %s", at, key, from.Plugins[key], want)
 }
 
-func (h *Host) start(path, pin string, from entrypoints.Origin) (*entrypoints.Dist, error) {
+// start starts the binary at path unless it runs, and returns its dist, whose
+// instances s owns (nil: nobody).
+func (h *Host) start(path, pin string, from entrypoints.Origin, s *Scope) (*entrypoints.Dist, error) {
 	settings, err := h.settings(from)
 	if err != nil {
 		return nil, err
@@ -420,7 +432,7 @@ func (h *Host) start(path, pin string, from entrypoints.Origin) (*entrypoints.Di
 			return nil, err
 		}
 	}
-	return p.dist, nil
+	return p.remoteDist(p.manifest, s), nil
 }
 
 // pin checks sum against the binary the running process was started from
@@ -475,18 +487,15 @@ type PluginInfo struct {
 	// LogDropped counts the lines of output dropped over the log rate
 	// limit (HostOptions.LogRate), over every process of the binary.
 	LogDropped uint64
+	// Scopes are the ids of the live scopes holding the process
+	// (Pool.Plugins; nil from Host.Plugins).
+	Scopes []int
 }
 
 // Plugins returns the plugins started so far, sorted by path.
 func (h *Host) Plugins() []PluginInfo {
-	h.mu.Lock()
-	ps := make([]*proc, 0, len(h.procs))
-	for _, p := range h.procs {
-		ps = append(ps, p)
-	}
-	h.mu.Unlock()
 	var out []PluginInfo
-	for _, p := range ps {
+	for _, p := range h.procList() {
 		out = append(out, p.info())
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
@@ -501,11 +510,8 @@ func (h *Host) Plugins() []PluginInfo {
 func (h *Host) Close(ctx context.Context) error {
 	h.mu.Lock()
 	h.closed = true
-	ps := make([]*proc, 0, len(h.procs))
-	for _, p := range h.procs {
-		ps = append(ps, p)
-	}
 	h.mu.Unlock()
+	ps := h.procList()
 	var wg sync.WaitGroup
 	errs := make([]error, len(ps))
 	for i, p := range ps {
@@ -519,42 +525,15 @@ func (h *Host) Close(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// Mark is a point in the sequence of instances a Host created: the last
-// instance ID of each of its plugin binaries. paster serve takes one before
-// and one after loading a generation, and Destroys what lies between when
-// the generation has drained while the processes serve on.
-type Mark map[string]uint64
-
-// Mark returns the current Mark.
-func (h *Host) Mark() Mark {
+// procList returns the plugin binaries the Host started, in no order.
+func (h *Host) procList() []*proc {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	m := Mark{}
-	for path, p := range h.procs {
-		m[path] = p.lastID()
+	ps := make([]*proc, 0, len(h.procs))
+	for _, p := range h.procs {
+		ps = append(ps, p)
 	}
-	return m
-}
-
-// Destroy forgets the instances created after from and up to to, in every
-// plugin process: the plugins drop them, restarts no longer recreate them,
-// and the host references they held are released. Their servers and
-// coroutines must have been stopped before. Errors name the plugin; a plugin
-// binary too old to destroy instances keeps them, without an error.
-func (h *Host) Destroy(ctx context.Context, from, to Mark) error {
-	h.mu.Lock()
-	ps := make(map[string]*proc, len(h.procs))
-	for path, p := range h.procs {
-		ps[path] = p
-	}
-	h.mu.Unlock()
-	var errs []error
-	for path, upto := range to {
-		if p := ps[path]; p != nil && upto > from[path] {
-			errs = append(errs, p.destroy(ctx, from[path], upto))
-		}
-	}
-	return errors.Join(errs...)
+	return ps
 }
 
 // refs holds what the host serves to plugins by number: apps (a filter's

@@ -63,8 +63,7 @@ type proc struct {
 
 	once     sync.Once
 	startErr error
-	dist     *entrypoints.Dist
-	manifest wire.Manifest
+	manifest wire.Manifest // what the first process described
 
 	nextID atomic.Uint64
 
@@ -251,7 +250,6 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 		p.manifest = m
 		p.name = m.Name
 		p.mu.Unlock()
-		p.dist = p.remoteDist(m)
 		p.log.Debug("plugin started", "path", p.path, "pid", m.PID, "version", m.Version)
 		return g, nil
 	}
@@ -548,19 +546,20 @@ func (p *proc) create(req *wire.CreateRequest) (uint64, wire.CreateResponse, err
 	return req.ID, resp, nil
 }
 
-// lastID returns the ID of the last instance created.
-func (p *proc) lastID() uint64 { return p.nextID.Load() }
-
-// destroy forgets the instances with IDs in (from, to]: the plugin drops
-// them, a restart no longer recreates them, and the host references only
-// they held are released. A plugin built before Destroy existed keeps its
-// instances (logged at debug level).
-func (p *proc) destroy(ctx context.Context, from, to uint64) error {
+// destroy forgets the instances ids: the plugin drops them (closing those
+// that implement io.Closer), a restart no longer recreates them, and the
+// host references only they held are released. A plugin built before
+// Destroy existed keeps its instances (logged at debug level).
+func (p *proc) destroy(ctx context.Context, ids []uint64) error {
+	gone := make(map[uint64]bool, len(ids))
+	for _, id := range ids {
+		gone[id] = true
+	}
 	p.mu.Lock()
-	var keep, gone []*wire.CreateRequest
+	var keep, dropped []*wire.CreateRequest
 	for _, s := range p.specs {
-		if s.ID > from && s.ID <= to {
-			gone = append(gone, s)
+		if gone[s.ID] {
+			dropped = append(dropped, s)
 		} else {
 			keep = append(keep, s)
 		}
@@ -568,11 +567,11 @@ func (p *proc) destroy(ctx context.Context, from, to uint64) error {
 	p.specs = keep
 	g, st := p.cur, p.state
 	p.mu.Unlock()
-	if len(gone) == 0 {
+	if len(dropped) == 0 {
 		return nil
 	}
-	ids := make([]uint64, len(gone))
-	for i, s := range gone {
+	ids = make([]uint64, len(dropped))
+	for i, s := range dropped {
 		ids[i] = s.ID
 		if s.Next.Host != 0 {
 			p.h.refs.apps.Delete(s.Next.Host)

@@ -13,8 +13,9 @@ import (
 )
 
 // remoteDist is the Dist the host hands to the loader for a plugin: every
-// factory creates an instance inside the plugin process.
-func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
+// factory creates an instance inside the plugin process, owned by scope s
+// (nil: by nobody; see Scope).
+func (p *proc) remoteDist(m wire.Manifest, s *Scope) *entrypoints.Dist {
 	d := &entrypoints.Dist{Name: m.Name, Version: m.Version, Binary: p.path}
 	spec := func(proto entrypoints.Protocol, name string, global map[string]string, local entrypoints.Local) *wire.CreateRequest {
 		return &wire.CreateRequest{Proto: proto, Name: name, Global: global, Local: wire.FromLocal(local), Shadows: wire.FromShadows(local)}
@@ -24,7 +25,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 			d.Apps = map[string]entrypoints.AppFactory{}
 		}
 		d.Apps[name] = func(global map[string]string, local entrypoints.Local) (http.Handler, error) {
-			return p.newApp(spec(entrypoints.ProtoApp, name, global, local))
+			return p.newApp(s, spec(entrypoints.ProtoApp, name, global, local))
 		}
 	}
 	for _, name := range m.Entries[entrypoints.ProtoComposite] {
@@ -34,7 +35,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 		d.Composites[name] = func(l entrypoints.Loader, global map[string]string, local entrypoints.Local) (http.Handler, error) {
 			req := spec(entrypoints.ProtoComposite, name, global, local)
 			req.Loader = p.h.refs.addLoader(l)
-			return p.newApp(req)
+			return p.newApp(s, req)
 		}
 	}
 	for _, name := range m.Entries[entrypoints.ProtoFilterApp] {
@@ -44,7 +45,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 		d.FilterApps[name] = func(next http.Handler, global map[string]string, local entrypoints.Local) (http.Handler, error) {
 			req := spec(entrypoints.ProtoFilterApp, name, global, local)
 			req.Next = p.ref(next)
-			return p.newApp(req)
+			return p.newApp(s, req)
 		}
 	}
 	for _, name := range m.Entries[entrypoints.ProtoFilter] {
@@ -52,12 +53,12 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 			d.Filters = map[string]entrypoints.FilterFactory{}
 		}
 		d.Filters[name] = func(global map[string]string, local entrypoints.Local) (entrypoints.Filter, error) {
-			fid, _, err := p.create(spec(entrypoints.ProtoFilter, name, global, local))
+			fid, _, err := s.create(p, spec(entrypoints.ProtoFilter, name, global, local))
 			if err != nil {
 				return nil, err
 			}
 			return func(next http.Handler) http.Handler {
-				h, err := p.newApp(&wire.CreateRequest{Proto: wire.ProtoApply, Name: name, Filter: fid, Next: p.ref(next)})
+				h, err := p.newApp(s, &wire.CreateRequest{Proto: wire.ProtoApply, Name: name, Filter: fid, Next: p.ref(next)})
 				if err != nil {
 					p.log.Error("applying filter failed", "filter", name, "error", err)
 					return failedApp{err}
@@ -71,7 +72,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 			d.Servers = map[string]entrypoints.ServerFactory{}
 		}
 		d.Servers[name] = func(global map[string]string, local entrypoints.Local) (entrypoints.Server, error) {
-			id, _, err := p.create(spec(entrypoints.ProtoServer, name, global, local))
+			id, _, err := s.create(p, spec(entrypoints.ProtoServer, name, global, local))
 			if err != nil {
 				return nil, err
 			}
@@ -85,7 +86,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 			d.Runners = map[string]entrypoints.ServerRunner{}
 		}
 		d.Runners[name] = func(ctx context.Context, app http.Handler, global map[string]string, local entrypoints.Local) error {
-			id, _, err := p.create(spec(entrypoints.ProtoRunner, name, global, local))
+			id, _, err := s.create(p, spec(entrypoints.ProtoRunner, name, global, local))
 			if err != nil {
 				return err
 			}
@@ -97,7 +98,7 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 			d.Coroutines = map[string]entrypoints.CoroutineFactory{}
 		}
 		d.Coroutines[name] = func(global map[string]string, local entrypoints.Local) (entrypoints.Coroutine, error) {
-			id, _, err := p.create(spec(entrypoints.ProtoCoroutine, name, global, local))
+			id, _, err := s.create(p, spec(entrypoints.ProtoCoroutine, name, global, local))
 			if err != nil {
 				return nil, err
 			}
@@ -107,8 +108,8 @@ func (p *proc) remoteDist(m wire.Manifest) *entrypoints.Dist {
 	return d
 }
 
-func (p *proc) newApp(req *wire.CreateRequest) (http.Handler, error) {
-	id, resp, err := p.create(req)
+func (p *proc) newApp(s *Scope, req *wire.CreateRequest) (http.Handler, error) {
+	id, resp, err := s.create(p, req)
 	if err != nil {
 		return nil, err
 	}

@@ -5,10 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
+	"reflect"
 	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
@@ -361,15 +363,21 @@ func (discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (discardWriter) WriteHeader(int)             {}
 
 // destroy drops instances the host no longer uses; a running server or
-// coroutine among them was stopped by the host before.
+// coroutine among them was stopped by the host before. An app among them
+// that implements io.Closer (a translogger's log file, say) is closed, once,
+// unless an instance that stays is the same object; the errors of Close
+// are returned joined.
 func (s *sdk) destroy(_ context.Context, in []byte) (any, error) {
 	var req wire.DestroyRequest
 	if err := json.Unmarshal(in, &req); err != nil {
 		return nil, err
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var closers []io.Closer
 	for _, id := range req.IDs {
+		if c, ok := s.handlers[id].(io.Closer); ok {
+			closers = append(closers, c)
+		}
 		delete(s.handlers, id)
 		delete(s.filters, id)
 		delete(s.servers, id)
@@ -377,7 +385,37 @@ func (s *sdk) destroy(_ context.Context, in []byte) (any, error) {
 		delete(s.coroutines, id)
 		delete(s.startups, id)
 	}
+	var toClose []io.Closer
+	seen := map[io.Closer]bool{}
+	for _, c := range closers {
+		if reflect.TypeOf(c).Comparable() {
+			if seen[c] || s.holds(c) {
+				continue
+			}
+			seen[c] = true
+		}
+		toClose = append(toClose, c)
+	}
+	s.mu.Unlock()
+	var errs []error
+	for _, c := range toClose {
+		errs = append(errs, c.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
 	return struct{}{}, nil
+}
+
+// holds reports whether an app instance is c; s.mu is held and c's type is
+// comparable.
+func (s *sdk) holds(c io.Closer) bool {
+	for _, h := range s.handlers {
+		if hc, ok := h.(io.Closer); ok && reflect.TypeOf(hc).Comparable() && hc == c {
+			return true
+		}
+	}
+	return false
 }
 
 // create makes an instance. A factory that panics fails the call with the

@@ -34,6 +34,9 @@ func (s *sdk) status(_ context.Context, in []byte) (any, error) {
 		return nil, err
 	}
 	var resp wire.StatusResponse
+	s.mu.RLock()
+	resp.Instances = len(s.handlers) + len(s.filters) + len(s.servers) + len(s.runners) + len(s.coroutines)
+	s.mu.RUnlock()
 	if v, ok := s.scheds.Load(req.ID); ok {
 		for _, c := range v.(*runner.Scheds).Status() {
 			w := wire.CoroutineStatus{Name: c.Name, State: c.State.String(), Required: c.Required, Restarts: c.Restarts, Since: c.Since}

@@ -147,8 +147,11 @@ type StatusRequest struct {
 }
 
 // StatusResponse lists them; empty when the instance does not run.
+// Instances is how many instances the plugin process holds (created and
+// not destroyed), whatever ID was asked for.
 type StatusResponse struct {
 	Coroutines []CoroutineStatus `json:"coroutines,omitempty"`
+	Instances  int               `json:"instances"`
 }
 
 // CoroutineStatus is a runner.CoroutineStatus: State is its String().

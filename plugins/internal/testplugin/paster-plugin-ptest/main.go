@@ -34,6 +34,7 @@ func main() {
 			"panicky": func(map[string]string, entrypoints.Local) (http.Handler, error) {
 				panic("factory boom")
 			},
+			"file": newFileApp,
 		},
 		Runners: map[string]entrypoints.ServerRunner{"clockrunner": clockRunner},
 		Coroutines: map[string]entrypoints.CoroutineFactory{
@@ -332,3 +333,22 @@ func (p *probe) body(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 	}
 }
+
+// fileApp holds the file its key path names open from its creation until
+// it is closed (an io.Closer, as a translogger with its log file): it
+// answers with the file's name.
+type fileApp struct{ f *os.File }
+
+func newFileApp(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
+	f, err := os.OpenFile(local.Get("path"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return fileApp{f}, nil
+}
+
+func (a fileApp) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	_, _ = io.WriteString(w, a.f.Name())
+}
+
+func (a fileApp) Close() error { return a.f.Close() }
