@@ -128,9 +128,34 @@ type coreService struct {
 	subs sync.Map // uint64 -> runner.Subscription
 }
 
+// newCoreService serves h's Core to a plugin process; ctx ends when the
+// process is gone, which closes the subscriptions it opened.
+func newCoreService(h *Host, ctx context.Context) *coreService {
+	cs := &coreService{h: h, ctx: ctx}
+	context.AfterFunc(ctx, func() {
+		cs.subs.Range(func(k, v any) bool {
+			_ = v.(runner.Subscription).Close()
+			return true
+		})
+	})
+	return cs
+}
+
+// methods are the Core methods as gRPC methods (plugins without the data
+// plane call them so).
 func (cs *coreService) methods() []grpc.MethodDesc {
-	m := func(name string, f func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error)) grpc.MethodDesc {
-		return wire.UnaryMethod(name, func(ctx context.Context, data []byte) (any, error) {
+	var out []grpc.MethodDesc
+	for name, f := range cs.unaries() {
+		out = append(out, wire.UnaryMethod(name, f))
+	}
+	return out
+}
+
+// unaries are the Core methods by name.
+func (cs *coreService) unaries() map[string]wire.Unary {
+	us := map[string]wire.Unary{}
+	m := func(name string, f func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error)) {
+		us[name] = func(ctx context.Context, data []byte) (any, error) {
 			var in coreCall
 			if err := json.Unmarshal(data, &in); err != nil {
 				return nil, err
@@ -142,60 +167,59 @@ func (cs *coreService) methods() []grpc.MethodDesc {
 			out, err := f(ctx, core, in)
 			out.Err = toCoreErr(err)
 			return out, nil
-		})
+		}
 	}
-	return []grpc.MethodDesc{
-		m("Sleep", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
-			return coreReply{}, c.Sleep(ctx, in.Timeout)
-		}),
-		m("WaitForSignal", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
-			v, err := c.WaitForSignal(ctx, in.Name, in.Timeout)
-			return coreReply{Value: v}, err
-		}),
-		m("Signal", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
-			var n int
-			var err error
-			if in.Min > 0 {
-				n, err = c.SignalAtLeast(ctx, in.Name, in.Value, in.Min)
-			} else {
-				n, err = c.Signal(ctx, in.Name, in.Value)
-			}
-			return coreReply{N: uint64(n)}, err
-		}),
-		m("Publish", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
-			seq, err := c.Publish(ctx, in.Name, in.Value)
-			return coreReply{N: seq}, err
-		}),
-		m("Subscribe", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
-			from, err := runner.ParsePosition(in.From)
-			if err != nil {
-				return coreReply{}, err
-			}
-			// The subscription lives until the plugin closes it or the
-			// plugin process goes away, not just for this call.
-			sub, err := c.Subscribe(cs.ctx, in.Name, from)
-			if err != nil {
-				return coreReply{}, err
-			}
-			id := cs.next.Add(1)
-			cs.subs.Store(id, sub)
-			return coreReply{N: id}, nil
-		}),
-		m("Fetch", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
-			v, ok := cs.subs.Load(in.Sub)
-			if !ok {
-				return coreReply{}, fmt.Errorf("runner: fetch: subscription %d: %w", in.Sub, runner.ErrClosed)
-			}
-			msgs, err := v.(runner.Subscription).Fetch(ctx)
-			return coreReply{Messages: msgs}, err
-		}),
-		m("CloseSubscription", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
-			if v, ok := cs.subs.LoadAndDelete(in.Sub); ok {
-				return coreReply{}, v.(runner.Subscription).Close()
-			}
-			return coreReply{}, nil
-		}),
-	}
+	m("Sleep", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+		return coreReply{}, c.Sleep(ctx, in.Timeout)
+	})
+	m("WaitForSignal", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+		v, err := c.WaitForSignal(ctx, in.Name, in.Timeout)
+		return coreReply{Value: v}, err
+	})
+	m("Signal", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+		var n int
+		var err error
+		if in.Min > 0 {
+			n, err = c.SignalAtLeast(ctx, in.Name, in.Value, in.Min)
+		} else {
+			n, err = c.Signal(ctx, in.Name, in.Value)
+		}
+		return coreReply{N: uint64(n)}, err
+	})
+	m("Publish", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+		seq, err := c.Publish(ctx, in.Name, in.Value)
+		return coreReply{N: seq}, err
+	})
+	m("Subscribe", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+		from, err := runner.ParsePosition(in.From)
+		if err != nil {
+			return coreReply{}, err
+		}
+		// The subscription lives until the plugin closes it or the
+		// plugin process goes away, not just for this call.
+		sub, err := c.Subscribe(cs.ctx, in.Name, from)
+		if err != nil {
+			return coreReply{}, err
+		}
+		id := cs.next.Add(1)
+		cs.subs.Store(id, sub)
+		return coreReply{N: id}, nil
+	})
+	m("Fetch", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+		v, ok := cs.subs.Load(in.Sub)
+		if !ok {
+			return coreReply{}, fmt.Errorf("runner: fetch: subscription %d: %w", in.Sub, runner.ErrClosed)
+		}
+		msgs, err := v.(runner.Subscription).Fetch(ctx)
+		return coreReply{Messages: msgs}, err
+	})
+	m("CloseSubscription", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
+		if v, ok := cs.subs.LoadAndDelete(in.Sub); ok {
+			return coreReply{}, v.(runner.Subscription).Close()
+		}
+		return coreReply{}, nil
+	})
+	return us
 }
 
 // Plugin side: a runner.Core that calls the host. scope is the request
@@ -209,6 +233,9 @@ type remoteCore struct {
 func (c remoteCore) call(ctx context.Context, method string, in coreCall) (coreReply, error) {
 	var out coreReply
 	in.Scope = c.scope
+	if c.s.data != nil {
+		return out, c.callData(ctx, method, in, &out)
+	}
 	conn, err := c.s.hostConn()
 	if err != nil {
 		return out, &remoteErr{msg: "runner: " + err.Error(), kinds: []error{runner.ErrNoCore}}
@@ -220,6 +247,25 @@ func (c remoteCore) call(ctx context.Context, method string, in coreCall) (coreR
 		return out, &remoteErr{msg: fmt.Sprintf("runner: %s: host unreachable: %v", method, rpcError(err)), kinds: []error{runner.ErrClosed}}
 	}
 	return out, out.Err.err()
+}
+
+// callData makes the call on the data plane.
+func (c remoteCore) callData(ctx context.Context, method string, in coreCall, out *coreReply) error {
+	data, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	reply, err := c.s.data.Call(ctx, method, data)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("runner: %s: %w", method, ctx.Err())
+		}
+		return &remoteErr{msg: fmt.Sprintf("runner: %s: host unreachable: %v", method, err), kinds: []error{runner.ErrClosed}}
+	}
+	if err := json.Unmarshal(reply, out); err != nil {
+		return fmt.Errorf("runner: %s: decoding the reply: %w", method, err)
+	}
+	return out.Err.err()
 }
 
 func (c remoteCore) Sleep(ctx context.Context, d time.Duration) error {
@@ -356,17 +402,20 @@ func (h *Host) requestScope(r *http.Request, o transport.Opener) (transport.Open
 		return o, func() {}
 	}
 	id := h.scopes.add(c)
-	return scopedOpener{o, strconv.FormatUint(id, 10)}, func() { h.scopes.remove(id) }
+	return scopedOpener{o, id}, func() { h.scopes.remove(id) }
 }
 
 // scopedOpener opens exchanges that carry a request scope number.
 type scopedOpener struct {
 	transport.Opener
-	id string
+	id uint64
 }
 
 func (o scopedOpener) Open(ctx context.Context) (transport.Stream, error) {
-	return o.Opener.Open(metadata.AppendToOutgoingContext(ctx, scopeKey, o.id))
+	if _, ok := o.Opener.(*transport.Mux); ok {
+		return o.Opener.Open(transport.WithTag(ctx, o.id))
+	}
+	return o.Opener.Open(metadata.AppendToOutgoingContext(ctx, scopeKey, strconv.FormatUint(o.id, 10)))
 }
 
 // scopeOf returns the request scope number an exchange carries, or 0.

@@ -137,16 +137,8 @@ type lender struct {
 // wire.EnvLendFD in cmd's environment names it. Call started once the
 // process has started (or failed to), and close when it has exited.
 func (h *Host) newLender(cmd *exec.Cmd, log hclog.Logger) (*lender, error) {
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+	c, child, err := socketPair(syscall.SOCK_SEQPACKET, "paster lend")
 	if err != nil {
-		return nil, fmt.Errorf("socket pair for lending listeners: %w", err)
-	}
-	parent := os.NewFile(uintptr(fds[0]), "paster lend")
-	child := os.NewFile(uintptr(fds[1]), "paster lend (plugin)")
-	c, err := net.FileConn(parent)
-	parent.Close()
-	if err != nil {
-		child.Close()
 		return nil, fmt.Errorf("socket pair for lending listeners: %w", err)
 	}
 	cmd.ExtraFiles = append(cmd.ExtraFiles, child)

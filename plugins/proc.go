@@ -173,6 +173,11 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plugin binary %s: %w", p.path, err)
 	}
+	dp, err := newDataPlane(cmd)
+	if err != nil {
+		lend.close()
+		return nil, fmt.Errorf("plugin binary %s: %w", p.path, err)
+	}
 	tail := &stderrTail{}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
@@ -194,6 +199,7 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	go func() {
 		defer close(g.exited)
 		defer lend.close()
+		defer dp.close()
 		// Pdeathsig fires when the thread that forked the child exits
 		// (golang/go#27505), so fork from a locked thread that lives as long
 		// as the process; the thread is discarded when this goroutine ends.
@@ -217,6 +223,7 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	}()
 	r := <-res
 	lend.started()
+	dp.started()
 	if r.err != nil {
 		<-g.exited
 		// client.Kill has waited for go-plugin's cmd.Wait.
@@ -238,9 +245,13 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 		return fail("describe", err)
 	}
 	g.pid = m.PID
+	cs := newCoreService(p.h, r.pc.done)
+	if m.DataPlane && dp != nil {
+		g.http = transport.NewMux(dp.conns, true, p.dataHandler(cs), p.log)
+	}
 	id := r.pc.broker.NextId()
 	go r.pc.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
-		return p.hostServer(r.pc.done, opts)
+		return p.hostServer(cs, opts)
 	})
 	if err := wire.Invoke(ctx, r.pc.conn, wire.MethodInit, wire.InitRequest{Broker: id}, nil); err != nil {
 		return fail("init", err)
@@ -719,17 +730,9 @@ func (p *proc) runOnce(ctx context.Context, g *incarnation, req wire.RunRequest)
 }
 
 // hostServer builds the broker server the plugin calls back into.
-// ctx ends when the process is gone.
-func (p *proc) hostServer(ctx context.Context, opts []grpc.ServerOption) *grpc.Server {
+func (p *proc) hostServer(cs *coreService, opts []grpc.ServerOption) *grpc.Server {
 	s := grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(wire.MaxMessage))...)
 	hs := &hostService{p: p}
-	cs := &coreService{h: p.h, ctx: ctx}
-	context.AfterFunc(ctx, func() {
-		cs.subs.Range(func(k, v any) bool {
-			_ = v.(runner.Subscription).Close()
-			return true
-		})
-	})
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: wire.HostService,
 		HandlerType: (*any)(nil),

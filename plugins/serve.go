@@ -88,6 +88,7 @@ func Serve(d *entrypoints.Dist) {
 	}
 	s := newSDK(d, log)
 	s.lend = lendFromEnv(log)
+	s.data = s.dataFromEnv(log)
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{
@@ -209,6 +210,9 @@ type sdk struct {
 	// lend gives servers the host's listening sockets (nil: the host lends
 	// none, and servers bind their own).
 	lend *lendClient
+	// data is the data plane to the host (nil: a host without one, which
+	// sends requests and takes Core calls on gRPC).
+	data *transport.Mux
 }
 
 type runnerInstance struct {
@@ -249,7 +253,7 @@ func (s *sdk) register(g *grpc.Server) {
 }
 
 func (s *sdk) describe(ctx context.Context, _ []byte) (any, error) {
-	m := wire.Manifest{Name: s.dist.Name, Version: s.dist.Version, Entries: map[entrypoints.Protocol][]string{}, PID: os.Getpid()}
+	m := wire.Manifest{Name: s.dist.Name, Version: s.dist.Version, Entries: map[entrypoints.Protocol][]string{}, PID: os.Getpid(), DataPlane: s.data != nil}
 	for _, g := range entrypoints.Groups() {
 		if names := s.dist.Names(g.Protocol); g.Plugin && len(names) > 0 {
 			m.Entries[g.Protocol] = names
@@ -299,6 +303,9 @@ func (s *sdk) app(ref wire.AppRef) (http.Handler, error) {
 		}
 		return h, nil
 	case ref.Host != 0:
+		if s.data != nil {
+			return &hostApp{open: s.data, ref: ref.Host, log: s.log}, nil
+		}
 		conn, err := s.hostConn()
 		if err != nil {
 			return nil, err

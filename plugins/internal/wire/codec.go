@@ -131,6 +131,13 @@ type Frame struct {
 	Limit int64
 }
 
+// AppendTo appends f's encoding (what Decode reads) to b.
+func (f *Frame) AppendTo(b []byte) []byte { return f.appendTo(b) }
+
+// Decode sets f from its encoding in b, reusing the capacity of f.Body; f
+// keeps no reference to b. It fails on a truncated encoding.
+func (f *Frame) Decode(b []byte) error { return f.decode(b) }
+
 // Reset clears f, keeping the capacity of Body.
 func (f *Frame) Reset() {
 	body := f.Body[:0]

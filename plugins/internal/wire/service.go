@@ -23,6 +23,9 @@ const (
 	// EnvExeFD names the descriptor of its own binary a plugin inherits
 	// (the host executes that descriptor); the SDK closes it at start.
 	EnvExeFD = "PASTER_PLUGIN_EXE_FD"
+	// EnvDataFDs lists, comma-separated, the descriptors of the plugin's
+	// ends of the data-plane connections (package transport's Mux).
+	EnvDataFDs = "PASTER_PLUGIN_DATA_FDS"
 )
 
 // Service and method names.
@@ -57,6 +60,10 @@ type Manifest struct {
 	Version string                            `json:"version"`
 	Entries map[entrypoints.Protocol][]string `json:"entries"`
 	PID     int                               `json:"pid"`
+	// DataPlane says the plugin serves requests and takes Core calls on
+	// the data-plane sockets the host passed (EnvDataFDs); a plugin
+	// without it is reached through gRPC streams.
+	DataPlane bool `json:"data_plane,omitempty"`
 }
 
 // InitRequest hands the plugin the broker ID of the host's service.

@@ -1,0 +1,92 @@
+package plugins
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/plugins/internal/transport"
+	"github.com/paster-dev/paster/plugins/internal/wire"
+	"github.com/paster-dev/paster/runner"
+)
+
+// The data plane (package transport's Mux): requests both ways and the
+// plugin's Core calls cross a few unix socket pairs the host creates for
+// each plugin process and hands it as inherited descriptors (wire.
+// EnvDataFDs), so no socket file or broker round trip is involved. A
+// plugin that does not say DataPlane in its manifest (an SDK from before
+// it) is reached through gRPC streams instead, as before.
+
+// dataConns is how many connections a plugin's data plane has. Exchanges
+// are spread over them round-robin; each has one reader goroutine per side.
+const dataConns = 2
+
+// dataHandler serves what a plugin opens on its data plane: requests to
+// the host's apps (a filter's next app, a server's app), and Core calls.
+func (p *proc) dataHandler(cs *coreService) transport.Handler {
+	lookup := observeRejects(p.h.refs.app)
+	calls := cs.unaries()
+	return func(ctx context.Context, method string, _ uint64, x *transport.Exchange) error {
+		if method == "" {
+			return transport.Serve(ctx, x, lookup, p.log)
+		}
+		f := calls[method]
+		return transport.ServeCall(ctx, x, func(ctx context.Context, in []byte) ([]byte, error) {
+			if f == nil {
+				return nil, fmt.Errorf("no method %q on the host", method)
+			}
+			out, err := f(ctx, in)
+			if err != nil {
+				return nil, err
+			}
+			return json.Marshal(out)
+		})
+	}
+}
+
+// dataFromEnv connects the SDK to the data-plane descriptors the host
+// passed, or returns nil (a host from before the data plane, or a test
+// that runs the plugin by hand).
+func (s *sdk) dataFromEnv(log hclog.Logger) *transport.Mux {
+	v, ok := os.LookupEnv(wire.EnvDataFDs)
+	if !ok {
+		return nil
+	}
+	_ = os.Unsetenv(wire.EnvDataFDs)
+	var conns []net.Conn
+	for _, f := range strings.Split(v, ",") {
+		fd, err := strconv.Atoi(f)
+		if err != nil || fd < 3 {
+			log.Warn("bad data-plane descriptor from the host", wire.EnvDataFDs, v)
+			continue
+		}
+		file := os.NewFile(uintptr(fd), "paster data plane")
+		c, err := net.FileConn(file)
+		file.Close()
+		if err != nil {
+			log.Warn("bad data-plane descriptor from the host", wire.EnvDataFDs, v, "error", err)
+			continue
+		}
+		conns = append(conns, c)
+	}
+	if len(conns) == 0 {
+		return nil
+	}
+	return transport.NewMux(conns, false, s.serveData, log)
+}
+
+// serveData serves a request the host sends on the data plane; tag is the
+// request's Core scope (see requestScope).
+func (s *sdk) serveData(ctx context.Context, method string, tag uint64, x *transport.Exchange) error {
+	if method != "" {
+		return transport.ServeCall(ctx, x, func(context.Context, []byte) ([]byte, error) {
+			return nil, fmt.Errorf("no method %q in the plugin", method)
+		})
+	}
+	return transport.Serve(runner.WithCore(ctx, remoteCore{s: s, scope: tag}), x, s.lookup, s.log)
+}

@@ -1,0 +1,687 @@
+package transport
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/plugins/internal/wire"
+)
+
+// Frame types of a data-plane connection. Every frame is a 9-byte header
+// (payload length uint32, exchange ID uint32, type byte, big-endian) and
+// its payload.
+const (
+	// typeOpen starts exchange ID: uvarint tag, then the method name.
+	typeOpen byte = 1 + iota
+	// typeMsg is one message of the exchange (a wire.Frame's encoding, or
+	// a call's bytes).
+	typeMsg
+	// typeClose: the served side is done; no message follows.
+	typeClose
+	// typeCancel: the sender abandons the exchange (the client's context
+	// ended, the handler failed, or the served side reset it).
+	typeCancel
+	// typeWindow: uvarint bytes of messages the receiver has consumed; the
+	// sender may send as many more.
+	typeWindow
+)
+
+const headerLen = 9
+
+// Window is how many bytes of messages one side of an exchange may send
+// before the receiver has consumed them: what bounds the memory a slow
+// reader costs (per exchange and direction), and what keeps it from
+// stalling the other exchanges of its connection. 256 KiB moves a 1 GiB
+// body at full speed (8 chunks in flight); the receiver returns credit each
+// quarter window.
+const Window = 256 << 10
+
+// Errors of a Mux's exchanges.
+var (
+	// ErrConnLost: the connection carrying the exchange failed (the peer
+	// process is gone).
+	ErrConnLost = errors.New("data-plane connection lost")
+	// ErrReset: the peer abandoned the exchange.
+	ErrReset = errors.New("exchange reset by peer")
+	// errCancelled: the client's context ended (the cause wraps it).
+	errCancelled = errors.New("exchange cancelled")
+)
+
+// Handler serves one exchange opened by the peer. ctx ends when the peer
+// cancels the exchange or the connection fails; tag and method are what
+// the peer's Open or Call gave. An error resets the exchange instead of
+// ending it cleanly (the peer's next RecvMsg fails rather than io.EOF).
+type Handler func(ctx context.Context, method string, tag uint64, x *Exchange) error
+
+// Mux multiplexes exchanges both ways over a few connections to one peer.
+// Open and Call pick a connection round-robin; exchanges the peer opens are
+// served by the Handler, each in a goroutine of its own (reused while
+// idle, since a handler's stack grows once and stays grown).
+type Mux struct {
+	conns   []*conn
+	next    atomic.Uint32
+	handler Handler
+	log     hclog.Logger
+	idleMu  sync.Mutex
+	idle    []worker // idle goroutines, the last idled last
+	done    chan struct{}
+	dead    atomic.Int32
+}
+
+// NewMux runs exchanges over conns. initiator is true on exactly one side
+// (the host): the two sides number their exchanges apart. h serves what the
+// peer opens. The Mux owns conns and closes them when they fail or on Close.
+func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger) *Mux {
+	m := &Mux{handler: h, log: log, done: make(chan struct{})}
+	for _, c := range conns {
+		cn := &conn{m: m, c: c, xs: map[uint32]*Exchange{}}
+		cn.base, cn.cancel = context.WithCancel(context.Background())
+		cn.nextID = 2
+		if initiator {
+			cn.nextID = 1
+		}
+		m.conns = append(m.conns, cn)
+	}
+	for _, cn := range m.conns {
+		go cn.read()
+	}
+	return m
+}
+
+// Done is closed when every connection has failed or the Mux is closed.
+func (m *Mux) Done() <-chan struct{} { return m.done }
+
+// Close closes every connection; exchanges in flight fail with ErrConnLost.
+func (m *Mux) Close() error {
+	for _, cn := range m.conns {
+		cn.fail(net.ErrClosed)
+	}
+	return nil
+}
+
+// maxIdle bounds the idle goroutines kept for the next exchanges, and
+// idleTime how long one stays idle before it ends. Work goes to the
+// goroutine that became idle last, so that those beyond what the load
+// needs time out.
+var maxIdle = 4 * runtime.GOMAXPROCS(0)
+
+const idleTime = time.Second
+
+type worker chan func()
+
+// goServe runs f in an idle worker goroutine, or a new one.
+func (m *Mux) goServe(f func()) {
+	m.idleMu.Lock()
+	if n := len(m.idle); n > 0 {
+		w := m.idle[n-1]
+		m.idle = m.idle[:n-1]
+		m.idleMu.Unlock()
+		w <- f
+		return
+	}
+	m.idleMu.Unlock()
+	go m.worker(f)
+}
+
+func (m *Mux) worker(f func()) {
+	var w worker
+	var t *time.Timer
+	for {
+		f()
+		m.idleMu.Lock()
+		if len(m.idle) >= maxIdle {
+			m.idleMu.Unlock()
+			return
+		}
+		if w == nil {
+			w = make(worker, 1)
+		}
+		m.idle = append(m.idle, w)
+		m.idleMu.Unlock()
+		if t == nil {
+			t = time.NewTimer(idleTime)
+		} else {
+			t.Reset(idleTime)
+		}
+		select {
+		case f = <-w:
+			t.Stop()
+			continue
+		case <-t.C:
+		}
+		m.idleMu.Lock()
+		i := slices.Index(m.idle, w)
+		if i >= 0 {
+			m.idle = slices.Delete(m.idle, i, i+1)
+		}
+		m.idleMu.Unlock()
+		if i >= 0 {
+			return
+		}
+		// Taken just as the timer fired: the work is on its way.
+		f = <-w
+	}
+}
+
+type tagKey struct{}
+
+// WithTag returns ctx carrying tag: an exchange opened with it hands the
+// peer's Handler that tag (the host sends a request's Core scope so).
+func WithTag(ctx context.Context, tag uint64) context.Context {
+	return context.WithValue(ctx, tagKey{}, tag)
+}
+
+// Open starts an HTTP exchange (for Forward and Serve); it ends when ctx
+// ends. It fails when the connections are gone.
+func (m *Mux) Open(ctx context.Context) (Stream, error) {
+	tag, _ := ctx.Value(tagKey{}).(uint64)
+	return m.open(ctx, "", tag)
+}
+
+func (m *Mux) open(ctx context.Context, method string, tag uint64) (*Exchange, error) {
+	n := uint32(len(m.conns))
+	start := m.next.Add(1)
+	for i := range n {
+		cn := m.conns[(start+i)%n]
+		x, err := cn.open(ctx, method, tag)
+		if err == nil || i == n-1 {
+			return x, err
+		}
+	}
+	return nil, ErrConnLost
+}
+
+// Call runs method on the peer with in and returns its reply; it ends early
+// with ctx's error when ctx ends (the peer's handler sees its context end),
+// and fails with ErrConnLost when the peer is gone, or with the error the
+// peer's handler returned (its text).
+func (m *Mux) Call(ctx context.Context, method string, in []byte) ([]byte, error) {
+	x, err := m.open(ctx, method, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer x.end()
+	if err := x.SendMsg(&wire.Blob{Data: in}); err != nil {
+		return nil, err
+	}
+	var out wire.Blob
+	if err := x.RecvMsg(&out); err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, err
+	}
+	if len(out.Data) == 0 {
+		return nil, errors.New("empty reply")
+	}
+	if out.Data[0] != 0 {
+		return nil, errors.New(string(out.Data[1:]))
+	}
+	return out.Data[1:], nil
+}
+
+// ServeCall answers a call exchange with f's reply to its one message.
+func ServeCall(ctx context.Context, x *Exchange, f func(ctx context.Context, in []byte) ([]byte, error)) error {
+	var in wire.Blob
+	if err := x.RecvMsg(&in); err != nil {
+		return err
+	}
+	out, err := f(ctx, in.Data)
+	reply := make([]byte, 0, 1+len(out))
+	if err != nil {
+		reply = append(append(reply, 1), err.Error()...)
+	} else {
+		reply = append(append(reply, 0), out...)
+	}
+	return x.SendMsg(&wire.Blob{Data: reply})
+}
+
+// conn is one connection of a Mux.
+type conn struct {
+	m      *Mux
+	c      net.Conn
+	base   context.Context // parent of served exchanges' contexts
+	cancel context.CancelFunc
+
+	mu     sync.Mutex
+	nextID uint32
+	xs     map[uint32]*Exchange
+	err    error // set once the connection failed
+
+	// Writing: whoever sends appends its frame to wbuf; if nobody is
+	// writing, it writes wbuf and everything appended meanwhile, so
+	// frames that are ready together go out in one write.
+	wmu     sync.Mutex
+	wbuf    []byte
+	spare   []byte
+	writing bool
+	werr    error
+}
+
+func (cn *conn) open(ctx context.Context, method string, tag uint64) (*Exchange, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	x := newExchange(cn)
+	cn.mu.Lock()
+	if cn.err != nil {
+		cn.mu.Unlock()
+		return nil, cn.err
+	}
+	x.id = cn.nextID
+	cn.nextID += 2
+	cn.xs[x.id] = x
+	cn.mu.Unlock()
+	var p [binary.MaxVarintLen64]byte
+	b := binary.AppendUvarint(p[:0], tag)
+	b = append(b, method...)
+	if _, err := cn.write(x.id, typeOpen, b, nil); err != nil {
+		cn.forget(x.id)
+		return nil, err
+	}
+	x.stop = context.AfterFunc(ctx, func() { x.abandon(fmt.Errorf("%w: %w", errCancelled, context.Cause(ctx))) })
+	return x, nil
+}
+
+func (cn *conn) forget(id uint32) {
+	cn.mu.Lock()
+	delete(cn.xs, id)
+	cn.mu.Unlock()
+}
+
+// write sends one frame: payload p, or m's encoding when m is not nil. It
+// returns the payload's length.
+func (cn *conn) write(id uint32, typ byte, p []byte, m any) (int, error) {
+	cn.wmu.Lock()
+	if cn.werr != nil {
+		err := cn.werr
+		cn.wmu.Unlock()
+		return 0, err
+	}
+	start := len(cn.wbuf)
+	cn.wbuf = append(cn.wbuf, 0, 0, 0, 0, byte(id>>24), byte(id>>16), byte(id>>8), byte(id), typ)
+	switch v := m.(type) {
+	case nil:
+		cn.wbuf = append(cn.wbuf, p...)
+	case *wire.Frame:
+		cn.wbuf = v.AppendTo(cn.wbuf)
+	case *wire.Blob:
+		cn.wbuf = append(cn.wbuf, v.Data...)
+	default:
+		cn.wbuf = cn.wbuf[:start]
+		cn.wmu.Unlock()
+		return 0, fmt.Errorf("transport: cannot send %T", m)
+	}
+	n := len(cn.wbuf) - start - headerLen
+	binary.BigEndian.PutUint32(cn.wbuf[start:], uint32(n))
+	if cn.writing {
+		cn.wmu.Unlock()
+		return n, nil
+	}
+	cn.writing = true
+	for len(cn.wbuf) > 0 && cn.werr == nil {
+		buf := cn.wbuf
+		cn.wbuf = cn.spare[:0]
+		cn.spare = nil
+		cn.wmu.Unlock()
+		_, err := cn.c.Write(buf)
+		cn.wmu.Lock()
+		if cap(buf) <= 1<<20 {
+			cn.spare = buf[:0]
+		}
+		if err != nil {
+			cn.werr = err
+		}
+	}
+	cn.writing = false
+	err := cn.werr
+	cn.wmu.Unlock()
+	if err != nil {
+		cn.fail(err)
+	}
+	return n, err
+}
+
+// fail ends the connection: every exchange fails with ErrConnLost.
+func (cn *conn) fail(cause error) {
+	cn.mu.Lock()
+	if cn.err != nil {
+		cn.mu.Unlock()
+		return
+	}
+	cn.err = fmt.Errorf("%w: %w", ErrConnLost, cause)
+	xs := cn.xs
+	cn.xs = map[uint32]*Exchange{}
+	cn.mu.Unlock()
+	cn.wmu.Lock()
+	if cn.werr == nil {
+		cn.werr = cn.err
+	}
+	cn.wmu.Unlock()
+	cn.c.Close()
+	cn.cancel()
+	for _, x := range xs {
+		x.fail(cn.err, false)
+	}
+	if cn.m.dead.Add(1) == int32(len(cn.m.conns)) {
+		close(cn.m.done)
+	}
+}
+
+// bufPools recycle received payloads by size class.
+var bufPools = [...]struct {
+	size int
+	pool sync.Pool
+}{{size: 512}, {size: 4 << 10}, {size: wire.ChunkSize + 4<<10}}
+
+func getBuf(n int) []byte {
+	for i := range bufPools {
+		if n <= bufPools[i].size {
+			if b, ok := bufPools[i].pool.Get().(*[]byte); ok {
+				return (*b)[:n]
+			}
+			return make([]byte, n, bufPools[i].size)
+		}
+	}
+	return make([]byte, n)
+}
+
+func putBuf(b []byte) {
+	for i := range bufPools {
+		if cap(b) == bufPools[i].size {
+			b = b[:0]
+			bufPools[i].pool.Put(&b)
+			return
+		}
+	}
+}
+
+// read demultiplexes the connection's frames until it fails. It never
+// writes (so that two peers that both write a full socket still drain each
+// other) and never waits for an exchange (flow control bounds what it
+// queues).
+func (cn *conn) read() {
+	br := bufio.NewReaderSize(cn.c, 64<<10)
+	var hdr [headerLen]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			cn.fail(err)
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[0:4])
+		id := binary.BigEndian.Uint32(hdr[4:8])
+		if n > wire.MaxMessage {
+			cn.fail(fmt.Errorf("frame of %d bytes", n))
+			return
+		}
+		p := getBuf(int(n))
+		if _, err := io.ReadFull(br, p); err != nil {
+			cn.fail(err)
+			return
+		}
+		if hdr[8] == typeOpen {
+			cn.accept(id, p)
+			continue
+		}
+		cn.mu.Lock()
+		x := cn.xs[id]
+		cn.mu.Unlock()
+		if x == nil {
+			// An exchange this side has ended: late frames are dropped.
+			putBuf(p)
+			continue
+		}
+		switch hdr[8] {
+		case typeMsg:
+			x.push(p)
+			continue
+		case typeClose:
+			x.peerClosed()
+		case typeCancel:
+			x.reset()
+		case typeWindow:
+			if v, k := binary.Uvarint(p); k > 0 {
+				x.credited(int(v))
+			}
+		}
+		putBuf(p)
+	}
+}
+
+// accept serves an exchange the peer opened.
+func (cn *conn) accept(id uint32, p []byte) {
+	tag, k := binary.Uvarint(p)
+	if k <= 0 {
+		putBuf(p)
+		return
+	}
+	method := string(p[k:])
+	putBuf(p)
+	x := newExchange(cn)
+	x.id = id
+	ctx, cancel := context.WithCancel(cn.base)
+	x.cancel = cancel
+	cn.mu.Lock()
+	if cn.err != nil {
+		cn.mu.Unlock()
+		cancel()
+		return
+	}
+	cn.xs[id] = x
+	cn.mu.Unlock()
+	cn.m.goServe(func() {
+		err := cn.m.handler(ctx, method, tag, x)
+		if err != nil && !errors.Is(err, ErrConnLost) && !errors.Is(err, ErrReset) {
+			cn.m.log.Debug("data-plane exchange failed", "method", method, "error", err)
+		}
+		x.finish(err)
+	})
+}
+
+// Exchange is one exchange of a Mux: a Stream of *wire.Frame (HTTP) or
+// *wire.Blob (calls) messages. One goroutine may send while another
+// receives.
+type Exchange struct {
+	cn     *conn
+	id     uint32
+	stop   func() bool        // client side: stops the context watch
+	cancel context.CancelFunc // served side: ends the handler's context
+
+	mu       sync.Mutex
+	cond     sync.Cond
+	q        [][]byte
+	qh       int
+	closed   bool  // the peer sent typeClose
+	err      error // the exchange failed or ended on this side
+	drain    bool  // RecvMsg returns err only once the queue is empty
+	credit   int
+	consumed int
+}
+
+func newExchange(cn *conn) *Exchange {
+	x := &Exchange{cn: cn, credit: Window}
+	x.cond.L = &x.mu
+	return x
+}
+
+func (x *Exchange) push(p []byte) {
+	x.mu.Lock()
+	if x.err != nil {
+		x.mu.Unlock()
+		putBuf(p)
+		return
+	}
+	x.q = append(x.q, p)
+	x.mu.Unlock()
+	x.cond.Broadcast()
+}
+
+func (x *Exchange) peerClosed() {
+	x.mu.Lock()
+	x.closed = true
+	x.mu.Unlock()
+	x.cond.Broadcast()
+}
+
+func (x *Exchange) credited(n int) {
+	x.mu.Lock()
+	x.credit += n
+	x.mu.Unlock()
+	x.cond.Broadcast()
+}
+
+// fail ends the exchange with err; with reset, the peer ended it (the
+// served side's context ends).
+func (x *Exchange) fail(err error, reset bool) {
+	x.mu.Lock()
+	if x.err == nil {
+		x.err = err
+	}
+	x.drain = false
+	q := x.q[x.qh:]
+	x.q, x.qh = nil, 0
+	x.mu.Unlock()
+	for _, p := range q {
+		putBuf(p)
+	}
+	x.cond.Broadcast()
+	if x.cancel != nil {
+		x.cancel()
+	}
+	if reset {
+		x.cn.forget(x.id)
+	}
+}
+
+// reset ends the exchange the peer abandoned: what it sent before is still
+// received (a handler that failed after it had answered in part, as a gRPC
+// status after messages), then RecvMsg fails with ErrReset.
+func (x *Exchange) reset() {
+	x.mu.Lock()
+	if x.err == nil {
+		x.err, x.drain = ErrReset, true
+	}
+	x.mu.Unlock()
+	x.cond.Broadcast()
+	if x.cancel != nil {
+		x.cancel()
+	}
+	x.cn.forget(x.id)
+}
+
+// abandon ends a client exchange when its context ends: the peer is told
+// unless it is done already.
+func (x *Exchange) abandon(err error) {
+	x.mu.Lock()
+	tell := x.err == nil && !x.closed
+	x.mu.Unlock()
+	x.fail(err, true)
+	if tell {
+		_, _ = x.cn.write(x.id, typeCancel, nil, nil)
+	}
+}
+
+// end ends a client exchange before its context does.
+func (x *Exchange) end() {
+	if x.stop() {
+		x.abandon(errCancelled)
+	}
+}
+
+// finish ends a served exchange when its handler returned: typeClose after
+// a clean return, typeCancel after a failed one.
+func (x *Exchange) finish(herr error) {
+	x.mu.Lock()
+	tell := x.err == nil
+	x.mu.Unlock()
+	x.fail(io.EOF, true)
+	if tell {
+		typ := typeClose
+		if herr != nil {
+			typ = typeCancel
+		}
+		_, _ = x.cn.write(x.id, typ, nil, nil)
+	}
+}
+
+// SendMsg sends m (*wire.Frame or *wire.Blob). It waits while the peer has
+// not consumed a window's worth of what was sent. It returns io.EOF when
+// the served side has ended the exchange, else the exchange's error.
+func (x *Exchange) SendMsg(m any) error {
+	x.mu.Lock()
+	for x.credit <= 0 && x.err == nil && !x.closed {
+		x.cond.Wait()
+	}
+	switch {
+	case x.err != nil:
+		err := x.err
+		x.mu.Unlock()
+		return err
+	case x.closed:
+		x.mu.Unlock()
+		return io.EOF
+	}
+	x.mu.Unlock()
+	n, err := x.cn.write(x.id, typeMsg, nil, m)
+	x.mu.Lock()
+	x.credit -= n
+	x.mu.Unlock()
+	return err
+}
+
+// RecvMsg receives the next message into m (*wire.Frame or *wire.Blob). It
+// returns io.EOF after the last message of a served side that ended
+// cleanly, and the exchange's error when it failed.
+func (x *Exchange) RecvMsg(m any) error {
+	x.mu.Lock()
+	for x.qh == len(x.q) && x.err == nil && !x.closed {
+		x.cond.Wait()
+	}
+	if x.err != nil && !(x.drain && x.qh < len(x.q)) {
+		err := x.err
+		x.mu.Unlock()
+		return err
+	}
+	if x.qh == len(x.q) {
+		x.mu.Unlock()
+		return io.EOF
+	}
+	p := x.q[x.qh]
+	x.q[x.qh] = nil
+	x.qh++
+	if x.qh == len(x.q) {
+		x.q, x.qh = x.q[:0], 0
+	}
+	x.consumed += len(p)
+	var credit int
+	if x.consumed >= Window/4 && !x.closed {
+		credit, x.consumed = x.consumed, 0
+	}
+	x.mu.Unlock()
+	var err error
+	switch v := m.(type) {
+	case *wire.Frame:
+		err = v.Decode(p)
+	case *wire.Blob:
+		v.Data = append(v.Data[:0], p...)
+	default:
+		err = fmt.Errorf("transport: cannot receive %T", m)
+	}
+	putBuf(p)
+	if credit > 0 {
+		var b [binary.MaxVarintLen64]byte
+		_, _ = x.cn.write(x.id, typeWindow, binary.AppendUvarint(b[:0], uint64(credit)), nil)
+	}
+	return err
+}
