@@ -13,7 +13,7 @@ import (
 func pluginInfos(pool *plugins.Pool) []observe.Plugin {
 	var out []observe.Plugin
 	for _, i := range pool.Plugins() {
-		out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State.String(), NextRestart: i.NextRestart, Restarts: i.Restarts, Instances: i.Instances, LogDropped: i.LogDropped, Generations: i.Scopes})
+		out = append(out, observe.Plugin{Path: i.Path, Dist: i.Dist, Version: i.Version, PID: i.PID, State: i.State.String(), Running: i.State == plugins.StateRunning, Stopped: i.State == plugins.StateClosed, NextRestart: i.NextRestart, Restarts: i.Restarts, Instances: i.Instances, LogDropped: i.LogDropped, Generations: i.Scopes})
 	}
 	return out
 }

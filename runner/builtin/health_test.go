@@ -179,7 +179,7 @@ func TestHealthAllow(t *testing.T) {
 	snap := &observe.Snapshot{
 		Generation: 1,
 		Coroutines: []runner.CoroutineStatus{{Name: "db", State: runner.StateFailed, Required: true, LastError: errors.New(secret)}},
-		Plugins:    []observe.Plugin{{Dist: "x", Path: "/srv/secret/plugins/paster-plugin-x", PID: 4242, State: "running"}},
+		Plugins:    []observe.Plugin{{Dist: "x", Path: "/srv/secret/plugins/paster-plugin-x", PID: 4242, State: "running", Running: true}},
 		Reloads:    observe.Reloads{Total: 1, Failed: 1, LastError: secret},
 	}
 	tests := []struct {

@@ -49,8 +49,13 @@ var Buckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
 type Plugin struct {
 	Path, Dist, Version string
 	PID                 int
-	// State is running, restarting, crash_loop, failed or closed.
+	// State is running, restarting, crash_loop, failed or closed, as
+	// /health and /metrics show it.
 	State string
+	// Running says that State is running; Stopped that it is closed (the
+	// host stopped the process on purpose). Decisions use these, never
+	// State's text.
+	Running, Stopped bool
 	// NextRestart is when the next start attempt is due while restarting
 	// or in a crash loop (zero otherwise).
 	NextRestart time.Time

@@ -38,7 +38,7 @@ func TestInstrumentAndExposition(t *testing.T) {
 			Coroutines:       []runner.CoroutineStatus{{Name: "tick", State: runner.StateReady, Restarts: 2}},
 			ServerCoroutines: []runner.CoroutineStatus{{Name: "clock", State: runner.StateBackoff, Restarts: 9}},
 			HasCore:          true, Core: runner.CoreStats{Waiters: 5},
-			Plugins: []Plugin{{Dist: "hello", Path: `/p/a"b`, PID: 42, State: "running", Restarts: 1},
+			Plugins: []Plugin{{Dist: "hello", Path: `/p/a"b`, PID: 42, State: "running", Running: true, Restarts: 1},
 				{Dist: "crashy", Path: "/p/c", State: "crash_loop", NextRestart: time.Unix(200, 0), LogDropped: 7}},
 			Reloads: Reloads{Total: 4, Failed: 1, Last: time.Unix(100, 0), LastOK: false, LastError: "x"},
 		}
@@ -157,7 +157,7 @@ func TestReadiness(t *testing.T) {
 		t.Errorf("ready %v, reasons %q", ok, why)
 	}
 	snap.Coroutines[0].State = runner.StateReady
-	snap.Plugins[0].State = "running"
+	snap.Plugins[0].State, snap.Plugins[0].Running = "running", true
 	if ok, why := r.Readiness(); !ok {
 		t.Errorf("not ready: %q", why)
 	}
@@ -210,8 +210,8 @@ func TestNoDuplicateSeries(t *testing.T) {
 	r := New()
 	r.SetSource(func() Snapshot {
 		return Snapshot{Generation: 2, Draining: []int{1}, Plugins: []Plugin{
-			{Dist: "hello", Path: "/p/hello", PID: 10, State: "running", Restarts: 1, LogDropped: 2, Generations: []int{1}},
-			{Dist: "hello", Path: "/p/hello", PID: 20, State: "running", Restarts: 3, LogDropped: 4, Generations: []int{2}},
+			{Dist: "hello", Path: "/p/hello", PID: 10, State: "running", Running: true, Restarts: 1, LogDropped: 2, Generations: []int{1}},
+			{Dist: "hello", Path: "/p/hello", PID: 20, State: "running", Running: true, Restarts: 3, LogDropped: 4, Generations: []int{2}},
 		}}
 	})
 	out := scrape(t, r)

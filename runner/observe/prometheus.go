@@ -169,7 +169,7 @@ func mergePlugins(ps []Plugin) []*mergedPlugin {
 			m.states = append(m.states, p.State)
 			m.up[p.State] = 0
 		}
-		if p.State == "running" {
+		if p.Running {
 			m.up[p.State]++
 		}
 		m.Restarts += p.Restarts
@@ -211,7 +211,7 @@ func (r *Registry) Readiness() (ready bool, reasons []string) {
 	for i, cs := range [][]runner.CoroutineStatus{snap.Coroutines, snap.ServerCoroutines} {
 		kind := [...]string{"coroutine", "server coroutine"}[i]
 		for _, c := range cs {
-			if c.Required && c.State.String() != "ready" {
+			if c.Required && c.State != runner.StateReady {
 				reasons = append(reasons, fmt.Sprintf("required %s %s is %s", kind, c.Name, c.State))
 			}
 		}
@@ -220,7 +220,7 @@ func (r *Registry) Readiness() (ready bool, reasons []string) {
 		reasons = append(reasons, "core: not connected to the other nodes (NATS)")
 	}
 	for _, p := range snap.Plugins {
-		if p.State != "running" && p.State != "closed" {
+		if !p.Running && !p.Stopped {
 			reasons = append(reasons, fmt.Sprintf("plugin %s (%s) is %s", p.Dist, p.Path, p.State))
 		}
 	}
