@@ -227,6 +227,21 @@ type CoreStats struct {
 	Peers        int
 	Reconnects   int64
 	GatherMisses int64
+	// CrossNode is how long the Signals sent here took to hear from every
+	// other live node (the cross-node round trip, the other nodes' wake-ups
+	// included); a Signal that missed a node counts in GatherMisses instead.
+	CrossNode Histogram
+}
+
+// Histogram is a snapshot of durations counted in buckets, for metrics.
+type Histogram struct {
+	// Bounds are the buckets' upper bounds in seconds, ascending; Counts[i]
+	// counts the durations of at most Bounds[i] (cumulative, as Prometheus
+	// has them). Count counts them all and Sum is their total in seconds.
+	Bounds []float64
+	Counts []uint64
+	Count  uint64
+	Sum    float64
 }
 
 // LocalCore is the in-process Core: everything lives in memory behind one

@@ -61,6 +61,15 @@ func TestCluster(t *testing.T) {
 				t.Fatalf("waiter ended with %q, %v", rest, err)
 			}
 		}
+		// B's /metrics shows its connection, its peer, and the round
+		// trip of the Signal it sent to A.
+		_, metrics := get(t, b.url("/metrics"))
+		for _, want := range []string{"paster_core_connected 1\n", "paster_core_peers 1\n", "paster_core_reconnects_total 0\n",
+			"paster_core_gather_misses_total 0\n", "paster_core_cross_node_duration_seconds_count 1\n"} {
+			if !strings.Contains(metrics, want) {
+				t.Errorf("/metrics on B lacks %q", want)
+			}
+		}
 		// Not sticky, on either node.
 		if _, body := get(t, a.url("/wait/signal?message=lost")); body != "Signalled 0 waiter(s)\n" {
 			t.Fatalf("signal without waiters answered %q", body)

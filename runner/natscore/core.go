@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -103,6 +104,7 @@ type Core struct {
 	fetching      atomic.Int64
 	reconnects    atomic.Int64
 	gatherMisses  atomic.Int64
+	crossNode     latency
 }
 
 // Header keys of the messages between nodes.
@@ -378,6 +380,7 @@ func (c *Core) Stats() runner.CoreStats {
 	st.Retained = 0
 	st.Distributed, st.Connected, st.Peers = true, c.Connected(), c.Peers()
 	st.Reconnects, st.GatherMisses = c.reconnects.Load(), c.gatherMisses.Load()
+	st.CrossNode = c.crossNode.snapshot()
 	return st
 }
 
@@ -477,7 +480,8 @@ func (c *Core) Signal(ctx context.Context, name string, value []byte) (int, erro
 
 // gather publishes m to every node with a private reply subject and sums the
 // counts the live nodes answer, until all answered, the gather timeout, or
-// ctx. each, when not nil, is told every answer.
+// ctx. each, when not nil, is told every answer. The time until all
+// answered is counted in crossNode.
 func (c *Core) gather(ctx context.Context, m *nats.Msg, each func(from string, n int)) (int, error) {
 	peers := c.livePeers()
 	if len(peers) == 0 {
@@ -492,6 +496,7 @@ func (c *Core) gather(ctx context.Context, m *nats.Msg, each func(from string, n
 	defer sub.Unsubscribe()
 	m.Reply = inbox
 	m.Header.Set(hdrFrom, c.id)
+	start := time.Now()
 	if err := c.nc.PublishMsg(m); err != nil {
 		return 0, fmt.Errorf("%w: %w", runner.ErrUnavailable, err)
 	}
@@ -524,6 +529,7 @@ func (c *Core) gather(ctx context.Context, m *nats.Msg, each func(from string, n
 			return sum, runner.ErrClosed
 		}
 	}
+	c.crossNode.observe(time.Since(start))
 	return sum, nil
 }
 
@@ -573,4 +579,41 @@ func (c *Core) errorf(err error, format string, args ...any) error {
 		return fmt.Errorf("natscore: %s: %w: %w", msg, runner.ErrUnavailable, err)
 	}
 	return fmt.Errorf("natscore: %s: %w", msg, err)
+}
+
+// crossNodeBounds are the upper bounds, in seconds, of the cross-node
+// latency histogram: a Signal's round trip on a LAN is well under a
+// millisecond to a few, and gather_timeout ends the slowest.
+var crossNodeBounds = [...]float64{0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5}
+
+// latency counts durations in crossNodeBounds' buckets. It is a few
+// atomics rather than a prometheus.Histogram because the Core reports plain
+// runner.CoreStats, which keep the runner package free of a metrics
+// library; observe turns the snapshot into a Prometheus histogram.
+type latency struct {
+	buckets [len(crossNodeBounds) + 1]atomic.Uint64 // per bucket, not cumulative; the last is +Inf
+	count   atomic.Uint64
+	nanos   atomic.Int64
+}
+
+// observe counts d. The count goes up before the bucket, so that a
+// snapshot, which reads the buckets first, never has more in them than
+// in its count.
+func (l *latency) observe(d time.Duration) {
+	l.count.Add(1)
+	l.nanos.Add(int64(d))
+	i, _ := slices.BinarySearch(crossNodeBounds[:], d.Seconds())
+	l.buckets[i].Add(1)
+}
+
+func (l *latency) snapshot() runner.Histogram {
+	h := runner.Histogram{Bounds: crossNodeBounds[:], Counts: make([]uint64, len(crossNodeBounds))}
+	var cum uint64
+	for i := range crossNodeBounds {
+		cum += l.buckets[i].Load()
+		h.Counts[i] = cum
+	}
+	h.Count = l.count.Load()
+	h.Sum = time.Duration(l.nanos.Load()).Seconds()
+	return h
 }

@@ -238,6 +238,32 @@ func TestNodeMissing(t *testing.T) {
 	}
 }
 
+// TestCrossNodeLatency: each Signal that heard from every other live node
+// counts its round trip in Stats().CrossNode (the histogram behind
+// paster_core_cross_node_duration_seconds); one that missed a node is a
+// gather miss, not a latency, and a Signal with no other node is neither.
+func TestCrossNodeLatency(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	nodes := soloCluster(t, 3)
+	for range 2 {
+		if _, err := nodes[0].Signal(ctx, "x", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := nodes[0].Stats().CrossNode
+	if h.Count != 2 || h.Sum <= 0 || len(h.Counts) != len(h.Bounds) || h.Counts[len(h.Counts)-1] > h.Count {
+		t.Fatalf("after two Signals heard by every node: %+v", h)
+	}
+	nodes[2].nc.Close() // dies: no leave message
+	if _, err := nodes[0].Signal(ctx, "x", nil); !errors.Is(err, runner.ErrNodesMissing) {
+		t.Fatalf("Signal with a node gone: %v", err)
+	}
+	if h := nodes[0].Stats().CrossNode; h.Count != 2 {
+		t.Errorf("a Signal that missed a node counted as a latency: %+v", h)
+	}
+}
+
 // TestServerLost kills the nats-server with waiters parked on two nodes:
 // cross-node operations fail at once with ErrUnavailable, local Signals
 // still wake local waiters, and after the server is back (same store) the

@@ -174,18 +174,21 @@ func TestReadiness(t *testing.T) {
 
 // TestDistributedCore: a Core spread over machines that lost its connection
 // makes the process not ready, and /metrics shows its connection state,
-// peers, reconnects and gather misses.
+// peers, reconnects, gather misses and cross-node latency.
 func TestDistributedCore(t *testing.T) {
 	t.Parallel()
 	r := New()
-	snap := Snapshot{Generation: 1, HasCore: true, Core: runner.CoreStats{Distributed: true, Connected: false, Peers: 2, Reconnects: 3, GatherMisses: 4}}
+	snap := Snapshot{Generation: 1, HasCore: true, Core: runner.CoreStats{Distributed: true, Connected: false, Peers: 2, Reconnects: 3, GatherMisses: 4,
+		CrossNode: runner.Histogram{Bounds: []float64{0.001, 0.01}, Counts: []uint64{5, 7}, Count: 8, Sum: 0.5}}}
 	r.SetSource(func() Snapshot { return snap })
 	ok, why := r.Readiness()
 	if ok || len(why) != 1 || !strings.Contains(why[0], "core") {
 		t.Errorf("disconnected core: ready %v, reasons %q", ok, why)
 	}
 	out := scrape(t, r)
-	for _, want := range []string{"paster_core_connected 0\n", "paster_core_peers 2\n", "paster_core_reconnects_total 3\n", "paster_core_gather_misses_total 4\n"} {
+	for _, want := range []string{"paster_core_connected 0\n", "paster_core_peers 2\n", "paster_core_reconnects_total 3\n", "paster_core_gather_misses_total 4\n",
+		`paster_core_cross_node_duration_seconds_bucket{le="0.001"} 5` + "\n", `paster_core_cross_node_duration_seconds_bucket{le="0.01"} 7` + "\n",
+		`paster_core_cross_node_duration_seconds_bucket{le="+Inf"} 8` + "\n", "paster_core_cross_node_duration_seconds_sum 0.5\n", "paster_core_cross_node_duration_seconds_count 8\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q", want)
 		}

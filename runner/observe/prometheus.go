@@ -39,6 +39,7 @@ var (
 	corePeers         = desc("paster_core_peers", "Other paster nodes the Core knows alive.")
 	coreReconnects    = desc("paster_core_reconnects_total", "Times the Core reconnected to NATS.")
 	coreGatherMisses  = desc("paster_core_gather_misses_total", "Signals that did not hear from every live node within gather_timeout.")
+	coreCrossNode     = desc("paster_core_cross_node_duration_seconds", "Time a Signal sent here took to hear from every other live node (the NATS round trip and the other nodes' wake-ups); one that missed a node counts in paster_core_gather_misses_total instead.")
 
 	startupCoroutines = coroutineDescs("paster_coroutine", "startup coroutine of the current generation")
 	serverCoroutines  = coroutineDescs("paster_server_coroutine", "coroutine the server runner added in code (r.Sched.Add)")
@@ -56,7 +57,7 @@ var (
 	reloadLastTime     = desc("paster_reload_last_timestamp_seconds", "When the last reload ended (0: none yet).")
 	startTime          = desc("paster_start_time_seconds", "When the process began serving.")
 	snapshotCollectors = []*prometheus.Desc{
-		coreParked, coreSubscriptions, coreTopics, coreRetained, coreConnected, corePeers, coreReconnects, coreGatherMisses,
+		coreParked, coreSubscriptions, coreTopics, coreRetained, coreConnected, corePeers, coreReconnects, coreGatherMisses, coreCrossNode,
 		startupCoroutines.state, startupCoroutines.restarts, serverCoroutines.state, serverCoroutines.restarts,
 		pluginUp, pluginRestarts, pluginNextRestart, pluginLogDropped, pluginPID,
 		generation, generationsDrain, reloadsTotal, reloadLastSuccess, reloadLastTime, startTime,
@@ -101,6 +102,12 @@ func (c snapshotCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(corePeers, float64(c.Peers))
 			counter(coreReconnects, float64(c.Reconnects))
 			counter(coreGatherMisses, float64(c.GatherMisses))
+			h := c.CrossNode
+			buckets := make(map[float64]uint64, len(h.Bounds))
+			for i, b := range h.Bounds {
+				buckets[b] = h.Counts[i]
+			}
+			ch <- prometheus.MustNewConstHistogram(coreCrossNode, h.Count, h.Sum, buckets)
 		}
 	}
 	for _, cs := range []struct {
