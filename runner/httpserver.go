@@ -190,7 +190,7 @@ type HTTPServer struct {
 //	redirect_http        address (":80") of a server redirecting to https
 //	acme                 true: certificates from an ACME CA, for domains;
 //	                     acme_email, acme_ca, acme_ca_root, acme_storage,
-//	                     acme_renew_interval
+//	                     acme_renew_interval, acme_challenges
 //	h2c                  true: HTTP/2 over cleartext too (no TLS)
 //
 // Over TLS, HTTP/2 is offered with ALPN beside HTTP/1.1. Certificate and
@@ -450,7 +450,6 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 		s.acme = newACMEManager(s.cfg.TLS.ACME, s.logger.Named("acme"))
 		s.acme.setPorts(portOf(ln.Addr()), portOf(addrOf(redirectLn)))
 		s.tls = s.acme.tlsConfig(s.tls)
-		defer s.acme.cache.Stop()
 	}
 	srv := &http.Server{
 		Handler:           &limitHandler{s: s, next: TimeoutHandler(app, s.cfg.HandlerTimeout, "handler_timeout", s.logger)},

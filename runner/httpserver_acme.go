@@ -54,6 +54,9 @@ type ACMEConfig struct {
 	// RenewInterval is acme_renew_interval: how often certificates are
 	// checked for renewal (default DefaultACMERenewInterval).
 	RenewInterval time.Duration
+	// HTTP01 and TLSALPN01 are the challenges offered to the CA:
+	// acme_challenges, a list of http-01 and tls-alpn-01 (default both).
+	HTTP01, TLSALPN01 bool
 
 	roots *x509.CertPool
 }
@@ -65,7 +68,7 @@ func parseACME(local entrypoints.Local) (*ACMEConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	others := []string{"domains", "acme_email", "acme_ca", "acme_ca_root", "acme_storage", "acme_renew_interval"}
+	others := []string{"domains", "acme_email", "acme_ca", "acme_ca_root", "acme_storage", "acme_renew_interval", "acme_challenges"}
 	if !on {
 		for _, k := range others {
 			if _, set := local.Lookup(k); set {
@@ -107,6 +110,23 @@ func parseACME(local entrypoints.Local) (*ACMEConfig, error) {
 	if c.RenewInterval == 0 {
 		return nil, local.Errorf("acme_renew_interval", "0: certificates would never be renewed")
 	}
+	c.HTTP01, c.TLSALPN01 = true, true
+	if _, set := local.Lookup("acme_challenges"); set {
+		c.HTTP01, c.TLSALPN01 = false, false
+		for _, ch := range local.List("acme_challenges") {
+			switch strings.ToLower(ch) {
+			case "http-01":
+				c.HTTP01 = true
+			case "tls-alpn-01":
+				c.TLSALPN01 = true
+			default:
+				return nil, local.Errorf("acme_challenges", "unknown challenge %q (http-01, tls-alpn-01)", ch)
+			}
+		}
+		if !c.HTTP01 && !c.TLSALPN01 {
+			return nil, local.Errorf("acme_challenges", "no challenge: list http-01, tls-alpn-01 or both")
+		}
+	}
 	if c.CARoot != "" {
 		data, err := os.ReadFile(c.CARoot)
 		if err != nil {
@@ -130,11 +150,10 @@ type acmeManager struct {
 }
 
 // newACMEManager makes the certmagic configuration of c, logging through
-// logger. certmagic's own maintenance goroutine is slowed to a daily check
-// (it cannot be turned off): renewals are the acme coroutine's job, so that
-// they run supervised. httpsPort and httpPort are the ports of the TLS
-// server and of the redirect server (0 when there is none): the challenge
-// solvers take them to be served already, so that they do not bind them.
+// logger. The cache's own maintenance goroutine, which NewCache starts, is
+// stopped at once: renewals are the acme coroutine's job, so that they run
+// supervised (the cache keeps serving certificates; RenewCheckInterval
+// still tells certmagic how often renewals are checked).
 func newACMEManager(c *ACMEConfig, logger hclog.Logger) *acmeManager {
 	zl := zapLogger(logger)
 	m := &acmeManager{cfg: c}
@@ -144,6 +163,7 @@ func newACMEManager(c *ACMEConfig, logger hclog.Logger) *acmeManager {
 		OCSPCheckInterval:  24 * time.Hour,
 		Logger:             zl,
 	})
+	m.cache.Stop()
 	m.magic = certmagic.New(m.cache, certmagic.Config{
 		Storage: &certmagic.FileStorage{Path: c.Storage},
 		Logger:  zl,
@@ -157,6 +177,9 @@ func newACMEManager(c *ACMEConfig, logger hclog.Logger) *acmeManager {
 		Agreed:       true,
 		TrustedRoots: c.roots,
 		Logger:       zl,
+
+		DisableHTTPChallenge:    !c.HTTP01,
+		DisableTLSALPNChallenge: !c.TLSALPN01,
 	})
 	m.magic.Issuers = []certmagic.Issuer{m.issuer}
 	return m

@@ -27,7 +27,7 @@ import (
 // end HTTPServerKeys).
 var TLSKeys = []string{
 	"cert_file", "key_file", "ssl_pem", "tls_min_version", "client_ca", "redirect_http", "h2c",
-	"acme", "domains", "acme_email", "acme_ca", "acme_ca_root", "acme_storage", "acme_renew_interval",
+	"acme", "domains", "acme_email", "acme_ca", "acme_ca_root", "acme_storage", "acme_renew_interval", "acme_challenges",
 }
 
 // DefaultTLSMinVersion is the oldest TLS version served unless

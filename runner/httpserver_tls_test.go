@@ -74,6 +74,8 @@ func TestTLSKeyErrors(t *testing.T) {
 		{"acme key without acme", []string{"domains", "example.com"}, "domains", "needs acme = true"},
 		{"acme ca not https", []string{"acme", "true", "domains", "example.com", "acme_ca", "http://ca/dir"}, "acme_ca", "not an https://"},
 		{"acme ca root missing", []string{"acme", "true", "domains", "example.com", "acme_ca_root", missing}, "acme_ca_root", "no such file"},
+		{"unknown acme challenge", []string{"acme", "true", "domains", "example.com", "acme_challenges", "dns-01"}, "acme_challenges", "unknown challenge"},
+		{"acme renew interval 0", []string{"acme", "true", "domains", "example.com", "acme_renew_interval", "0"}, "acme_renew_interval", "never be renewed"},
 		{"acme and files", []string{"acme", "true", "domains", "example.com", "cert_file", p.cert, "key_file", p.key}, "acme", "more than one certificate source"},
 	}
 	for _, tt := range tests {
