@@ -1,0 +1,193 @@
+package plugins
+
+// Starting one process of a plugin binary: verify and execute the pinned
+// file, hand-shake, describe, connect the host service.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"github.com/paster-dev/paster/plugins/internal/transport"
+	"github.com/paster-dev/paster/plugins/internal/wire"
+	"google.golang.org/grpc"
+)
+
+// launch starts a process, connects the host service, describes it and
+// (after the first start) recreates every instance. On the first start it
+// also builds the dist.
+func (p *proc) launch(first bool) (*incarnation, error) {
+	p.mu.Lock()
+	pin := p.sum
+	p.mu.Unlock()
+	exe, sum, err := openBinary(p.path, pin, p.allowWritable)
+	if err != nil {
+		return nil, err
+	}
+	// The child has its own descriptor once the process started.
+	defer exe.Close()
+	p.mu.Lock()
+	p.ran = sum
+	p.mu.Unlock()
+	cmd := binaryCommand(exe, p.path)
+	cmd.Env = append(append(cmd.Env, os.Environ()...), wire.EnvLogLevel+"="+levelName(p.log))
+	cmd.SysProcAttr = sysProcAttr()
+	lend, err := p.h.newLender(cmd, p.log)
+	if err != nil {
+		return nil, fmt.Errorf("plugin binary %s: %w", p.path, err)
+	}
+	dp, err := newDataPlane(cmd)
+	if err != nil {
+		lend.close()
+		return nil, fmt.Errorf("plugin binary %s: %w", p.path, err)
+	}
+	tail := &stderrTail{}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  handshake,
+		VersionedPlugins: map[int]plugin.PluginSet{wire.ProtocolVersion: {wire.PluginName: &goPlugin{}}},
+		Cmd:              cmd,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		Logger:           execPathName{fixedName{p.log}, cmd.Path, p.path},
+		StartTimeout:     p.h.opts.StartTimeout,
+		Stderr:           io.MultiWriter(tail, p.relay.writer("stderr", hclog.Warn, true)),
+		SyncStdout:       p.relay.writer("stdout", hclog.Info, false),
+		SyncStderr:       p.relay.writer("stderr", hclog.Warn, false),
+	})
+	type result struct {
+		pc  *pluginConn
+		err error
+	}
+	res := make(chan result, 1)
+	g := &incarnation{client: client, exited: make(chan struct{})}
+	go func() {
+		defer close(g.exited)
+		defer lend.close()
+		defer dp.close()
+		// Pdeathsig fires when the thread that forked the child exits
+		// (golang/go#27505), so fork from a locked thread that lives as long
+		// as the process; the thread is discarded when this goroutine ends.
+		runtime.LockOSThread()
+		rpc, err := client.Client()
+		var pc *pluginConn
+		if err == nil {
+			var raw any
+			raw, err = rpc.Dispense(wire.PluginName)
+			if err == nil {
+				pc = raw.(*pluginConn)
+			}
+		}
+		if err != nil {
+			client.Kill()
+			res <- result{err: err}
+			return
+		}
+		res <- result{pc: pc}
+		<-pc.done.Done()
+	}()
+	r := <-res
+	lend.started()
+	dp.started()
+	if r.err != nil {
+		<-g.exited
+		// client.Kill has waited for go-plugin's cmd.Wait.
+		return nil, p.startError(r.err, exitDesc(cmd.ProcessState), tail.String())
+	}
+	tail.stop()
+	g.pc = r.pc
+	g.http = transport.GRPC{Conn: r.pc.conn, Method: wire.MethodHTTP}
+
+	fail := func(what string, err error) (*incarnation, error) {
+		client.Kill()
+		<-g.exited
+		return nil, fmt.Errorf("plugin binary %s: %s: %w", p.path, what, rpcError(err))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.h.opts.StartTimeout)
+	defer cancel()
+	var m wire.Manifest
+	if err := wire.Invoke(ctx, r.pc.conn, wire.MethodDescribe, struct{}{}, &m); err != nil {
+		return fail("describe", err)
+	}
+	g.pid = m.PID
+	cs := newCoreService(p.h, r.pc.done)
+	if m.DataPlane && dp != nil {
+		g.http = transport.NewMux(dp.conns, true, p.dataHandler(cs), p.log)
+	}
+	id := r.pc.broker.NextId()
+	go r.pc.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
+		return p.hostServer(cs, opts)
+	})
+	if err := wire.Invoke(ctx, r.pc.conn, wire.MethodInit, wire.InitRequest{Broker: id}, nil); err != nil {
+		return fail("init", err)
+	}
+	if first {
+		p.mu.Lock() // info (Host.Plugins) reads the manifest meanwhile
+		p.manifest = m
+		p.name = m.Name
+		p.mu.Unlock()
+		p.log.Debug("plugin started", "path", p.path, "pid", m.PID, "version", m.Version)
+		return g, nil
+	}
+	if m.Name != p.manifest.Name {
+		return fail("restart", fmt.Errorf("now serves dist %s instead of %s", m.Name, p.manifest.Name))
+	}
+	// Recreate the instances. The incarnation is current (not yet serving)
+	// so that composites recreating their apps reach it.
+	p.mu.Lock()
+	if p.state == StateClosed {
+		p.mu.Unlock()
+		client.Kill()
+		<-g.exited
+		return nil, ErrUnavailable
+	}
+	p.cur = g
+	specs := append([]*wire.CreateRequest(nil), p.specs...)
+	p.mu.Unlock()
+	for _, s := range specs {
+		if err := wire.Invoke(ctx, r.pc.conn, wire.MethodCreate, s, nil); err != nil {
+			return fail(fmt.Sprintf("recreating %s %q", s.Proto, s.Name), err)
+		}
+	}
+	p.log.Info("plugin restarted", "pid", m.PID, "instances", len(specs))
+	return g, nil
+}
+
+// startError classifies a go-plugin start failure.
+// exited says how the process ended by itself ("" if it did not), stderr
+// the end of what it wrote to stderr (see stderrTail.String).
+func (p *proc) startError(err error, exited, stderr string) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "timeout while waiting"):
+		return fmt.Errorf("%w: plugin binary %s did not complete the plugin handshake within %s%s", ErrStartTimeout, p.path, p.h.opts.StartTimeout, stderr)
+	case strings.Contains(strings.ToLower(msg), "incompatible api version"), strings.Contains(msg, "incompatible core API"):
+		return fmt.Errorf("%w: plugin binary %s: want paster plugin protocol %d: %s", ErrProtocol, p.path, wire.ProtocolVersion, firstLine(msg))
+	case strings.Contains(msg, "exited before we could connect"), strings.HasSuffix(firstLine(msg), "plugin message: "):
+		// It ended without a word of the handshake: how it ended and what
+		// it said on stderr tell why; go-plugin's message does not.
+		if exited == "" {
+			exited = "closed its standard output"
+		}
+		return fmt.Errorf("%w: plugin binary %s %s before the plugin handshake (want an executable that calls plugins.Serve, paster plugin protocol %d)%s",
+			ErrNotPlugin, p.path, exited, wire.ProtocolVersion, stderr)
+	case strings.Contains(msg, "Unrecognized remote plugin message"),
+		strings.Contains(msg, "exec format error"), strings.Contains(msg, "permission denied"), strings.Contains(msg, "no such file"),
+		strings.Contains(msg, "unsupported plugin protocol"), strings.Contains(msg, "Dispense"), strings.Contains(msg, "unknown plugin type"):
+		if exited != "" {
+			stderr = "; it " + exited + stderr
+		}
+		return fmt.Errorf("%w: plugin binary %s: want an executable that calls plugins.Serve (paster plugin protocol %d): %s%s", ErrNotPlugin, p.path, wire.ProtocolVersion, firstLine(msg), stderr)
+	}
+	return fmt.Errorf("plugin binary %s: %w%s", p.path, err, stderr)
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
