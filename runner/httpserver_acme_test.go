@@ -55,7 +55,7 @@ func testACMEPebble(t *testing.T, challenge, domain string) {
 	pool := NewListenerPool()
 	t.Cleanup(func() { pool.Close() })
 	bind := func() (string, int) {
-		ln, err := pool.Listen("127.0.0.1:0")
+		ln, err := pool.Listen("127.0.0.1:0", ListenOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
