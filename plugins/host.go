@@ -21,13 +21,16 @@
 // the apps (entrypoints.StartupProvider, a plugin app's included) run on the
 // host's scheduler, supervised there: a plugin coroutine is a long-lived
 // call into its plugin, and what it reports with runner.Ready reaches the
-// host's scheduler. When the server itself lives in a plugin (a server or
-// server runner entry point such as egg:chat#hijacked_runner), the host-side
-// wrapper runs those coroutines on a scheduler of its own for as long as the
-// plugin's server runs, waits for the required ones before starting it
-// (ready_timeout), and stops them after it returns (shutdown_timeout). A
-// plugin runner's own coroutines, added in code with r.Sched.Add, run on
-// its scheduler in the plugin.
+// host's scheduler — also when the server itself lives in a plugin (a
+// server or server runner entry point such as egg:chat#hijacked_runner):
+// the generation's scheduler in package engine starts them, waits for the
+// required ones (ready_timeout) and stops them (shutdown_timeout) whatever
+// server serves. A plugin runner's own coroutines, added in code with
+// r.Sched.Add, run on its scheduler in the plugin.
+//
+// Who owns an instance: a Host's own dists (Egg, Binary) create instances
+// nobody releases before Close; a Pool's Scope records every instance its
+// dists create and destroys exactly those when it closes (see Pool).
 //
 // Every plugin process is served one Core, the host's (SetCore), so that a
 // request waiting in one plugin is woken by a signal from another plugin or
