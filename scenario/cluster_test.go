@@ -3,7 +3,6 @@ package scenario
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -17,8 +16,10 @@ import (
 // TestCluster: two paster serve processes share a nats-server (started in
 // this test process, JetStream on, store in a temporary directory) through
 // the NATS core. A request parked on A is woken by a signal sent on B, which
-// counts it; a chat post on B reaches a long poll on A with the sequence
-// number B got.
+// counts it; 1000 waiters split over both nodes are woken by one signal
+// that counts 1000; a SignalAtLeast on B stays pending on A, where late
+// waiters receive its value, and counts exactly; a chat post on B reaches a
+// long poll on A with the sequence number B got.
 func TestCluster(t *testing.T) {
 	t.Parallel()
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
@@ -76,18 +77,72 @@ func TestCluster(t *testing.T) {
 		}
 	})
 
-	t.Run("chat post on B seen by a long poll on A", func(t *testing.T) {
-		poll := make(chan string, 1)
-		go func() {
-			resp, err := client.Get(a.url("/chat/poll?since=0"))
-			if err != nil {
-				poll <- err.Error()
-				return
+	t.Run("1000 waiters over both nodes, one signal", func(t *testing.T) {
+		const each = 500
+		ws := make([]*waiter, 2*each)
+		errs := make(chan error, len(ws))
+		for i := range ws {
+			n := a
+			if i%2 == 1 {
+				n = b
 			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			poll <- string(body)
-		}()
+			go func() {
+				w, err := openWait(n.url("/wait/"), waitingLine)
+				ws[i] = w
+				errs <- err
+			}()
+		}
+		for range ws {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitParked(t, a, each)
+		waitParked(t, b, each)
+		if _, body := get(t, a.url("/wait/signal?message=thousand")); body != "Signalled 1000 waiter(s)\n" {
+			t.Fatalf("signal on A answered %q, want 1000 (500 on each node)", body)
+		}
+		for _, w := range ws {
+			if rest, err := w.rest(); err != nil || rest != "Someone signaled me with this message: thousand\n" {
+				t.Fatalf("a waiter ended with %q, %v", rest, err)
+			}
+		}
+	})
+
+	t.Run("SignalAtLeast across nodes", func(t *testing.T) {
+		// One waiter parked on A; B signals with min=3 and stays
+		// pending on both nodes; two waiters arriving on A then receive
+		// the value without parking, and B counts exactly 3.
+		first := startWait(t, a.url("/wait/"), waitingLine)
+		waitParked(t, a, 1)
+		signal := getLater(b.url("/wait/signal?message=least&min=3"))
+		pending := "paster_core_parked{kind=\"pending_signals\"} 1\n"
+		waitMetric(t, b, pending)
+		waitMetric(t, a, pending)
+		if rest, err := first.rest(); err != nil || rest != "Someone signaled me with this message: least\n" {
+			t.Fatalf("the waiter parked before ended with %q, %v", rest, err)
+		}
+		for range 2 {
+			w := startWait(t, a.url("/wait/"), waitingLine)
+			if rest, err := w.rest(); err != nil || rest != "Someone signaled me with this message: least\n" {
+				t.Fatalf("a late waiter on A ended with %q, %v", rest, err)
+			}
+		}
+		select {
+		case body := <-signal:
+			if body != "Signalled 3 waiter(s)\n" {
+				t.Fatalf("SignalAtLeast on B answered %q, want 3", body)
+			}
+		case <-time.After(bounded):
+			t.Fatal("SignalAtLeast on B did not return")
+		}
+		// No longer pending anywhere: the next waiter parks.
+		waitMetric(t, a, "paster_core_parked{kind=\"pending_signals\"} 0\n")
+		parkAndSignal(t, a, b, "after")
+	})
+
+	t.Run("chat post on B seen by a long poll on A", func(t *testing.T) {
+		poll := getLater(a.url("/chat/poll?since=0"))
 		// The poll may or may not be parked yet: since=0 returns the
 		// message either way.
 		resp, err := client.PostForm(b.url("/chat/post"), url.Values{"nick": {"bob"}, "text": {"hello from B"}})
@@ -125,10 +180,30 @@ func TestCluster(t *testing.T) {
 	})
 }
 
+// parkAndSignal parks a request on at (which has no other waiter), signals
+// message from from, and checks that the signal counted 1 and the request
+// received message.
+func parkAndSignal(t *testing.T, at, from *server, message string) {
+	t.Helper()
+	w := startWait(t, at.url("/wait/"), waitingLine)
+	waitParked(t, at, 1)
+	if _, body := get(t, from.url("/wait/signal?message="+message)); body != "Signalled 1 waiter(s)\n" {
+		t.Fatalf("signal on %s answered %q, want 1 (the waiter on %s)", from.addr, body, at.addr)
+	}
+	if rest, err := w.rest(); err != nil || rest != "Someone signaled me with this message: "+message+"\n" {
+		t.Fatalf("the waiter on %s ended with %q, %v", at.addr, rest, err)
+	}
+}
+
 // waitParked polls s's /metrics until n requests wait for a signal there.
 func waitParked(t *testing.T, s *server, n int) {
 	t.Helper()
-	want := fmt.Sprintf("paster_core_parked{kind=\"waiters\"} %d\n", n)
+	waitMetric(t, s, fmt.Sprintf("paster_core_parked{kind=\"waiters\"} %d\n", n))
+}
+
+// waitMetric polls s's /metrics until it shows the line want.
+func waitMetric(t *testing.T, s *server, want string) {
+	t.Helper()
 	deadline := time.Now().Add(bounded)
 	for {
 		_, body := get(t, s.url("/metrics"))
@@ -160,14 +235,7 @@ func TestClusterExample(t *testing.T) {
 	vars := []string{"a_port=" + freePort(t), "b_port=" + freePort(t), "nats_port=" + freePort(t)}
 	a := start(t, "paster", false, append([]string{"serve", ini, "--server-name", "a"}, vars...)...)
 	b := start(t, "paster", false, append([]string{"serve", ini, "--server-name", "b"}, vars...)...)
-	w := startWait(t, a.url("/wait/"), waitingLine)
-	waitParked(t, a, 1)
-	if _, body := get(t, b.url("/wait/signal?message=hi")); body != "Signalled 1 waiter(s)\n" {
-		t.Fatalf("signal on b answered %q", body)
-	}
-	if rest, err := w.rest(); err != nil || rest != "Someone signaled me with this message: hi\n" {
-		t.Fatalf("waiter on a ended with %q, %v", rest, err)
-	}
+	parkAndSignal(t, a, b, "hi")
 	if code, body := get(t, b.url("/health/ready")); code != 200 {
 		t.Fatalf("b not ready: %d %s", code, body)
 	}

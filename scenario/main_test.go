@@ -307,6 +307,27 @@ func get(t testing.TB, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// getLater sends GET url and returns a channel that receives its body, or
+// the error, once it has answered.
+func getLater(url string) <-chan string {
+	ch := make(chan string, 1)
+	go func() {
+		resp, err := client.Get(url)
+		if err != nil {
+			ch <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			ch <- err.Error()
+			return
+		}
+		ch <- string(body)
+	}()
+	return ch
+}
+
 // waiter is a GET whose body is read line by line: a parked wait page.
 type waiter struct {
 	resp   *http.Response

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"regexp"
@@ -257,21 +256,7 @@ func testPubSub(t *testing.T, s *server) {
 		t.Fatalf("chat poll since=0 answered %s", body)
 	}
 	// And the other way: scentest publishes, chat's long poll receives.
-	poller := make(chan string, 1)
-	go func() {
-		resp, err := client.Get(s.url("/chat/poll?since=5"))
-		if err != nil {
-			poller <- err.Error()
-			return
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if err != nil {
-			poller <- err.Error()
-			return
-		}
-		poller <- string(b)
-	}()
+	poller := getLater(s.url("/chat/poll?since=5"))
 	data := url.QueryEscape(`{"nick":"bot","text":"from scentest"}`)
 	if _, body := get(t, s.url("/ps/publish?topic=chat&data="+data)); body != "6\n" {
 		t.Fatalf("publish from scentest answered %q", body)

@@ -239,11 +239,10 @@ func (c *Core) Start() error {
 		}
 		c.nsubs = append(c.nsubs, s)
 	}
-	if err := c.join(); err != nil {
-		return err
-	}
+	// Heartbeats start before the join, which takes a gather timeout:
+	// the others forget a node not heard from for three heartbeats.
 	go c.heartbeats()
-	return nil
+	return c.join()
 }
 
 func (c *Core) subject(parts ...string) string {
@@ -483,8 +482,14 @@ func (c *Core) Signal(ctx context.Context, name string, value []byte) (int, erro
 // ctx. each, when not nil, is told every answer. The time until all
 // answered is counted in crossNode.
 func (c *Core) gather(ctx context.Context, m *nats.Msg, each func(from string, n int)) (int, error) {
+	m.Header.Set(hdrFrom, c.id)
 	peers := c.livePeers()
 	if len(peers) == 0 {
+		// Nobody to wait for, but a node not known (yet, or any more)
+		// still wakes its waiters: no lost wake-up.
+		if err := c.nc.PublishMsg(m); err != nil {
+			return 0, fmt.Errorf("%w: %w", runner.ErrUnavailable, err)
+		}
 		return 0, nil
 	}
 	inbox := c.nc.NewRespInbox()
@@ -495,7 +500,6 @@ func (c *Core) gather(ctx context.Context, m *nats.Msg, each func(from string, n
 	}
 	defer sub.Unsubscribe()
 	m.Reply = inbox
-	m.Header.Set(hdrFrom, c.id)
 	start := time.Now()
 	if err := c.nc.PublishMsg(m); err != nil {
 		return 0, fmt.Errorf("%w: %w", runner.ErrUnavailable, err)

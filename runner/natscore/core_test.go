@@ -155,6 +155,38 @@ func TestSignalAcrossNodes(t *testing.T) {
 	}
 }
 
+// TestJoinLongerThanHeartbeats: a node whose join takes longer than the
+// three heartbeats after which a silent node is forgotten (a gather timeout
+// of six heartbeats) is still known to the others when its New returns: a
+// Signal sent there at once counts the new node's waiter, and the waiter
+// receives it.
+func TestJoinLongerThanHeartbeats(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	ctx := context.Background()
+	opts := func(name string) Options {
+		return Options{URL: ts.url(), Name: name, SubjectPrefix: newPrefix(), GatherTimeout: 1500 * time.Millisecond, Heartbeat: 250 * time.Millisecond}
+	}
+	oa := opts("a")
+	a, err := New(oa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	ob := opts("b")
+	ob.SubjectPrefix = oa.SubjectPrefix
+	b, err := New(ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	res := coretest.Park(t, b, ctx, "s", runner.NoTimeout, 1)
+	if n, err := a.Signal(ctx, "s", []byte("v")); n != 1 || err != nil {
+		t.Fatalf("Signal on a right after b joined = %d, %v; want 1 (b's waiter)", n, err)
+	}
+	coretest.Recv(t, "b's waiter", res)
+}
+
 // TestSignalAtLeastAcrossNodes: a pending SignalAtLeast is served by waiters
 // arriving on any node, and its count is exact.
 func TestSignalAtLeastAcrossNodes(t *testing.T) {
