@@ -1,11 +1,9 @@
 package runner
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -42,7 +40,8 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ObserveRejected(h.next, r, http.StatusRequestEntityTooLarge)
 		return
 	}
-	lw := &limitWriter{ResponseWriter: w, cfg: &s.cfg, conn: rc}
+	lw := &limitWriter{cfg: &s.cfg, conn: rc}
+	lw.ResponseWrapper = WrapResponse(w, lw)
 	if d, ok := w.(deadliner); ok {
 		lw.dl = d // the server's own writer: no ResponseController to allocate
 	} else {
@@ -79,7 +78,7 @@ func tooLargeMessage(limit int64) string {
 // handler sent its header, and passes Flush, Hijack, ReadFrom and the
 // http.ResponseController methods through (Unwrap).
 type limitWriter struct {
-	http.ResponseWriter
+	ResponseWrapper
 	dl   deadliner
 	cfg  *HTTPConfig
 	body *limitBody  // nil when the request has no body
@@ -94,9 +93,6 @@ type limitWriter struct {
 	appWriteDeadline atomic.Bool // the handler set its own write deadline
 	appReadDeadline  atomic.Bool // the handler set its own read deadline
 }
-
-// Unwrap returns the server's writer, for http.ResponseController.
-func (w *limitWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // bodyTooLarge reports whether reading the request body hit max_body_bytes.
 func (w *limitWriter) bodyTooLarge() bool { return w.body != nil && w.body.tooLarge.Load() }
@@ -179,17 +175,15 @@ func (w *limitWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
-// FlushError sends buffered data to the client, with a fresh write deadline.
-func (w *limitWriter) FlushError() error {
+// BeforeFlush sends the header (or fails when the response was replaced
+// by 413) and gives the flush a fresh write deadline (ResponseHooks).
+func (w *limitWriter) BeforeFlush() (bool, error) {
 	if !w.commit() {
-		return errResponseReplaced
+		return false, errResponseReplaced
 	}
 	w.armWrite()
-	return http.NewResponseController(w.ResponseWriter).Flush()
+	return true, nil
 }
-
-// Flush is FlushError without the error, for http.Flusher.
-func (w *limitWriter) Flush() { _ = w.FlushError() }
 
 // ReadFrom copies src to the response, moving the write deadline forward
 // every megabyte; it keeps sendfile where the server's writer has it (an
@@ -229,17 +223,14 @@ func (w *limitWriter) ReadFrom(src io.Reader) (int64, error) {
 	}
 }
 
-// Hijack takes over the connection (through http.ResponseController). The
-// server clears the connection's deadlines; the limits no longer apply.
-func (w *limitWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.hijacked = true
-		if w.conn != nil {
-			w.conn.hijacked.Store(true)
-		}
+// Hijacked notes that the handler took over the connection. The server
+// clears the connection's deadlines; the limits no longer apply
+// (ResponseHooks).
+func (w *limitWriter) Hijacked() {
+	w.hijacked = true
+	if w.conn != nil {
+		w.conn.hijacked.Store(true)
 	}
-	return c, brw, err
 }
 
 // SetWriteDeadline sets the connection's write deadline; from then on the

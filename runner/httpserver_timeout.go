@@ -131,6 +131,10 @@ func (h *timeoutHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // The handler fills a header map of its own, copied to the real one when
 // the header is sent (and, for trailers, when the handler returns), so that
 // the timeout can answer without racing the handler's header changes.
+// Unlike paster's other wrappers it does not embed ResponseWrapper: each of
+// its methods, Flush and Hijack included, holds its mutex for the whole
+// call, since the timeout writes to the same connection from another
+// goroutine.
 type timeoutWriter struct {
 	w http.ResponseWriter
 	h http.Header

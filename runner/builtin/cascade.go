@@ -1,10 +1,8 @@
 package builtin
 
 import (
-	"bufio"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -98,7 +96,8 @@ func (c *cascade) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			app.ServeHTTP(w, r2)
 			return
 		}
-		cw := &catchWriter{w: w, catch: c.catch, header: w.Header().Clone(), body: body}
+		cw := &catchWriter{catch: c.catch, header: w.Header().Clone(), body: body}
+		cw.ResponseWrapper = runner.WrapResponse(w, cw)
 		app.ServeHTTP(cw, r2)
 		if !cw.caught {
 			if !cw.decided {
@@ -170,7 +169,7 @@ func (r *replayReader) Close() error { return nil }
 // catchWriter holds back a non-final app's response until its status is
 // known: a caught status discards the response, any other sends it on.
 type catchWriter struct {
-	w       http.ResponseWriter
+	runner.ResponseWrapper
 	catch   map[int]bool
 	header  http.Header
 	body    *replayBody // nil without a request body
@@ -185,7 +184,7 @@ func (c *catchWriter) Header() http.Header { return c.header }
 func (c *catchWriter) WriteHeader(code int) {
 	if c.decided || (code >= 100 && code < 200 && code != http.StatusSwitchingProtocols) {
 		if c.decided && !c.caught {
-			c.w.WriteHeader(code) // superfluous; net/http logs it
+			c.ResponseWriter.WriteHeader(code) // superfluous; net/http logs it
 		}
 		return
 	}
@@ -196,7 +195,7 @@ func (c *catchWriter) WriteHeader(code int) {
 		c.caught = true
 		return
 	}
-	dst := c.w.Header()
+	dst := c.ResponseWriter.Header()
 	for k := range dst {
 		if _, ok := c.header[k]; !ok {
 			delete(dst, k)
@@ -206,7 +205,7 @@ func (c *catchWriter) WriteHeader(code int) {
 		dst[k] = v
 	}
 	c.header = dst
-	c.w.WriteHeader(code)
+	c.ResponseWriter.WriteHeader(code)
 }
 
 func (c *catchWriter) Write(p []byte) (int, error) {
@@ -216,31 +215,18 @@ func (c *catchWriter) Write(p []byte) (int, error) {
 	if c.caught {
 		return len(p), nil
 	}
-	return c.w.Write(p)
+	return c.ResponseWriter.Write(p)
 }
 
-// FlushError commits a 200 if nothing was decided and flushes a passed
-// response; a caught one has nothing to flush.
-func (c *catchWriter) FlushError() error {
+// BeforeFlush commits a 200 if nothing was decided; a passed response is
+// then flushed, a caught one has nothing to flush (runner.ResponseHooks).
+func (c *catchWriter) BeforeFlush() (bool, error) {
 	if !c.decided {
 		c.WriteHeader(http.StatusOK)
 	}
-	if c.caught {
-		return nil
-	}
-	return http.NewResponseController(c.w).Flush()
+	return !c.caught, nil
 }
 
-func (c *catchWriter) Flush() { _ = c.FlushError() }
-
-// Hijack hands the connection to the app; the cascade ends with it.
-func (c *catchWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	conn, brw, err := http.NewResponseController(c.w).Hijack()
-	if err == nil {
-		c.decided = true
-	}
-	return conn, brw, err
-}
-
-// Unwrap returns the cascade's writer, for http.ResponseController.
-func (c *catchWriter) Unwrap() http.ResponseWriter { return c.w }
+// Hijacked notes that the app took the connection; the cascade ends with
+// it (runner.ResponseHooks).
+func (c *catchWriter) Hijacked() { c.decided = true }

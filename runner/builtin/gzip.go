@@ -1,11 +1,9 @@
 package builtin
 
 import (
-	"bufio"
 	"compress/gzip"
 	"io"
 	"mime"
-	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -66,7 +64,8 @@ func (g *gzipFilter) ObserveRejected(r *http.Request, code int) {
 }
 
 func (g *gzipFilter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	gw := &gzipWriter{ResponseWriter: w, g: g, accepts: acceptsGzip(r.Header.Values("Accept-Encoding"))}
+	gw := &gzipWriter{g: g, accepts: acceptsGzip(r.Header.Values("Accept-Encoding"))}
+	gw.ResponseWrapper = runner.WrapResponse(w, gw)
 	defer gw.finish()
 	g.next.ServeHTTP(gw, r)
 }
@@ -115,7 +114,7 @@ func compressible(ct string) bool {
 // gzipWriter decides at the first write (or flush, or the end) whether to
 // compress, holding back the status the app wrote until then.
 type gzipWriter struct {
-	http.ResponseWriter
+	runner.ResponseWrapper
 	g        *gzipFilter
 	accepts  bool
 	status   int // written by the app, not yet sent
@@ -123,9 +122,6 @@ type gzipWriter struct {
 	hijacked bool
 	gz       *gzip.Writer // nil unless compressing
 }
-
-// Unwrap returns the wrapped writer, for http.ResponseController.
-func (w *gzipWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *gzipWriter) WriteHeader(code int) {
 	if w.decided {
@@ -201,30 +197,23 @@ func (w *gzipWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
-// FlushError flushes the gzip stream (if any) and then the connection.
-func (w *gzipWriter) FlushError() error {
+// BeforeFlush decides, and flushes the gzip stream (if any) before the
+// connection is flushed (runner.ResponseHooks).
+func (w *gzipWriter) BeforeFlush() (bool, error) {
 	if !w.decided {
 		w.decide(nil)
 	}
 	if w.gz != nil {
 		if err := w.gz.Flush(); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return http.NewResponseController(w.ResponseWriter).Flush()
+	return true, nil
 }
 
-// Flush is FlushError for http.Flusher.
-func (w *gzipWriter) Flush() { _ = w.FlushError() }
-
-// Hijack takes over the connection; nothing is compressed afterwards.
-func (w *gzipWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.hijacked, w.decided = true, true
-	}
-	return c, brw, err
-}
+// Hijacked notes that the connection was taken over: nothing is
+// compressed afterwards (runner.ResponseHooks).
+func (w *gzipWriter) Hijacked() { w.hijacked, w.decided = true, true }
 
 // finish ends the gzip stream and returns the writer to the pool.
 func (w *gzipWriter) finish() {

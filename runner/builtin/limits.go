@@ -87,7 +87,8 @@ func (l *limits) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.next.ServeHTTP(w, r)
 		return
 	}
-	lw := &limitedWriter{ResponseWriter: w, msg: msg}
+	lw := &limitedWriter{msg: msg}
+	lw.ResponseWrapper = runner.WrapResponse(w, lw)
 	r.Body = &limitedBody{ReadCloser: http.MaxBytesReader(w, r.Body, l.max), w: lw}
 	l.next.ServeHTTP(lw, r)
 }
@@ -110,7 +111,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 // limitedWriter turns the app's first status into 413 when the body was
 // over the limit before the header went out.
 type limitedWriter struct {
-	http.ResponseWriter
+	runner.ResponseWrapper
 	msg         string
 	over        atomic.Bool
 	wroteHeader bool
@@ -144,13 +145,14 @@ func (w *limitedWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *limitedWriter) Flush() {
+// BeforeFlush sends the header (or the 413 that replaces the response,
+// which then has nothing to flush; runner.ResponseHooks).
+func (w *limitedWriter) BeforeFlush() (bool, error) {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
-	if f, ok := w.ResponseWriter.(http.Flusher); ok && !w.replaced {
-		f.Flush()
-	}
+	return !w.replaced, nil
 }
 
-func (w *limitedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+// Hijacked does nothing: the app owns the connection (runner.ResponseHooks).
+func (w *limitedWriter) Hijacked() {}

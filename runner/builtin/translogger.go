@@ -1,11 +1,9 @@
 package builtin
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -161,7 +159,8 @@ func (t *translogger) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The slot lets a prefix filter inside tell the log who the client is.
 	r, _ = withSlot(r)
 	e := &logEntry{r: r, start: time.Now()}
-	rw := &recordingWriter{ResponseWriter: w}
+	rw := &recordingWriter{}
+	rw.ResponseWrapper = runner.WrapResponse(w, rw)
 	defer func() {
 		// Deferred so that a panicking app is logged too.
 		e.dur = time.Since(e.start)
@@ -462,14 +461,11 @@ func compileLogFormat(format string) ([]logField, error) {
 
 // recordingWriter notes the status and size of a response.
 type recordingWriter struct {
-	http.ResponseWriter
+	runner.ResponseWrapper
 	status   int
 	bytes    int64
 	hijacked bool
 }
-
-// Unwrap returns the wrapped writer, for http.ResponseController.
-func (w *recordingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *recordingWriter) WriteHeader(code int) {
 	if w.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
@@ -503,22 +499,14 @@ func (w *recordingWriter) ReadFrom(src io.Reader) (int64, error) {
 	return n, err
 }
 
-// FlushError flushes the wrapped writer.
-func (w *recordingWriter) FlushError() error {
+// BeforeFlush notes the 200 a flush sends (runner.ResponseHooks).
+func (w *recordingWriter) BeforeFlush() (bool, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
-	return http.NewResponseController(w.ResponseWriter).Flush()
+	return true, nil
 }
 
-// Flush is FlushError for http.Flusher.
-func (w *recordingWriter) Flush() { _ = w.FlushError() }
-
-// Hijack takes over the wrapped writer's connection.
-func (w *recordingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil {
-		w.hijacked = true
-	}
-	return c, brw, err
-}
+// Hijacked notes that the app took over the connection
+// (runner.ResponseHooks).
+func (w *recordingWriter) Hijacked() { w.hijacked = true }

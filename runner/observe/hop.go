@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/paster-dev/paster/runner"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -89,7 +90,7 @@ func StartHop(w http.ResponseWriter, req *http.Request, dist string) (http.Respo
 		r2.Body = &countedBody{ReadCloser: req.Body, n: m.sent}
 		req = r2
 	}
-	return &countedWriter{ResponseWriter: w, n: m.received}, req, func() {
+	return &countedWriter{ResponseWrapper: runner.WrapResponse(w, nil), n: m.received}, req, func() {
 		m.duration.Observe(time.Since(start).Seconds())
 	}
 }
@@ -109,9 +110,9 @@ func (b *countedBody) Read(p []byte) (int, error) {
 }
 
 // countedWriter counts the bytes written into n as they are written. It
-// keeps Flush, and unwraps for http.ResponseController (Hijack, deadlines).
+// keeps Flush and Hijack, and unwraps for http.ResponseController.
 type countedWriter struct {
-	http.ResponseWriter
+	runner.ResponseWrapper
 	n prometheus.Counter
 }
 
@@ -122,7 +123,3 @@ func (w *countedWriter) Write(p []byte) (int, error) {
 	}
 	return k, err
 }
-
-func (w *countedWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
-
-func (w *countedWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

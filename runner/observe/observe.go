@@ -24,9 +24,7 @@
 package observe
 
 import (
-	"bufio"
 	"context"
-	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -302,7 +300,8 @@ func (h *instrumented) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r := h.reg
 	start := time.Now()
 	r.inflight.Add(1)
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{}
+	sw.ResponseWrapper = runner.WrapResponse(w, sw)
 	req, label := h.labelled(req)
 	defer func() {
 		r.inflight.Add(-1)
@@ -334,7 +333,7 @@ func (h *instrumented) labelled(req *http.Request) (*http.Request, *appLabel) {
 }
 
 type statusWriter struct {
-	http.ResponseWriter
+	runner.ResponseWrapper
 	code int
 }
 
@@ -352,21 +351,17 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-func (w *statusWriter) Flush() {
+// BeforeFlush notes the 200 a flush sends (runner.ResponseHooks).
+func (w *statusWriter) BeforeFlush() (bool, error) {
 	if w.code == 0 {
 		w.code = http.StatusOK
 	}
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
-	}
+	return true, nil
 }
 
-func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, rw, err := http.NewResponseController(w.ResponseWriter).Hijack()
-	if err == nil && w.code == 0 {
+// Hijacked counts a hijacked request as 101 (runner.ResponseHooks).
+func (w *statusWriter) Hijacked() {
+	if w.code == 0 {
 		w.code = http.StatusSwitchingProtocols
 	}
-	return c, rw, err
 }
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
