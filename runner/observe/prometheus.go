@@ -16,10 +16,6 @@ import (
 // Snapshot. A metric that cannot be gathered answers 500 naming it.
 func (r *Registry) Handler() http.Handler { return r.handler }
 
-// Gatherer returns the prometheus.Gatherer behind Handler, for serving or
-// pushing the metrics some other way.
-func (r *Registry) Gatherer() prometheus.Gatherer { return r.prom }
-
 // snapshotCollector turns the Registry's Snapshot into metrics at each
 // scrape: what a generation, the Core and the plugin processes are is
 // read from them when asked, never copied into the registry, so nothing
