@@ -133,17 +133,16 @@ func freePort(t *testing.T) int {
 }
 
 // serveINI writes text as dev.ini in a temporary directory, runs an Engine
-// on it and returns once it serves; the Engine is shut down, and Run must
-// return nil, when the test ends.
-func serveINI(t *testing.T, port int, text string) *running {
+// on it (its Config changed by opts) and returns once it serves; the Engine
+// is shut down, and Run must return nil, when the test ends.
+func serveINI(t *testing.T, port int, text string, opts ...func(*Config)) *running {
 	t.Helper()
 	dir := t.TempDir()
 	r := &running{t: t, ini: filepath.Join(dir, "dev.ini"), reload: make(chan struct{}, 1)}
 	r.write(text)
 	r.base = fmt.Sprintf("http://127.0.0.1:%d", port)
 	serving := make(chan struct{})
-	var err error
-	r.e, err = New(Config{
+	cfg := Config{
 		ConfigURI:  "config:dev.ini",
 		ServerURI:  "config:dev.ini#main",
 		AppURI:     "config:dev.ini#main",
@@ -151,7 +150,12 @@ func serveINI(t *testing.T, port int, text string) *running {
 		PluginDirs: []string{pluginDir},
 		Logger:     hclog.New(&hclog.LoggerOptions{Name: "engine", Output: io.MultiWriter(testWriter{t}, lineCounter{&r.coreWarnings}), Level: hclog.Info}),
 		OnServing:  func() { close(serving) },
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	var err error
+	r.e, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -757,4 +761,35 @@ func TestEngineTLSRotation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestEngineTLSWatch: with a reload watcher (paster serve --reload), a
+// certificate rewritten in place is served without a reload being asked
+// for: the files the server's settings read are watched like the INI file.
+func TestEngineTLSWatch(t *testing.T) {
+	t.Parallel()
+	ca := tlstest.NewCA(t, "watch CA")
+	dir := t.TempDir()
+	certA, keyA := ca.Issue(t, "A")
+	certFile := tlstest.WriteFile(t, dir, "cert.pem", certA)
+	keyFile := tlstest.WriteFile(t, dir, "key.pem", keyA)
+	port := freePort(t)
+	ini := fmt.Sprintf(serverSection, "egg:paster#http", port) + "cert_file = " + certFile + "\nkey_file = " + keyFile +
+		"\n\n[app:main]\nuse = egg:enginetest#main\ntext = ok\n"
+	r := serveINI(t, port, ini, func(c *Config) { c.ReloadInterval = 20 * time.Millisecond })
+	served := func() string {
+		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: ca.Pool()})
+		if err != nil {
+			return err.Error()
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
+	}
+	if got := served(); got != "A" {
+		t.Fatalf("served certificate %q, want A", got)
+	}
+	certB, keyB := ca.Issue(t, "B")
+	tlstest.WriteFile(t, dir, "key.pem", keyB)
+	tlstest.WriteFile(t, dir, "cert.pem", certB)
+	r.waitFor("certificate B served", func() bool { return served() == "B" })
 }

@@ -14,7 +14,9 @@ import (
 // waiters are woken at shutdown. Its keys are the runner's (runner.New:
 // sched_default_timeout, ready_timeout, pubsub_retain_*) and the HTTP
 // server's (runner.NewHTTPServer): host, port, the timeouts,
-// max_header_bytes, max_body_bytes, shutdown_timeout.
+// max_header_bytes, max_body_bytes, shutdown_timeout, and TLS (cert_file
+// and key_file, ssl_pem, acme, tls_min_version, client_ca, redirect_http;
+// HTTP/2 over TLS) or h2c.
 // It serves until ctx ends (paster serve cancels it on SIGINT and SIGTERM)
 // and returns nil after a clean shutdown; a bad key, a failed bind or
 // requests cut by shutdown_timeout are errors.
