@@ -118,7 +118,14 @@ func spawnServeExe(t *testing.T, exe, dir string, port int, args ...string) *ser
 	cmd := exec.Command(exe, append([]string{"serve"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "PASTER_PLUGIN_PATH=")
-	p := &serveProc{t: t, cmd: cmd, base: fmt.Sprintf("http://127.0.0.1:%d", port), log: &syncBuffer{}, done: make(chan error, 1)}
+	return spawnCmd(t, cmd, fmt.Sprintf("http://127.0.0.1:%d", port))
+}
+
+// spawnCmd starts cmd, a paster serve answering at base; it is stopped
+// with SIGTERM when the test ends.
+func spawnCmd(t *testing.T, cmd *exec.Cmd, base string) *serveProc {
+	t.Helper()
+	p := &serveProc{t: t, cmd: cmd, base: base, log: &syncBuffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -203,14 +203,22 @@ func serve(ctx context.Context, cfg configArg, vars map[string]string, opts *ser
 	if opts.reload {
 		ecfg.ReloadInterval = interval
 	}
+	sd := notifier{log: logger.Named("systemd")}
+	ecfg.Activated = activatedSockets(sd.log)
 	ecfg.OnServing = func() {
 		logger.Info(fmt.Sprintf("Starting server in PID %d.", os.Getpid()))
 		signalReady()
+		sd.ready()
 	}
+	ecfg.OnReloading, ecfg.OnReloaded = sd.reloading, sd.reloaded
 	m, err := engine.New(ecfg)
 	if err != nil {
 		return err
 	}
+	defer sd.stopping(ctx)()
+	watchdogCtx, stopWatchdog := context.WithCancel(context.Background())
+	defer stopWatchdog()
+	sd.watchdog(watchdogCtx)
 	// Two actors: the engine, which serves until ctx ends, and the SIGHUP
 	// handler, which asks it to reload. When either returns, the other is
 	// stopped; serve returns the engine's error.

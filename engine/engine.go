@@ -171,6 +171,17 @@ type Config struct {
 	ReloadInterval time.Duration
 	// OnServing, if set, is called once the first generation serves.
 	OnServing func()
+	// OnReloading and OnReloaded, if set, are called when a reload
+	// starts and when it has ended, with its error (nil when the new
+	// generation serves; otherwise the previous one still does). paster
+	// serve tells systemd with them (RELOADING=1, READY=1).
+	OnReloading func()
+	OnReloaded  func(error)
+	// Activated are listening sockets bound by someone else, by name:
+	// those systemd passed (socket activation, LISTEN_FDS). The servers
+	// take them instead of binding (runner.ListenerPool.Adopt says which
+	// addresses match); they are closed when Run ends.
+	Activated map[string][]net.Listener
 }
 
 // New returns an Engine for cfg. It loads nothing yet: Run does. The error
@@ -196,6 +207,7 @@ func New(cfg Config) (*Engine, error) {
 		reg:       observe.New(),
 		draining:  map[int]bool{},
 	}
+	m.listeners.Adopt(cfg.Activated)
 	m.reg.SetSource(m.snapshot)
 	return m, nil
 }
@@ -581,9 +593,15 @@ func (m *Engine) setCurrent(g *generation) {
 func (m *Engine) reload(ctx context.Context) {
 	start := time.Now()
 	m.logger.Info("reloading", "config", m.cfg.ConfigURI)
+	if m.cfg.OnReloading != nil {
+		m.cfg.OnReloading()
+	}
 	g, files, err := m.build(ctx)
 	if err == nil {
 		err = m.swap(g)
+	}
+	if m.cfg.OnReloaded != nil {
+		defer m.cfg.OnReloaded(err)
 	}
 	m.mu.Lock()
 	m.reloads.Total++

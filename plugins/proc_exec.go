@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"runtime"
 	"strings"
 
@@ -35,7 +34,7 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	p.ran = sum
 	p.mu.Unlock()
 	cmd := binaryCommand(exe, p.path)
-	cmd.Env = append(append(cmd.Env, os.Environ()...), wire.EnvLogLevel+"="+levelName(p.log))
+	cmd.Env = append(append(cmd.Env, pluginEnviron()...), wire.EnvLogLevel+"="+levelName(p.log))
 	cmd.SysProcAttr = sysProcAttr()
 	lend, err := p.h.newLender(cmd, p.log)
 	if err != nil {
@@ -51,6 +50,7 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 		HandshakeConfig:  handshake,
 		VersionedPlugins: map[int]plugin.PluginSet{wire.ProtocolVersion: {wire.PluginName: &goPlugin{}}},
 		Cmd:              cmd,
+		SkipHostEnv:      true, // cmd.Env has it, less hostOnlyEnv
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		Logger:           execPathName{fixedName{p.log}, cmd.Path, p.path},
 		StartTimeout:     p.h.opts.StartTimeout,
