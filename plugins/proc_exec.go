@@ -88,6 +88,10 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 		}
 		res <- result{pc: pc}
 		<-pc.done.Done()
+		// The process is gone (killed, or crashed): release the client's
+		// side, the host service's broker listener and server included,
+		// which nothing else closes after a crash.
+		_ = rpc.Close()
 	}()
 	r := <-res
 	lend.started()

@@ -153,7 +153,7 @@ func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 	case errors.Is(err, transport.ErrNoResponse):
-		if r.Context().Err() == nil {
+		if !errors.Is(err, transport.ErrClientGone) {
 			a.p.log.Warn("plugin did not answer", "method", r.Method, "uri", r.RequestURI, "error", err)
 			http.Error(w, "Bad Gateway: plugin "+a.p.name+" did not answer", http.StatusBadGateway)
 		}

@@ -332,8 +332,8 @@ func (h *hostApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err == nil:
 	case errors.Is(err, transport.ErrNoResponse):
-		if r.Context().Err() != nil {
-			return // the client is gone: nothing failed, nobody to answer
+		if errors.Is(err, transport.ErrClientGone) {
+			return // nothing failed, nobody to answer
 		}
 		h.log.Warn("calling host app failed", "ref", h.ref, "error", err)
 		http.Error(w, "Bad Gateway", http.StatusBadGateway)

@@ -102,7 +102,23 @@ var (
 	// ErrAborted means the exchange failed after the head was written: the
 	// caller should abort the response (panic(http.ErrAbortHandler)).
 	ErrAborted = errors.New("response aborted")
+	// ErrClientGone comes with ErrNoResponse when the client had gone
+	// (its request's context had ended) when the exchange failed: there
+	// is nobody to answer. Otherwise the caller answers (502), even if
+	// the request's context has ended since: ending the request body's
+	// read, as Forward does when it returns before the body ended, ends
+	// that context too.
+	ErrClientGone = errors.New("client gone")
 )
+
+// noResponse is the error of an exchange of r that failed with err before
+// the peer's head.
+func noResponse(r *http.Request, err error) error {
+	if r.Context().Err() != nil {
+		return errors.Join(ErrNoResponse, ErrClientGone, err)
+	}
+	return errors.Join(ErrNoResponse, err)
+}
 
 func isUpgrade(r *http.Request) bool {
 	for _, v := range r.Header["Connection"] {
@@ -115,13 +131,14 @@ func isUpgrade(r *http.Request) bool {
 
 // Forward serves r on w by sending it to target in the peer reached through o.
 // On failure before the peer's head it returns an error wrapping
-// ErrNoResponse and has written nothing; after, one wrapping ErrAborted.
+// ErrNoResponse (and ErrClientGone when the client had gone) and has written
+// nothing; after, one wrapping ErrAborted.
 func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) error {
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	s, err := o.Open(ctx)
 	if err != nil {
-		return errors.Join(ErrNoResponse, err)
+		return noResponse(r, err)
 	}
 	head := &wire.Frame{
 		Flags:         wire.FlagHead,
@@ -164,7 +181,7 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 		head.Flags |= wire.FlagUpgradable
 	}
 	if err := s.SendMsg(head); err != nil && !errors.Is(err, io.EOF) {
-		return errors.Join(ErrNoResponse, err)
+		return noResponse(r, err)
 	}
 	if pump {
 		var ended atomic.Bool
@@ -194,7 +211,7 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 
 	var f wire.Frame
 	if err := s.RecvMsg(&f); err != nil {
-		return errors.Join(ErrNoResponse, err)
+		return noResponse(r, err)
 	}
 	if f.Flags&wire.FlagHead == 0 {
 		return errors.Join(ErrNoResponse, errors.New("first frame is not a head"))
