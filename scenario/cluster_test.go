@@ -9,8 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	natsserver "github.com/nats-io/nats-server/v2/server"
 )
 
 // TestCluster: two paster serve processes share a nats-server (started in
@@ -22,15 +20,7 @@ import (
 // long poll on A with the sequence number B got.
 func TestCluster(t *testing.T) {
 	t.Parallel()
-	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(bounded) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := startNATS(t, -1, t.TempDir())
 	vars := []string{"nats_url=" + ns.ClientURL(), "prefix=cluster"}
 	a := serve(t, "cluster.ini", false, vars...)
 	b := serve(t, "cluster.ini", false, vars...)
