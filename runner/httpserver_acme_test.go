@@ -91,7 +91,10 @@ func testACMEPebble(t *testing.T, challenge, domain string) {
 	}
 	logger, logs := testLogger(t)
 	r.Logger = logger
-	ctx, cancel := context.WithCancel(WithListeners(context.Background(), pool))
+	// The process's Scheds, as paster serve gives them: what /health lists
+	// as server_coroutines and /metrics as paster_server_coroutine_state.
+	var scheds Scheds
+	ctx, cancel := context.WithCancel(WithScheds(WithListeners(context.Background(), pool), &scheds))
 	done := startRun(t, r, ctx)
 	t.Cleanup(func() {
 		cancel()
@@ -104,7 +107,7 @@ func testACMEPebble(t *testing.T, challenge, domain string) {
 	})
 
 	acmeState := func() string {
-		for _, st := range r.Sched.Status() {
+		for _, st := range scheds.Status() {
 			if st.Name == ACMECoroutineName {
 				return st.State.String()
 			}

@@ -275,14 +275,15 @@ func selfSigned(host string) (tls.Certificate, error) {
 }
 
 // redirectToHTTPS answers every request with 308 Permanent Redirect to the
-// same host and URI over https on port (left out when 443).
+// same host and URI over https on port (left out when 443, or 0: the TLS
+// server is on a unix socket, behind a proxy listening on 443).
 func redirectToHTTPS(port string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
 		}
-		if port != "443" {
+		if port != "443" && port != "0" {
 			host = net.JoinHostPort(strings.Trim(host, "[]"), port)
 		}
 		w.Header().Set("Connection", "close")

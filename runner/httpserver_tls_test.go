@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -366,5 +367,25 @@ func TestHTTP2Runner(t *testing.T) {
 				t.Errorf("the parked request's rest %q, %v", rest, err)
 			}
 		})
+	}
+}
+
+// TestRedirectToHTTPSTarget: the redirect keeps host and URI and names the
+// TLS server's port unless it is 443, or unknown (0: a unix socket behind a
+// proxy on 443).
+func TestRedirectToHTTPSTarget(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ host, port, want string }{
+		{"example.com:8080", "8443", "https://example.com:8443/p?q=1"},
+		{"example.com", "443", "https://example.com/p?q=1"},
+		{"example.com:80", "0", "https://example.com/p?q=1"},
+		{"[::1]:80", "8443", "https://[::1]:8443/p?q=1"},
+	} {
+		w := httptest.NewRecorder()
+		r := httptest.NewRequest("GET", "http://"+tc.host+"/p?q=1", nil)
+		redirectToHTTPS(tc.port).ServeHTTP(w, r)
+		if w.Code != http.StatusPermanentRedirect || w.Header().Get("Location") != tc.want {
+			t.Errorf("Host %s, port %s: %d %q, want 308 %q", tc.host, tc.port, w.Code, w.Header().Get("Location"), tc.want)
+		}
 	}
 }
