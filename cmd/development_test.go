@@ -108,6 +108,10 @@ func TestDevelopmentINI(t *testing.T) {
 	for _, want := range []string{
 		`paster_http_requests_total{app="/wait",code="200"} 2`,
 		`paster_http_request_duration_seconds_bucket{app="/wait",`,
+		// The hop from the host to the waitapp plugin (the request came
+		// from the server inside the chat plugin).
+		`paster_plugin_hop_duration_seconds_count{dist="waitapp"} `,
+		`paster_plugin_hop_received_bytes_total{dist="waitapp"} `,
 		"paster_http_requests_in_flight",
 		"paster_core_parked",
 		`paster_coroutine_state{coroutine="heartbeat"`,
