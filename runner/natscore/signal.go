@@ -50,12 +50,19 @@ func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min
 		defer cancel()
 	}
 	v := append([]byte(nil), value...)
+	// This node's parked waiters are woken at once, before any round trip
+	// to NATS, as the in-memory Core does: a short deadline that expires
+	// during the round trip must not leave them parked.
+	total, err := c.local.Signal(ctx, name, v)
+	if err != nil {
+		return total, fmt.Errorf("natscore: signal %q: %w", name, err)
+	}
 	id := nuid.Next()
 	inbox := c.nc.NewRespInbox()
 	reports := make(chan *nats.Msg, 256)
 	sub, err := c.nc.ChanSubscribe(inbox, reports)
 	if err != nil {
-		return 0, fmt.Errorf("natscore: signal %q: %w: %w", name, runner.ErrUnavailable, err)
+		return total, fmt.Errorf("natscore: signal %q: woke %d on this node: %w: %w", name, total, runner.ErrUnavailable, err)
 	}
 	defer sub.Unsubscribe()
 	peers := c.livePeers()
@@ -71,7 +78,7 @@ func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min
 		}
 		m.Data = v
 		if err := c.nc.PublishMsg(m); err != nil {
-			return 0, fmt.Errorf("natscore: signal %q: %w: %w", name, runner.ErrUnavailable, err)
+			return total, fmt.Errorf("natscore: signal %q: woke %d on this node: %w: %w", name, total, runner.ErrUnavailable, err)
 		}
 	}
 
@@ -79,7 +86,6 @@ func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min
 		n   int
 		err error
 	}
-	total := 0
 	localDone := make(chan localResult, 1)
 	var lcancel context.CancelFunc
 	localRunning := false
@@ -92,7 +98,6 @@ func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min
 			localDone <- localResult{n, err}
 		}()
 	}
-	startLocal(min)
 	defer func() {
 		if lcancel != nil {
 			lcancel()
@@ -108,7 +113,9 @@ func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min
 			return
 		}
 		stopping = true
-		lcancel()
+		if lcancel != nil {
+			lcancel()
+		}
 		if len(peers) > 0 {
 			m := nats.NewMsg(c.subject("sal"))
 			m.Header.Set(hdrOp, "stop")
@@ -116,6 +123,11 @@ func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min
 			m.Header.Set(hdrID, id)
 			c.nc.PublishMsg(m)
 		}
+	}
+	if total >= min {
+		stop()
+	} else {
+		startLocal(min - total)
 	}
 	var gatherEnd <-chan time.Time
 	done := func() bool {
