@@ -286,7 +286,8 @@ func (cn *conn) open(ctx context.Context, method string, tag uint64) (*Exchange,
 	var p [binary.MaxVarintLen64]byte
 	b := binary.AppendUvarint(p[:0], tag)
 	b = append(b, method...)
-	if _, err := cn.write(x.id, typeOpen, b, nil); err != nil {
+	// The open frame goes out with the first message.
+	if _, err := cn.write(x.id, typeOpen, b, nil, false); err != nil {
 		cn.forget(x.id)
 		return nil, err
 	}
@@ -301,8 +302,10 @@ func (cn *conn) forget(id uint32) {
 }
 
 // write sends one frame: payload p, or m's encoding when m is not nil. It
-// returns the payload's length.
-func (cn *conn) write(id uint32, typ byte, p []byte, m any) (int, error) {
+// returns the payload's length. Without flush the frame only joins the
+// buffer: it goes out with the next frame written with flush, which the
+// caller sends soon.
+func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, error) {
 	cn.wmu.Lock()
 	if cn.werr != nil {
 		err := cn.werr
@@ -325,7 +328,7 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any) (int, error) {
 	}
 	n := len(cn.wbuf) - start - headerLen
 	binary.BigEndian.PutUint32(cn.wbuf[start:], uint32(n))
-	if cn.writing {
+	if cn.writing || !flush {
 		cn.wmu.Unlock()
 		return n, nil
 	}
@@ -385,23 +388,26 @@ var bufPools = [...]struct {
 	pool sync.Pool
 }{{size: 512}, {size: 4 << 10}, {size: wire.ChunkSize + 4<<10}}
 
-func getBuf(n int) []byte {
+// getBuf returns a buffer of n bytes.
+func getBuf(n int) *[]byte {
 	for i := range bufPools {
 		if n <= bufPools[i].size {
 			if b, ok := bufPools[i].pool.Get().(*[]byte); ok {
-				return (*b)[:n]
+				*b = (*b)[:n]
+				return b
 			}
-			return make([]byte, n, bufPools[i].size)
+			b := make([]byte, n, bufPools[i].size)
+			return &b
 		}
 	}
-	return make([]byte, n)
+	b := make([]byte, n)
+	return &b
 }
 
-func putBuf(b []byte) {
+func putBuf(b *[]byte) {
 	for i := range bufPools {
-		if cap(b) == bufPools[i].size {
-			b = b[:0]
-			bufPools[i].pool.Put(&b)
+		if cap(*b) == bufPools[i].size {
+			bufPools[i].pool.Put(b)
 			return
 		}
 	}
@@ -426,7 +432,7 @@ func (cn *conn) read() {
 			return
 		}
 		p := getBuf(int(n))
-		if _, err := io.ReadFull(br, p); err != nil {
+		if _, err := io.ReadFull(br, *p); err != nil {
 			cn.fail(err)
 			return
 		}
@@ -451,7 +457,7 @@ func (cn *conn) read() {
 		case typeCancel:
 			x.reset()
 		case typeWindow:
-			if v, k := binary.Uvarint(p); k > 0 {
+			if v, k := binary.Uvarint(*p); k > 0 {
 				x.credited(int(v))
 			}
 		}
@@ -460,13 +466,16 @@ func (cn *conn) read() {
 }
 
 // accept serves an exchange the peer opened.
-func (cn *conn) accept(id uint32, p []byte) {
-	tag, k := binary.Uvarint(p)
+func (cn *conn) accept(id uint32, p *[]byte) {
+	tag, k := binary.Uvarint(*p)
 	if k <= 0 {
 		putBuf(p)
 		return
 	}
-	method := string(p[k:])
+	var method string
+	if k < len(*p) {
+		method = string((*p)[k:])
+	}
 	putBuf(p)
 	x := newExchange(cn)
 	x.id = id
@@ -500,22 +509,24 @@ type Exchange struct {
 
 	mu       sync.Mutex
 	cond     sync.Cond
-	q        [][]byte
+	q        []*[]byte
 	qh       int
-	closed   bool  // the peer sent typeClose
-	err      error // the exchange failed or ended on this side
-	drain    bool  // RecvMsg returns err only once the queue is empty
+	qa       [2]*[]byte // q's first backing array
+	closed   bool       // the peer sent typeClose
+	err      error      // the exchange failed or ended on this side
+	drain    bool       // RecvMsg returns err only once the queue is empty
 	credit   int
 	consumed int
 }
 
 func newExchange(cn *conn) *Exchange {
 	x := &Exchange{cn: cn, credit: Window}
+	x.q = x.qa[:0]
 	x.cond.L = &x.mu
 	return x
 }
 
-func (x *Exchange) push(p []byte) {
+func (x *Exchange) push(p *[]byte) {
 	x.mu.Lock()
 	if x.err != nil {
 		x.mu.Unlock()
@@ -588,13 +599,14 @@ func (x *Exchange) abandon(err error) {
 	x.mu.Unlock()
 	x.fail(err, true)
 	if tell {
-		_, _ = x.cn.write(x.id, typeCancel, nil, nil)
+		_, _ = x.cn.write(x.id, typeCancel, nil, nil, true)
 	}
 }
 
-// end ends a client exchange before its context does.
+// end ends a client exchange before its context does (Forward and Call
+// end theirs so, sparing the context's watch a goroutine).
 func (x *Exchange) end() {
-	if x.stop() {
+	if x.stop != nil && x.stop() {
 		x.abandon(errCancelled)
 	}
 }
@@ -611,7 +623,7 @@ func (x *Exchange) finish(herr error) {
 		if herr != nil {
 			typ = typeCancel
 		}
-		_, _ = x.cn.write(x.id, typ, nil, nil)
+		_, _ = x.cn.write(x.id, typ, nil, nil, true)
 	}
 }
 
@@ -633,7 +645,11 @@ func (x *Exchange) SendMsg(m any) error {
 		return io.EOF
 	}
 	x.mu.Unlock()
-	n, err := x.cn.write(x.id, typeMsg, nil, m)
+	// A served side's last message goes out with the close frame that
+	// follows it as the handler returns.
+	f, _ := m.(*wire.Frame)
+	last := x.cancel != nil && f != nil && f.Flags&wire.FlagEnd != 0
+	n, err := x.cn.write(x.id, typeMsg, nil, m, !last)
 	x.mu.Lock()
 	x.credit -= n
 	x.mu.Unlock()
@@ -663,7 +679,7 @@ func (x *Exchange) RecvMsg(m any) error {
 	if x.qh == len(x.q) {
 		x.q, x.qh = x.q[:0], 0
 	}
-	x.consumed += len(p)
+	x.consumed += len(*p)
 	var credit int
 	if x.consumed >= Window/4 && !x.closed {
 		credit, x.consumed = x.consumed, 0
@@ -672,16 +688,16 @@ func (x *Exchange) RecvMsg(m any) error {
 	var err error
 	switch v := m.(type) {
 	case *wire.Frame:
-		err = v.Decode(p)
+		err = v.Decode(*p)
 	case *wire.Blob:
-		v.Data = append(v.Data[:0], p...)
+		v.Data = append(v.Data[:0], *p...)
 	default:
 		err = fmt.Errorf("transport: cannot receive %T", m)
 	}
 	putBuf(p)
 	if credit > 0 {
 		var b [binary.MaxVarintLen64]byte
-		_, _ = x.cn.write(x.id, typeWindow, binary.AppendUvarint(b[:0], uint64(credit)), nil)
+		_, _ = x.cn.write(x.id, typeWindow, binary.AppendUvarint(b[:0], uint64(credit)), nil, true)
 	}
 	return err
 }

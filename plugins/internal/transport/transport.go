@@ -140,6 +140,9 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 	if err != nil {
 		return noResponse(r, err)
 	}
+	if x, ok := s.(*Exchange); ok {
+		defer x.end()
+	}
 	head := &wire.Frame{
 		Flags:         wire.FlagHead,
 		Target:        target,

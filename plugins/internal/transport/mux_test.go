@@ -1,0 +1,295 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/plugins/internal/wire"
+)
+
+// muxPair returns the two ends of a Mux over n real unix socket pairs: the
+// client (initiator) and the server, whose exchanges h serves.
+func muxPair(t testing.TB, n int, h Handler) (*Mux, *Mux) {
+	t.Helper()
+	var a, b []net.Conn
+	for range n {
+		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, fd := range fds {
+			f := os.NewFile(uintptr(fd), "mux test")
+			c, err := net.FileConn(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				a = append(a, c)
+			} else {
+				b = append(b, c)
+			}
+		}
+	}
+	refuse := func(context.Context, string, uint64, *Exchange) error { return errors.New("nothing served here") }
+	client := NewMux(a, true, refuse, hclog.NewNullLogger())
+	server := NewMux(b, false, h, hclog.NewNullLogger())
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+// TestMuxSlowReader: an exchange whose reader does not read stops its
+// sender after a window's worth, while other exchanges on the same
+// connection go on; once read, it goes on too.
+func TestMuxSlowReader(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	client, _ := muxPair(t, 1, func(ctx context.Context, method string, _ uint64, x *Exchange) error {
+		if method == "slow" {
+			<-release
+			var f wire.Frame
+			for {
+				if err := x.RecvMsg(&f); err != nil {
+					return nil
+				}
+				if f.Flags&wire.FlagEnd != 0 {
+					return x.SendMsg(&wire.Frame{Flags: wire.FlagEnd})
+				}
+			}
+		}
+		return ServeCall(ctx, x, func(_ context.Context, in []byte) ([]byte, error) { return in, nil })
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	slow, err := client.open(ctx, "slow", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent atomic.Int64
+	const total = 64
+	done := make(chan error, 1)
+	go func() {
+		chunk := make([]byte, wire.ChunkSize)
+		for i := range total {
+			f := &wire.Frame{Body: chunk}
+			if i == total-1 {
+				f.Flags = wire.FlagEnd
+			}
+			if err := slow.SendMsg(f); err != nil {
+				done <- err
+				return
+			}
+			sent.Add(int64(len(chunk)))
+		}
+		done <- nil
+	}()
+	// The sender stops at the window (the frame that crosses it is sent).
+	deadline := time.Now().Add(10 * time.Second)
+	for last := int64(-1); ; {
+		time.Sleep(50 * time.Millisecond)
+		n := sent.Load()
+		if n == last {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sender never stopped")
+		}
+		last = n
+	}
+	if n := sent.Load(); n > Window+wire.ChunkSize {
+		t.Fatalf("sent %d bytes to a reader that reads nothing; window %d", n, Window)
+	}
+	// Meanwhile other exchanges on the connection are answered.
+	for range 10 {
+		out, err := client.Call(context.Background(), "echo", []byte("hi"))
+		if err != nil || string(out) != "hi" {
+			t.Fatalf("call beside a stalled exchange: %q %v", out, err)
+		}
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var f wire.Frame
+	if err := slow.RecvMsg(&f); err != nil || f.Flags&wire.FlagEnd == 0 {
+		t.Fatalf("answer: %+v %v", f, err)
+	}
+	if err := slow.RecvMsg(&f); err != io.EOF {
+		t.Fatalf("after the end: %v", err)
+	}
+}
+
+// TestMuxConnLost: when the peer's connections close, exchanges and calls
+// in flight fail at once, and the served side's contexts end.
+func TestMuxConnLost(t *testing.T) {
+	t.Parallel()
+	served := make(chan context.Context, 1)
+	client, server := muxPair(t, 2, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		served <- ctx
+		<-ctx.Done()
+		return nil
+	})
+	errs := make(chan error, 1)
+	go func() {
+		_, err := client.Call(context.Background(), "park", nil)
+		errs <- err
+	}()
+	ctx := <-served
+	server.Close()
+	if err := <-errs; !errors.Is(err, ErrConnLost) {
+		t.Fatalf("call: %v, want ErrConnLost", err)
+	}
+	<-ctx.Done()
+	<-client.Done()
+	if _, err := client.Open(context.Background()); !errors.Is(err, ErrConnLost) {
+		t.Fatalf("open after the loss: %v", err)
+	}
+}
+
+// TestMuxCancel: a client whose context ends cancels the handler's.
+func TestMuxCancel(t *testing.T) {
+	t.Parallel()
+	ended := make(chan error, 1)
+	client, _ := muxPair(t, 1, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		var f wire.Frame
+		_ = x.RecvMsg(&f)
+		<-ctx.Done()
+		ended <- x.RecvMsg(&f)
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := client.Open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendMsg(&wire.Frame{Flags: wire.FlagHead}); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	if err := <-ended; !errors.Is(err, ErrReset) {
+		t.Fatalf("handler's read after the cancel: %v", err)
+	}
+	var f wire.Frame
+	if err := s.RecvMsg(&f); !errors.Is(err, context.Canceled) {
+		t.Fatalf("client's read after its cancel: %v", err)
+	}
+}
+
+func hello(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, "Hello, world!\n")
+}
+
+// httpPair serves h over a Mux pair the way a plugin does and returns the
+// host's end.
+func httpPair(b testing.TB, h http.Handler) *Mux {
+	client, _ := muxPair(b, 2, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		return Serve(ctx, x, func(uint64) http.Handler { return h }, hclog.NewNullLogger())
+	})
+	return client
+}
+
+// BenchmarkMuxHTTP is one small HTTP exchange (GET, 14-byte answer)
+// through Forward, the Mux and Serve, as the host sends a request to a
+// plugin: exchanges per second and allocations per exchange, both sides.
+func BenchmarkMuxHTTP(b *testing.B) {
+	m := httpPair(b, http.HandlerFunc(hello))
+	r := httptest.NewRequest("GET", "/", nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		if err := Forward(w, r, m, 1); err != nil || w.Code != 200 {
+			b.Fatal(w.Code, err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "exchanges/s")
+}
+
+// BenchmarkMuxHTTPParallel is BenchmarkMuxHTTP from many goroutines: the
+// writes of concurrent exchanges are coalesced.
+func BenchmarkMuxHTTPParallel(b *testing.B) {
+	m := httpPair(b, http.HandlerFunc(hello))
+	b.ReportAllocs()
+	b.SetParallelism(8)
+	b.RunParallel(func(pb *testing.PB) {
+		r := httptest.NewRequest("GET", "/", nil)
+		for pb.Next() {
+			w := httptest.NewRecorder()
+			if err := Forward(w, r, m, 1); err != nil || w.Code != 200 {
+				b.Error(w.Code, err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "exchanges/s")
+}
+
+// BenchmarkMuxCall is one Core-sized call (64 bytes each way).
+func BenchmarkMuxCall(b *testing.B) {
+	client, _ := muxPair(b, 2, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		return ServeCall(ctx, x, func(_ context.Context, in []byte) ([]byte, error) { return in, nil })
+	})
+	in := []byte(strings.Repeat("c", 64))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := client.Call(context.Background(), "echo", in); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
+}
+
+// streamBench sends b.N body frames of size bytes on one exchange to a
+// handler that reads them: frames per second and bytes per second.
+func streamBench(b *testing.B, size int) {
+	client, _ := muxPair(b, 1, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		var f wire.Frame
+		for {
+			if err := x.RecvMsg(&f); err != nil {
+				return err
+			}
+			if f.Flags&wire.FlagEnd != 0 {
+				return x.SendMsg(&wire.Frame{Flags: wire.FlagEnd})
+			}
+		}
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := client.Open(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := &wire.Frame{Body: make([]byte, size)}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.SendMsg(f); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := s.SendMsg(&wire.Frame{Flags: wire.FlagEnd}); err != nil {
+		b.Fatal(err)
+	}
+	if err := s.RecvMsg(f); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "frames/s")
+}
+
+// BenchmarkMuxFrames: small frames (64-byte bodies) on one exchange.
+func BenchmarkMuxFrames(b *testing.B) { streamBench(b, 64) }
+
+// BenchmarkMuxBytes: full body chunks (wire.ChunkSize) on one exchange.
+func BenchmarkMuxBytes(b *testing.B) { streamBench(b, wire.ChunkSize) }
