@@ -6,7 +6,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -209,7 +211,8 @@ func waitMetric(t *testing.T, s *server, want string) {
 
 // TestClusterExample serves the repository's cluster.ini as its comment
 // says, on free ports and a temporary store: node a with NATS inside, node
-// b joining it, a waiter on a woken by a signal on b.
+// b joining it, a waiter on a woken by a signal on b; then a reloads with a
+// core change and keeps its nats-server.
 func TestClusterExample(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -229,4 +232,26 @@ func TestClusterExample(t *testing.T) {
 	if code, body := get(t, b.url("/health/ready")); code != 200 {
 		t.Fatalf("b not ready: %d %s", code, body)
 	}
+
+	// A reload of a that changes its core section (not the embedded
+	// server's keys) makes a new Core on the same nats-server, which the
+	// old Core holds until it has drained: the reload succeeds, and both
+	// ways still work.
+	changed := strings.Replace(string(text), "gather_timeout = 250ms", "gather_timeout = 300ms", 1)
+	if changed == string(text) {
+		t.Fatal("cluster.ini has no gather_timeout = 250ms")
+	}
+	if err := os.WriteFile(ini, []byte(changed), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	a.waitLog(regexp.MustCompile(`\b(reloaded: generation=2|reload failed)\b`))
+	if failed := a.log.all(regexp.MustCompile(`reload failed.*`)); len(failed) > 0 {
+		t.Fatalf("a's reload: %s", failed[0][0])
+	}
+	a.waitLog(regexp.MustCompile(`generation drained: generation=1\b`))
+	parkAndSignal(t, a, b, "after")
+	parkAndSignal(t, b, a, "back")
 }
