@@ -61,13 +61,10 @@ type proc struct {
 	bg        sync.WaitGroup // exit watchers and restart loops
 
 	// crash loop
-	crashes []time.Time // (mu) within the last minute
+	loop crashLoop // (mu)
 	// nextStart is when the scheduled restart is due (zero: none
 	// scheduled, or it is under way). (mu)
 	nextStart time.Time
-	// cooldown is the wait before each restart past the crash-loop limit
-	// ([plugins] crash_loop_cooldown; 0: none, the plugin stays failed). (mu)
-	cooldown time.Duration
 
 	// instances
 	nextID atomic.Uint64
@@ -90,7 +87,8 @@ type incarnation struct {
 func newProc(h *Host, path string, sum []byte, allowWritable bool) *proc {
 	name := strings.TrimPrefix(filepath.Base(path), BinaryPrefix)
 	p := &proc{h: h, path: path, sum: sum, allowWritable: allowWritable, name: name, log: h.opts.Logger.Named(name),
-		changed: make(chan struct{}), closing: make(chan struct{})}
+		changed: make(chan struct{}), closing: make(chan struct{}),
+		loop: crashLoop{backoff: h.opts.RestartBackoff, maxRestarts: h.opts.MaxRestarts}}
 	p.relay = &logRelay{log: p.log}
 	p.configure(procSettings{cooldown: max(h.opts.CrashLoopCooldown, 0), logRate: h.opts.LogRate})
 	p.runCtx, p.runCancel = context.WithCancel(context.Background())

@@ -5,34 +5,56 @@ package plugins
 
 import "time"
 
-// crashLocked counts a crash and schedules the restart: after a backoff
-// that doubles per crash within a minute (up to 10 s), or, past the
-// crash-loop limit, after the cooldown; without a cooldown (or with
-// MaxRestarts negative) the plugin stays failed. p.mu is held.
-func (p *proc) crashLocked() {
-	now := time.Now()
-	recent := p.crashes[:0]
-	for _, t := range p.crashes {
+// crashLoop is the crash-loop policy of one plugin binary: what follows a
+// crash of its process. p.mu guards it.
+type crashLoop struct {
+	backoff     time.Duration // the first restart's delay (HostOptions.RestartBackoff)
+	maxRestarts int           // crashes within a minute restarted with backoff; negative: none
+	cooldown    time.Duration // the delay past the limit; 0: no restart past it
+	crashes     []time.Time   // within the last minute
+}
+
+// crash counts a crash at now and says what follows: StateRestarting after
+// a backoff that doubles per crash within a minute (up to 10 s) or, past
+// maxRestarts crashes within a minute, StateCrashLoop after the cooldown;
+// StateFailed (no restart) without a cooldown or with maxRestarts negative.
+func (c *crashLoop) crash(now time.Time) (State, time.Duration) {
+	recent := c.crashes[:0]
+	for _, t := range c.crashes {
 		if now.Sub(t) < time.Minute {
 			recent = append(recent, t)
 		}
 	}
-	p.crashes = append(recent, now)
-	if p.h.opts.MaxRestarts < 0 {
+	c.crashes = append(recent, now)
+	switch {
+	case c.maxRestarts < 0:
+		return StateFailed, 0
+	case len(c.crashes) <= c.maxRestarts:
+		return StateRestarting, min(c.backoff<<(len(c.crashes)-1), 10*time.Second)
+	case c.cooldown <= 0:
+		return StateFailed, 0
+	}
+	return StateCrashLoop, c.cooldown
+}
+
+// crashLocked counts a crash (crashLoop.crash), says what follows, and
+// schedules the restart unless the plugin stays failed. p.mu is held.
+func (p *proc) crashLocked() {
+	now := time.Now()
+	state, delay := p.loop.crash(now)
+	n := len(p.loop.crashes)
+	switch {
+	case state == StateFailed && p.loop.maxRestarts < 0:
 		p.log.Error("plugin crashed; restarts are off", "path", p.path)
+	case state == StateFailed:
+		p.log.Error("plugin crashes too often; not restarting it", "path", p.path, "crashes_last_minute", n)
+	case state == StateCrashLoop:
+		p.log.Error("plugin crashes too often; starting it again after the cooldown", "path", p.path,
+			"crashes_last_minute", n, "cooldown", delay)
+	}
+	if state == StateFailed {
 		p.setState(StateFailed)
 		return
-	}
-	state, delay := StateRestarting, min(p.h.opts.RestartBackoff<<(len(p.crashes)-1), 10*time.Second)
-	if len(p.crashes) > p.h.opts.MaxRestarts {
-		if p.cooldown <= 0 {
-			p.log.Error("plugin crashes too often; not restarting it", "path", p.path, "crashes_last_minute", len(p.crashes))
-			p.setState(StateFailed)
-			return
-		}
-		state, delay = StateCrashLoop, p.cooldown
-		p.log.Error("plugin crashes too often; starting it again after the cooldown", "path", p.path,
-			"crashes_last_minute", len(p.crashes), "cooldown", p.cooldown)
 	}
 	p.nextStart = now.Add(delay)
 	p.setState(state)
@@ -44,7 +66,7 @@ func (p *proc) crashLocked() {
 // wins).
 func (p *proc) configure(s procSettings) {
 	p.mu.Lock()
-	p.cooldown = s.cooldown
+	p.loop.cooldown = s.cooldown
 	p.mu.Unlock()
 	p.relay.setRate(s.logRate)
 }

@@ -151,10 +151,8 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	p.cur = g
 	specs := append([]*wire.CreateRequest(nil), p.specs...)
 	p.mu.Unlock()
-	for _, s := range specs {
-		if err := wire.Invoke(ctx, r.pc.conn, wire.MethodCreate, s, nil); err != nil {
-			return fail(fmt.Sprintf("recreating %s %q", s.Proto, s.Name), err)
-		}
+	if what, err := recreate(ctx, r.pc.conn, specs); err != nil {
+		return fail(what, err)
 	}
 	p.log.Info("plugin restarted", "pid", m.PID, "instances", len(specs))
 	return g, nil

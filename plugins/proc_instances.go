@@ -14,6 +14,7 @@ import (
 
 	"github.com/paster-dev/paster/plugins/internal/wire"
 	"github.com/paster-dev/paster/runner"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -45,6 +46,17 @@ func (p *proc) create(req *wire.CreateRequest) (uint64, wire.CreateResponse, err
 		return 0, resp, fmt.Errorf("plugin %s (%s): creating %s %q: %w", p.manifest.Name, p.path, req.Proto, req.Name, rpcError(err))
 	}
 	return req.ID, resp, nil
+}
+
+// recreate creates specs again in the process behind conn (a restarted
+// one), in order. On error it says which failed.
+func recreate(ctx context.Context, conn *grpc.ClientConn, specs []*wire.CreateRequest) (string, error) {
+	for _, s := range specs {
+		if err := wire.Invoke(ctx, conn, wire.MethodCreate, s, nil); err != nil {
+			return fmt.Sprintf("recreating %s %q", s.Proto, s.Name), err
+		}
+	}
+	return "", nil
 }
 
 // destroy forgets the instances ids: the plugin drops them (closing those
