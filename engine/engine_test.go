@@ -572,7 +572,8 @@ use = ` + chat + `#main
 // the Core serving after it, which counts it — and says nothing; one that
 // changes it (a key of the in-memory Core on the server section, the core
 // key, a key of the core section) serves the new generation with a new Core
-// and closes the old one once the old generation has drained.
+// and closes the old one once the old generation has drained; one that
+// changes it and then fails leaves the current Core serving.
 func TestEngineCoreChange(t *testing.T) {
 	t.Parallel()
 	port := freePort(t)
@@ -620,6 +621,15 @@ func TestEngineCoreChange(t *testing.T) {
 			t.Fatalf("%q: the new Core: Signal = %v", core, err)
 		}
 		prev = cur
+	}
+	// A reload that changes the core and then fails (an app that does not
+	// exist) leaves the current Core serving.
+	r.reloadFails(fmt.Sprintf(serverSection, "egg:paster#http", port)+"pubsub_retain_count = 99\n\n[app:main]\nuse = egg:paster#nosuchapp\n", "nosuchapp")
+	if r.e.core != prev {
+		t.Fatal("a failed reload replaced the Core")
+	}
+	if _, err := prev.Signal(context.Background(), "x", nil); err != nil {
+		t.Fatalf("the Core after a failed reload: Signal = %v", err)
 	}
 }
 
