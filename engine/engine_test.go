@@ -803,3 +803,20 @@ func TestEngineTLSWatch(t *testing.T) {
 	tlstest.WriteFile(t, dir, "cert.pem", certB)
 	r.waitFor("certificate B served", func() bool { return served() == "B" })
 }
+
+// TestCheckSuggestsPluginDist: an egg: name no dist has is answered with
+// the near miss among the plugin binaries in the plugin path too, as for
+// compiled-in dists.
+func TestCheckSuggestsPluginDist(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ini := "[server:main]\nuse = egg:enginetest#plain\n\n[app:main]\nuse = egg:helo#main\n"
+	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), []byte(ini), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Check(context.Background(), Config{ServerURI: "config:dev.ini#main", AppURI: "config:dev.ini#main", Base: dir,
+		PluginDirs: []string{pluginDir}, Logger: hclog.NewNullLogger()})
+	if err == nil || !strings.Contains(err.Error(), `did you mean "hello"?`) {
+		t.Fatalf("Check = %v, want a suggestion of the plugin dist hello", err)
+	}
+}

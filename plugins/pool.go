@@ -314,7 +314,7 @@ func (p *proc) instancesInProcess(ctx context.Context) (pid, n int, err error) {
 
 // Scope is one owner's share of a Pool: the dists it resolves create their
 // instances on its account (see Pool for the lifecycle). It is an
-// entrypoints.DistResolver, safe for concurrent use.
+// entrypoints.DistResolver and DistLister, safe for concurrent use.
 type Scope struct {
 	pool *Pool
 	id   int
@@ -352,6 +352,13 @@ func (s *Scope) Binary(path string, from entrypoints.Origin) (*entrypoints.Dist,
 		return nil, err
 	}
 	return e.host.binary(e.path, from, s)
+}
+
+// DistNames returns the sorted names of the dists whose binaries are in
+// the plugin path for a reference written in from (Host.DistNames),
+// starting none: the loader suggests a near miss among them.
+func (s *Scope) DistNames(from entrypoints.Origin) []string {
+	return s.pool.finder.DistNames(from)
 }
 
 func (s *Scope) acquire(path string) (*poolEntry, error) {
