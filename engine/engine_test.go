@@ -646,12 +646,7 @@ func TestCheckSharedTimeouts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.line, func(t *testing.T) {
 			t.Parallel()
-			dir := t.TempDir()
-			ini := "[server:main]\nuse = egg:enginetest#plain\n" + tt.line + "\n\n[app:main]\nuse = egg:enginetest#main\n"
-			if err := os.WriteFile(filepath.Join(dir, "dev.ini"), []byte(ini), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			_, err := Check(context.Background(), Config{ServerURI: "config:dev.ini#main", AppURI: "config:dev.ini#main", Base: dir, Logger: hclog.NewNullLogger()})
+			err := checkINI(t, "[server:main]\nuse = egg:enginetest#plain\n"+tt.line+"\n\n[app:main]\nuse = egg:enginetest#main\n")
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Check = %v, want %q", err, tt.want)
 			}
@@ -809,14 +804,21 @@ func TestEngineTLSWatch(t *testing.T) {
 // compiled-in dists.
 func TestCheckSuggestsPluginDist(t *testing.T) {
 	t.Parallel()
+	err := checkINI(t, "[server:main]\nuse = egg:enginetest#plain\n\n[app:main]\nuse = egg:helo#main\n")
+	if err == nil || !strings.Contains(err.Error(), `did you mean "hello"?`) {
+		t.Fatalf("Check = %v, want a suggestion of the plugin dist hello", err)
+	}
+}
+
+// checkINI writes ini as dev.ini in a temporary directory and returns the
+// error of Check on it (server and app main, plugins from pluginDir).
+func checkINI(t *testing.T, ini string) error {
+	t.Helper()
 	dir := t.TempDir()
-	ini := "[server:main]\nuse = egg:enginetest#plain\n\n[app:main]\nuse = egg:helo#main\n"
 	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), []byte(ini), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, err := Check(context.Background(), Config{ServerURI: "config:dev.ini#main", AppURI: "config:dev.ini#main", Base: dir,
 		PluginDirs: []string{pluginDir}, Logger: hclog.NewNullLogger()})
-	if err == nil || !strings.Contains(err.Error(), `did you mean "hello"?`) {
-		t.Fatalf("Check = %v, want a suggestion of the plugin dist hello", err)
-	}
+	return err
 }
