@@ -265,7 +265,7 @@ func monitorRestart(opts *serveOptions, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "Error: Unable to write to pid file: %v\n", err)
 			return 1
 		}
-		defer removePIDFile(opts.pidFile)
+		defer removePIDFile(opts.pidFile, hclog.NewNullLogger()) // the monitor keeps its user
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+
+	"github.com/hashicorp/go-hclog"
 )
 
 // writePIDFile writes this process's id to path.
@@ -13,10 +15,13 @@ func writePIDFile(path string) error {
 }
 
 // removePIDFile removes path if it still holds this process's id, so a newer
-// server's file is never deleted.
-func removePIDFile(path string) {
+// server's file is never deleted. A file that cannot be removed is logged:
+// after --user, the file's directory must be writable by that user.
+func removePIDFile(path string, logger hclog.Logger) {
 	if pid, err := readPIDFile(path); err == nil && pid == os.Getpid() {
-		os.Remove(path)
+		if err := os.Remove(path); err != nil {
+			logger.Warn("pid file not removed; put it in a directory the user paster runs as may write (--user), or remove it yourself", "file", path, "error", err)
+		}
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	oklogrun "github.com/oklog/run"
 	"github.com/paster-dev/paster/engine"
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/privilege"
 )
 
 // serveOptions are the options of "paster serve".
@@ -30,6 +31,10 @@ type serveOptions struct {
 	monitorRestart bool
 	status         bool
 	stopDaemon     bool
+
+	// user and group are --user and --group; runAs is who they name.
+	user, group string
+	runAs       *privilege.User
 }
 
 // registerLoad registers the options that choose and load a composition,
@@ -55,6 +60,8 @@ func (o *serveOptions) register(fs *flag.FlagSet) {
 	fs.BoolVar(&o.monitorRestart, "monitor-restart", false, "run under a monitor process that starts the server again whenever it exits")
 	fs.BoolVar(&o.status, "status", false, "same as the status subcommand")
 	fs.BoolVar(&o.stopDaemon, "stop-daemon", false, "same as the stop subcommand")
+	fs.StringVar(&o.user, "user", "", "after binding the sockets, run as `USER` (name or uid; plugin processes too); needs root")
+	fs.StringVar(&o.group, "group", "", "after binding the sockets, run as `GROUP` (name or gid; default USER's primary group); needs root")
 }
 
 // Environment markers of the processes paster serve starts itself.
@@ -161,12 +168,19 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	defer closer.Close()
 
+	if opts.runAs, err = privilege.Lookup(opts.user, opts.group); err != nil {
+		logger.Error("--user/--group: " + err.Error())
+		return 1
+	}
+	if opts.runAs == nil && os.Geteuid() == 0 {
+		logger.Warn("running as root: give --user and --group to run as an unprivileged user once the sockets are bound (or User= in a systemd unit)")
+	}
 	if opts.pidFile != "" && !monitorChild {
 		if err := writePIDFile(opts.pidFile); err != nil {
 			logger.Error("cannot write pid file", "file", opts.pidFile, "error", err)
 			return 1
 		}
-		defer removePIDFile(opts.pidFile)
+		defer removePIDFile(opts.pidFile, logger)
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -193,6 +207,7 @@ func (o *serveOptions) engineConfig(cfg configArg, vars map[string]string, logge
 		Vars:       vars,
 		PluginDirs: o.pluginDirs,
 		Logger:     logger,
+		User:       o.runAs,
 	}
 }
 

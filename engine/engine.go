@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins"
+	"github.com/paster-dev/paster/privilege"
 	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/observe"
 )
@@ -51,6 +52,7 @@ type generation struct {
 
 	serverKey    string        // what a server restart is decided on
 	serverFiles  []string      // files the server's settings read (TLS)
+	binds        []bind        // sockets the server will ask for
 	addr         string        // host:port of the server section, "" if unknown
 	grace        time.Duration // shutdown_timeout
 	readyTimeout time.Duration
@@ -143,8 +145,10 @@ type Engine struct {
 	nextID   int
 	stopping bool
 
-	srv    *serving
-	drains sync.WaitGroup
+	srv *serving
+	// dropped says that the process runs as Config.User now.
+	dropped bool
+	drains  sync.WaitGroup
 }
 
 // Config is what an Engine loads and how.
@@ -177,6 +181,11 @@ type Config struct {
 	// serve tells systemd with them (RELOADING=1, READY=1).
 	OnReloading func()
 	OnReloaded  func(error)
+	// User, if set, is who the process runs as once the first
+	// generation's server section is loaded and its sockets bound
+	// (paster serve --user/--group): see dropPrivileges. Plugin
+	// processes start as that user too.
+	User *privilege.User
 	// Activated are listening sockets bound by someone else, by name:
 	// those systemd passed (socket activation, LISTEN_FDS). The servers
 	// take them instead of binding (runner.ListenerPool.Adopt says which
@@ -345,7 +354,7 @@ func (m *Engine) load() (*generation, error) {
 	session := &entrypoints.Session{Logger: log.Named("loader")}
 	g.session = session
 	if m.pool == nil {
-		m.pool = plugins.NewPool(plugins.HostOptions{Logger: m.logger, PluginDirs: m.cfg.PluginDirs})
+		m.pool = plugins.NewPool(plugins.HostOptions{Logger: m.logger, PluginDirs: m.cfg.PluginDirs, User: m.cfg.User})
 	}
 	g.serverScope, g.scope = m.pool.Scope(id), m.pool.Scope(id)
 	session.Resolver = g.serverScope
@@ -361,6 +370,9 @@ func (m *Engine) load() (*generation, error) {
 	session.Resolver = g.scope
 	local, err := m.describeServer(g)
 	if err != nil {
+		return fail(err)
+	}
+	if err := m.dropPrivileges(g, log); err != nil {
 		return fail(err)
 	}
 	if err := m.takeCore(g, local, log); err != nil {
@@ -468,7 +480,7 @@ func (m *Engine) describeServer(g *generation) (entrypoints.Local, error) {
 	if err != nil {
 		return local, err
 	}
-	g.grace, g.readyTimeout, g.addr, g.serverFiles = st.grace, st.readyTimeout, st.addr, st.files
+	g.grace, g.readyTimeout, g.addr, g.serverFiles, g.binds = st.grace, st.readyTimeout, st.addr, st.files, st.binds
 
 	// A server in a plugin: the binary's checksum is part of the key, so a
 	// rebuilt binary restarts the server.

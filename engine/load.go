@@ -82,6 +82,16 @@ type serverSettings struct {
 	// files are the files the http server's settings read (certificate,
 	// key, CA: runner.TLSConfig.Files), nil when they are not valid.
 	files []string
+	// binds are the sockets the http server's settings ask for (addr,
+	// and redirect_http's), which are bound before privileges are
+	// dropped.
+	binds []bind
+}
+
+// bind is a socket a server will ask the ListenerPool for.
+type bind struct {
+	addr string
+	opt  runner.ListenOptions
 }
 
 // readServerSettings reads serverSettings from a server section. A bad
@@ -100,6 +110,10 @@ func readServerSettings(local entrypoints.Local) (serverSettings, error) {
 	if cfg, err := runner.ParseHTTPConfig(local); err == nil {
 		st.addr = cfg.Addr
 		st.files = cfg.TLS.Files()
+		st.binds = []bind{{cfg.Addr, runner.ListenOptions{SocketMode: cfg.SocketMode}}}
+		if cfg.RedirectHTTP != "" {
+			st.binds = append(st.binds, bind{addr: cfg.RedirectHTTP})
+		}
 	}
 	return st, nil
 }
@@ -124,4 +138,47 @@ func fileSum(path string) string {
 		return err.Error()
 	}
 	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
+// dropPrivileges makes the process run as Config.User, once, when the first
+// generation has loaded its server section: the sockets the section asks
+// for (binds) are bound first, into the ListenerPool where the server
+// finds them, so that a port below 1024 or a unix socket in a directory
+// only root may write still works; the unix socket files bound are given
+// to the user, who removes them at shutdown. Nothing else of the
+// configuration has run as root but the server section's factory (and a
+// plugin process it needs, which starts as the user): the core, the apps,
+// filters and coroutines are made after the drop. A server that binds on
+// its own (not through runner.HTTPServer) binds after the drop. A bind or
+// a drop that fails is an error; the process does not serve as root.
+func (m *Engine) dropPrivileges(g *generation, log hclog.Logger) error {
+	u := m.cfg.User
+	if u == nil || m.dropped {
+		return nil
+	}
+	for _, b := range g.binds {
+		ln, err := m.listeners.Listen(b.addr, b.opt)
+		if err != nil {
+			return fmt.Errorf("binding before running as %s: %w", u.Name, err)
+		}
+		ln.Close() // the socket stays in the pool for the server
+	}
+	if len(g.binds) == 0 {
+		log.Warn("the server section names no address paster can bind before dropping privileges; the server binds as " + u.Name)
+	}
+	uid := -1
+	if u.SetUID {
+		uid = int(u.UID)
+	}
+	for _, f := range m.listeners.SocketFiles() {
+		if err := os.Lchown(f, uid, int(u.GID)); err != nil {
+			return fmt.Errorf("giving the socket %s to %s: %w", f, u.Name, err)
+		}
+	}
+	if err := u.Drop(); err != nil {
+		return fmt.Errorf("running as %s: %w", u.Name, err)
+	}
+	m.dropped = true
+	log.Info("privileges dropped", "user", u.Name, "uid", os.Getuid(), "gid", os.Getgid())
+	return nil
 }

@@ -112,10 +112,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/privilege"
 	"github.com/paster-dev/paster/runner"
 	"google.golang.org/grpc/status"
 )
@@ -178,6 +180,13 @@ type HostOptions struct {
 	// [plugins] log_rate overrides it. Default DefaultLogRate; negative
 	// means no limit. Lines are cut at MaxLogLine bytes either way.
 	LogRate int
+
+	// User, if set, is who plugin processes run as (paster serve
+	// --user/--group; [plugins] user and group override it). A host
+	// running as root starts them as that user; one running as that user
+	// already (it dropped privileges) just starts them. Nil: they run as
+	// the host does.
+	User *privilege.User
 }
 
 // DefaultCrashLoopCooldown is HostOptions.CrashLoopCooldown's default.
@@ -354,15 +363,36 @@ func (h *Host) binary(path string, from entrypoints.Origin, s *Scope) (*entrypoi
 
 // procSettings are the [plugins] keys that tune a plugin's supervision.
 type procSettings struct {
-	cooldown time.Duration // crash_loop_cooldown; 0: no restart past the limit
-	logRate  int           // log_rate; 0 or less: no limit
+	cooldown time.Duration   // crash_loop_cooldown; 0: no restart past the limit
+	logRate  int             // log_rate; 0 or less: no limit
+	user     *privilege.User // user and group; nil: the host's user
 }
 
-// settings reads crash_loop_cooldown and log_rate from the [plugins]
-// section of from, defaulting to h's options. A bad value is an error
-// naming the key.
+// settings reads crash_loop_cooldown, log_rate, user and group from the
+// [plugins] section of from, defaulting to h's options. A bad value is an
+// error naming the key: an unknown user or group, or one the host cannot
+// start processes as (it is not root, and not that user).
 func (h *Host) settings(from entrypoints.Origin) (procSettings, error) {
-	s := procSettings{cooldown: max(h.opts.CrashLoopCooldown, 0), logRate: h.opts.LogRate}
+	s := procSettings{cooldown: max(h.opts.CrashLoopCooldown, 0), logRate: h.opts.LogRate, user: h.opts.User}
+	userName, userSet := from.Plugins["user"]
+	groupName, groupSet := from.Plugins["group"]
+	if userSet || groupSet {
+		key := "user"
+		if !userSet {
+			key = "group"
+		}
+		u, err := privilege.Lookup(strings.TrimSpace(userName), strings.TrimSpace(groupName))
+		if err == nil && u != nil {
+			err = u.Apply(&syscall.SysProcAttr{})
+		}
+		if err != nil {
+			if groupSet && userSet && strings.Contains(err.Error(), "group") {
+				key = "group"
+			}
+			return s, pluginsKeyError(from, key, "plugin processes cannot run as it: "+err.Error())
+		}
+		s.user = u
+	}
 	if v, ok := from.Plugins["crash_loop_cooldown"]; ok {
 		d, err := time.ParseDuration(strings.TrimSpace(v))
 		if err != nil || d < 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins/internal/transport"
 	"github.com/paster-dev/paster/plugins/internal/wire"
+	"github.com/paster-dev/paster/privilege"
 	"google.golang.org/grpc"
 )
 
@@ -65,6 +66,9 @@ type proc struct {
 	// nextStart is when the scheduled restart is due (zero: none
 	// scheduled, or it is under way). (mu)
 	nextStart time.Time
+	// user is who the next process starts as ([plugins] user and group,
+	// HostOptions.User); nil: the host's user. (mu)
+	user *privilege.User
 
 	// instances
 	nextID atomic.Uint64

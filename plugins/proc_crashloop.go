@@ -67,6 +67,7 @@ func (p *proc) crashLocked() {
 func (p *proc) configure(s procSettings) {
 	p.mu.Lock()
 	p.loop.cooldown = s.cooldown
+	p.user = s.user
 	p.mu.Unlock()
 	p.relay.setRate(s.logRate)
 }

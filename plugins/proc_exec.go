@@ -9,6 +9,7 @@ import (
 	"io"
 	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
@@ -22,7 +23,7 @@ import (
 // also builds the dist.
 func (p *proc) launch(first bool) (*incarnation, error) {
 	p.mu.Lock()
-	pin := p.sum
+	pin, user := p.sum, p.user
 	p.mu.Unlock()
 	exe, sum, err := openBinary(p.path, pin, p.allowWritable)
 	if err != nil {
@@ -36,6 +37,14 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	cmd := binaryCommand(exe, p.path)
 	cmd.Env = append(append(cmd.Env, pluginEnviron()...), wire.EnvLogLevel+"="+levelName(p.log))
 	cmd.SysProcAttr = sysProcAttr()
+	if user != nil {
+		if cmd.SysProcAttr == nil {
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
+		}
+		if err := user.Apply(cmd.SysProcAttr); err != nil {
+			return nil, fmt.Errorf("plugin binary %s: starting it as %s: %w", p.path, user.Name, err)
+		}
+	}
 	lend, err := p.h.newLender(cmd, p.log)
 	if err != nil {
 		return nil, fmt.Errorf("plugin binary %s: %w", p.path, err)
