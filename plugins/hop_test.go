@@ -19,6 +19,8 @@ import (
 // hop's latency histogram and the request and response body bytes, by the
 // plugin's dist (issue 12.5). Bodies of known length and chunked ones count
 // alike, and a WebSocket still upgrades through the measuring writer.
+// Requests that come from a server inside a plugin count too, their bodies
+// passed on whole or streamed.
 func TestHopMetrics(t *testing.T) {
 	t.Parallel()
 	h := newHost(t, HostOptions{})
@@ -71,13 +73,7 @@ func TestHopMetrics(t *testing.T) {
 	}
 	c.Close()
 
-	var metrics string
-	waitFor(t, 10*time.Second, "the WebSocket's hop to be recorded", func() bool {
-		rec := httptest.NewRecorder()
-		reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-		metrics = rec.Body.String()
-		return strings.Contains(metrics, `paster_plugin_hop_duration_seconds_count{dist="wsecho"} 1`)
-	})
+	metrics := scrapeUntil(t, reg, `paster_plugin_hop_duration_seconds_count{dist="wsecho"} 1`)
 	for _, want := range []string{
 		`paster_plugin_hop_duration_seconds_count{dist="ptest"} 3`,
 		`paster_plugin_hop_sent_bytes_total{dist="ptest"} 17000`,
@@ -89,4 +85,45 @@ func TestHopMetrics(t *testing.T) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
+
+	// The same app served by a server inside the hello plugin: the host
+	// gets the requests from that plugin and hands them to ptest.
+	via := observe.New()
+	addr := helloServer(t, h, observe.Instrument(via, "via", pApp))
+	waitFor(t, 10*time.Second, "the plugin server to answer", func() bool {
+		resp, err := http.Get("http://" + addr + "/echo") // a hop without bytes
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	probe.URL = "http://" + addr
+	if got := post("/echo", strings.NewReader(strings.Repeat("s", 300))); len(got) != 300 {
+		t.Errorf("/echo via the plugin server answered %d bytes, want 300", len(got))
+	}
+	if got := post("/count", struct{ io.Reader }{strings.NewReader(strings.Repeat("x", 200<<10))}); got != "204800" {
+		t.Errorf("/count via the plugin server answered %q, want 204800", got)
+	}
+	metrics = scrapeUntil(t, via, `paster_plugin_hop_duration_seconds_count{dist="ptest"} 3`)
+	for _, want := range []string{
+		`paster_plugin_hop_sent_bytes_total{dist="ptest"} 205100`,
+		`paster_plugin_hop_received_bytes_total{dist="ptest"} 306`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("metrics via the plugin server lack %s", want)
+		}
+	}
+}
+
+// scrapeUntil scrapes reg until its exposition has line, and returns it.
+func scrapeUntil(t *testing.T, reg *observe.Registry, line string) string {
+	t.Helper()
+	var metrics string
+	waitFor(t, 10*time.Second, line, func() bool {
+		rec := httptest.NewRecorder()
+		reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		metrics = rec.Body.String()
+		return strings.Contains(metrics, line+"\n")
+	})
+	return metrics
 }

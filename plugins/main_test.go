@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -215,6 +216,39 @@ func probeAppFrom(t *testing.T, h testHost, from entrypoints.Origin, name string
 		t.Fatal(err)
 	}
 	return d, app
+}
+
+// helloServer serves app on a loopback port with the hello plugin's http
+// server (a server inside a plugin process), until the test ends, and
+// returns its address.
+func helloServer(t *testing.T, h testHost, app http.Handler) string {
+	t.Helper()
+	hello, err := h.Egg("hello", entrypoints.Origin{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The plugin server binds the address it is given; ask the kernel for
+	// a free port first and hand it over.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv, err := hello.Servers["http"](nil, entrypoints.NewLocal("listen", addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv(ctx, app) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("plugin server: %v", err)
+		}
+	})
+	return addr
 }
 
 // vm returns a /proc/PID/status field (VmRSS, VmHWM) in bytes.

@@ -500,31 +500,7 @@ func TestWebSocketThroughPluginServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hello, err := h.Egg("hello", entrypoints.Origin{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The plugin server binds the address it is given; ask the kernel for
-	// a free port first and hand it over.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	srv, err := hello.Servers["http"](nil, entrypoints.NewLocal("listen", addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv(ctx, echo) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("plugin server: %v", err)
-		}
-	}()
+	addr := helloServer(t, h, echo)
 	var c *websocket.Conn
 	waitFor(t, 10*time.Second, "the plugin server to upgrade", func() bool {
 		c, _, err = websocket.DefaultDialer.Dial("ws://"+addr+"/", nil)

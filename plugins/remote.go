@@ -133,7 +133,7 @@ func (a *remoteApp) remote() (*proc, uint64) { return a.p, a.id }
 // to the seconds until the next start attempt; when the plugin dies before answering,
 // 502; after the response began, the response is aborted. Each request
 // handed to the plugin is measured in the observe.Registry of its context
-// (observe.StartHop: the hop's latency and body bytes, by dist).
+// (observe.Hop: the hop's latency and body bytes, by dist).
 func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.p.h.adoptCore(r.Context())
 	g, st := a.p.acquire()
@@ -144,8 +144,14 @@ func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "Service Unavailable: plugin "+a.p.name+" is "+st.String(), http.StatusServiceUnavailable)
 		return
 	}
-	w, r, hopEnd := observe.StartHop(w, r, a.p.name)
-	defer hopEnd()
+	hop := observe.StartHop(r.Context(), a.p.name)
+	defer hop.End()
+	w = hop.Writer(w)
+	if n, ok := transport.WholeBody(r.Body); ok {
+		hop.Sent(n) // passed on as it is: Forward's one-frame path stays
+	} else {
+		r = hop.Body(r)
+	}
 	open, done := a.p.h.requestScope(r, g.http)
 	err := transport.Forward(w, r, open, a.id)
 	done()

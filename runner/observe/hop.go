@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"time"
@@ -70,28 +71,64 @@ func (r *Registry) dist(dist string) *hopMetrics {
 	return m
 }
 
+// Hop is one request handed to a process of a plugin, being measured
+// (StartHop). A nil *Hop measures nothing: its methods hand back what they
+// are given.
+type Hop struct {
+	m     *hopMetrics
+	start time.Time
+	w     countedWriter
+}
+
 // StartHop begins measuring one request the host hands to a process of
-// plugin dist, in the Registry of req's context. It returns the writer and
-// request to hand on — they count the response and request body bytes as
-// they pass — and end, to call once the exchange is over, which records its
-// duration. Bytes of a hijacked connection (an upgrade) are not counted; its
-// duration is the tunnel's. Without a Registry in the context it returns w
-// and req as they are and an end that does nothing.
-func StartHop(w http.ResponseWriter, req *http.Request, dist string) (http.ResponseWriter, *http.Request, func()) {
-	reg := From(req.Context())
+// plugin dist, in the Registry of ctx; without one it returns nil. Pass the
+// response writer through Writer and the request through Body (or count a
+// body passed on whole with Sent), and call End once the exchange is over.
+func StartHop(ctx context.Context, dist string) *Hop {
+	reg := From(ctx)
 	if reg == nil {
-		return w, req, func() {}
+		return nil
 	}
 	m := reg.dist(dist)
-	start := time.Now()
-	if req.Body != nil && req.Body != http.NoBody && (req.ContentLength != 0 || len(req.TransferEncoding) != 0) {
-		r2 := new(http.Request)
-		*r2 = *req
-		r2.Body = &countedBody{ReadCloser: req.Body, n: m.sent}
-		req = r2
+	return &Hop{m: m, start: time.Now(), w: countedWriter{n: m.received}}
+}
+
+// Writer returns w counting the response body bytes written through it.
+// Bytes of a hijacked connection (an upgrade) are not counted. One Hop
+// gives one writer.
+func (h *Hop) Writer(w http.ResponseWriter) http.ResponseWriter {
+	if h == nil {
+		return w
 	}
-	return &countedWriter{ResponseWrapper: runner.WrapResponse(w, nil), n: m.received}, req, func() {
-		m.duration.Observe(time.Since(start).Seconds())
+	h.w.ResponseWriter = w
+	return &h.w
+}
+
+// Body returns req, or a copy of it whose body counts the bytes read from
+// it when it has one.
+func (h *Hop) Body(req *http.Request) *http.Request {
+	if h == nil || req.Body == nil || req.Body == http.NoBody || (req.ContentLength == 0 && len(req.TransferEncoding) == 0) {
+		return req
+	}
+	r2 := new(http.Request)
+	*r2 = *req
+	r2.Body = &countedBody{ReadCloser: req.Body, n: h.m.sent}
+	return r2
+}
+
+// Sent counts n request body bytes passed on without being read through
+// Body.
+func (h *Hop) Sent(n int) {
+	if h != nil {
+		h.m.sent.Add(float64(n))
+	}
+}
+
+// End records the hop's duration, from StartHop until now (a hijacked
+// connection's is the tunnel's).
+func (h *Hop) End() {
+	if h != nil {
+		h.m.duration.Observe(time.Since(h.start).Seconds())
 	}
 }
 

@@ -153,6 +153,16 @@ type body struct {
 // complete reports whether the whole body is here, unread.
 func (b *body) complete() bool { return b.done && b.err == nil && len(b.pending) <= wire.ChunkSize }
 
+// WholeBody reports whether rb is a request body that came through a
+// transport whole and unread, which Forward passes on in one frame without
+// reading it, and its length.
+func WholeBody(rb io.ReadCloser) (int, bool) {
+	if b, ok := rb.(*body); ok && b.complete() {
+		return len(b.pending), true
+	}
+	return 0, false
+}
+
 // Read returns the body's bytes as the frames bring them. It fails with
 // what the sender's read failed with (FlagError), and with
 // io.ErrUnexpectedEOF when the exchange ends before the body does: the
