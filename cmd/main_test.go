@@ -13,7 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // binDir holds the paster binary built for these tests and, in its plugins
@@ -267,7 +268,7 @@ func TestServeLogsToFile(t *testing.T) {
 	defer cmd.Process.Kill()
 
 	var addr string
-	waitUntil(t, "the serving line in the log file", func() bool {
+	testsync.WaitFor(t, "the serving line in the log file", func() bool {
 		b, _ := os.ReadFile(logFile)
 		for _, line := range strings.Split(string(b), "\n") {
 			var rec map[string]any
@@ -295,17 +296,5 @@ func TestServeLogsToFile(t *testing.T) {
 	b, _ := os.ReadFile(logFile)
 	if !strings.Contains(string(b), `"GET /good.ini HTTP/1.1\" 200`) {
 		t.Errorf("the access log line is not in the log file:\n%s", b)
-	}
-}
-
-// waitUntil polls cond until it holds, failing the test after 20 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -2,7 +2,6 @@ package pastercmd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // These tests run the paster binary TestMain built, with real plugin
@@ -66,25 +67,8 @@ type serveProc struct {
 	base string // http://127.0.0.1:PORT
 	// dial, if set, makes the connections of get (to a unix socket).
 	dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	log  *syncBuffer
+	log  *testsync.Buffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startServe starts paster serve in dir and waits until /health/live
@@ -125,7 +109,7 @@ func spawnServeExe(t *testing.T, exe, dir string, port int, args ...string) *ser
 // with SIGTERM when the test ends.
 func spawnCmd(t *testing.T, cmd *exec.Cmd, base string) *serveProc {
 	t.Helper()
-	p := &serveProc{t: t, cmd: cmd, base: base, log: &syncBuffer{}, done: make(chan error, 1)}
+	p := &serveProc{t: t, cmd: cmd, base: base, log: &testsync.Buffer{}, done: make(chan error, 1)}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -159,22 +143,19 @@ func (p *serveProc) get(path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// waitFor polls cond every 20ms, up to 60s.
+// waitFor polls cond (testsync.WaitFor), failing at once if paster serve
+// exits meanwhile.
 func (p *serveProc) waitFor(what string, cond func() bool) {
 	p.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !cond() {
+	testsync.WaitFor(p.t, what, func() bool {
 		select {
 		case err := <-p.done:
 			p.done <- err
 			p.t.Fatalf("paster serve exited (%v) while waiting for %s", err, what)
 		default:
 		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return cond()
+	})
 }
 
 type healthDoc struct {

@@ -21,7 +21,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/tlstest"
 )
@@ -202,7 +204,7 @@ func (r *running) reloadTo(text string) {
 	before := r.e.snapshot().Reloads.Total
 	r.write(text)
 	r.reload <- struct{}{}
-	r.waitFor("the reload", func() bool {
+	testsync.WaitFor(r.t, "the reload", func() bool {
 		s := r.e.snapshot()
 		return s.Reloads.Total > before && len(s.Draining) == 0
 	})
@@ -218,20 +220,9 @@ func (r *running) reloadFails(text, want string) {
 	before := r.e.snapshot().Reloads.Total
 	r.write(text)
 	r.reload <- struct{}{}
-	r.waitFor("the reload", func() bool { return r.e.snapshot().Reloads.Total > before })
+	testsync.WaitFor(r.t, "the reload", func() bool { return r.e.snapshot().Reloads.Total > before })
 	if s := r.e.snapshot(); s.Reloads.LastOK || !strings.Contains(s.Reloads.LastError, want) {
 		r.t.Fatalf("reload: ok %v, error %q; want an error containing %q", s.Reloads.LastOK, s.Reloads.LastError, want)
-	}
-}
-
-func (r *running) waitFor(what string, cond func() bool) {
-	r.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -322,7 +313,7 @@ func TestEngineDrain(t *testing.T) {
 	before := r.e.snapshot().Reloads.Total
 	r.write(srv + app + "new")
 	r.reload <- struct{}{}
-	r.waitFor("the new generation", func() bool { return r.e.snapshot().Reloads.Total > before })
+	testsync.WaitFor(r.t, "the new generation", func() bool { return r.e.snapshot().Reloads.Total > before })
 	if code, body := r.get("/"); code != 200 || body != "new" {
 		t.Fatalf("after the reload: %d %q", code, body)
 	}
@@ -333,7 +324,7 @@ func TestEngineDrain(t *testing.T) {
 	if got := <-slow; got != "200 old" {
 		t.Errorf("the request in flight got %q, want 200 old", got)
 	}
-	r.waitFor("generation 1 to drain", func() bool { return len(r.e.snapshot().Draining) == 0 })
+	testsync.WaitFor(r.t, "generation 1 to drain", func() bool { return len(r.e.snapshot().Draining) == 0 })
 }
 
 // TestEngineRunnerSwap: a changed server section starts the new server
@@ -587,7 +578,7 @@ func TestEngineCoreChange(t *testing.T) {
 		v, err := first.WaitForSignal(context.Background(), "kept", runner.NoTimeout)
 		woken <- fmt.Sprintf("%s %v", v, err)
 	}()
-	r.waitFor("the wait to park", func() bool { return first.Stats().Waiters == 1 })
+	testsync.WaitFor(r.t, "the wait to park", func() bool { return first.Stats().Waiters == 1 })
 	r.reloadTo(ini("pubsub_retain_count = 10\n"))
 	if n := r.coreWarnings.Load(); n != 0 {
 		t.Fatalf("a reload with the same core logged %d core change(s)", n)
@@ -726,12 +717,12 @@ func TestEngineTLSRotation(t *testing.T) {
 			reload := func() {
 				before := r.e.snapshot().Reloads.Total
 				r.reload <- struct{}{}
-				r.waitFor("the reload", func() bool {
+				testsync.WaitFor(r.t, "the reload", func() bool {
 					s := r.e.snapshot()
 					return s.Reloads.Total > before && len(s.Draining) == 0
 				})
 			}
-			r.waitFor("requests under load", func() bool { return total.Load() > 20 })
+			testsync.WaitFor(r.t, "requests under load", func() bool { return total.Load() > 20 })
 
 			certB, keyB := ca.Issue(t, "B")
 			tlstest.WriteFile(t, dir, "key.pem", keyB)
@@ -744,7 +735,7 @@ func TestEngineTLSRotation(t *testing.T) {
 				t.Errorf("after the rotation, served certificate %q, want B", got)
 			}
 			mark := total.Load()
-			r.waitFor("requests after the rotation", func() bool { return total.Load() > mark+20 })
+			testsync.WaitFor(r.t, "requests after the rotation", func() bool { return total.Load() > mark+20 })
 
 			tlstest.WriteFile(t, dir, "cert.pem", []byte("-----BEGIN CERTIFICATE-----\ngarbage\n-----END CERTIFICATE-----\n"))
 			reload()
@@ -758,7 +749,7 @@ func TestEngineTLSRotation(t *testing.T) {
 				t.Errorf("after a bad certificate, served %q, want B still", got)
 			}
 			mark = total.Load()
-			r.waitFor("requests after the failed reload", func() bool { return total.Load() > mark+20 })
+			testsync.WaitFor(r.t, "requests after the failed reload", func() bool { return total.Load() > mark+20 })
 			stop.Store(true)
 			wg.Wait()
 			if failed.Load() > 0 {

@@ -1,7 +1,6 @@
 package entrypoints
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // recorder keeps the configuration every factory of the test dist received.
@@ -215,29 +216,11 @@ func testdata(t testing.TB) string {
 	return dir
 }
 
-// logBuffer is a Logger that keeps what was logged.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // newSession returns a session over the test registry with its recorder and
 // a log buffer.
-func newSession() (*Session, *recorder, *logBuffer) {
+func newSession() (*Session, *recorder, *testsync.Buffer) {
 	reg, rec := testRegistry()
-	logs := &logBuffer{}
+	logs := &testsync.Buffer{}
 	s := &Session{Registry: reg, Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})}
 	return s, rec, logs
 }

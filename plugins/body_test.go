@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // The request bodies of these tests are written by hand on raw sockets, as a
@@ -140,7 +141,7 @@ func TestPluginBodyErrors(t *testing.T) {
 		t.Run("client gone mid-body/"+c.name, func(t *testing.T) {
 			id := "gone-" + c.name
 			hangUp(t, addr, id, goneRequest(id, c.head, c.sent))
-			waitFor(t, 10*time.Second, "the plugin handler's context to end", func() bool {
+			testsync.WaitFor(t, "the plugin handler's context to end", func() bool {
 				_, b := get(t, "http://"+addr+"/cancelled?id="+id)
 				return b == "true"
 			})
@@ -217,7 +218,7 @@ func TestPluginBodyErrorsLeakNothing(t *testing.T) {
 	// leak here is one or more per request.
 	const slack = 5
 	var now counts
-	waitFor(t, 15*time.Second, "goroutines and files back to their baselines", func() bool {
+	testsync.WaitFor(t, "goroutines and files back to their baselines", func() bool {
 		now = measure()
 		return now.hostG <= base.hostG+slack && now.hostFD <= base.hostFD+slack &&
 			now.plugG <= base.plugG+slack && now.plugFD <= base.plugFD+slack
@@ -316,7 +317,7 @@ func TestPluginRequestCancelled(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatal("the host handler did not return")
 			}
-			waitFor(t, 10*time.Second, "the plugin handler's context to end", func() bool {
+			testsync.WaitFor(t, "the plugin handler's context to end", func() bool {
 				_, b := get(t, "http://"+addr+"/cancelled?id="+id)
 				return b == "true"
 			})
@@ -369,7 +370,7 @@ func TestPluginServerBodyErrors(t *testing.T) {
 	dial := func() net.Conn {
 		t.Helper()
 		var c net.Conn
-		waitFor(t, 10*time.Second, "the plugin's server to listen", func() bool {
+		testsync.WaitFor(t, "the plugin's server to listen", func() bool {
 			c, err = net.Dial("unix", sock)
 			return err == nil
 		})
@@ -422,7 +423,7 @@ func TestPluginServerBodyErrors(t *testing.T) {
 		tctx, stop := context.WithCancel(context.Background())
 		ticked := make(chan error, 1)
 		go func() { ticked <- tick(tctx) }()
-		waitFor(t, 10*time.Second, "a tick in the log", func() bool { return strings.Contains(h.logs.String(), "tick") })
+		testsync.WaitFor(t, "a tick in the log", func() bool { return strings.Contains(h.logs.String(), "tick") })
 		stop()
 		<-ticked
 		if strings.Contains(h.logs.String(), "calling host app failed") {

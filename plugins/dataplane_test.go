@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 )
 
@@ -153,7 +154,7 @@ func TestKillMidExchange(t *testing.T) {
 		for err := range errs {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "the requests to park", func() bool { return core.Stats().Waiters == parked })
+		testsync.WaitFor(t, "the requests to park", func() bool { return core.Stats().Waiters == parked })
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +172,7 @@ func TestKillMidExchange(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		waitFor(t, 10*time.Second, "the restarted plugin", func() bool {
+		testsync.WaitFor(t, "the restarted plugin", func() bool {
 			p := h.Plugins()[0]
 			return p.State == StateRunning && p.PID != pid
 		})

@@ -7,10 +7,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/gorilla/websocket"
+
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner/observe"
 )
 
@@ -90,7 +91,7 @@ func TestHopMetrics(t *testing.T) {
 	// gets the requests from that plugin and hands them to ptest.
 	via := observe.New()
 	addr := helloServer(t, h, observe.Instrument(via, "via", pApp))
-	waitFor(t, 10*time.Second, "the plugin server to answer", func() bool {
+	testsync.WaitFor(t, "the plugin server to answer", func() bool {
 		resp, err := http.Get("http://" + addr + "/echo") // a hop without bytes
 		if err == nil {
 			resp.Body.Close()
@@ -119,7 +120,7 @@ func TestHopMetrics(t *testing.T) {
 func scrapeUntil(t *testing.T, reg *observe.Registry, line string) string {
 	t.Helper()
 	var metrics string
-	waitFor(t, 10*time.Second, line, func() bool {
+	testsync.WaitFor(t, line, func() bool {
 		rec := httptest.NewRecorder()
 		reg.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 		metrics = rec.Body.String()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 )
 
@@ -149,9 +150,9 @@ func TestLentListenersHandOver(t *testing.T) {
 	}
 	served := func(body string) {
 		t.Helper()
-		waitFor(t, 30*time.Second, body+" to answer", func() bool { _, ok := seen.Load(body); return ok })
+		testsync.WaitFor(t, body+" to answer", func() bool { _, ok := seen.Load(body); return ok })
 		n := sent.Load()
-		waitFor(t, 30*time.Second, "requests to "+body, func() bool { return sent.Load() > n+100 })
+		testsync.WaitFor(t, "requests to "+body, func() bool { return sent.Load() > n+100 })
 	}
 
 	served("host 1")

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // TestLogTypes: a plugin's log values print as they would in-process (a
@@ -21,7 +22,7 @@ func TestLogTypes(t *testing.T) {
 	_, srv := probe(t, h, "types")
 	mustGet(t, srv.URL+"/print", "")
 	var line string
-	waitFor(t, 5*time.Second, "the typed log line", func() bool {
+	testsync.WaitFor(t, "the typed log line", func() bool {
 		for _, l := range strings.Split(h.logs.String(), "\n") {
 			if strings.Contains(l, "typed values") {
 				line = l
@@ -96,7 +97,7 @@ func TestLogFlood(t *testing.T) {
 		return 0
 	}
 	const total = 3 * (lines + 1)
-	waitFor(t, 20*time.Second, "every line to be relayed or dropped", func() bool {
+	testsync.WaitFor(t, "every line to be relayed or dropped", func() bool {
 		return relayed()+int(dropped()) == total
 	})
 	elapsed := time.Since(start)
@@ -107,7 +108,7 @@ func TestLogFlood(t *testing.T) {
 	if d == 0 {
 		t.Errorf("nothing dropped of %d lines", total)
 	}
-	waitFor(t, 5*time.Second, "the dropped lines to be reported", func() bool {
+	testsync.WaitFor(t, "the dropped lines to be reported", func() bool {
 		return strings.Contains(h.logs.String(), "plugin output over the log rate limit: lines dropped")
 	})
 }
@@ -120,7 +121,7 @@ func TestLogLongLines(t *testing.T) {
 	_, srv := probe(t, h, "long")
 	mustGet(t, srv.URL+"/flood?n=0", "")
 	var long []string
-	waitFor(t, 5*time.Second, "three long lines", func() bool {
+	testsync.WaitFor(t, "three long lines", func() bool {
 		long = long[:0]
 		for _, l := range strings.Split(h.logs.String(), "\n") {
 			if strings.Contains(l, "long line ") {

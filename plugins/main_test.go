@@ -2,7 +2,6 @@ package plugins
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,12 +14,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // binDir holds the plugin binaries TestMain builds once for every test.
@@ -78,34 +78,16 @@ func hostHelper() {
 
 func bin(name string) string { return filepath.Join(binDir, BinaryPrefix+name) }
 
-// logBuf collects a host's log output.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type testHost struct {
 	*Host
-	logs *logBuf
+	logs *testsync.Buffer
 }
 
 // newHost returns a Host closed (and checked for leftover plugins) at the
 // end of the test.
 func newHost(t *testing.T, opts HostOptions) testHost {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &testsync.Buffer{}
 	opts.Logger = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info})
 	if opts.PluginDirs == nil {
 		opts.PluginDirs = []string{binDir}
@@ -142,18 +124,6 @@ func alive(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
-}
-
-// waitFor polls cond every 10 ms until it holds or d passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 func serve(t *testing.T, h http.Handler) *httptest.Server {

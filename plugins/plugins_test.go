@@ -23,7 +23,9 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/hashicorp/go-hclog"
+
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 )
 
@@ -236,7 +238,7 @@ func TestServersAndCoroutines(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- start(ctx, sock) }()
 		var body string
-		waitFor(t, 10*time.Second, "the plugin server to answer", func() bool {
+		testsync.WaitFor(t, "the plugin server to answer", func() bool {
 			code, b, err := unixGet(sock)
 			body = b
 			return err == nil && code == 200
@@ -275,12 +277,12 @@ func TestServersAndCoroutines(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
 		go func() { done <- co(ctx) }()
-		waitFor(t, 10*time.Second, "the coroutine to start", func() bool { return strings.Contains(h.logs.String(), "waiter started") })
+		testsync.WaitFor(t, "the coroutine to start", func() bool { return strings.Contains(h.logs.String(), "waiter started") })
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 10*time.Second, "the coroutine to stop", func() bool { return strings.Contains(h.logs.String(), "waiter stopped") })
+		testsync.WaitFor(t, "the coroutine to stop", func() bool { return strings.Contains(h.logs.String(), "waiter stopped") })
 	})
 }
 
@@ -390,7 +392,7 @@ func TestStreaming(t *testing.T) {
 			mustGet(t, srv.URL+"/cancelled?id="+id, "false")
 			cancel()
 			<-done
-			waitFor(t, 10*time.Second, "the plugin handler to see the cancellation", func() bool {
+			testsync.WaitFor(t, "the plugin handler to see the cancellation", func() bool {
 				_, b := get(t, srv.URL+"/cancelled?id="+id)
 				return b == "true"
 			})
@@ -415,7 +417,7 @@ func TestStreaming(t *testing.T) {
 			}
 		}
 		mustGet(t, srv.URL+"/pid", pid)
-		waitFor(t, 5*time.Second, "the panic in the log", func() bool { return strings.Contains(h.logs.String(), "boom") })
+		testsync.WaitFor(t, "the panic in the log", func() bool { return strings.Contains(h.logs.String(), "boom") })
 	})
 }
 
@@ -502,7 +504,7 @@ func TestWebSocketThroughPluginServer(t *testing.T) {
 	}
 	addr := helloServer(t, h, echo)
 	var c *websocket.Conn
-	waitFor(t, 10*time.Second, "the plugin server to upgrade", func() bool {
+	testsync.WaitFor(t, "the plugin server to upgrade", func() bool {
 		c, _, err = websocket.DefaultDialer.Dial("ws://"+addr+"/", nil)
 		return err == nil
 	})
@@ -532,7 +534,7 @@ func TestLogs(t *testing.T) {
 		`[INFO]  ptest: stray stdout line: stream=stdout`,
 		`[WARN]  ptest: stray stderr line: stream=stderr`,
 	} {
-		waitFor(t, 5*time.Second, fmt.Sprintf("log line %q", want), func() bool { return strings.Contains(h.logs.String(), want) })
+		testsync.WaitFor(t, fmt.Sprintf("log line %q", want), func() bool { return strings.Contains(h.logs.String(), want) })
 	}
 }
 
@@ -573,7 +575,7 @@ func TestCrashAndRestart(t *testing.T) {
 		t.Fatalf("in-flight request got %d, want 502", code)
 	}
 	// New requests get 503 with Retry-After while the restart is held.
-	waitFor(t, 10*time.Second, "503 while restarting", func() bool {
+	testsync.WaitFor(t, "503 while restarting", func() bool {
 		resp, err := http.Get(srv.URL + "/name")
 		if err != nil {
 			t.Fatal(err)
@@ -583,7 +585,7 @@ func TestCrashAndRestart(t *testing.T) {
 	})
 	mustGet(t, otherSrv.URL, "Hello, world!\n")
 	close(gate)
-	waitFor(t, 10*time.Second, "the restarted plugin to serve", func() bool {
+	testsync.WaitFor(t, "the restarted plugin to serve", func() bool {
 		code, _ := get(t, srv.URL+"/name")
 		return code == 200
 	})
@@ -607,7 +609,7 @@ func crashTwice(t *testing.T, h testHost, cooldown string) *httptest.Server {
 	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
 		t.Fatalf("first exit: %d", code)
 	}
-	waitFor(t, 10*time.Second, "the first restart", func() bool {
+	testsync.WaitFor(t, "the first restart", func() bool {
 		p := h.Plugins()[0]
 		return p.State == StateRunning && p.PID != pid
 	})
@@ -621,9 +623,9 @@ func TestCrashLoopCooldown(t *testing.T) {
 	t.Parallel()
 	h := newHost(t, HostOptions{RestartBackoff: time.Millisecond, MaxRestarts: 1})
 	srv := crashTwice(t, h, "1500ms")
-	waitFor(t, 10*time.Second, "the crash loop", func() bool { return h.Plugins()[0].State == StateCrashLoop })
+	testsync.WaitFor(t, "the crash loop", func() bool { return h.Plugins()[0].State == StateCrashLoop })
 	checkRetryAfter(t, srv.URL+"/name", h.Plugins()[0].NextRestart)
-	waitFor(t, 15*time.Second, "the restart after the cooldown", func() bool { return h.Plugins()[0].State == StateRunning })
+	testsync.WaitFor(t, "the restart after the cooldown", func() bool { return h.Plugins()[0].State == StateRunning })
 	mustGet(t, srv.URL+"/name", "x")
 	if !strings.Contains(h.logs.String(), "starting it again after the cooldown") {
 		t.Errorf("the crash loop was not logged")
@@ -638,7 +640,7 @@ func TestCrashLoopOff(t *testing.T) {
 		t.Fatalf("bad crash_loop_cooldown: %v", err)
 	}
 	srv := crashTwice(t, h, "0")
-	waitFor(t, 10*time.Second, "the host to give up", func() bool { return h.Plugins()[0].State == StateFailed })
+	testsync.WaitFor(t, "the host to give up", func() bool { return h.Plugins()[0].State == StateFailed })
 	resp, err := http.Get(srv.URL + "/name")
 	if err != nil {
 		t.Fatal(err)
@@ -658,7 +660,7 @@ func TestRetryAfterIsTheWait(t *testing.T) {
 	if code, _ := get(t, srv.URL+"/exit"); code != http.StatusBadGateway {
 		t.Fatalf("exit: %d", code)
 	}
-	waitFor(t, 10*time.Second, "the restart to be scheduled", func() bool { return h.Plugins()[0].State == StateRestarting })
+	testsync.WaitFor(t, "the restart to be scheduled", func() bool { return h.Plugins()[0].State == StateRestarting })
 	checkRetryAfter(t, srv.URL+"/name", h.Plugins()[0].NextRestart)
 }
 
@@ -697,7 +699,7 @@ func TestHostKilled(t *testing.T) {
 	}
 	_ = host.Process.Kill()
 	_ = host.Wait()
-	waitFor(t, 2*time.Second, "the plugin to die with its host", func() bool { return !alive(pid) })
+	testsync.WaitFor(t, "the plugin to die with its host", func() bool { return !alive(pid) })
 }
 
 func TestStartErrors(t *testing.T) {
@@ -812,7 +814,7 @@ func TestNoLeaks(t *testing.T) {
 	if alive(pid) {
 		t.Fatalf("plugin %d alive after Close", pid)
 	}
-	waitFor(t, 10*time.Second, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	testsync.WaitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 	code, _ := func() (int, error) {
 		rec := &statusRecorder{header: http.Header{}}
 		req, _ := http.NewRequest("GET", "/name", nil)
@@ -871,7 +873,7 @@ func TestCore(t *testing.T) {
 		resp.Body.Close()
 		got <- string(body)
 	}()
-	waitFor(t, 10*time.Second, "the plugin request to park", func() bool { return core.Stats().Waiters == 1 })
+	testsync.WaitFor(t, "the plugin request to park", func() bool { return core.Stats().Waiters == 1 })
 	mustGet(t, b.URL+"/signal?name=go&value=v1", "1 <nil>")
 	if s := <-got; s != "value v1" {
 		t.Fatalf("parked request got %q", s)
@@ -882,7 +884,7 @@ func TestCore(t *testing.T) {
 	if err != nil || n != 0 {
 		t.Fatal(n, err)
 	}
-	waitFor(t, 10*time.Second, "subscriptions to close", func() bool { return core.Stats().Subscriptions == 0 })
+	testsync.WaitFor(t, "subscriptions to close", func() bool { return core.Stats().Subscriptions == 0 })
 }
 
 func TestCloseDrains(t *testing.T) {
@@ -904,14 +906,14 @@ func TestCloseDrains(t *testing.T) {
 		resp.Body.Close()
 		got <- fmt.Sprint(resp.StatusCode, " ", string(body))
 	}()
-	waitFor(t, 10*time.Second, "the request to park", func() bool { return core.Stats().Waiters == 1 })
+	testsync.WaitFor(t, "the request to park", func() bool { return core.Stats().Waiters == 1 })
 	closed := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		closed <- h.Close(ctx)
 	}()
-	waitFor(t, 10*time.Second, "the host to stop taking requests", func() bool {
+	testsync.WaitFor(t, "the host to stop taking requests", func() bool {
 		code, _ := get(t, srv.URL+"/name")
 		return code == http.StatusServiceUnavailable
 	})

@@ -11,13 +11,15 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // newPool returns a Pool closed at the end of the test.
 func newPool(t *testing.T) *Pool {
 	t.Helper()
-	logs := &logBuf{}
+	logs := &testsync.Buffer{}
 	p := NewPool(HostOptions{Logger: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info}), PluginDirs: []string{binDir}})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // spawn has the plugin start a child in its own session and a double-forked
@@ -32,7 +34,7 @@ func spawn(t *testing.T, url string) (int, int) {
 	})
 	for _, pid := range []int{a, b} {
 		// setsid(1) runs in the forked process before it executes sleep.
-		waitFor(t, 5*time.Second, fmt.Sprintf("spawned process %d to run in a process group of its own", pid), func() bool {
+		testsync.WaitFor(t, fmt.Sprintf("spawned process %d to run in a process group of its own", pid), func() bool {
 			pgid, err := syscall.Getpgid(pid)
 			return err == nil && pgid == pid && alive(pid)
 		})
@@ -61,7 +63,7 @@ func TestChildrenDieWithHost(t *testing.T) {
 	a, b := spawn(t, url)
 	_ = host.Process.Kill()
 	_ = host.Wait()
-	waitFor(t, 5*time.Second, "the plugin and the processes it started to die with the host", func() bool {
+	testsync.WaitFor(t, "the plugin and the processes it started to die with the host", func() bool {
 		return !alive(plugin) && !alive(a) && !alive(b)
 	})
 }
@@ -81,7 +83,7 @@ func TestSubreaper(t *testing.T) {
 	if err := syscall.Kill(b, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the orphan to be reaped", func() bool {
+	testsync.WaitFor(t, "the orphan to be reaped", func() bool {
 		_, err := os.Stat("/proc/" + strconv.Itoa(b))
 		return os.IsNotExist(err)
 	})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // rejectLog is a host app that answers "served" and records what the
@@ -83,7 +84,7 @@ func TestPluginServerReportsRejections(t *testing.T) {
 		resp.Body.Close()
 		return fmt.Sprintf("%d %s", resp.StatusCode, b)
 	}
-	waitFor(t, 10*time.Second, "the plugin server to serve", func() bool {
+	testsync.WaitFor(t, "the plugin server to serve", func() bool {
 		return send("GET / HTTP/1.1\r\nHost: h\r\nConnection: close") == "200 served"
 	})
 	if got := send("GET /spoof HTTP/1.1\r\nHost: h\r\nPaster-Rejected: 431\r\nConnection: close"); got != "200 served" {
@@ -93,7 +94,7 @@ func TestPluginServerReportsRejections(t *testing.T) {
 	send("GET /head?x=1 HTTP/1.1\r\nHost: h\r\nX-Big: " + strings.Repeat("z", 16<<10))
 	send("NOT A REQUEST")
 	want := "413 POST /big|431 GET /head?x=1|400  "
-	waitFor(t, 10*time.Second, "the rejections reported to the host app", func() bool {
+	testsync.WaitFor(t, "the rejections reported to the host app", func() bool {
 		return strings.Join(app.list(), "|") == want
 	})
 }

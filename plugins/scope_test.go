@@ -6,9 +6,9 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 )
 
@@ -45,7 +45,7 @@ func TestRequestScope(t *testing.T) {
 		resp.Body.Close()
 		got <- string(b)
 	}()
-	waitFor(t, 10*time.Second, "the plugin request to park", func() bool { return core.Stats().Waiters == 1 })
+	testsync.WaitFor(t, "the plugin request to park", func() bool { return core.Stats().Waiters == 1 })
 	scope.Close()
 	if s := <-got; !strings.HasPrefix(s, "error: ") || !strings.Contains(s, "closed") {
 		t.Fatalf("parked request got %q, want an ErrClosed error", s)

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 )
 
@@ -30,7 +31,7 @@ func TestPluginRunnerCoroutinesVisible(t *testing.T) {
 		done <- d.Runners["clockrunner"](ctx, app, nil, entrypoints.NewLocal("host", "127.0.0.1", "port", "0"))
 	}()
 	var st []runner.CoroutineStatus
-	waitFor(t, 10*time.Second, "the clock coroutine failing", func() bool {
+	testsync.WaitFor(t, "the clock coroutine failing", func() bool {
 		st = scheds.Status()
 		return len(st) == 1 && st[0].Name == "clock" && st[0].Restarts > 1 &&
 			st[0].LastError != nil && st[0].LastError.Error() == "tick failed"

@@ -10,6 +10,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 )
 
@@ -69,7 +70,7 @@ func TestHandlerTimeoutReachesPlugin(t *testing.T) {
 					t.Fatalf("got %d %q, %v; want the started line, then the connection ended", resp.StatusCode, b, err)
 				}
 			}
-			waitFor(t, 10*time.Second, "the plugin handler to see its context cancelled", func() bool {
+			testsync.WaitFor(t, "the plugin handler to see its context cancelled", func() bool {
 				_, b := get(t, ctl.URL+"/cancelled?id="+tc.id)
 				return b == "true"
 			})

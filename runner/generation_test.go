@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // getString returns the body of GET url, or the error's text.
@@ -54,7 +56,7 @@ func TestFrontSwapAndDrain(t *testing.T) {
 	for range 2 {
 		go func() { results <- getString(http.DefaultClient, srv.URL) }()
 	}
-	waitFor(t, "2 parked in the old mount", func() bool { return old.InFlight() == 2 && core.Stats().Waiters == 2 })
+	testsync.WaitFor(t, "2 parked in the old mount", func() bool { return old.InFlight() == 2 && core.Stats().Waiters == 2 })
 
 	// Swap: new requests go to the new mount, the parked ones stay.
 	next := NewMount(parkingApp("new"), core, nil)
@@ -62,7 +64,7 @@ func TestFrontSwapAndDrain(t *testing.T) {
 		t.Fatalf("Swap returned %p, want the old mount", got)
 	}
 	go func() { results <- getString(http.DefaultClient, srv.URL) }()
-	waitFor(t, "1 parked in the new mount", func() bool { return next.InFlight() == 1 && core.Stats().Waiters == 3 })
+	testsync.WaitFor(t, "1 parked in the new mount", func() bool { return next.InFlight() == 1 && core.Stats().Waiters == 3 })
 
 	// A signal from the new generation reaches the old one's waiters: the
 	// Core is shared.
@@ -71,7 +73,7 @@ func TestFrontSwapAndDrain(t *testing.T) {
 	}
 	got := map[string]int{}
 	for range 3 {
-		got[recv(t, "a response", results)]++
+		got[testsync.Recv(t, "a response", results)]++
 	}
 	if got["old: woken x"] != 2 || got["new: woken x"] != 1 {
 		t.Errorf("responses %v", got)
@@ -90,14 +92,14 @@ func TestMountDrainCutsParkedWaiters(t *testing.T) {
 	defer srv.Close()
 	res := make(chan string, 1)
 	go func() { res <- getString(http.DefaultClient, srv.URL) }()
-	waitFor(t, "a parked request", func() bool { return core.Stats().Waiters == 1 })
+	testsync.WaitFor(t, "a parked request", func() bool { return core.Stats().Waiters == 1 })
 	front.Swap(NewMount(parkingApp("new"), core, nil))
 	// The waiter is never signalled: Drain answers it at grace minus the
 	// margin, with ErrClosed, and the request ends.
 	if left := m.Drain(200 * time.Millisecond); left != 0 {
 		t.Errorf("Drain left %d requests", left)
 	}
-	if body := recv(t, "the cut response", res); !strings.HasPrefix(body, "old: ") || !strings.Contains(body, ErrClosed.Error()) {
+	if body := testsync.Recv(t, "the cut response", res); !strings.HasPrefix(body, "old: ") || !strings.Contains(body, ErrClosed.Error()) {
 		t.Errorf("cut waiter answered %q", body)
 	}
 	// The core itself is still open for the new generation.
@@ -225,12 +227,12 @@ func TestHTTPServerTakesPoolListener(t *testing.T) {
 	go func() {
 		done <- srv.Serve(WithListeners(ctx, view), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	}()
-	recv(t, "the server to bind through the pool", view.Bound())
+	testsync.Recv(t, "the server to bind through the pool", view.Bound())
 	if addrs := pool.Addrs(); len(addrs) != 1 {
 		t.Errorf("pool holds %v", addrs)
 	}
 	cancel()
-	if err := recv(t, "Serve to return", done); err != nil {
+	if err := testsync.Recv(t, "Serve to return", done); err != nil {
 		t.Errorf("Serve: %v", err)
 	}
 }

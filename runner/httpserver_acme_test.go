@@ -21,6 +21,7 @@ import (
 	"github.com/letsencrypt/pebble/v2/wfe"
 	"github.com/miekg/dns"
 
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner/tlstest"
 )
 
@@ -114,7 +115,7 @@ func testACMEPebble(t *testing.T, challenge, domain string) {
 		}
 		return "absent"
 	}
-	waitFor(t, "the acme coroutine ready (certificate obtained)", func() bool { return acmeState() == "ready" })
+	testsync.WaitFor(t, "the acme coroutine ready (certificate obtained)", func() bool { return acmeState() == "ready" })
 
 	// served returns the serial of the certificate a new connection to
 	// domain gets, verified against Pebble's root.
@@ -132,7 +133,7 @@ func testACMEPebble(t *testing.T, challenge, domain string) {
 	if got := getBody(t, client, "https://"+httpsAddr+"/"); got != "hello over HTTP/2.0" {
 		t.Errorf("GET over the ACME certificate: %q", got)
 	}
-	waitFor(t, "a renewed certificate served", func() bool { return served() != first })
+	testsync.WaitFor(t, "a renewed certificate served", func() bool { return served() != first })
 	if acmeState() != "ready" {
 		t.Errorf("acme coroutine %s after renewal, want ready", acmeState())
 	}

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // TestMaxConnections serves with max_connections = 3 and sends 7 requests
@@ -74,14 +76,14 @@ func TestMaxConnections(t *testing.T) {
 			for range limit + extra {
 				go func() { results <- getString(client, "http://"+srv.Addr().String()) }()
 			}
-			waitFor(t, "handlers up to the cap", func() bool {
+			testsync.WaitFor(t, "handlers up to the cap", func() bool {
 				mu.Lock()
 				defer mu.Unlock()
 				return running >= limit
 			})
 			releaseOnce.Do(func() { close(release) })
 			for range limit + extra {
-				if got := recv(t, "a response", results); got != "done" {
+				if got := testsync.Recv(t, "a response", results); got != "done" {
 					t.Errorf("response %q, want done", got)
 				}
 			}

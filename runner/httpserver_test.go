@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // at is where test keys claim to be written, so that errors can be checked
@@ -32,27 +33,9 @@ func localOf(pairs ...string) entrypoints.Local {
 	return l
 }
 
-// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func testLogger(t *testing.T) (hclog.Logger, *syncBuffer) {
+func testLogger(t *testing.T) (hclog.Logger, *testsync.Buffer) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &testsync.Buffer{}
 	return hclog.New(&hclog.LoggerOptions{Name: "test", Output: buf, Level: hclog.Debug}), buf
 }
 
@@ -173,9 +156,9 @@ type served struct {
 	url    string
 	addr   string
 	cancel context.CancelFunc
-	done   chan struct{} // closed when Serve returned
-	err    error         // Serve's result, once done is closed
-	log    *syncBuffer   // the server's log
+	done   chan struct{}    // closed when Serve returned
+	err    error            // Serve's result, once done is closed
+	log    *testsync.Buffer // the server's log
 }
 
 // serve starts an HTTPServer on a free port with the given keys and waits

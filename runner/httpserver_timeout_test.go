@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // TestHandlerTimeout serves handlers that never answer, or answer late,
@@ -25,14 +27,14 @@ func TestHandlerTimeout(t *testing.T) {
 		name string
 		// app gets a channel to report its context's cause or its late
 		// write's error on, and the server's log.
-		app func(report chan<- error, log *syncBuffer) http.HandlerFunc
+		app func(report chan<- error, log *testsync.Buffer) http.HandlerFunc
 		// check reads the response.
 		check func(t *testing.T, resp *http.Response)
 		want  error // reported by the app
 	}{
 		{
 			name: "never answers: 503",
-			app: func(report chan<- error, _ *syncBuffer) http.HandlerFunc {
+			app: func(report chan<- error, _ *testsync.Buffer) http.HandlerFunc {
 				return func(w http.ResponseWriter, r *http.Request) {
 					<-r.Context().Done()
 					report <- context.Cause(r.Context())
@@ -43,7 +45,7 @@ func TestHandlerTimeout(t *testing.T) {
 		},
 		{
 			name: "ignores its context: 503 all the same, its late write fails",
-			app: func(report chan<- error, _ *syncBuffer) http.HandlerFunc {
+			app: func(report chan<- error, _ *testsync.Buffer) http.HandlerFunc {
 				return func(w http.ResponseWriter, r *http.Request) {
 					w.Header().Set("X-Late", "yes")
 					<-stuck // until the client has its answer
@@ -62,7 +64,7 @@ func TestHandlerTimeout(t *testing.T) {
 		},
 		{
 			name: "response started: connection ended",
-			app: func(report chan<- error, _ *syncBuffer) http.HandlerFunc {
+			app: func(report chan<- error, _ *testsync.Buffer) http.HandlerFunc {
 				return func(w http.ResponseWriter, r *http.Request) {
 					io.WriteString(w, "started\n")
 					w.(http.Flusher).Flush()
@@ -80,7 +82,7 @@ func TestHandlerTimeout(t *testing.T) {
 		},
 		{
 			name: "hijacked connection outlives the timeout",
-			app: func(report chan<- error, log *syncBuffer) http.HandlerFunc {
+			app: func(report chan<- error, log *testsync.Buffer) http.HandlerFunc {
 				return func(w http.ResponseWriter, r *http.Request) {
 					c, brw, err := http.NewResponseController(w).Hijack()
 					if err != nil {
@@ -115,7 +117,7 @@ func TestHandlerTimeout(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			report := make(chan error, 1)
-			var log atomic.Pointer[syncBuffer]
+			var log atomic.Pointer[testsync.Buffer]
 			app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { tc.app(report, log.Load())(w, r) })
 			s := serve(t, app, "handler_timeout", timeout.String())
 			log.Store(s.log)
@@ -125,7 +127,7 @@ func TestHandlerTimeout(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			tc.check(t, resp)
-			if got := recv(t, "the handler's report", report); !errors.Is(got, tc.want) {
+			if got := testsync.Recv(t, "the handler's report", report); !errors.Is(got, tc.want) {
 				t.Errorf("handler reported %v, want %v", got, tc.want)
 			}
 		})

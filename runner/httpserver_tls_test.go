@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner/tlstest"
 )
 
@@ -209,11 +210,13 @@ func TestRedirectHTTP(t *testing.T) {
 	t.Parallel()
 	p := newPKI(t)
 	s := serve(t, protoApp, "ssl_pem", p.both, "redirect_http", "127.0.0.1:0")
-	m := s.log.String()
+	// The server logs the redirect's address after it is bound.
+	var m string
+	testsync.WaitFor(t, "the redirect server in the log", func() bool {
+		m = s.log.String()
+		return strings.Contains(m, "redirecting to https: addr=")
+	})
 	i := strings.Index(m, "redirecting to https: addr=")
-	if i < 0 {
-		t.Fatalf("no redirect server in the log:\n%s", m)
-	}
 	raddr := strings.Fields(m[i+len("redirecting to https: addr="):])[0]
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noFollow.Get("http://" + raddr + "/a/b?c=d")
@@ -354,12 +357,12 @@ func TestHTTP2Runner(t *testing.T) {
 			cctx, ccancel := context.WithCancel(context.Background())
 			resp2, _ := open(cctx)
 			defer resp2.Body.Close()
-			waitFor(t, "two parked requests", func() bool { return host.Stats().Waiters == 2 })
+			testsync.WaitFor(t, "two parked requests", func() bool { return host.Stats().Waiters == 2 })
 			ccancel()
-			if err := recv(t, "the cancelled handler's end", ended); !errors.Is(err, context.Canceled) {
+			if err := testsync.Recv(t, "the cancelled handler's end", ended); !errors.Is(err, context.Canceled) {
 				t.Errorf("the cancelled request's wait ended with %v, want context.Canceled", err)
 			}
-			waitFor(t, "one parked request", func() bool { return host.Stats().Waiters == 1 })
+			testsync.WaitFor(t, "one parked request", func() bool { return host.Stats().Waiters == 1 })
 			if got := getBody(t, tc.client, base+"/signal?msg=woken"); got != "1" {
 				t.Errorf("signal woke %q, want 1", got)
 			}

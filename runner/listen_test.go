@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // sockDir returns a short temporary directory for unix sockets (a socket's
@@ -119,7 +120,7 @@ func TestServeUnixSocket(t *testing.T) {
 			go func() {
 				done <- srv.Serve(ctx, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "over unix") }))
 			}()
-			recv(t, "the server to bind", srv.Bound())
+			testsync.Recv(t, "the server to bind", srv.Bound())
 			st, err := os.Stat(path)
 			if err != nil {
 				t.Fatal(err)
@@ -132,7 +133,7 @@ func TestServeUnixSocket(t *testing.T) {
 				t.Errorf("GET over the socket: %q", got)
 			}
 			cancel()
-			if err := recv(t, "Serve to return", done); err != nil {
+			if err := testsync.Recv(t, "Serve to return", done); err != nil {
 				t.Errorf("Serve: %v", err)
 			}
 			if _, err := os.Lstat(path); !errors.Is(err, fs.ErrNotExist) {

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // waitApp is the seed's wait_app, in short: /wait parks on signal "abc"
@@ -136,33 +137,33 @@ func TestRunServesAndShutsDown(t *testing.T) {
 	})
 	done := startRun(t, r, ctx)
 
-	if c := recv(t, "the ticker's core", coreSeen); c != Core(host) {
+	if c := testsync.Recv(t, "the ticker's core", coreSeen); c != Core(host) {
 		t.Fatalf("the coroutine got core %T, want the host's", c)
 	}
 	if r.Core != Core(host) {
 		t.Fatalf("r.Core is %T, want the host's core", r.Core)
 	}
 	close(release)
-	recv(t, "the server bound", r.HTTP.Bound())
+	testsync.Recv(t, "the server bound", r.HTTP.Bound())
 
 	// Signal path: two parked requests, one Signal over HTTP.
 	w1, w2 := getAsync(t, r, "/wait"), getAsync(t, r, "/wait")
-	waitFor(t, "two parked requests", func() bool { return host.Stats().Waiters == 2 })
+	testsync.WaitFor(t, "two parked requests", func() bool { return host.Stats().Waiters == 2 })
 	if code, body := get(t, r, "/signal?msg="+url.QueryEscape("hi <there>")); code != 200 || body != "2" {
 		t.Fatalf("/signal = %d %q, want 200 \"2\"", code, body)
 	}
 	for _, w := range []<-chan response{w1, w2} {
-		if resp := recv(t, "a woken request", w); resp.body != "signalled: hi <there>" {
+		if resp := testsync.Recv(t, "a woken request", w); resp.body != "signalled: hi <there>" {
 			t.Fatalf("woken request got %d %q", resp.code, resp.body)
 		}
 	}
 	// A signal sent by the host (or a plugin) reaches a request too.
 	w3 := getAsync(t, r, "/wait")
-	waitFor(t, "a parked request", func() bool { return host.Stats().Waiters == 1 })
+	testsync.WaitFor(t, "a parked request", func() bool { return host.Stats().Waiters == 1 })
 	if n, _ := host.Signal(context.Background(), "abc", []byte("from host")); n != 1 {
 		t.Fatalf("host Signal woke %d, want 1", n)
 	}
-	if resp := recv(t, "request", w3); resp.body != "signalled: from host" {
+	if resp := testsync.Recv(t, "request", w3); resp.body != "signalled: from host" {
 		t.Fatalf("request got %q", resp.body)
 	}
 	// Timeout path.
@@ -172,17 +173,17 @@ func TestRunServesAndShutsDown(t *testing.T) {
 
 	// Shutdown with parked requests: each gets a definite answer.
 	parked := []<-chan response{getAsync(t, r, "/wait"), getAsync(t, r, "/wait"), getAsync(t, r, "/wait")}
-	waitFor(t, "three parked requests", func() bool { return host.Stats().Waiters == 3 })
+	testsync.WaitFor(t, "three parked requests", func() bool { return host.Stats().Waiters == 3 })
 	cancel()
 	for _, p := range parked {
-		if resp := recv(t, "a parked request's answer", p); resp.code != http.StatusServiceUnavailable || resp.body != "closed" {
+		if resp := testsync.Recv(t, "a parked request's answer", p); resp.code != http.StatusServiceUnavailable || resp.body != "closed" {
 			t.Fatalf("parked request at shutdown got %d %q, want 503 closed", resp.code, resp.body)
 		}
 	}
-	if err := recv(t, "Run", done); err != nil {
+	if err := testsync.Recv(t, "Run", done); err != nil {
 		t.Fatalf("Run = %v", err)
 	}
-	recv(t, "the gate coroutine's exit", gateStopped)
+	testsync.Recv(t, "the gate coroutine's exit", gateStopped)
 	for _, st := range r.Sched.Status() {
 		if st.State != StateStopped {
 			t.Errorf("after Run: %s is %v", st.Name, st.State)
@@ -202,13 +203,13 @@ func TestRunOwnCore(t *testing.T) {
 	r := newTestRunner(t, serverLocal("sched_default_timeout", "1ms"))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := startRun(t, r, ctx)
-	recv(t, "bound", r.HTTP.Bound())
+	testsync.Recv(t, "bound", r.HTTP.Bound())
 	// sched_default_timeout applies to a wait without a timeout.
 	if _, body := get(t, r, "/wait?timeout=0s"); body != "timeout" {
 		t.Fatalf("/wait with the default timeout = %q", body)
 	}
 	cancel()
-	if err := recv(t, "Run", done); err != nil {
+	if err := testsync.Recv(t, "Run", done); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.Core.Publish(context.Background(), "t", nil); !errors.Is(err, ErrClosed) {
@@ -229,7 +230,7 @@ func TestRunNotReady(t *testing.T) {
 	if !errors.Is(err, ErrNotReady) || !strings.Contains(err.Error(), "never-ready") {
 		t.Fatalf("Run = %v; want ErrNotReady naming never-ready", err)
 	}
-	recv(t, "the coroutine stopped", stopped)
+	testsync.Recv(t, "the coroutine stopped", stopped)
 	select {
 	case <-r.HTTP.Bound():
 		t.Fatal("the server bound although a required coroutine was not ready")
@@ -245,9 +246,9 @@ func TestRunStuckCoroutine(t *testing.T) {
 	r.Sched.Add("stubborn", func(ctx context.Context) error { <-release; return nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	done := startRun(t, r, ctx)
-	recv(t, "bound", r.HTTP.Bound())
+	testsync.Recv(t, "bound", r.HTTP.Bound())
 	cancel()
-	err := recv(t, "Run", done)
+	err := testsync.Recv(t, "Run", done)
 	var se *StopError
 	if !errors.As(err, &se) || len(se.Names) != 1 || se.Names[0] != "stubborn" {
 		t.Fatalf("Run = %v; want a StopError naming stubborn", err)

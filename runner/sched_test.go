@@ -1,7 +1,6 @@
 package runner
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,32 +15,15 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 )
-
-// schedLogBuffer is a bytes.Buffer safe for concurrent writes (hclog output).
-type schedLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *schedLogBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *schedLogBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // testSched returns a scheduler whose backoff waits are recorded and
 // skipped (they end at once unless the scheduler is stopping), and whose log
 // goes to the returned buffer.
-func testSched(t testing.TB) (*Sched, *schedLogBuffer, func() []time.Duration) {
+func testSched(t testing.TB) (*Sched, *testsync.Buffer, func() []time.Duration) {
 	t.Helper()
-	buf := &schedLogBuffer{}
+	buf := &testsync.Buffer{}
 	s := NewSched(hclog.New(&hclog.LoggerOptions{Output: buf, Level: hclog.Debug}))
 	var mu sync.Mutex
 	var delays []time.Duration
@@ -74,7 +56,7 @@ func statusOf(s *Sched, name string) CoroutineStatus {
 
 func waitState(t testing.TB, s *Sched, name string, want State) CoroutineStatus {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s %s", name, want), func() bool { return statusOf(s, name).State == want })
+	testsync.WaitFor(t, fmt.Sprintf("%s %s", name, want), func() bool { return statusOf(s, name).State == want })
 	return statusOf(s, name)
 }
 
@@ -165,7 +147,7 @@ func TestPanicRestartedWithBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := waitState(t, s, "crashy", StateRunning)
-	waitFor(t, "4 runs", func() bool { return runs.Load() == 4 })
+	testsync.WaitFor(t, "4 runs", func() bool { return runs.Load() == 4 })
 	st = statusOf(s, "crashy")
 	if st.Restarts != 3 || !errors.Is(st.LastError, ErrPanic) || !strings.Contains(st.LastError.Error(), "boom") {
 		t.Fatalf("status %+v; want 3 restarts and a panic error", st)
@@ -225,7 +207,7 @@ func TestResetAfter(t *testing.T) {
 		return fmt.Errorf("fail %d", n)
 	}, Policy{Backoff: time.Millisecond, MaxBackoff: time.Second, MaxRestarts: 2, ResetAfter: time.Minute})
 	s.Start(context.Background())
-	waitFor(t, "7 runs", func() bool { return runs.Load() == 7 })
+	testsync.WaitFor(t, "7 runs", func() bool { return runs.Load() == 7 })
 	ms := time.Millisecond
 	// Streaks: 1 | 2(reset)->1, 3->2 | 4(reset)->1, 5->2 | 6(reset)->1.
 	want := []time.Duration{ms, ms, 2 * ms, ms, 2 * ms, ms}
@@ -266,7 +248,7 @@ func TestRestartPolicies(t *testing.T) {
 				return tc.result
 			}, Policy{Restart: tc.restart, MaxRestarts: 2})
 			s.Start(context.Background())
-			waitFor(t, fmt.Sprintf("%d runs, then %v", tc.wantRuns, tc.wantState), func() bool {
+			testsync.WaitFor(t, fmt.Sprintf("%d runs, then %v", tc.wantRuns, tc.wantState), func() bool {
 				return runs.Load() == tc.wantRuns && statusOf(s, "co").State == tc.wantState
 			})
 			if st := statusOf(s, "co"); runs.Load() != tc.wantRuns || st.Restarts != int(tc.wantRuns)-1 {
@@ -318,7 +300,7 @@ func TestReadiness(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.WaitReady(ctx, 0) }()
 	close(release)
-	if err := recv(t, "WaitReady", done); err != nil {
+	if err := testsync.Recv(t, "WaitReady", done); err != nil {
 		t.Fatalf("WaitReady after Ready = %v", err)
 	}
 	if st := statusOf(s, "db"); st.State != StateReady || !st.Required {
@@ -373,7 +355,7 @@ func TestReadinessFailures(t *testing.T) {
 			return nil
 		}, Policy{Required: true})
 		s.Start(ctx)
-		waitFor(t, "second run", func() bool { return runs.Load() == 2 })
+		testsync.WaitFor(t, "second run", func() bool { return runs.Load() == 2 })
 		if err := s.WaitReady(ctx, time.Millisecond); !errors.Is(err, ErrNotReady) {
 			t.Fatalf("WaitReady = %v; the restarted run has not reported ready", err)
 		}
@@ -409,7 +391,7 @@ func TestCoroutineContext(t *testing.T) {
 	s.Start(WithCore(context.Background(), core))
 	s.Add("after", co) // added after Start: starts at once
 	for range 2 {
-		g := recv(t, "a coroutine", got)
+		g := testsync.Recv(t, "a coroutine", got)
 		if g.core != Core(core) || (g.name != "before" && g.name != "after") || !strings.HasSuffix(g.log, "sched."+g.name) {
 			t.Fatalf("coroutine saw %+v", g)
 		}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // TestRunSchedsVisible: the coroutines a server runner adds in code are in
@@ -21,7 +23,7 @@ func TestRunSchedsVisible(t *testing.T) {
 	scheds := &Scheds{}
 	ctx, cancel := context.WithCancel(WithScheds(context.Background(), scheds))
 	done := startRun(t, r, ctx)
-	recv(t, "bound", r.HTTP.Bound())
+	testsync.Recv(t, "bound", r.HTTP.Bound())
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		st := scheds.Status()
@@ -34,7 +36,7 @@ func TestRunSchedsVisible(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cancel()
-	if err := recv(t, "Run", done); err != nil {
+	if err := testsync.Recv(t, "Run", done); err != nil {
 		t.Fatal(err)
 	}
 	if st := scheds.Status(); len(st) != 0 {

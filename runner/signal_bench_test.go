@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // BenchmarkSignalWake10000 parks 10,000 WaitForSignal calls, then times one
@@ -31,7 +33,7 @@ func BenchmarkSignalWake10000(b *testing.B) {
 				}
 			}()
 		}
-		waitFor(b, "10,000 parked waiters", func() bool { return c.Stats().Waiters == n })
+		testsync.WaitFor(b, "10,000 parked waiters", func() bool { return c.Stats().Waiters == n })
 		b.StartTimer()
 
 		start := time.Now()
@@ -74,7 +76,7 @@ func BenchmarkParkedWaiterMemory(b *testing.B) {
 						c.WaitForSignal(ctx, "mem", bc.timeout)
 					}()
 				}
-				waitFor(b, "parked waiters", func() bool { return c.Stats().Waiters == n })
+				testsync.WaitFor(b, "parked waiters", func() bool { return c.Stats().Waiters == n })
 				runtime.GC()
 				runtime.ReadMemStats(&after)
 				heap += float64(after.HeapAlloc) - float64(before.HeapAlloc)
@@ -115,7 +117,7 @@ func BenchmarkPublishFanout(b *testing.B) {
 				}
 			}()
 		}
-		waitFor(b, "parked fetchers", func() bool { return c.Stats().Fetching == subs })
+		testsync.WaitFor(b, "parked fetchers", func() bool { return c.Stats().Fetching == subs })
 		b.StartTimer()
 		if _, err := c.Publish(ctx, "fan", []byte("tick")); err != nil {
 			b.Fatal(err)

@@ -11,10 +11,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // TestREADMECommands runs every command README.md shows, in the order it
@@ -183,31 +184,14 @@ type readmeRun struct {
 	ports      map[string]string
 	server     *exec.Cmd
 	serverDone chan struct{}
-	serverLog  *lockedBuffer
+	serverLog  *testsync.Buffer
 	background []*backgroundCmd
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 type backgroundCmd struct {
 	c    *readmeCommand
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *testsync.Buffer
 	done chan error
 }
 
@@ -240,7 +224,7 @@ func (r *readmeRun) startServer(c *readmeCommand) {
 		port = m[1]
 	}
 	cmd := r.command(c.text)
-	r.serverLog = &lockedBuffer{}
+	r.serverLog = &testsync.Buffer{}
 	cmd.Stdout, cmd.Stderr = r.serverLog, r.serverLog
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -292,7 +276,7 @@ func (r *readmeRun) stopServer() {
 // runForeground runs a command to its end and checks its output.
 func (r *readmeRun) runForeground(c *readmeCommand) {
 	cmd := r.command(c.text)
-	var out lockedBuffer
+	var out testsync.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		r.t.Fatal(err)
@@ -339,7 +323,7 @@ func (r *readmeRun) checkOutput(c *readmeCommand, got string) {
 // when it ends.
 func (r *readmeRun) startBackground(c *readmeCommand) {
 	cmd := r.command(c.text)
-	b := &backgroundCmd{c: c, cmd: cmd, out: &lockedBuffer{}, done: make(chan error, 1)}
+	b := &backgroundCmd{c: c, cmd: cmd, out: &testsync.Buffer{}, done: make(chan error, 1)}
 	pr, pw := io.Pipe()
 	cmd.Stdout, cmd.Stderr = pw, b.out
 	if err := cmd.Start(); err != nil {

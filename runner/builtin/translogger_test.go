@@ -1,7 +1,6 @@
 package builtin
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 func TestCompileLogFormat(t *testing.T) {
@@ -123,7 +124,7 @@ func TestTransloggerOutputs(t *testing.T) {
 
 // TestTransloggerHclog swaps the default hclog logger, so it is not parallel.
 func TestTransloggerHclog(t *testing.T) {
-	var buf syncBuffer
+	var buf testsync.Buffer
 	// hclog.Default, not SetDefault's result: that is nil when no default
 	// was made yet, and restoring nil leaves Default() nil for later tests.
 	old := hclog.Default()
@@ -160,22 +161,4 @@ func TestTransloggerHclog(t *testing.T) {
 	if _, err := transloggerFactory(app, nil, localOf("output", filepath.Join(t.TempDir(), "no", "such", "dir", "x.log"))); err == nil || !strings.Contains(err.Error(), "output:") {
 		t.Errorf("bad output: %v", err)
 	}
-}
-
-// syncBuffer is a bytes.Buffer the logger and the test can share.
-type syncBuffer struct {
-	lockedWriter
-	b bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

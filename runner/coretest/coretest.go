@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 )
 
@@ -55,33 +56,6 @@ func Run(t *testing.T, newCore NewCore) {
 	}
 }
 
-// WaitFor polls cond until it holds, failing the test after a generous
-// deadline. It is how tests wait for another goroutine to reach a state (a
-// waiter parked) without sleeping for a guessed time.
-func WaitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
-	}
-}
-
-// Recv returns what ch delivers, failing the test if nothing comes within a
-// generous deadline (a hang is a failure, not a wait).
-func Recv[T any](t testing.TB, what string, ch <-chan T) T {
-	t.Helper()
-	select {
-	case v := <-ch:
-		return v
-	case <-time.After(20 * time.Second):
-		t.Fatalf("timed out waiting for %s", what)
-		panic("unreachable")
-	}
-}
-
 // WaitResult is what a WaitForSignal started by Park returned.
 type WaitResult struct {
 	Val []byte
@@ -100,7 +74,7 @@ func Park(t testing.TB, c Core, ctx context.Context, name string, timeout time.D
 			out <- WaitResult{v, err}
 		}()
 	}
-	WaitFor(t, fmt.Sprintf("%d waiters parked on %q", n, name), func() bool { return c.Stats().Waiters >= before+n })
+	testsync.WaitFor(t, fmt.Sprintf("%d waiters parked on %q", n, name), func() bool { return c.Stats().Waiters >= before+n })
 	return out
 }
 
@@ -183,7 +157,7 @@ func testSignalWokenCount(t *testing.T, newCore NewCore) {
 				t.Fatalf("Signal = %d, %v; want %d, nil", woken, err, n)
 			}
 			for range n {
-				r := Recv(t, "a woken waiter", results)
+				r := testsync.Recv(t, "a woken waiter", results)
 				if r.Err != nil || string(r.Val) != "hello" {
 					t.Fatalf("waiter got %q, %v; want hello", r.Val, r.Err)
 				}
@@ -198,7 +172,7 @@ func testSignalWokenCount(t *testing.T, newCore NewCore) {
 			if woken, _ := c.Signal(ctx, "other", nil); woken != 1 {
 				t.Fatalf("Signal on other woke %d, want 1", woken)
 			}
-			Recv(t, "the waiter on other", other)
+			testsync.Recv(t, "the waiter on other", other)
 		})
 	}
 }
@@ -220,9 +194,9 @@ func testSignalAtLeast(t *testing.T, newCore NewCore) {
 			n, err := c.SignalAtLeast(ctx, "go", []byte("v"), 5)
 			done <- sigResult{n, err}
 		}()
-		WaitFor(t, "the signaller pending", func() bool { return c.Stats().PendingSignals == 1 })
+		testsync.WaitFor(t, "the signaller pending", func() bool { return c.Stats().PendingSignals == 1 })
 		for range 2 {
-			if r := Recv(t, "an early waiter", early); string(r.Val) != "v" {
+			if r := testsync.Recv(t, "an early waiter", early); string(r.Val) != "v" {
 				t.Fatalf("early waiter got %q, %v", r.Val, r.Err)
 			}
 		}
@@ -233,7 +207,7 @@ func testSignalAtLeast(t *testing.T, newCore NewCore) {
 				t.Fatalf("late waiter got %q, %v", v, err)
 			}
 		}
-		r := Recv(t, "SignalAtLeast", done)
+		r := testsync.Recv(t, "SignalAtLeast", done)
 		if r.Err != nil || r.n != 5 {
 			t.Fatalf("SignalAtLeast = %d, %v; want 5, nil", r.n, r.Err)
 		}
@@ -245,7 +219,7 @@ func testSignalAtLeast(t *testing.T, newCore NewCore) {
 		if n, _ := c.Signal(ctx, "go", []byte("w")); n != 1 {
 			t.Fatalf("Signal woke %d, want 1", n)
 		}
-		if r := Recv(t, "the parked waiter", late); string(r.Val) != "w" {
+		if r := testsync.Recv(t, "the parked waiter", late); string(r.Val) != "w" {
 			t.Fatalf("parked waiter got %q", r.Val)
 		}
 	})
@@ -259,7 +233,7 @@ func testSignalAtLeast(t *testing.T, newCore NewCore) {
 			t.Fatalf("SignalAtLeast = %d, %v; want 3, nil", n, err)
 		}
 		for range 3 {
-			Recv(t, "waiter", res)
+			testsync.Recv(t, "waiter", res)
 		}
 	})
 
@@ -268,10 +242,10 @@ func testSignalAtLeast(t *testing.T, newCore NewCore) {
 		c := newCore(t, runner.CoreOptions{})
 		a := make(chan int, 1)
 		go func() { n, _ := c.SignalAtLeast(ctx, "x", []byte("A"), 2); a <- n }()
-		WaitFor(t, "A pending", func() bool { return c.Stats().PendingSignals == 1 })
+		testsync.WaitFor(t, "A pending", func() bool { return c.Stats().PendingSignals == 1 })
 		b := make(chan int, 1)
 		go func() { n, _ := c.SignalAtLeast(ctx, "x", []byte("B"), 1); b <- n }()
-		WaitFor(t, "B pending", func() bool { return c.Stats().PendingSignals == 2 })
+		testsync.WaitFor(t, "B pending", func() bool { return c.Stats().PendingSignals == 2 })
 		var got []string
 		for range 3 {
 			v, err := c.WaitForSignal(ctx, "x", runner.NoTimeout)
@@ -283,10 +257,10 @@ func testSignalAtLeast(t *testing.T, newCore NewCore) {
 		if strings.Join(got, "") != "AAB" {
 			t.Fatalf("waiters got %v; want A A B (oldest signaller first)", got)
 		}
-		if n := Recv(t, "A", a); n != 2 {
+		if n := testsync.Recv(t, "A", a); n != 2 {
 			t.Fatalf("A delivered to %d, want 2", n)
 		}
-		if n := Recv(t, "B", b); n != 1 {
+		if n := testsync.Recv(t, "B", b); n != 1 {
 			t.Fatalf("B delivered to %d, want 1", n)
 		}
 	})
@@ -319,7 +293,7 @@ func testSignalAtLeast(t *testing.T, newCore NewCore) {
 			if n != 1 {
 				t.Errorf("SignalAtLeast = %d, want 1 (the one parked waiter)", n)
 			}
-			Recv(t, "the parked waiter", res)
+			testsync.Recv(t, "the parked waiter", res)
 			if st := c.Stats(); st.PendingSignals != 0 {
 				t.Errorf("a timed-out signaller is still pending: %+v", st)
 			}
@@ -332,9 +306,9 @@ func testSignalAtLeast(t *testing.T, newCore NewCore) {
 		sctx, cancel := context.WithCancel(ctx)
 		done := make(chan error, 1)
 		go func() { _, err := c.SignalAtLeast(sctx, "y", nil, 1); done <- err }()
-		WaitFor(t, "pending", func() bool { return c.Stats().PendingSignals == 1 })
+		testsync.WaitFor(t, "pending", func() bool { return c.Stats().PendingSignals == 1 })
 		cancel()
-		if err := Recv(t, "SignalAtLeast", done); !errors.Is(err, context.Canceled) || errors.Is(err, runner.ErrTimeout) {
+		if err := testsync.Recv(t, "SignalAtLeast", done); !errors.Is(err, context.Canceled) || errors.Is(err, runner.ErrTimeout) {
 			t.Fatalf("cancelled SignalAtLeast = %v; want context.Canceled, not runner.ErrTimeout", err)
 		}
 	})
@@ -396,7 +370,7 @@ func testWaitForSignalTimeouts(t *testing.T, newCore NewCore) {
 		ctx, cancel := context.WithCancel(bg)
 		res := Park(t, c, ctx, "n", 0, 1)
 		cancel()
-		r := Recv(t, "the waiter", res)
+		r := testsync.Recv(t, "the waiter", res)
 		if !errors.Is(r.Err, context.Canceled) || errors.Is(r.Err, runner.ErrTimeout) {
 			t.Fatalf("cancelled wait = %v; want context.Canceled and not runner.ErrTimeout", r.Err)
 		}
@@ -417,7 +391,7 @@ func testWaitForSignalTimeouts(t *testing.T, newCore NewCore) {
 			t.Fatalf("Signal = %d, %v; want 2", n, err)
 		}
 		for _, ch := range []<-chan WaitResult{withDeadline, noTimeout} {
-			if r := Recv(t, "waiter", ch); r.Err != nil {
+			if r := testsync.Recv(t, "waiter", ch); r.Err != nil {
 				t.Fatalf("wait = %v", r.Err)
 			}
 		}
@@ -478,7 +452,7 @@ func testNoLostWakeup(t *testing.T, newCore NewCore) {
 		if n, err := c.Signal(ctx, "w", []byte{byte(i)}); n != 1 || err != nil {
 			t.Fatalf("round %d: Signal = %d, %v; want 1", i, n, err)
 		}
-		if r := Recv(t, "waiter", res); r.Err != nil || r.Val[0] != byte(i) {
+		if r := testsync.Recv(t, "waiter", res); r.Err != nil || r.Val[0] != byte(i) {
 			t.Fatalf("round %d: waiter got %v, %v", i, r.Val, r.Err)
 		}
 	}
@@ -494,9 +468,9 @@ func testSignalNoAliasing(t *testing.T, newCore NewCore) {
 		t.Fatalf("Signal woke %d, want 2", n)
 	}
 	copy(value, "CHANGED!")
-	a := Recv(t, "waiter", res).Val
+	a := testsync.Recv(t, "waiter", res).Val
 	copy(a, "mutated!")
-	b := Recv(t, "waiter", res).Val
+	b := testsync.Recv(t, "waiter", res).Val
 	if string(b) != "original" {
 		t.Fatalf("second waiter got %q; the value was aliased", b)
 	}
@@ -516,7 +490,7 @@ func testCloseWakesEverything(t *testing.T, newCore NewCore) {
 	}
 	go func() { _, err := sub.Fetch(ctx); errs <- err }()
 	go func() { errs <- c.Sleep(ctx, time.Hour) }()
-	WaitFor(t, "everything parked", func() bool {
+	testsync.WaitFor(t, "everything parked", func() bool {
 		st := c.Stats()
 		return st.PendingSignals == 1 && st.Fetching == 1
 	})
@@ -525,12 +499,12 @@ func testCloseWakesEverything(t *testing.T, newCore NewCore) {
 		t.Fatal(err)
 	}
 	for range 10 {
-		if r := Recv(t, "waiter", waits); !errors.Is(r.Err, runner.ErrClosed) {
+		if r := testsync.Recv(t, "waiter", waits); !errors.Is(r.Err, runner.ErrClosed) {
 			t.Fatalf("parked waiter after Close: %v", r.Err)
 		}
 	}
 	for range 3 {
-		if err := Recv(t, "parked op", errs); !errors.Is(err, runner.ErrClosed) {
+		if err := testsync.Recv(t, "parked op", errs); !errors.Is(err, runner.ErrClosed) {
 			t.Fatalf("parked op after Close: %v", err)
 		}
 	}
@@ -572,16 +546,16 @@ func testCoreScope(t *testing.T, newCore NewCore) {
 	fetched := make(chan error, 1)
 	go func() { _, err := sub.Fetch(ctx); fetched <- err }()
 	outside := Park(t, c, ctx, "s", runner.NoTimeout, 1)
-	WaitFor(t, "both parked", func() bool {
+	testsync.WaitFor(t, "both parked", func() bool {
 		st := c.Stats()
 		return st.Waiters == 2 && st.Fetching == 1
 	})
 
 	scope.Close()
-	if r := Recv(t, "scoped waiter", inScope); !errors.Is(r.Err, runner.ErrClosed) {
+	if r := testsync.Recv(t, "scoped waiter", inScope); !errors.Is(r.Err, runner.ErrClosed) {
 		t.Fatalf("scoped waiter after scope Close: %v", r.Err)
 	}
-	if err := Recv(t, "scoped fetch", fetched); !errors.Is(err, runner.ErrClosed) {
+	if err := testsync.Recv(t, "scoped fetch", fetched); !errors.Is(err, runner.ErrClosed) {
 		t.Fatalf("scoped fetch after scope Close: %v", err)
 	}
 	if _, err := scope.Signal(ctx, "s", nil); !errors.Is(err, runner.ErrClosed) {
@@ -591,10 +565,10 @@ func testCoreScope(t *testing.T, newCore NewCore) {
 	if n, err := c.Signal(ctx, "s", []byte("v")); n != 1 || err != nil {
 		t.Fatalf("Signal on the core = %d, %v; want 1", n, err)
 	}
-	if r := Recv(t, "outside waiter", outside); r.Err != nil {
+	if r := testsync.Recv(t, "outside waiter", outside); r.Err != nil {
 		t.Fatalf("waiter outside the scope: %v", r.Err)
 	}
-	WaitFor(t, "the scoped subscription closed", func() bool { return c.Stats().Subscriptions == 0 })
+	testsync.WaitFor(t, "the scoped subscription closed", func() bool { return c.Stats().Subscriptions == 0 })
 }
 
 func testSubscribePositions(t *testing.T, newCore NewCore) {
@@ -726,13 +700,13 @@ func testFetchBlocksAndWakes(t *testing.T, newCore NewCore) {
 			got <- m
 		}()
 	}
-	WaitFor(t, "fetchers parked", func() bool { return c.Stats().Fetching == subs })
+	testsync.WaitFor(t, "fetchers parked", func() bool { return c.Stats().Fetching == subs })
 	if _, err := c.Publish(ctx, "other", []byte("x")); err != nil {
 		t.Fatal(err)
 	}
 	PublishN(t, c, "t", 1, 1)
 	for range subs {
-		m := Recv(t, "a fetch", got)
+		m := testsync.Recv(t, "a fetch", got)
 		if len(m) != 1 || m[0].Seq != 1 {
 			t.Fatalf("woken fetch got %+v", m)
 		}
@@ -768,10 +742,10 @@ func testFetchEnds(t *testing.T, newCore NewCore) {
 			done := make(chan error, 1)
 			go func() { _, err := sub.Fetch(fetchCtx); done <- err }()
 			if tc.opts.DefaultTimeout == 0 {
-				WaitFor(t, "fetch parked", func() bool { return c.Stats().Fetching == 1 })
+				testsync.WaitFor(t, "fetch parked", func() bool { return c.Stats().Fetching == 1 })
 			}
 			tc.end(sub, cancelFetch, cancelSub)
-			err = Recv(t, "Fetch", done)
+			err = testsync.Recv(t, "Fetch", done)
 			for _, want := range tc.want {
 				if !errors.Is(err, want) {
 					t.Errorf("Fetch = %v, want %v", err, want)
@@ -812,7 +786,7 @@ func testConcurrentFetchOneSubscription(t *testing.T, newCore NewCore) {
 		}()
 	}
 	PublishN(t, c, "t", 1, total)
-	WaitFor(t, "all messages fetched", func() bool {
+	testsync.WaitFor(t, "all messages fetched", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(seen) == total

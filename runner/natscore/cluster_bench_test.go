@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/coretest"
 )
@@ -36,7 +37,7 @@ func BenchmarkCluster(b *testing.B) {
 		nodes = append(nodes, c)
 	}
 	a, nb := nodes[0], nodes[1]
-	coretest.WaitFor(b, "nodes know each other", func() bool { return a.Peers() == 1 && nb.Peers() == 1 })
+	testsync.WaitFor(b, "nodes know each other", func() bool { return a.Peers() == 1 && nb.Peers() == 1 })
 	mem := runner.NewCore(runner.CoreOptions{})
 	b.Cleanup(func() { mem.Close() })
 	ctx := context.Background()
@@ -50,7 +51,7 @@ func BenchmarkCluster(b *testing.B) {
 			if n, err := signalOn.Signal(ctx, "lat", []byte("x")); n != 1 || err != nil {
 				b.Fatalf("Signal = %d, %v", n, err)
 			}
-			coretest.Recv(b, "waiter", res)
+			testsync.Recv(b, "waiter", res)
 			d = append(d, time.Since(start))
 		}
 		slices.Sort(d)
@@ -69,7 +70,7 @@ func BenchmarkCluster(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				for range waiters / 2 {
-					if r := coretest.Recv(b, fmt.Sprint("waiter on node ", i), ch); r.Err != nil {
+					if r := testsync.Recv(b, fmt.Sprint("waiter on node ", i), ch); r.Err != nil {
 						b.Error(r.Err)
 					}
 				}
@@ -100,12 +101,12 @@ func BenchmarkCluster(b *testing.B) {
 		for range 100 {
 			got := make(chan error, 1)
 			go func() { _, err := sub.Fetch(ctx); got <- err }()
-			coretest.WaitFor(b, "fetch parked", func() bool { return nb.Stats().Fetching == 1 })
+			testsync.WaitFor(b, "fetch parked", func() bool { return nb.Stats().Fetching == 1 })
 			start := time.Now()
 			if _, err := a.Publish(ctx, "bench", []byte("x")); err != nil {
 				b.Fatal(err)
 			}
-			if err := coretest.Recv(b, "fetch", got); err != nil {
+			if err := testsync.Recv(b, "fetch", got); err != nil {
 				b.Fatal(err)
 			}
 			fd = append(fd, time.Since(start))

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/coretest"
 )
@@ -66,7 +67,7 @@ func TestCluster3(t *testing.T) {
 		// failover; New fails until the cluster has a JetStream leader.
 		url := strings.Join(append([]string{ts.url()}, slices.Delete(slices.Clone(urls), i, i+1)...), ",")
 		var c *Core
-		coretest.WaitFor(t, "JetStream cluster ready", func() bool {
+		testsync.WaitFor(t, "JetStream cluster ready", func() bool {
 			var err error
 			c, err = New(Options{
 				URL: url, Name: fmt.Sprint("node", i), SubjectPrefix: prefix, Replicas: 3,
@@ -79,7 +80,7 @@ func TestCluster3(t *testing.T) {
 		nodes = append(nodes, c)
 	}
 	for _, c := range nodes {
-		coretest.WaitFor(t, "nodes know each other", func() bool { return c.Peers() == 2 })
+		testsync.WaitFor(t, "nodes know each other", func() bool { return c.Peers() == 2 })
 	}
 
 	w1 := coretest.Park(t, nodes[1], ctx, "s", runner.NoTimeout, 2)
@@ -88,10 +89,10 @@ func TestCluster3(t *testing.T) {
 		t.Fatalf("Signal across servers = %d, %v; want 5", n, err)
 	}
 	for range 2 {
-		coretest.Recv(t, "waiter on node 1", w1)
+		testsync.Recv(t, "waiter on node 1", w1)
 	}
 	for range 3 {
-		coretest.Recv(t, "waiter on node 2", w2)
+		testsync.Recv(t, "waiter on node 2", w2)
 	}
 
 	coretest.PublishN(t, nodes[0], "log", 1, 2)
@@ -105,12 +106,12 @@ func TestCluster3(t *testing.T) {
 	}
 
 	servers[2].stop()
-	coretest.WaitFor(t, "node 2 reconnected to another server", func() bool {
+	testsync.WaitFor(t, "node 2 reconnected to another server", func() bool {
 		return nodes[2].Connected() && nodes[2].nc.ConnectedUrl() != servers[2].url()
 	})
 	// Publishing needs the stream to have a leader again (two of three
 	// servers are a quorum): wait until it answers, then the numbers go on.
-	coretest.WaitFor(t, "the stream led again", func() bool {
+	testsync.WaitFor(t, "the stream led again", func() bool {
 		octx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
 		st, err := nodes[0].js.Stream(octx, nodes[0].streamName("log"))

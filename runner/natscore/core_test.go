@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/coretest"
 )
@@ -104,7 +105,7 @@ func cluster(t *testing.T, ts *testServer, n int) []*Core {
 		nodes = append(nodes, newNode(t, ts, prefix, fmt.Sprint("node", i), runner.CoreOptions{}))
 	}
 	for _, c := range nodes {
-		coretest.WaitFor(t, "nodes know each other", func() bool { return c.Peers() == n-1 })
+		testsync.WaitFor(t, "nodes know each other", func() bool { return c.Peers() == n-1 })
 	}
 	return nodes
 }
@@ -143,7 +144,7 @@ func TestSignalAcrossNodes(t *testing.T) {
 			}
 			for i, ch := range results {
 				for range tc.split[i] {
-					if r := coretest.Recv(t, "a woken waiter", ch); r.Err != nil || string(r.Val) != "hello" {
+					if r := testsync.Recv(t, "a woken waiter", ch); r.Err != nil || string(r.Val) != "hello" {
 						t.Fatalf("waiter got %q, %v", r.Val, r.Err)
 					}
 				}
@@ -184,7 +185,7 @@ func TestJoinLongerThanHeartbeats(t *testing.T) {
 	if n, err := a.Signal(ctx, "s", []byte("v")); n != 1 || err != nil {
 		t.Fatalf("Signal on a right after b joined = %d, %v; want 1 (b's waiter)", n, err)
 	}
-	coretest.Recv(t, "b's waiter", res)
+	testsync.Recv(t, "b's waiter", res)
 }
 
 // TestSignalAtLeastAcrossNodes: a pending SignalAtLeast is served by waiters
@@ -203,23 +204,23 @@ func TestSignalAtLeastAcrossNodes(t *testing.T) {
 		n, err := nodes[0].SignalAtLeast(ctx, "go", []byte("v"), 4)
 		done <- res{n, err}
 	}()
-	if r := coretest.Recv(t, "the early waiter", early); string(r.Val) != "v" {
+	if r := testsync.Recv(t, "the early waiter", early); string(r.Val) != "v" {
 		t.Fatalf("early waiter got %q, %v", r.Val, r.Err)
 	}
 	// Late waiters, one on each node, take the value without a Signal.
 	for _, c := range []*Core{nodes[2], nodes[1], nodes[0]} {
-		coretest.WaitFor(t, "pending on the node", func() bool { return c.Stats().PendingSignals > 0 })
+		testsync.WaitFor(t, "pending on the node", func() bool { return c.Stats().PendingSignals > 0 })
 		v, err := c.WaitForSignal(ctx, "go", 20*time.Second)
 		if err != nil || string(v) != "v" {
 			t.Fatalf("late waiter got %q, %v", v, err)
 		}
 	}
-	r := coretest.Recv(t, "SignalAtLeast", done)
+	r := testsync.Recv(t, "SignalAtLeast", done)
 	if r.err != nil || r.n != 4 {
 		t.Fatalf("SignalAtLeast = %d, %v; want 4, nil", r.n, r.err)
 	}
 	for i, c := range nodes {
-		coretest.WaitFor(t, fmt.Sprint("node ", i, " not pending"), func() bool { return c.Stats().PendingSignals == 0 })
+		testsync.WaitFor(t, fmt.Sprint("node ", i, " not pending"), func() bool { return c.Stats().PendingSignals == 0 })
 	}
 }
 
@@ -242,9 +243,9 @@ func TestPubSubAcrossNodes(t *testing.T) {
 	}
 	polled := make(chan []runner.Message, 1)
 	go func() { m, _ := sub.Fetch(ctx); polled <- m }()
-	coretest.WaitFor(t, "long poll parked on b", func() bool { return b.Stats().Fetching == 1 })
+	testsync.WaitFor(t, "long poll parked on b", func() bool { return b.Stats().Fetching == 1 })
 	coretest.PublishN(t, a, "chat", 4, 4)
-	if m := coretest.Recv(t, "the long poll", polled); len(m) != 1 || m[0].Seq != 4 || string(m[0].Data) != "m4" {
+	if m := testsync.Recv(t, "the long poll", polled); len(m) != 1 || m[0].Seq != 4 || string(m[0].Data) != "m4" {
 		t.Fatalf("long poll on b got %+v, want m4 as 4", m)
 	}
 }
@@ -263,7 +264,7 @@ func TestNodeMissing(t *testing.T) {
 		t.Fatalf("Signal = %d, %v; want 2 and ErrNodesMissing naming 1 of 2 nodes", n, err)
 	}
 	for range 2 {
-		coretest.Recv(t, "waiter", res)
+		testsync.Recv(t, "waiter", res)
 	}
 	if got := nodes[0].Stats().GatherMisses; got != 1 {
 		t.Fatalf("gather misses %d, want 1", got)
@@ -316,16 +317,16 @@ func TestServerLost(t *testing.T) {
 	}
 	polled := make(chan []runner.Message, 1)
 	go func() { m, _ := poll.Fetch(ctx); polled <- m }()
-	coretest.WaitFor(t, "the long poll parked", func() bool { return a.Stats().Fetching == 1 })
+	testsync.WaitFor(t, "the long poll parked", func() bool { return a.Stats().Fetching == 1 })
 	onB := coretest.Park(t, b, ctx, "s", runner.NoTimeout, 1)
 
 	ts.stop()
-	coretest.WaitFor(t, "both nodes disconnected", func() bool { return !a.Connected() && !b.Connected() })
+	testsync.WaitFor(t, "both nodes disconnected", func() bool { return !a.Connected() && !b.Connected() })
 	n, err := b.Signal(ctx, "s", []byte("local"))
 	if n != 1 || !errors.Is(err, runner.ErrUnavailable) {
 		t.Fatalf("Signal without NATS = %d, %v; want 1 (the local waiter) and ErrUnavailable", n, err)
 	}
-	if r := coretest.Recv(t, "b's waiter", onB); string(r.Val) != "local" {
+	if r := testsync.Recv(t, "b's waiter", onB); string(r.Val) != "local" {
 		t.Fatalf("b's waiter got %q, %v", r.Val, r.Err)
 	}
 	if _, err := a.Publish(ctx, "log", []byte("m4")); !errors.Is(err, runner.ErrUnavailable) {
@@ -339,17 +340,17 @@ func TestServerLost(t *testing.T) {
 	}
 
 	ts.start()
-	coretest.WaitFor(t, "both nodes reconnected", func() bool { return a.Connected() && b.Connected() })
+	testsync.WaitFor(t, "both nodes reconnected", func() bool { return a.Connected() && b.Connected() })
 	back := time.Now()
-	coretest.WaitFor(t, "heartbeats after reconnection", func() bool { return heardSince(a, back) && heardSince(b, back) })
+	testsync.WaitFor(t, "heartbeats after reconnection", func() bool { return heardSince(a, back) && heardSince(b, back) })
 	if n, err := b.Signal(ctx, "s", []byte("remote")); n != 1 || err != nil {
 		t.Fatalf("Signal after reconnection = %d, %v; want 1 (a's waiter)", n, err)
 	}
-	if r := coretest.Recv(t, "a's waiter", onA); string(r.Val) != "remote" {
+	if r := testsync.Recv(t, "a's waiter", onA); string(r.Val) != "remote" {
 		t.Fatalf("a's waiter got %q, %v", r.Val, r.Err)
 	}
 	coretest.PublishN(t, b, "log", 4, 4)
-	if m := coretest.Recv(t, "the long poll parked across the outage", polled); len(m) != 1 || m[0].Seq != 4 {
+	if m := testsync.Recv(t, "the long poll parked across the outage", polled); len(m) != 1 || m[0].Seq != 4 {
 		t.Fatalf("the long poll got %+v, want message 4", m)
 	}
 	sub, err := a.Subscribe(ctx, "log", runner.FromOldest)
@@ -400,14 +401,14 @@ func TestSignalAtLeastOriginDies(t *testing.T) {
 	nodes := soloCluster(t, 2)
 	a, b := nodes[0], nodes[1]
 	go a.SignalAtLeast(ctx, "p", []byte("v"), 5)
-	coretest.WaitFor(t, "pending on b", func() bool { return b.Stats().PendingSignals == 1 })
+	testsync.WaitFor(t, "pending on b", func() bool { return b.Stats().PendingSignals == 1 })
 	a.nc.Close() // dies: no leave message
-	coretest.WaitFor(t, "b no longer pending", func() bool { return b.Stats().PendingSignals == 0 })
+	testsync.WaitFor(t, "b no longer pending", func() bool { return b.Stats().PendingSignals == 0 })
 	res := coretest.Park(t, b, ctx, "p", runner.NoTimeout, 1)
 	if n, err := b.Signal(ctx, "p", []byte("w")); n != 1 || err != nil {
 		t.Fatalf("Signal on b = %d, %v; want 1", n, err)
 	}
-	if r := coretest.Recv(t, "b's waiter", res); string(r.Val) != "w" {
+	if r := testsync.Recv(t, "b's waiter", res); string(r.Val) != "w" {
 		t.Fatalf("b's waiter got %q, %v; want w (not the dead node's value)", r.Val, r.Err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/entrypoints"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/coretest"
 )
@@ -37,13 +38,13 @@ func TestEmbedded(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { b.Close() })
-	coretest.WaitFor(t, "nodes know each other", func() bool { return a.Peers() == 1 && b.Peers() == 1 })
+	testsync.WaitFor(t, "nodes know each other", func() bool { return a.Peers() == 1 && b.Peers() == 1 })
 
 	res := coretest.Park(t, a, ctx, "s", runner.NoTimeout, 1)
 	if n, err := b.Signal(ctx, "s", []byte("v")); n != 1 || err != nil {
 		t.Fatalf("Signal from b = %d, %v; want 1", n, err)
 	}
-	coretest.Recv(t, "a's waiter", res)
+	testsync.Recv(t, "a's waiter", res)
 	coretest.PublishN(t, b, "t", 1, 2)
 	sub, err := a.Subscribe(ctx, "t", runner.FromOldest)
 	if err != nil {
@@ -54,7 +55,7 @@ func TestEmbedded(t *testing.T) {
 	}
 
 	a.Close()
-	coretest.WaitFor(t, "b disconnected from a's server", func() bool { return !b.Connected() })
+	testsync.WaitFor(t, "b disconnected from a's server", func() bool { return !b.Connected() })
 }
 
 // TestEmbeddedShared: two Cores of one process asking for the same
@@ -89,11 +90,11 @@ func TestEmbeddedShared(t *testing.T) {
 		t.Fatalf("a second Core on the same embedded server: %v", err)
 	}
 	t.Cleanup(func() { cur.Close() })
-	coretest.WaitFor(t, "the two Cores know each other", func() bool { return old.Peers() == 1 && cur.Peers() == 1 })
+	testsync.WaitFor(t, "the two Cores know each other", func() bool { return old.Peers() == 1 && cur.Peers() == 1 })
 	if n, err := cur.Signal(ctx, "s", []byte("v")); n != 1 || err != nil {
 		t.Fatalf("Signal on the new Core = %d, %v; want 1 (the wait parked on the old)", n, err)
 	}
-	coretest.Recv(t, "the old Core's waiter", res)
+	testsync.Recv(t, "the old Core's waiter", res)
 
 	other := emb
 	other.Listen = "127.0.0.1:0"
@@ -110,7 +111,7 @@ func TestEmbeddedShared(t *testing.T) {
 	}
 	coretest.PublishN(t, cur, "t", 1, 1)
 	cur.Close()
-	coretest.WaitFor(t, "the server shut down with its last Core", func() bool {
+	testsync.WaitFor(t, "the server shut down with its last Core", func() bool {
 		c, err := net.Dial("tcp", listen)
 		if err == nil {
 			c.Close()
