@@ -787,7 +787,7 @@ func TestEngineTLSWatch(t *testing.T) {
 	certB, keyB := ca.Issue(t, "B")
 	tlstest.WriteFile(t, dir, "key.pem", keyB)
 	tlstest.WriteFile(t, dir, "cert.pem", certB)
-	r.waitFor("certificate B served", func() bool { return served() == "B" })
+	testsync.WaitFor(r.t, "certificate B served", func() bool { return served() == "B" })
 }
 
 // TestCheckSuggestsPluginDist: an egg: name no dist has is answered with
