@@ -144,3 +144,65 @@ func TestPrivilegeUnknownUser(t *testing.T) {
 		t.Errorf("check with [plugins] group = no-such-group-here: exit %d\n%s", code, stderr)
 	}
 }
+
+// childrenOf returns the pids whose parent is pid.
+func childrenOf(pid int) []int {
+	var out []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if parentOf(n) == pid {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// TestPrivilegeDropPluginServer: the server runs in a plugin process
+// (chat's hijacked_runner) on a unix socket in a directory only root may
+// write: paster binds the socket as root, gives its file to nobody, and
+// lends it to the plugin server, which runs as nobody like paster.
+func TestPrivilegeDropPluginServer(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("dropping privileges takes root; the test runs as uid", os.Geteuid())
+	}
+	t.Parallel()
+	buildPlugin(t, "chat")
+	nobody, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	dir := t.TempDir()
+	for d := dir; d != filepath.Dir(d) && strings.HasPrefix(d, os.TempDir()+"/"); d = filepath.Dir(d) {
+		os.Chmod(d, 0o755)
+	}
+	os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, unixINI, "egg:chat#hijacked_runner", "0660", "tick_interval = 30\n"), 0o644)
+	sock := filepath.Join(dir, "web.sock")
+	p := spawnServe(t, dir, 0, "dev.ini", "--user", "nobody", "--plugin-dir", filepath.Join(binDir, "plugins"))
+	p.base, p.dial = "http://paster", dialUnix(sock)
+	p.waitFor("the plugin server to answer on the socket", func() bool {
+		code, body := p.get("/hello")
+		return code == 200 && body == "hi\n"
+	})
+	st, err := os.Lstat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sys := st.Sys().(*syscall.Stat_t); strconv.Itoa(int(sys.Uid)) != nobody.Uid || st.Mode().Perm() != 0o660 {
+		t.Errorf("socket file owned by uid %d, mode %04o; want nobody's (%s), 0660", sys.Uid, st.Mode().Perm(), nobody.Uid)
+	}
+	want := strings.TrimSpace(strings.Repeat(nobody.Uid+" ", 4))
+	kids := childrenOf(p.cmd.Process.Pid)
+	if len(kids) == 0 {
+		t.Fatal("no plugin process under paster")
+	}
+	for _, pid := range append(kids, p.cmd.Process.Pid) {
+		if uid, _ := procIDs(t, pid); uid != want {
+			t.Errorf("process %d runs as Uid %q, want %q", pid, uid, want)
+		}
+	}
+}
