@@ -52,6 +52,7 @@ func TestCheckServerSettings(t *testing.T) {
 		{"nats core, nats unreachable", builtin, fmt.Sprintf("core = c\n[core:c]\nuse = egg:paster#nats\nurl = nats://127.0.0.1:%d", heldPort), 1, []string{"a.ini:6 [core:c] url:", fmt.Sprintf("nats://127.0.0.1:%d", heldPort)}},
 		{"unknown core section", builtin, "core = nope", 1, []string{`a.ini:3 [server:main] core`, "nope"}},
 		{"memory core", builtin, "core = c\n[core:c]\nuse = egg:paster#memory", 0, nil},
+		{"memory core, misspelt key", builtin, "core = c\n[core:c]\nuse = egg:paster#memory\npubsub_retain_cuont = 5", 1, []string{`a.ini:6 [core:c] pubsub_retain_cuont: unknown key of the memory core; did you mean "pubsub_retain_count"?`}},
 
 		{"plugin runner's own key", hijacked, "tick_interval = soon", 1, []string{`a.ini:3 [server:main] tick_interval: bad duration: "soon"`}},
 		{"plugin runner's own key out of range", hijacked, "tick_interval = -1", 1, []string{"a.ini:3 [server:main] tick_interval: must be positive"}},

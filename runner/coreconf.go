@@ -1,11 +1,37 @@
 package runner
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/paster-dev/paster/entrypoints"
 )
 
 // CoreKeys are the server-section keys CoreOptionsFromLocal reads.
 var CoreKeys = []string{"sched_default_timeout", "pubsub_retain_count", "pubsub_retain_age"}
+
+// UnknownKey returns an error naming the first key of local that is not in
+// known — its file, line, section, the closest known key and the known
+// ones — or nil when there is none. what names the section's kind in the
+// error ("the memory core"). A core section's keys are all the core's, so
+// its factories reject a misspelt one instead of ignoring it.
+func UnknownKey(local entrypoints.Local, what string, known []string) error {
+	for _, k := range local.Keys() {
+		found := false
+		for _, w := range known {
+			found = found || k == w
+		}
+		if found {
+			continue
+		}
+		msg := "unknown key of " + what
+		if s := entrypoints.Suggest(k, known); s != "" {
+			msg += fmt.Sprintf("; did you mean %q?", s)
+		}
+		return local.Errorf(k, "%s (known: %s)", msg, strings.Join(known, ", "))
+	}
+	return nil
+}
 
 // CoreOptionsFromLocal reads the Core's options from a server section, the
 // one place these keys are read (New uses it for the LocalCore it makes;

@@ -7,9 +7,12 @@ import (
 )
 
 // memoryCoreFactory is egg:paster#memory: the in-memory Core of one process
-// (runner.CoreOptionsFromLocal's keys), the default when a server section
-// names no core.
+// (runner.CoreOptionsFromLocal's keys; any other key is an error), the
+// default when a server section names no core.
 func memoryCoreFactory(_ map[string]string, local entrypoints.Local) (entrypoints.Core, error) {
+	if err := runner.UnknownKey(local, "the memory core", runner.CoreKeys); err != nil {
+		return nil, err
+	}
 	opts, err := runner.CoreOptionsFromLocal(local)
 	if err != nil {
 		return nil, err

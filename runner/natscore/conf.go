@@ -42,11 +42,14 @@ var token = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 //	tls_key         client key file (with tls_cert)
 //
 // and sched_default_timeout, pubsub_retain_count and pubsub_retain_age as
-// runner.CoreOptionsFromLocal does. A bad value is an error naming the file,
-// line, section and key.
+// runner.CoreOptionsFromLocal does. A bad value, or a key not listed here,
+// is an error naming the file, line, section and key.
 func OptionsFromLocal(local entrypoints.Local) (Options, error) {
 	var o Options
 	var err error
+	if err := runner.UnknownKey(local, "a NATS core", append(append([]string(nil), Keys...), runner.CoreKeys...)); err != nil {
+		return Options{}, err
+	}
 	if o.Core, err = runner.CoreOptionsFromLocal(local); err != nil {
 		return Options{}, err
 	}

@@ -144,6 +144,8 @@ func TestEmbeddedOptions(t *testing.T) {
 		{"embedded without store_dir", "embedded = true\n", "store_dir is required", ""},
 		{"bad listen", "embedded = true\nstore_dir = /tmp/x\nlisten = nowhere\n", "listen \"nowhere\"", "c.ini:4 [core:c] listen"},
 		{"routes without cluster_listen", "embedded = true\nstore_dir = /tmp/x\nroutes = nats://127.0.0.1:6222\n", "routes need cluster_listen", "c.ini:4 [core:c] routes"},
+		{"misspelt key", "url = nats://127.0.0.1:4222\ngather_timout = 1s\n", `unknown key of a NATS core; did you mean "gather_timeout"?`, "c.ini:3 [core:c] gather_timout"},
+		{"server key", "embedded = true\nstore_dir = /tmp/x\nport = 4222\n", "unknown key of a NATS core", "c.ini:4 [core:c] port"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := OptionsFromLocal(localOf(t, tc.ini))
