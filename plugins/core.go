@@ -151,24 +151,39 @@ func (cs *coreService) methods() []grpc.MethodDesc {
 	return out
 }
 
-// unaries are the Core methods by name.
+// coreMethod is one Core method served to plugins.
+type coreMethod func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error)
+
+// unaries are the Core methods by name, as JSON calls.
 func (cs *coreService) unaries() map[string]wire.Unary {
 	us := map[string]wire.Unary{}
-	m := func(name string, f func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error)) {
+	for name, f := range cs.calls() {
 		us[name] = func(ctx context.Context, data []byte) (any, error) {
 			var in coreCall
 			if err := json.Unmarshal(data, &in); err != nil {
 				return nil, err
 			}
-			core := cs.h.coreFor()
-			if in.Scope != 0 {
-				core = cs.h.scopes.get(in.Scope)
-			}
-			out, err := f(ctx, core, in)
-			out.Err = toCoreErr(err)
-			return out, nil
+			return cs.call(ctx, f, in), nil
 		}
 	}
+	return us
+}
+
+// call runs f on the Core in names (its request scope's, or the host's).
+func (cs *coreService) call(ctx context.Context, f coreMethod, in coreCall) coreReply {
+	core := cs.h.coreFor()
+	if in.Scope != 0 {
+		core = cs.h.scopes.get(in.Scope)
+	}
+	out, err := f(ctx, core, in)
+	out.Err = toCoreErr(err)
+	return out
+}
+
+// calls are the Core methods by name.
+func (cs *coreService) calls() map[string]coreMethod {
+	us := map[string]coreMethod{}
+	m := func(name string, f coreMethod) { us[name] = f }
 	m("Sleep", func(ctx context.Context, c runner.Core, in coreCall) (coreReply, error) {
 		return coreReply{}, c.Sleep(ctx, in.Timeout)
 	})

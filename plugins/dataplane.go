@@ -28,24 +28,37 @@ const dataConns = 2
 
 // dataHandler serves what a plugin opens on its data plane: requests to
 // the host's apps (a filter's next app, a server's app), and Core calls.
+//
+// A Core call is decoded here, then made and answered in a goroutine of its
+// own, and the exchange's goroutine goes back to the pool: a call that parks
+// (WaitForSignal, Sleep, Fetch) holds only that goroutine, whose stack never
+// grew through the decoding, plus the exchange.
 func (p *proc) dataHandler(cs *coreService) transport.Handler {
 	lookup := observeRejects(p.h.refs.app)
-	calls := cs.unaries()
+	calls := cs.calls()
 	return func(ctx context.Context, method string, _ uint64, x *transport.Exchange) error {
 		if method == "" {
 			return transport.Serve(ctx, x, lookup, p.log)
 		}
 		f := calls[method]
-		return transport.ServeCall(ctx, x, func(ctx context.Context, in []byte) ([]byte, error) {
-			if f == nil {
+		if f == nil {
+			return transport.ServeCall(ctx, x, func(context.Context, []byte) ([]byte, error) {
 				return nil, fmt.Errorf("no method %q on the host", method)
-			}
-			out, err := f(ctx, in)
-			if err != nil {
-				return nil, err
-			}
-			return json.Marshal(out)
-		})
+			})
+		}
+		var msg wire.Blob
+		if err := x.RecvMsg(&msg); err != nil {
+			return err
+		}
+		var in coreCall
+		if err := json.Unmarshal(msg.Data, &in); err != nil {
+			return err
+		}
+		go func() {
+			out, err := json.Marshal(cs.call(ctx, f, in))
+			x.Reply(out, err)
+		}()
+		return transport.ErrDetached
 	}
 }
 

@@ -56,6 +56,9 @@ var (
 	ErrReset = errors.New("exchange reset by peer")
 	// errCancelled: the client's context ended (the cause wraps it).
 	errCancelled = errors.New("exchange cancelled")
+	// ErrDetached is what a Handler returns when it has handed the
+	// exchange on: whoever has it ends it with Reply.
+	ErrDetached = errors.New("exchange handed on")
 )
 
 // Handler serves one exchange opened by the peer. ctx ends when the peer
@@ -238,6 +241,10 @@ func ServeCall(ctx context.Context, x *Exchange, f func(ctx context.Context, in 
 		return err
 	}
 	out, err := f(ctx, in.Data)
+	return x.sendReply(out, err)
+}
+
+func (x *Exchange) sendReply(out []byte, err error) error {
 	reply := make([]byte, 0, 1+len(out))
 	if err != nil {
 		reply = append(append(reply, 1), err.Error()...)
@@ -245,6 +252,12 @@ func ServeCall(ctx context.Context, x *Exchange, f func(ctx context.Context, in 
 		reply = append(append(reply, 0), out...)
 	}
 	return x.SendMsg(&wire.Blob{Data: reply})
+}
+
+// Reply answers a call exchange whose Handler returned ErrDetached, with
+// out or err (what the caller's Call returns), and ends it.
+func (x *Exchange) Reply(out []byte, err error) {
+	x.finish(x.sendReply(out, err))
 }
 
 // conn is one connection of a Mux.
@@ -491,6 +504,9 @@ func (cn *conn) accept(id uint32, p *[]byte) {
 	cn.mu.Unlock()
 	cn.m.goServe(func() {
 		err := cn.m.handler(ctx, method, tag, x)
+		if err == ErrDetached {
+			return
+		}
 		if err != nil && !errors.Is(err, ErrConnLost) && !errors.Is(err, ErrReset) {
 			cn.m.log.Debug("data-plane exchange failed", "method", method, "error", err)
 		}

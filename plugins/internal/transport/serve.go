@@ -244,6 +244,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
+	if w.buf == nil {
+		w.buf = (*bodyBufs.Get().(*[]byte))[:0]
+	}
 	n := 0
 	for len(p) > 0 {
 		room := wire.ChunkSize - len(w.buf)
@@ -347,8 +350,24 @@ func (w *responseWriter) FlushError() error {
 	if w.conn != nil {
 		return nil
 	}
-	return w.sendLocked(wire.FlagFlush)
+	if err := w.sendLocked(wire.FlagFlush); err != nil {
+		return err
+	}
+	// A handler that flushed may wait long for what it writes next (a
+	// request parked in WaitForSignal): it holds no buffer meanwhile.
+	if cap(w.buf) == bodyBufSize {
+		b := w.buf
+		bodyBufs.Put(&b)
+		w.buf = nil
+	}
+	return nil
 }
+
+// bodyBufs are the responseWriters' buffers, given back while a handler
+// waits after a flush.
+const bodyBufSize = 4096
+
+var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, bodyBufSize); return &b }}
 
 func (w *responseWriter) finish() error {
 	w.mu.Lock()
