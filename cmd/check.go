@@ -18,7 +18,7 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	var opts serveOptions
 	fs := flag.NewFlagSet("paster check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	opts.registerLoad(fs)
+	opts.registerLoad(fs, "check")
 	asJSON := fs.Bool("json", false, "print the composition tree as JSON")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: paster check [options] CONFIG[#name] [var=value ...]")
@@ -41,9 +41,6 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "paster check: %v\n", err)
 		return 2
-	}
-	if opts.log.level == "info" {
-		opts.log.level = "warn"
 	}
 	logger, closer, err := opts.log.newLogger(stderr)
 	if err != nil {

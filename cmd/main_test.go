@@ -135,8 +135,8 @@ func TestCheck(t *testing.T) {
 			name:   "check -h shows only check's options",
 			dir:    ".",
 			args:   []string{"check", "-h"},
-			stderr: []string{"usage: paster check", "-json", "-app-name", "-plugin-dir"},
-			absent: []string{"  -reload\n", "  -reload-interval", "  -daemon\n", "  -pid-file", "  -monitor-restart", "  -stop-daemon", "  -status"},
+			stderr: []string{"usage: paster check", "-json", "-app-name", "-plugin-dir", "section NAME or URI to check", `(default "warn")`},
+			absent: []string{"  -reload\n", "  -reload-interval", "  -daemon\n", "  -pid-file", "  -monitor-restart", "  -stop-daemon", "  -status", "--daemon", "to serve"},
 		},
 	}
 	for _, tc := range tests {

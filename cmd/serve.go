@@ -38,13 +38,18 @@ type serveOptions struct {
 }
 
 // registerLoad registers the options that choose and load a composition,
-// which check and serve share.
-func (o *serveOptions) registerLoad(fs *flag.FlagSet) {
-	fs.StringVar(&o.appName, "app-name", "", "app section `NAME` or URI to serve (default: CONFIG's #name, else main)")
+// which check and serve share; verb ("check" or "serve") words their help
+// and picks the default log level (check logs warnings only).
+func (o *serveOptions) registerLoad(fs *flag.FlagSet, verb string) {
+	logFile, logLevel := "append logs to `FILE` instead of stderr", "warn"
+	if verb == "serve" {
+		logFile, logLevel = logFile+" (default paster.log with --daemon)", "info"
+	}
+	fs.StringVar(&o.appName, "app-name", "", "app section `NAME` or URI to "+verb+" (default: CONFIG's #name, else main)")
 	fs.StringVar(&o.appName, "n", "", "short for --app-name")
-	fs.StringVar(&o.serverName, "server-name", "", "server section `NAME` or URI (default: CONFIG's #name, else main)")
-	fs.StringVar(&o.log.file, "log-file", "", "append logs to `FILE` instead of stderr (default paster.log with --daemon)")
-	fs.StringVar(&o.log.level, "log-level", "info", "log `LEVEL`: trace, debug, info, warn, error")
+	fs.StringVar(&o.serverName, "server-name", "", "server section `NAME` or URI to "+verb+" (default: CONFIG's #name, else main)")
+	fs.StringVar(&o.log.file, "log-file", "", logFile)
+	fs.StringVar(&o.log.level, "log-level", logLevel, "log `LEVEL`: trace, debug, info, warn, error")
 	fs.StringVar(&o.log.format, "log-format", "text", "log `FORMAT`: text or json")
 	fs.Var(&o.pluginDirs, "plugin-dir", "search `DIR` for plugin binaries (repeatable; searched first)")
 }
@@ -52,7 +57,7 @@ func (o *serveOptions) registerLoad(fs *flag.FlagSet) {
 // register registers all of serve's options: registerLoad's and those of
 // serving, reloading and the daemon.
 func (o *serveOptions) register(fs *flag.FlagSet) {
-	o.registerLoad(fs)
+	o.registerLoad(fs, "serve")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the process id to `FILE`; removed at exit (default paster.pid with --daemon, start, stop, status)")
 	fs.BoolVar(&o.reload, "reload", false, "reload, without dropping a request, when an INI file read or a plugin binary started changes")
 	fs.StringVar(&o.reloadInterval, "reload-interval", "1", "how often --reload looks at the files (`SECONDS` or a Go duration)")
