@@ -146,6 +146,9 @@ func TestSystemd(t *testing.T) {
 	if code, body := p.get("/hello"); code != 200 || !strings.Contains(body, "systemd") {
 		t.Fatalf("GET /hello on the socket systemd passed: %d %q", code, body)
 	}
+	if !strings.Contains(p.log.String(), "systemd passed sockets no server section uses") || !strings.Contains(p.log.String(), "sockets=unix:"+sockPath) {
+		t.Errorf("no warning about the unused socket local:\n%s", p.log.String())
+	}
 	if strings.Contains(p.log.String(), "listen on") {
 		t.Errorf("paster bound a socket of its own:\n%s", p.log.String())
 	}

@@ -296,6 +296,9 @@ func (m *Engine) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 		return err
 	}
 	m.srv = srv
+	if idle := m.listeners.IdleAdopted(); len(idle) > 0 {
+		m.logger.Warn("systemd passed sockets no server section uses (host = systemd:NAME, or the socket's address)", "sockets", strings.Join(idle, ", "))
+	}
 	m.logger.Info("serving", "pid", os.Getpid(), "config", m.cfg.ConfigURI, "generation", g.id)
 	if m.cfg.OnServing != nil {
 		m.cfg.OnServing()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"sort"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -158,6 +159,24 @@ func addrKeys(a net.Addr) []string {
 		return []string{a.String()}
 	}
 	return []string{a.String()}
+}
+
+// IdleAdopted returns the addresses (network:address) of the adopted
+// sockets no server has a handle on: sockets systemd passed that no server
+// section names.
+func (p *ListenerPool) IdleAdopted() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	seen := map[*sharedSock]bool{}
+	var out []string
+	for _, s := range p.socks {
+		if s.adopted && !seen[s] && s.unused() {
+			seen[s] = true
+			out = append(out, s.ln.Addr().Network()+":"+s.ln.Addr().String())
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // SocketFiles returns the files of the unix sockets the pool bound (not
