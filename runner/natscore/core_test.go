@@ -75,7 +75,9 @@ func newNode(t testing.TB, ts *testServer, prefix, name string, opts runner.Core
 	t.Helper()
 	c, err := New(Options{
 		URL: ts.url(), Name: name, SubjectPrefix: prefix, Core: opts,
-		GatherTimeout: 100 * time.Millisecond, Heartbeat: 100 * time.Millisecond,
+		// A gather timeout well above a loaded machine's wake of 1,000 waiters
+		// (TestSignalAcrossNodes missed at 100 ms under load average 23).
+		GatherTimeout: time.Second, Heartbeat: 100 * time.Millisecond,
 		NATS: []nats.Option{nats.ReconnectWait(20 * time.Millisecond)},
 	})
 	if err != nil {
