@@ -243,6 +243,9 @@ func (cs *coreService) calls() map[string]coreMethod {
 type remoteCore struct {
 	s     *sdk
 	scope uint64
+	// via is the data-plane exchange of the request the handler serves
+	// (nil outside one): its calls are made for it (transport.CallFor).
+	via *transport.Exchange
 }
 
 func (c remoteCore) call(ctx context.Context, method string, in coreCall) (coreReply, error) {
@@ -270,7 +273,12 @@ func (c remoteCore) callData(ctx context.Context, method string, in coreCall, ou
 	if err != nil {
 		return err
 	}
-	reply, err := c.s.data.Call(ctx, method, data)
+	var reply []byte
+	if c.via != nil {
+		reply, err = transport.CallFor(ctx, c.via, method, data)
+	} else {
+		reply, err = c.s.data.Call(ctx, method, data)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("runner: %s: %w", method, ctx.Err())

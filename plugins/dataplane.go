@@ -28,11 +28,10 @@ const dataConns = 2
 
 // dataHandler serves what a plugin opens on its data plane: requests to
 // the host's apps (a filter's next app, a server's app), and Core calls.
-//
-// A Core call is decoded here, then made and answered in a goroutine of its
-// own, and the exchange's goroutine goes back to the pool: a call that parks
-// (WaitForSignal, Sleep, Fetch) holds only that goroutine, whose stack never
-// grew through the decoding, plus the exchange.
+// A Core call a handler makes for a request runs in the host goroutine that
+// forwards that request (transport.CallFor), so that a request parked in
+// WaitForSignal holds no goroutine of the host's beyond the one an
+// in-process request would; other calls run in the Mux's goroutines.
 func (p *proc) dataHandler(cs *coreService) transport.Handler {
 	lookup := observeRejects(p.h.refs.app)
 	calls := cs.calls()
@@ -41,24 +40,16 @@ func (p *proc) dataHandler(cs *coreService) transport.Handler {
 			return transport.Serve(ctx, x, lookup, p.log)
 		}
 		f := calls[method]
-		if f == nil {
-			return transport.ServeCall(ctx, x, func(context.Context, []byte) ([]byte, error) {
+		return transport.ServeCall(ctx, x, func(ctx context.Context, data []byte) ([]byte, error) {
+			if f == nil {
 				return nil, fmt.Errorf("no method %q on the host", method)
-			})
-		}
-		var msg wire.Blob
-		if err := x.RecvMsg(&msg); err != nil {
-			return err
-		}
-		var in coreCall
-		if err := json.Unmarshal(msg.Data, &in); err != nil {
-			return err
-		}
-		go func() {
-			out, err := json.Marshal(cs.call(ctx, f, in))
-			x.Reply(out, err)
-		}()
-		return transport.ErrDetached
+			}
+			var in coreCall
+			if err := json.Unmarshal(data, &in); err != nil {
+				return nil, err
+			}
+			return json.Marshal(cs.call(ctx, f, in))
+		})
 	}
 }
 
@@ -101,5 +92,5 @@ func (s *sdk) serveData(ctx context.Context, method string, tag uint64, x *trans
 			return nil, fmt.Errorf("no method %q in the plugin", method)
 		})
 	}
-	return transport.Serve(runner.WithCore(ctx, remoteCore{s: s, scope: tag}), x, s.lookup, s.log)
+	return transport.Serve(runner.WithCore(ctx, remoteCore{s: s, scope: tag, via: x}), x, s.lookup, s.log)
 }

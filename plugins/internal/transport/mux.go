@@ -22,7 +22,9 @@ import (
 // (payload length uint32, exchange ID uint32, type byte, big-endian) and
 // its payload.
 const (
-	// typeOpen starts exchange ID: uvarint tag, then the method name.
+	// typeOpen starts exchange ID: uvarint tag, uvarint origin (an
+	// exchange of the receiver's the call is made for, or 0), then the
+	// method name.
 	typeOpen byte = 1 + iota
 	// typeMsg is one message of the exchange (a wire.Frame's encoding, or
 	// a call's bytes).
@@ -56,9 +58,6 @@ var (
 	ErrReset = errors.New("exchange reset by peer")
 	// errCancelled: the client's context ended (the cause wraps it).
 	errCancelled = errors.New("exchange cancelled")
-	// ErrDetached is what a Handler returns when it has handed the
-	// exchange on: whoever has it ends it with Reply.
-	ErrDetached = errors.New("exchange handed on")
 )
 
 // Handler serves one exchange opened by the peer. ctx ends when the peer
@@ -197,7 +196,7 @@ func (m *Mux) open(ctx context.Context, method string, tag uint64) (*Exchange, e
 	start := m.next.Add(1)
 	for i := range n {
 		cn := m.conns[(start+i)%n]
-		x, err := cn.open(ctx, method, tag)
+		x, err := cn.open(ctx, method, tag, 0)
 		if err == nil || i == n-1 {
 			return x, err
 		}
@@ -214,6 +213,21 @@ func (m *Mux) Call(ctx context.Context, method string, in []byte) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
+	return x.call(ctx, in)
+}
+
+// CallFor is Call made for exchange via, which the peer opened: the peer
+// runs it in the goroutine that waits for via's messages (see RecvMsg), so
+// that a call that parks (WaitForSignal) costs the peer no goroutine.
+func CallFor(ctx context.Context, via *Exchange, method string, in []byte) ([]byte, error) {
+	x, err := via.cn.open(ctx, method, 0, via.id)
+	if err != nil {
+		return nil, err
+	}
+	return x.call(ctx, in)
+}
+
+func (x *Exchange) call(ctx context.Context, in []byte) ([]byte, error) {
 	defer x.end()
 	if err := x.SendMsg(&wire.Blob{Data: in}); err != nil {
 		return nil, err
@@ -254,11 +268,6 @@ func (x *Exchange) sendReply(out []byte, err error) error {
 	return x.SendMsg(&wire.Blob{Data: reply})
 }
 
-// Reply answers a call exchange whose Handler returned ErrDetached, with
-// out or err (what the caller's Call returns), and ends it.
-func (x *Exchange) Reply(out []byte, err error) {
-	x.finish(x.sendReply(out, err))
-}
 
 // conn is one connection of a Mux.
 type conn struct {
@@ -282,7 +291,7 @@ type conn struct {
 	werr    error
 }
 
-func (cn *conn) open(ctx context.Context, method string, tag uint64) (*Exchange, error) {
+func (cn *conn) open(ctx context.Context, method string, tag uint64, origin uint32) (*Exchange, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -298,6 +307,7 @@ func (cn *conn) open(ctx context.Context, method string, tag uint64) (*Exchange,
 	cn.mu.Unlock()
 	var p [binary.MaxVarintLen64]byte
 	b := binary.AppendUvarint(p[:0], tag)
+	b = binary.AppendUvarint(b, uint64(origin))
 	b = append(b, method...)
 	// The open frame goes out with the first message.
 	if _, err := cn.write(x.id, typeOpen, b, nil, false); err != nil {
@@ -481,6 +491,16 @@ func (cn *conn) read() {
 // accept serves an exchange the peer opened.
 func (cn *conn) accept(id uint32, p *[]byte) {
 	tag, k := binary.Uvarint(*p)
+	var origin uint64
+	if k > 0 {
+		var k2 int
+		origin, k2 = binary.Uvarint((*p)[k:])
+		if k2 <= 0 {
+			k = k2
+		} else {
+			k += k2
+		}
+	}
 	if k <= 0 {
 		putBuf(p)
 		return
@@ -501,17 +521,31 @@ func (cn *conn) accept(id uint32, p *[]byte) {
 		return
 	}
 	cn.xs[id] = x
+	via := cn.xs[uint32(origin)]
 	cn.mu.Unlock()
-	cn.m.goServe(func() {
+	serve := func() {
 		err := cn.m.handler(ctx, method, tag, x)
-		if err == ErrDetached {
-			return
-		}
 		if err != nil && !errors.Is(err, ErrConnLost) && !errors.Is(err, ErrReset) {
 			cn.m.log.Debug("data-plane exchange failed", "method", method, "error", err)
 		}
 		x.finish(err)
-	})
+	}
+	if origin == 0 || via == nil || !via.runCall(serve) {
+		cn.m.goServe(serve)
+	}
+}
+
+// runCall queues f, a call made for x, for the goroutine that waits in x's
+// RecvMsg; it returns false when x is not a client exchange or has ended.
+func (x *Exchange) runCall(f func()) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.stop == nil || x.err != nil {
+		return false
+	}
+	x.calls = append(x.calls, f)
+	x.cond.Broadcast()
+	return true
 }
 
 // Exchange is one exchange of a Mux: a Stream of *wire.Frame (HTTP) or
@@ -533,6 +567,7 @@ type Exchange struct {
 	drain    bool       // RecvMsg returns err only once the queue is empty
 	credit   int
 	consumed int
+	calls    []func() // calls made for this exchange, run by RecvMsg
 }
 
 func newExchange(cn *conn) *Exchange {
@@ -578,7 +613,12 @@ func (x *Exchange) fail(err error, reset bool) {
 	x.drain = false
 	q := x.q[x.qh:]
 	x.q, x.qh = nil, 0
+	calls := x.calls
+	x.calls = nil
 	x.mu.Unlock()
+	for _, f := range calls {
+		x.cn.m.goServe(f)
+	}
 	for _, p := range q {
 		putBuf(p)
 	}
@@ -599,7 +639,12 @@ func (x *Exchange) reset() {
 	if x.err == nil {
 		x.err, x.drain = ErrReset, true
 	}
+	calls := x.calls
+	x.calls = nil
 	x.mu.Unlock()
+	for _, f := range calls {
+		x.cn.m.goServe(f)
+	}
 	x.cond.Broadcast()
 	if x.cancel != nil {
 		x.cancel()
@@ -674,10 +719,20 @@ func (x *Exchange) SendMsg(m any) error {
 
 // RecvMsg receives the next message into m (*wire.Frame or *wire.Blob). It
 // returns io.EOF after the last message of a served side that ended
-// cleanly, and the exchange's error when it failed.
+// cleanly, and the exchange's error when it failed. While it waits, it
+// runs the calls the peer makes for the exchange (CallFor).
 func (x *Exchange) RecvMsg(m any) error {
 	x.mu.Lock()
 	for x.qh == len(x.q) && x.err == nil && !x.closed {
+		if len(x.calls) > 0 {
+			f := x.calls[0]
+			x.calls[0] = nil
+			x.calls = x.calls[1:]
+			x.mu.Unlock()
+			f()
+			x.mu.Lock()
+			continue
+		}
 		x.cond.Wait()
 	}
 	if x.err != nil && !(x.drain && x.qh < len(x.q)) {
