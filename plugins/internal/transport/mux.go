@@ -268,7 +268,6 @@ func (x *Exchange) sendReply(out []byte, err error) error {
 	return x.SendMsg(&wire.Blob{Data: reply})
 }
 
-
 // conn is one connection of a Mux.
 type conn struct {
 	m      *Mux
