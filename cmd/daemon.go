@@ -21,7 +21,6 @@ package pastercmd
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -317,31 +316,30 @@ func monitorRestart(opts *serveOptions, stdout, stderr io.Writer) int {
 	}
 }
 
-// whileParentLives returns a context that ends when this process's parent
-// is gone (it was reparented): a server started by --monitor-restart whose
-// monitor dies, even by SIGKILL, stops gracefully instead of running on as
-// an orphan that no pid file names. Polling getppid is portable, and
-// unlike Pdeathsig it does not depend on which thread started the child.
-func whileParentLives(ctx context.Context, logger hclog.Logger) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(ctx)
+// untilParentGone returns an actor of serve's group that ends when this
+// process's parent is gone (it was reparented): a server started by
+// --monitor-restart whose monitor dies, even by SIGKILL, stops gracefully
+// instead of running on as an orphan that no pid file names. Polling
+// getppid is portable, and unlike Pdeathsig it does not depend on which
+// thread started the child.
+func untilParentGone(logger hclog.Logger) (execute func() error, interrupt func(error)) {
 	ppid := os.Getppid()
-	go func() {
+	stop := make(chan struct{})
+	return func() error {
 		t := time.NewTicker(200 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
-				return
+			case <-stop:
+				return nil
 			case <-t.C:
 			}
 			if os.Getppid() != ppid {
 				logger.Error("the monitor process is gone; stopping", "monitor_pid", ppid)
-				cancel()
-				return
+				return nil
 			}
 		}
-	}()
-	return ctx, cancel
+	}, func(error) { close(stop) }
 }
 
 func exitCode(err error) int {

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 const daemonINI = `[server:main]
@@ -249,4 +251,26 @@ func parentOf(pid int) int {
 	}
 	ppid, _ := strconv.Atoi(fields[1])
 	return ppid
+}
+
+// TestStopSignals: SIGINT and SIGTERM each stop paster serve gracefully
+// (exit status 0), saying which signal stopped it.
+func TestStopSignals(t *testing.T) {
+	t.Parallel()
+	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			dir, port := daemonDir(t)
+			p := startServe(t, dir, port, "dev.ini")
+			p.cmd.Process.Signal(sig)
+			err := testsync.Recv(t, "paster serve to exit", p.done)
+			p.done <- err
+			if err != nil {
+				t.Fatalf("paster serve after %s: %v\n%s", sig, err, p.log.String())
+			}
+			if want := "signal received; stopping: signal=" + sig.String(); !strings.Contains(p.log.String(), want) {
+				t.Errorf("log lacks %q:\n%s", want, p.log.String())
+			}
+		})
+	}
 }

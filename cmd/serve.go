@@ -188,14 +188,7 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		defer removePIDFile(opts.pidFile, logger)
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if monitorChild {
-		var cancel context.CancelFunc
-		ctx, cancel = whileParentLives(ctx, logger)
-		defer cancel()
-	}
-	if err := serve(ctx, cfg, vars, &opts, interval, logger); err != nil {
+	if err := serve(context.Background(), cfg, vars, &opts, interval, monitorChild, logger); err != nil {
 		logger.Error("serve failed", "error", err)
 		return 1
 	}
@@ -216,9 +209,11 @@ func (o *serveOptions) engineConfig(cfg configArg, vars map[string]string, logge
 	}
 }
 
-// serve runs the generations of cfg until ctx ends: SIGHUP reloads, and so
-// does a change of a watched file with --reload (engine.Config.ReloadInterval).
-func serve(ctx context.Context, cfg configArg, vars map[string]string, opts *serveOptions, interval time.Duration, logger hclog.Logger) error {
+// serve runs the generations of cfg until SIGINT or SIGTERM (or ctx ends,
+// or, with watchMonitor, the monitor process is gone): SIGHUP reloads, and
+// so does a change of a watched file with --reload
+// (engine.Config.ReloadInterval).
+func serve(ctx context.Context, cfg configArg, vars map[string]string, opts *serveOptions, interval time.Duration, watchMonitor bool, logger hclog.Logger) error {
 	ecfg := opts.engineConfig(cfg, vars, logger)
 	if opts.reload {
 		ecfg.ReloadInterval = interval
@@ -235,35 +230,62 @@ func serve(ctx context.Context, cfg configArg, vars map[string]string, opts *ser
 	if err != nil {
 		return err
 	}
-	defer sd.stopping(ctx)()
 	watchdogCtx, stopWatchdog := context.WithCancel(context.Background())
 	defer stopWatchdog()
 	sd.watchdog(watchdogCtx)
-	// Two actors: the engine, which serves until ctx ends, and the SIGHUP
-	// handler, which asks it to reload. When either returns, the other is
-	// stopped; serve returns the engine's error.
+	// The process is a group of actors (oklog/run): the engine, which
+	// serves until it is interrupted or fails; SIGINT and SIGTERM, which
+	// stop it; SIGHUP, which asks it to reload; and, in the server that
+	// --monitor-restart's monitor started, the watch on that monitor. When
+	// one returns, the others are interrupted; serve returns the engine's
+	// error. The signals are caught from here on, until serve returns.
 	reload := make(chan struct{}, 1)
-	var group oklogrun.Group
 	runCtx, stopEngine := context.WithCancel(ctx)
 	defer stopEngine()
-	group.Add(func() error { return m.Run(runCtx, reload) }, func(error) { stopEngine() })
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	stopHUP := make(chan struct{})
-	group.Add(func() error {
+	defer sd.stopping(runCtx)()
+	var group oklogrun.Group
+	var served error
+	group.Add(func() error { served = m.Run(runCtx, reload); return served }, func(error) { stopEngine() })
+	stopSignals, interruptStop, releaseStop := onSignals(func(sig os.Signal) bool {
+		logger.Info("signal received; stopping", "signal", sig.String())
+		return false
+	}, syscall.SIGINT, syscall.SIGTERM)
+	defer releaseStop()
+	group.Add(stopSignals, interruptStop)
+	hupSignals, interruptHUP, releaseHUP := onSignals(func(os.Signal) bool {
+		logger.Info("SIGHUP received; reloading")
+		select {
+		case reload <- struct{}{}:
+		default: // a reload is pending already
+		}
+		return true
+	}, syscall.SIGHUP)
+	defer releaseHUP()
+	group.Add(hupSignals, interruptHUP)
+	if watchMonitor {
+		group.Add(untilParentGone(logger))
+	}
+	group.Run()
+	return served
+}
+
+// onSignals returns an actor of serve's group that calls on for each of
+// sigs the process receives, and ends when on returns false or when it is
+// interrupted. The signals are caught from this call until release.
+func onSignals(on func(os.Signal) bool, sigs ...os.Signal) (execute func() error, interrupt func(error), release func()) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, sigs...)
+	stop := make(chan struct{})
+	return func() error {
 		for {
 			select {
-			case <-stopHUP:
+			case <-stop:
 				return nil
-			case <-hup:
-				logger.Info("SIGHUP received; reloading")
-			}
-			select {
-			case reload <- struct{}{}:
-			default: // a reload is pending already
+			case sig := <-c:
+				if !on(sig) {
+					return nil
+				}
 			}
 		}
-	}, func(error) { close(stopHUP) })
-	return group.Run()
+	}, func(error) { close(stop) }, func() { signal.Stop(c) }
 }
