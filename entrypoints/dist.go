@@ -92,8 +92,10 @@ type CoreFactory func(global map[string]string, local Local) (Core, error)
 
 // StartupProvider is implemented by applications that need background
 // coroutines while they serve. The loader collects them when it creates the
-// application, before any filter wraps it, so wrapping never hides them; the
-// runner starts them on its scheduler before it accepts requests.
+// application, before any filter wraps it, so wrapping never hides them
+// (Session.Coroutines); the serving engine starts them on the scheduler of
+// the configuration generation the application belongs to, and swaps that
+// generation in once the required ones are ready.
 type StartupProvider interface {
 	Startup() map[string]Coroutine
 }

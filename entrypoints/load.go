@@ -113,8 +113,9 @@ func (s *Session) Close() error {
 	return errors.Join(errs...)
 }
 
-// StartupCoroutine is a background task that the runner starts on its
-// scheduler before serving.
+// StartupCoroutine is a background task of a loaded configuration, which
+// the serving engine starts on the scheduler of that configuration's
+// generation before the generation serves.
 //
 // Coroutines registered in a server section (startup = ticker egg:chat#janitor)
 // are named by the word written there. Coroutines an application declares

@@ -9,9 +9,10 @@ import (
 )
 
 // httpRunner is egg:paster#http, the server runner of [server:main]
-// sections: runner.New(app, local) and Run(ctx), so the app's startup
-// coroutines run on the runner's scheduler before it serves and parked
-// waiters are woken at shutdown. Its keys are the runner's (runner.New:
+// sections: runner.New(app, local) and Run(ctx), so every request gets a
+// CoreScope over the Core of ctx and parked waiters are woken at shutdown
+// (the app's startup coroutines run on the engine's scheduler of their
+// generation, not here). Its keys are the runner's (runner.New:
 // sched_default_timeout, ready_timeout, pubsub_retain_*) and the HTTP
 // server's (runner.NewHTTPServer): host, port, the timeouts,
 // max_header_bytes, max_body_bytes, shutdown_timeout, and TLS (cert_file
