@@ -13,6 +13,9 @@ import (
 	"github.com/paster-dev/paster/runner"
 )
 
+// corsKeys are the local keys egg:paster#cors reads (Keys).
+var corsKeys = []string{"origins", "methods", "headers", "expose_headers", "credentials", "max_age"}
+
 // corsFactory is egg:paster#cors, a filter that answers CORS (Cross-Origin
 // Resource Sharing) for the app it wraps, with github.com/rs/cors. Keys,
 // lists separated by spaces or commas:
@@ -58,7 +61,7 @@ import (
 //	credentials = true
 //	max_age = 10m
 func corsFactory(next http.Handler, _ map[string]string, local entrypoints.Local) (http.Handler, error) {
-	warnUnknown("cors", local, "origins", "methods", "headers", "expose_headers", "credentials", "max_age")
+	warnUnknown("cors", local, corsKeys)
 	var opts cors.Options
 	origins := listOf(local, "origins")
 	if len(origins) == 0 {

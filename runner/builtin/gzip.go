@@ -13,6 +13,9 @@ import (
 	"github.com/paster-dev/paster/runner"
 )
 
+// gzipKeys are the local keys egg:paster#gzip reads (Keys).
+var gzipKeys = []string{"compress_level"}
+
 // gzipFactory is egg:paster#gzip, Paste's GzipMiddleware. compress_level
 // (1-9, default 6) is the gzip level; any other value is an error naming
 // the key.
@@ -31,17 +34,13 @@ import (
 // once. Hijack and, through Unwrap, the http.ResponseController methods are
 // kept.
 func gzipFactory(next http.Handler, global map[string]string, local entrypoints.Local) (http.Handler, error) {
+	warnUnknown("gzip", local, gzipKeys)
 	level, err := local.Int("compress_level", 6)
 	if err != nil {
 		return nil, err
 	}
 	if level < 1 || level > 9 {
 		return nil, local.Errorf("compress_level", "level %d out of range 1-9", level)
-	}
-	for _, k := range local.Keys() {
-		if k != "compress_level" {
-			logger().Warn("gzip: unknown key ignored", "key", k, "at", local.Where(k).String(), "known", "compress_level")
-		}
 	}
 	g := &gzipFilter{next: next, level: level}
 	g.pool.New = func() any {

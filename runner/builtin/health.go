@@ -13,6 +13,9 @@ import (
 	"github.com/paster-dev/paster/runner/observe"
 )
 
+// healthKeys are the local keys egg:paster#health reads (Keys).
+var healthKeys = []string{"allow"}
+
 // healthFactory is egg:paster#health, liveness and readiness for load
 // balancers and orchestrators. Relative to where it is mounted:
 //
@@ -39,7 +42,7 @@ import (
 //	[app:health]
 //	use = egg:paster#health
 func healthFactory(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
-	warnUnknown("health", local, "allow")
+	warnUnknown("health", local, healthKeys)
 	allow, err := networks(local, "allow", loopback)
 	if err != nil {
 		return nil, err

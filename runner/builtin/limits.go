@@ -11,6 +11,9 @@ import (
 	"github.com/paster-dev/paster/runner"
 )
 
+// limitsKeys are the local keys egg:paster#limits reads (Keys).
+var limitsKeys = []string{"max_body_bytes", "request_timeout"}
+
 // limitsFactory is egg:paster#limits, a filter-app that gives the app it
 // wraps limits of its own: a request body limit below (or, with the
 // server's limit off, instead of) the server's max_body_bytes, and a bound
@@ -38,7 +41,7 @@ import (
 //	request_timeout = 30s
 //	next = upload
 func limitsFactory(next http.Handler, _ map[string]string, local entrypoints.Local) (http.Handler, error) {
-	warnUnknown("limits", local, "max_body_bytes", "request_timeout")
+	warnUnknown("limits", local, limitsKeys)
 	_, hasMax := local.Lookup("max_body_bytes")
 	_, hasTimeout := local.Lookup("request_timeout")
 	if !hasMax && !hasTimeout {

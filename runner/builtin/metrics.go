@@ -22,7 +22,7 @@ import (
 //	[app:metrics]
 //	use = egg:paster#metrics
 func metricsFactory(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
-	warnUnknown("metrics", local)
+	warnUnknown("metrics", local, nil)
 	return http.HandlerFunc(serveMetrics), nil
 }
 
@@ -37,21 +37,4 @@ func serveMetrics(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	reg.Handler().ServeHTTP(w, r)
-}
-
-// warnUnknown logs every key of local not in known.
-func warnUnknown(app string, local entrypoints.Local, known ...string) {
-	for _, k := range local.Keys() {
-		ok := false
-		for _, kk := range known {
-			ok = ok || k == kk
-		}
-		if !ok {
-			args := []any{"key", k, "at", local.Where(k).String()}
-			if s := entrypoints.Suggest(k, known); s != "" {
-				args = append(args, "did_you_mean", s)
-			}
-			logger().Warn(app+": unknown key ignored", args...)
-		}
-	}
 }

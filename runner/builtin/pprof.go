@@ -9,6 +9,9 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 )
 
+// pprofKeys are the local keys egg:paster#pprof reads (Keys).
+var pprofKeys = []string{"allow"}
+
 // pprofFactory is egg:paster#pprof, Go's profiler (net/http/pprof) as an
 // app, for mounting where an operator chooses: it is never on unless an INI
 // file mounts it. Relative to its mount: / is the index, /profile a CPU
@@ -26,7 +29,7 @@ import (
 //	use = egg:paster#pprof
 //	allow = 127.0.0.1/32 10.0.0.0/8
 func pprofFactory(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
-	warnUnknown("pprof", local, "allow")
+	warnUnknown("pprof", local, pprofKeys)
 	allow, err := networks(local, "allow", loopback)
 	if err != nil {
 		return nil, err

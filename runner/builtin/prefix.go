@@ -11,6 +11,9 @@ import (
 	"github.com/paster-dev/paster/runner"
 )
 
+// prefixKeys are the local keys egg:paster#prefix reads (Keys).
+var prefixKeys = []string{"prefix", "translate_forwarded_server", "force_port", "scheme", "trusted_proxies"}
+
 // prefixFactory is egg:paster#prefix, PasteDeploy's PrefixMiddleware, for
 // apps behind a reverse proxy that mounts them under a path. Keys:
 //
@@ -65,7 +68,7 @@ func prefixFactory(next http.Handler, global map[string]string, local entrypoint
 	if p.trusted, err = networks(local, "trusted_proxies", loopback); err != nil {
 		return nil, err
 	}
-	warnUnknown("prefix", local, "prefix", "translate_forwarded_server", "force_port", "scheme", "trusted_proxies")
+	warnUnknown("prefix", local, prefixKeys)
 	return p, nil
 }
 

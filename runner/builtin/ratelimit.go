@@ -19,6 +19,9 @@ import (
 	"github.com/paster-dev/paster/runner"
 )
 
+// ratelimitKeys are the local keys egg:paster#ratelimit reads (Keys).
+var ratelimitKeys = []string{"rate", "burst", "key", "ipv6_prefix", "max_keys"}
+
 // ratelimitFactory is egg:paster#ratelimit, a filter that limits how often
 // each client may call the app it wraps: a token bucket (golang.org/x/time/rate)
 // per client. Keys:
@@ -68,7 +71,7 @@ import (
 //	key = client
 //	max_keys = 10000
 func ratelimitFactory(next http.Handler, _ map[string]string, local entrypoints.Local) (http.Handler, error) {
-	warnUnknown("ratelimit", local, "rate", "burst", "key", "ipv6_prefix", "max_keys")
+	warnUnknown("ratelimit", local, ratelimitKeys)
 	v, ok := local.Lookup("rate")
 	if !ok || strings.TrimSpace(v) == "" {
 		return nil, local.Errorf("rate", "required: requests allowed per unit of time (10/s, 100/m, 5/10s)")

@@ -14,6 +14,9 @@ import (
 // maxRequestIDLen is the longest request ID taken from a request.
 const maxRequestIDLen = 128
 
+// requestIDKeys are the local keys egg:paster#request_id reads (Keys).
+var requestIDKeys = []string{"header"}
+
 // requestIDFactory is egg:paster#request_id, a filter that gives every
 // request an ID to find it by in the access log and in the apps' logs.
 // Key:
@@ -44,7 +47,7 @@ const maxRequestIDLen = 128
 //	use = egg:paster#request_id
 //	header = X-Request-ID
 func requestIDFactory(next http.Handler, _ map[string]string, local entrypoints.Local) (http.Handler, error) {
-	warnUnknown("request_id", local, "header")
+	warnUnknown("request_id", local, requestIDKeys)
 	f := &requestID{next: next, header: "X-Request-ID"}
 	if v, ok := local.Lookup("header"); ok {
 		v = strings.TrimSpace(v)

@@ -17,6 +17,9 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 )
 
+// staticKeys are the local keys egg:paster#static reads (Keys).
+var staticKeys = []string{"document_root", "cache_max_age", "serve_hidden", "precompressed"}
+
 // staticFactory is egg:paster#static, Paste's static file app. Keys:
 //
 //	document_root  directory to serve (required); a relative path is
@@ -64,7 +67,7 @@ func staticFactory(global map[string]string, local entrypoints.Local) (http.Hand
 	if !filepath.IsAbs(dir) && global["here"] != "" {
 		dir = filepath.Join(global["here"], dir)
 	}
-	warnUnknown("static", local, "document_root", "cache_max_age", "serve_hidden", "precompressed")
+	warnUnknown("static", local, staticKeys)
 	serveHidden, err := local.Bool("serve_hidden", false)
 	if err != nil {
 		return nil, err

@@ -24,6 +24,11 @@ const (
 	FormatCommon   = `%h %l %u %t "%r" %>s %b`
 )
 
+// transloggerKeys are the local keys egg:paster#translogger reads (Keys);
+// setup_console_handler and set_logger_level are Paste's, accepted and
+// ignored.
+var transloggerKeys = []string{"format", "logger_name", "logging_level", "output", "setup_console_handler", "set_logger_level"}
+
 // transloggerFactory is egg:paster#translogger, Paste's TransLogger: one
 // access log line per request, written when the app returns. Keys:
 //
@@ -57,14 +62,7 @@ const (
 // The writer the app gets keeps Flush, Hijack, ReadFrom (sendfile) and,
 // through Unwrap, the http.ResponseController methods.
 func transloggerFactory(next http.Handler, global map[string]string, local entrypoints.Local) (http.Handler, error) {
-	for _, k := range local.Keys() {
-		switch k {
-		case "format", "logger_name", "logging_level", "output", "setup_console_handler", "set_logger_level":
-		default:
-			logger().Warn("translogger: unknown key ignored", "key", k, "at", local.Where(k).String(),
-				"known", "format, logger_name, logging_level, output")
-		}
-	}
+	warnUnknown("translogger", local, transloggerKeys)
 	t := &translogger{next: next}
 	format := local.Get("format")
 	switch strings.TrimSpace(format) {
