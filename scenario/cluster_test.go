@@ -1,6 +1,7 @@
 package scenario
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -220,14 +221,22 @@ func TestClusterExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The store goes to the temporary directory, not the checkout.
+	// The store goes to the temporary directory, not the checkout, and
+	// the ports of its [DEFAULT] become free ones (a_port=N on the command
+	// line would not change what %(a_port)s means: PasteDeploy's rule).
+	for _, k := range []string{"a_port = 8081", "b_port = 8082", "nats_port = 4222"} {
+		name, _, _ := strings.Cut(k, " =")
+		if !bytes.Contains(text, []byte("\n"+k+"\n")) {
+			t.Fatalf("cluster.ini has no line %q", k)
+		}
+		text = bytes.Replace(text, []byte("\n"+k+"\n"), []byte("\n"+name+" = "+freePort(t)+"\n"), 1)
+	}
 	ini := filepath.Join(dir, "cluster.ini")
 	if err := os.WriteFile(ini, text, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	vars := []string{"a_port=" + freePort(t), "b_port=" + freePort(t), "nats_port=" + freePort(t)}
-	a := start(t, "paster", false, append([]string{"serve", ini, "--server-name", "a"}, vars...)...)
-	b := start(t, "paster", false, append([]string{"serve", ini, "--server-name", "b"}, vars...)...)
+	a := start(t, "paster", false, "serve", ini, "--server-name", "a")
+	b := start(t, "paster", false, "serve", ini, "--server-name", "b")
 	parkAndSignal(t, a, b, "hi")
 	if code, body := get(t, b.url("/health/ready")); code != 200 {
 		t.Fatalf("b not ready: %d %s", code, body)
