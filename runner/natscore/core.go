@@ -90,6 +90,10 @@ type Core struct {
 	id     string // unique per Core: Name plus a random suffix
 	prefix string
 	done   chan struct{}
+	// ncClosed is closed by the connection's ClosedHandler, the last of
+	// its callbacks: Close waits for it, so that nothing of the
+	// connection logs after Close returns.
+	ncClosed chan struct{}
 
 	mu      sync.Mutex
 	started bool
@@ -106,6 +110,10 @@ type Core struct {
 	gatherMisses  atomic.Int64
 	crossNode     latency
 }
+
+// closeCallbacksTimeout bounds how long Close waits for the connection's
+// last callbacks.
+const closeCallbacksTimeout = 5 * time.Second
 
 // Header keys of the messages between nodes.
 const (
@@ -152,16 +160,17 @@ func Prepare(opts Options) *Core {
 		opts.Name = host + ":" + strconv.Itoa(os.Getpid())
 	}
 	c := &Core{
-		opts:    opts,
-		log:     opts.Core.Logger,
-		local:   runner.NewCore(opts.Core),
-		id:      opts.Name + "." + nuid.Next(),
-		prefix:  opts.SubjectPrefix,
-		done:    make(chan struct{}),
-		peers:   make(map[string]time.Time),
-		streams: make(map[string]jetstream.Stream),
-		notify:  make(map[string]*topicNotify),
-		sals:    make(map[string]*sal),
+		opts:     opts,
+		log:      opts.Core.Logger,
+		local:    runner.NewCore(opts.Core),
+		id:       opts.Name + "." + nuid.Next(),
+		prefix:   opts.SubjectPrefix,
+		done:     make(chan struct{}),
+		ncClosed: make(chan struct{}),
+		peers:    make(map[string]time.Time),
+		streams:  make(map[string]jetstream.Stream),
+		notify:   make(map[string]*topicNotify),
+		sals:     make(map[string]*sal),
 	}
 	if c.log == nil {
 		c.log = hclog.NewNullLogger()
@@ -199,9 +208,14 @@ func (c *Core) Start() error {
 			c.heartbeat("hb")
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			c.log.Warn("nats disconnected", "node", opts.Name, "error", err)
+			select {
+			case <-c.done: // Close ends the connection: not a loss
+			default:
+				c.log.Warn("nats disconnected", "node", opts.Name, "error", err)
+			}
 		}),
 	}, opts.NATS...)
+	nopts = append(nopts, nats.ClosedHandler(func(*nats.Conn) { close(c.ncClosed) }))
 	var err error
 	if opts.Embedded != nil {
 		if c.srv, err = acquireEmbedded(*opts.Embedded, opts.Name, c.log); err != nil {
@@ -412,6 +426,10 @@ func (c *Core) Close() error {
 	}
 	if c.nc != nil {
 		c.nc.Close()
+		select {
+		case <-c.ncClosed:
+		case <-time.After(closeCallbacksTimeout):
+		}
 	}
 	if c.srv != nil {
 		releaseEmbedded(c.srv)

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
@@ -412,5 +413,26 @@ func TestSignalAtLeastOriginDies(t *testing.T) {
 	}
 	if r := testsync.Recv(t, "b's waiter", res); string(r.Val) != "w" {
 		t.Fatalf("b's waiter got %q, %v; want w (not the dead node's value)", r.Val, r.Err)
+	}
+}
+
+// TestCloseQuiet: closing a Core is not a lost connection: it logs no
+// "nats disconnected" warning (paster check, which closes the Core it
+// made, printed one now and then), and nothing of the connection logs
+// after Close returns.
+func TestCloseQuiet(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t)
+	var logs testsync.Buffer
+	c, err := New(Options{
+		URL: ts.url(), Name: "quiet", SubjectPrefix: newPrefix(),
+		Core: runner.CoreOptions{Logger: hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if s := logs.String(); strings.Contains(s, "disconnected") {
+		t.Fatalf("Close logged:\n%s", s)
 	}
 }
