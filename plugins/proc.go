@@ -86,7 +86,16 @@ type incarnation struct {
 	http   transport.Opener
 	pid    int
 	exited chan struct{} // closed when the process is gone
+
+	killOnce sync.Once
 }
+
+// kill stops the process (gracefully, else by force) and releases the
+// client's side: go-plugin's Client.Kill, run once however many callers
+// ask (two at once made the second's close of the connection fail, and
+// Kill then log that the plugin did not exit gracefully and kill it). A
+// caller returns once the Kill has finished.
+func (g *incarnation) kill() { g.killOnce.Do(g.client.Kill) }
 
 func newProc(h *Host, path string, sum []byte, allowWritable bool) *proc {
 	name := strings.TrimPrefix(filepath.Base(path), BinaryPrefix)

@@ -91,7 +91,7 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 			}
 		}
 		if err != nil {
-			client.Kill()
+			g.kill()
 			res <- result{err: err}
 			return
 		}
@@ -99,8 +99,9 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 		<-pc.done.Done()
 		// The process is gone (killed, or crashed): release the client's
 		// side, the host service's broker listener and server included,
-		// which nothing else closes after a crash.
-		_ = rpc.Close()
+		// which nothing else closes after a crash. Through kill, so that
+		// the Kill that stopped the process is the one that closes it.
+		g.kill()
 	}()
 	r := <-res
 	lend.started()
@@ -115,7 +116,7 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	g.http = transport.GRPC{Conn: r.pc.conn, Method: wire.MethodHTTP}
 
 	fail := func(what string, err error) (*incarnation, error) {
-		client.Kill()
+		g.kill()
 		<-g.exited
 		return nil, fmt.Errorf("plugin binary %s: %s: %w", p.path, what, rpcError(err))
 	}
@@ -153,7 +154,7 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	p.mu.Lock()
 	if p.state == StateClosed {
 		p.mu.Unlock()
-		client.Kill()
+		g.kill()
 		<-g.exited
 		return nil, ErrUnavailable
 	}

@@ -20,7 +20,7 @@ func (p *proc) startOnce() error {
 			return
 		}
 		if p.state == StateClosed {
-			g.client.Kill()
+			g.kill()
 			p.startErr = fmt.Errorf("plugin binary %s: %w: host closed while starting", p.path, ErrUnavailable)
 			return
 		}
@@ -90,7 +90,7 @@ func (p *proc) restart(delay time.Duration) {
 		return
 	}
 	if p.state == StateClosed {
-		g.client.Kill()
+		g.kill()
 		return
 	}
 	p.cur = g
@@ -156,7 +156,7 @@ func (p *proc) close(ctx context.Context) error {
 	}
 	p.runCancel()
 	if g != nil {
-		g.client.Kill()
+		g.kill()
 		<-g.exited
 		killGroup(g.pid)
 	}
