@@ -11,8 +11,30 @@ import (
 	"github.com/paster-dev/paster/entrypoints"
 )
 
-// loopback are the networks of the default trusted_proxies and allow lists.
-var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+// peers is a trusted_proxies or allow list: networks, and unix for the
+// peers of connections that came in on a unix socket. Such a peer has no
+// address; it is a process on this machine that could open the socket file
+// (nginx in front of paster, or the operator), as local as loopback.
+type peers struct {
+	nets []netip.Prefix
+	unix bool
+}
+
+// localPeers is the default trusted_proxies and allow list: loopback and
+// unix-socket peers.
+var localPeers = peers{
+	nets: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
+	unix: true,
+}
+
+// has reports whether the address a is in one of p's networks.
+func (p peers) has(a netip.Addr) bool { return contains(p.nets, a) }
+
+// unixPeer reports whether r came in on a unix socket.
+func unixPeer(r *http.Request) bool {
+	la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	return ok && strings.HasPrefix(la.Network(), "unix")
+}
 
 // ClientAddr returns the address of the client that sent r: the one the
 // prefix filter derived from X-Forwarded-For (see prefixFactory and its
@@ -26,12 +48,18 @@ var loopback = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustPa
 // anything else that decides by client address (a rate limit) must too, so
 // that they all agree on who the client is.
 func ClientAddr(r *http.Request) netip.Addr {
+	a, _ := clientOf(r)
+	return a
+}
+
+// clientOf is ClientAddr, and whether a prefix filter derived it.
+func clientOf(r *http.Request) (a netip.Addr, derived bool) {
 	if s, ok := r.Context().Value(slotKey{}).(*requestSlot); ok {
 		if a, set := s.getClient(); set {
-			return a
+			return a, true
 		}
 	}
-	return peerAddr(r.RemoteAddr)
+	return peerAddr(r.RemoteAddr), false
 }
 
 // peerAddr parses an http.Request.RemoteAddr ("IP:port", or a bare IP).
@@ -96,7 +124,8 @@ func withSlot(r *http.Request) (*http.Request, *requestSlot) {
 
 // forwardedClient derives the client from the connection's peer and the
 // X-Forwarded-For values (header lines in order, each a comma-separated
-// list): when the peer is in trusted, the list is walked from the right,
+// list): when the peer is trusted (peerTrusted: its address is in trusted,
+// or it is a unix-socket peer and trusted has unix), the list is walked from the right,
 // each entry being the peer of the hop after it, until an entry is not in
 // trusted; that entry is the client. When every entry is trusted the
 // leftmost is. A peer not in trusted is the client, whatever the header
@@ -104,8 +133,8 @@ func withSlot(r *http.Request) (*http.Request, *requestSlot) {
 // walk with the zero Addr: the client is unknown. ok reports whether the
 // peer is trusted (and so whether the other X-Forwarded-* headers may be
 // believed).
-func forwardedClient(peer netip.Addr, xff []string, trusted []netip.Prefix) (client netip.Addr, ok bool) {
-	if !contains(trusted, peer) {
+func forwardedClient(peer netip.Addr, peerTrusted bool, xff []string, trusted peers) (client netip.Addr, ok bool) {
+	if !peerTrusted {
 		return peer, false
 	}
 	var hops []string
@@ -116,12 +145,17 @@ func forwardedClient(peer netip.Addr, xff []string, trusted []netip.Prefix) (cli
 			}
 		}
 	}
-	client = peer
-	for i := len(hops) - 1; i >= 0 && contains(trusted, client); i-- {
+	for i := len(hops) - 1; i >= 0; i-- {
 		client = peerAddr(hops[i])
 		if !client.IsValid() {
 			return netip.Addr{}, true
 		}
+		if !trusted.has(client) {
+			return client, true
+		}
+	}
+	if len(hops) == 0 {
+		return peer, true
 	}
 	return client, true
 }
@@ -140,25 +174,30 @@ func contains(nets []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// networks reads key as a list of networks (CIDR) or addresses separated by
-// spaces or commas; unset or empty, it is def. A bad entry is an error
-// naming the file, line, section and key.
-func networks(local entrypoints.Local, key string, def []netip.Prefix) ([]netip.Prefix, error) {
+// networks reads key as a list of networks (CIDR), addresses and the word
+// unix (unix-socket peers), separated by spaces or commas; unset or empty,
+// it is def. A bad entry is an error naming the file, line, section and
+// key.
+func networks(local entrypoints.Local, key string, def peers) (peers, error) {
 	v, ok := local.Lookup(key)
 	if !ok || strings.TrimSpace(v) == "" {
 		return def, nil
 	}
-	var out []netip.Prefix
+	var out peers
 	for _, f := range listOf(local, key) {
+		if f == "unix" {
+			out.unix = true
+			continue
+		}
 		p, err := netip.ParsePrefix(f)
 		if err != nil {
 			a, aerr := netip.ParseAddr(f)
 			if aerr != nil {
-				return nil, local.Errorf(key, "%q is neither a network (10.0.0.0/8) nor an address", f)
+				return peers{}, local.Errorf(key, "%q is neither a network (10.0.0.0/8), an address nor unix", f)
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		out = append(out, p.Masked())
+		out.nets = append(out.nets, p.Masked())
 	}
 	return out, nil
 }
@@ -169,9 +208,15 @@ func listOf(local entrypoints.Local, key string) []string {
 	return strings.FieldsFunc(local.Get(key), func(r rune) bool { return r == ' ' || r == ',' || r == '\t' || r == '\n' })
 }
 
-// clientAllowed reports whether ClientAddr(r) is in allow.
-func clientAllowed(r *http.Request, allow []netip.Prefix) bool {
-	return contains(allow, ClientAddr(r))
+// clientAllowed reports whether ClientAddr(r) is in allow, or, when r came
+// in on a unix socket and no prefix filter derived another client, whether
+// allow has unix.
+func clientAllowed(r *http.Request, allow peers) bool {
+	a, derived := clientOf(r)
+	if a.IsValid() {
+		return allow.has(a)
+	}
+	return !derived && allow.unix && unixPeer(r)
 }
 
 // remoteAddrOf is a RemoteAddr for a derived client address ("IP:0", so

@@ -1,6 +1,7 @@
 package builtin
 
 import (
+	"context"
 	"net"
 	"net/http"
 	"os"
@@ -128,5 +129,88 @@ func TestForwardedTrust(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestUnixSocketPeer: a request that came in on a unix socket has a peer
+// with no address — nginx on the same machine, with access to the socket
+// file. The default trusted_proxies and allow lists trust it ("unix"), so
+// X-Forwarded-For names the client behind it and pprof and health details
+// answer local callers; a list without "unix" does not. Before, such a
+// peer was never trusted: the client was unknown behind nginx, and pprof
+// refused the machine's own operator.
+func TestUnixSocketPeer(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, trusted, allow string
+		xff                  string
+		client               string // "-": unknown
+		pprof                int
+	}{
+		{name: "defaults, through nginx", xff: "203.0.113.7", client: "203.0.113.7", pprof: http.StatusForbidden},
+		{name: "defaults, a local caller", client: "-", pprof: http.StatusOK},
+		{name: "allowed client through nginx", allow: "10.0.0.0/8", xff: "10.1.2.3", client: "10.1.2.3", pprof: http.StatusOK},
+		{name: "unix not trusted", trusted: "127.0.0.0/8", xff: "10.1.2.3", client: "-", pprof: http.StatusForbidden},
+		{name: "unix not allowed", allow: "127.0.0.0/8", client: "-", pprof: http.StatusForbidden},
+		{name: "listed explicitly", trusted: "unix", allow: "unix 10.0.0.0/8", xff: "10.1.2.3", client: "10.1.2.3", pprof: http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			who := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				a := ClientAddr(r)
+				if !a.IsValid() {
+					w.Write([]byte("-"))
+					return
+				}
+				w.Write([]byte(a.String()))
+			})
+			var allow []string
+			if tt.allow != "" {
+				allow = []string{"allow", tt.allow}
+			}
+			pp, err := pprofFactory(nil, localOf(allow...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			mux, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"who": who, "pprof": pp}}, nil,
+				localOf("/who", "who", "/pprof", "pprof"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var trusted []string
+			if tt.trusted != "" {
+				trusted = []string{"trusted_proxies", tt.trusted}
+			}
+			h, err := prefixFactory(mux, nil, localOf(trusted...))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sock := filepath.Join(t.TempDir(), "s.sock")
+			ln, err := net.Listen("unix", sock)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{Handler: h}
+			go srv.Serve(ln)
+			t.Cleanup(func() { srv.Close() })
+			client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+			}}}
+			get := func(path string) (int, string) {
+				req := newRequest(t, "GET", "http://paster"+path, nil)
+				if tt.xff != "" {
+					req.Header.Set("X-Forwarded-For", tt.xff)
+				}
+				code, body, _ := do(t, client, req)
+				return code, body
+			}
+			if _, body := get("/who"); body != tt.client {
+				t.Errorf("client %q, want %q", body, tt.client)
+			}
+			if code, _ := get("/pprof/cmdline"); code != tt.pprof {
+				t.Errorf("pprof: %d, want %d", code, tt.pprof)
+			}
+		})
 	}
 }

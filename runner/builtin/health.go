@@ -3,7 +3,6 @@ package builtin
 import (
 	"encoding/json"
 	"net/http"
-	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -31,7 +30,7 @@ var healthKeys = []string{"allow"}
 // "ok" or 503 "not ready", without details. Keys:
 //
 //	allow   client networks given the details, CIDR or addresses
-//	        separated by spaces or commas (default: loopback only,
+//	        separated by spaces or commas (default: loopback and unix only,
 //	        127.0.0.0/8 ::1/128). The client is ClientAddr(r), as for
 //	        pprof: behind a proxy, the address the prefix filter derived
 //
@@ -43,14 +42,14 @@ var healthKeys = []string{"allow"}
 //	use = egg:paster#health
 func healthFactory(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
 	warnUnknown("health", local, healthKeys)
-	allow, err := networks(local, "allow", loopback)
+	allow, err := networks(local, "allow", localPeers)
 	if err != nil {
 		return nil, err
 	}
 	return &healthApp{allow: allow}, nil
 }
 
-type healthApp struct{ allow []netip.Prefix }
+type healthApp struct{ allow peers }
 
 func (a *healthApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !onlyGetHead(w, r, "method not allowed") {

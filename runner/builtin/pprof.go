@@ -3,7 +3,6 @@ package builtin
 import (
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"strings"
 
 	"github.com/paster-dev/paster/entrypoints"
@@ -19,7 +18,7 @@ var pprofKeys = []string{"allow"}
 // other runtime profiles by name, /cmdline and /symbol. Keys:
 //
 //	allow   client networks allowed, CIDR or addresses separated by spaces
-//	        or commas (default: loopback only, 127.0.0.0/8 ::1/128); others
+//	        or commas (default: loopback and unix only, 127.0.0.0/8 ::1/128); others
 //	        get 403. The client is ClientAddr(r): behind a proxy, the
 //	        address the prefix filter derived from X-Forwarded-For
 //
@@ -30,14 +29,14 @@ var pprofKeys = []string{"allow"}
 //	allow = 127.0.0.1/32 10.0.0.0/8
 func pprofFactory(_ map[string]string, local entrypoints.Local) (http.Handler, error) {
 	warnUnknown("pprof", local, pprofKeys)
-	allow, err := networks(local, "allow", loopback)
+	allow, err := networks(local, "allow", localPeers)
 	if err != nil {
 		return nil, err
 	}
 	return &pprofApp{allow: allow}, nil
 }
 
-type pprofApp struct{ allow []netip.Prefix }
+type pprofApp struct{ allow peers }
 
 func (a *pprofApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !clientAllowed(r, a.allow) {

@@ -3,7 +3,6 @@ package builtin
 import (
 	"net"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -23,10 +22,11 @@ var prefixKeys = []string{"prefix", "translate_forwarded_server", "force_port", 
 //	force_port                  port to put in Host; set but empty: drop the
 //	                            port (the default of the scheme applies)
 //	scheme                      scheme to force (http, https)
-//	trusted_proxies             networks (CIDR) or addresses, separated by
-//	                            spaces or commas, of the proxies whose
-//	                            X-Forwarded-* headers are believed
-//	                            (default: loopback, 127.0.0.0/8 ::1/128)
+//	trusted_proxies             networks (CIDR), addresses or unix (peers
+//	                            on a unix socket), separated by spaces or
+//	                            commas, of the proxies whose X-Forwarded-*
+//	                            headers are believed (default: loopback and
+//	                            unix, 127.0.0.0/8 ::1/128 unix)
 //
 // Each request: the prefix is removed from r.URL.Path when the path starts
 // with it on a segment boundary (an exact match leaves "/"), and
@@ -65,7 +65,7 @@ func prefixFactory(next http.Handler, global map[string]string, local entrypoint
 		p.forcePort, p.hasForcePort = strings.TrimSpace(v), true
 	}
 	p.scheme = strings.ToLower(strings.TrimSpace(local.Get("scheme")))
-	if p.trusted, err = networks(local, "trusted_proxies", loopback); err != nil {
+	if p.trusted, err = networks(local, "trusted_proxies", localPeers); err != nil {
 		return nil, err
 	}
 	warnUnknown("prefix", local, prefixKeys)
@@ -79,7 +79,7 @@ type prefixFilter struct {
 	forcePort    string
 	hasForcePort bool
 	scheme       string
-	trusted      []netip.Prefix
+	trusted      peers
 }
 
 // forwardedHeaders are the headers the filter reads and removes.
@@ -118,8 +118,14 @@ func (p *prefixFilter) rewrite(r *http.Request) *http.Request {
 	if p.translate {
 		h := r.Header
 		peer := peerAddr(r.RemoteAddr)
-		client, trusted := forwardedClient(peer, h.Values("X-Forwarded-For"), p.trusted)
-		slot.putClient(client)
+		peerTrusted := p.trusted.has(peer) || (p.trusted.unix && unixPeer(r))
+		xff := h.Values("X-Forwarded-For")
+		client, trusted := forwardedClient(peer, peerTrusted, xff, p.trusted)
+		if len(xff) > 0 {
+			// Without the header the client is the peer, as it is without
+			// this filter (a unix-socket peer stays one for the allow lists).
+			slot.putClient(client)
+		}
 		if client.IsValid() && client != peer {
 			r2.RemoteAddr = remoteAddrOf(client)
 		}
