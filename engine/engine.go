@@ -258,9 +258,18 @@ func (m *Engine) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 	if m.cfg.ReloadInterval > 0 {
 		w := newWatcher(m.cfg.ReloadInterval, m.logger)
 		m.watchFiles = w.set
+		// The watcher is Run's: it ends, and is waited for, before Run
+		// returns (its send never blocks).
 		wctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		go w.run(wctx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			w.run(wctx)
+		}()
+		defer func() {
+			cancel()
+			<-watched
+		}()
 		changed = w.reload
 	}
 	g, files, err := m.build(ctx)
