@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/paster-dev/paster/internal/testsync"
+	"github.com/paster-dev/paster/plugins/internal/transport"
 	"github.com/paster-dev/paster/runner"
 )
 
@@ -232,4 +233,22 @@ func answer(r *bufio.Reader, p killPoint) error {
 
 func isReset(err error) bool {
 	return errors.Is(err, syscall.ECONNRESET)
+}
+
+// TestDataPlaneIsDefault: a plugin built with this SDK is reached through
+// the data plane (transport.Mux), with no option asked for; gRPC streams are
+// only the fallback for plugins whose manifest lacks DataPlane.
+func TestDataPlaneIsDefault(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	_, srv := probe(t, h, "dp")
+	mustGet(t, srv.URL+"/name", "dp")
+	for _, p := range h.procList() {
+		p.mu.Lock()
+		g := p.cur
+		p.mu.Unlock()
+		if _, ok := g.http.(*transport.Mux); !ok {
+			t.Fatalf("requests to %s go through %T, not the data plane", p.path, g.http)
+		}
+	}
 }

@@ -3,39 +3,54 @@
 //
 // Everything above it (the host's remote apps, the SDK's instances, the
 // callbacks a plugin makes into host apps, the plugin's Core) sees only
-// Opener, Stream, Forward and Serve, and Mux.Call for calls.
+// Opener, Stream, Forward and Serve, and Mux.Call and CallFor for calls.
 //
 // # The data plane
 //
 // Mux is the data plane: a few long-lived unix socket pairs per plugin
-// process (the host makes them and the plugin inherits them at start), each
-// carrying many exchanges at once in frames of paster's own: a 9-byte
-// header (length, exchange ID, type) and a payload. An exchange is an open
-// frame (method and tag), then messages each way (one wire.Frame encoding
-// per message: head, body, flush, end with trailers, hijack tunnel bytes),
-// and ends with close (the served side returned), or cancel (the client's
-// context ended, the handler failed, or the connection did). Window frames
-// give per-exchange flow control: a side may have Window bytes of messages
-// unconsumed by the other, so a slow reader stalls only its own exchange
-// and memory stays bounded (Window per exchange and direction). A Core call
-// from a plugin is an exchange of one message each way.
+// process (the host makes two and the plugin inherits them at start: no
+// socket file, no broker round trip), each carrying many exchanges at once
+// in frames of paster's own: a 9-byte header (length, exchange ID, type)
+// and a payload. An exchange is an open frame (method, tag, origin), then
+// messages each way (one wire.Frame encoding per message: head, body,
+// flush, end with trailers, hijack tunnel bytes), and ends with close (the
+// served side returned) or cancel (the client's context ended, the handler
+// failed, or the connection did). Window frames give per-exchange flow
+// control: a side may have Window bytes of messages unconsumed by the
+// other, so a slow reader stalls only its own exchange and memory stays
+// bounded (Window per exchange and direction). A Core call from a plugin
+// is an exchange of one message each way; one a handler makes names the
+// request's exchange as its origin, and the host runs it in the goroutine
+// that forwards that request, which is waiting in RecvMsg anyway (CallFor):
+// a request parked in WaitForSignal holds one goroutine in the plugin and,
+// in the host, only the connection's goroutine an in-process request holds.
 //
 // Writes are coalesced without a writer goroutine: a sender appends its
 // frame to the connection's buffer and, unless another sender is already
 // writing, writes the buffer and everything appended meanwhile; under load
 // many exchanges share each write system call and each wake-up of the
-// peer's reader. One reader goroutine per connection demultiplexes into
-// per-exchange queues and never blocks on an exchange. Exchanges the peer
-// opens run in goroutines kept while idle (a handler's stack grows once).
+// peer's reader. The open frame waits for the first message and a served
+// side's last message for its close frame, so a small exchange is one
+// write each way at most. One reader goroutine per connection
+// demultiplexes into per-exchange queues and never blocks on an exchange
+// (nor writes). Exchanges the peer opens run in goroutines kept while idle
+// (a handler's stack grows once; the last idled is reused first, so the
+// others end after a second).
 //
-// Why, measured on the 2-CPU machine of bench/run.sh (hello, 16
-// connections, ratios of the same run): one gRPC (HTTP/2) stream per
-// request served 1.11-1.14x an httputil.ReverseProxy over a unix socket and
-// 0.20x the same app in-process; this Mux serves 1.95x and 0.45x. gRPC's
-// per-stream cost (HPACK headers, a stream's control-buffer and flow-control
-// state, a goroutine handoff per message on both sides) was most of a small
-// exchange; here a small exchange is two frames each way, usually in a
-// write shared with other exchanges.
+// Why, measured on the 2-CPU machine of bench/run.sh (load average above
+// 20 from other work during these runs: read ratios of one run, not
+// absolute numbers). One gRPC (HTTP/2) stream per request served hello at
+// 1.11-1.14x an httputil.ReverseProxy over a unix socket and 0.20x the app
+// in-process; a request parked in WaitForSignal cost 76 KB. gRPC's
+// per-stream cost (HPACK, a stream's control buffer and flow-control
+// state, a goroutine handoff per message on both sides, a unary call and a
+// host goroutine per Core call) was most of it. With this Mux, three runs:
+// hello 2.02, 2.16, 2.13x the reverse proxy and 0.43, 0.50, 0.47x
+// in-process; a parked request 48.1-48.6 KB (in-process 28.4), one Signal
+// waking 10,000 plugin waiters all answered in 276-805 ms (in-process
+// 153-509 ms in the same runs). In BenchmarkMuxHTTP a small
+// exchange through Forward, the Mux and Serve costs 42 allocations on both
+// sides together.
 //
 // GRPC opens exchanges as gRPC streams instead: the host reaches a plugin
 // built before the data plane so (its manifest lacks DataPlane), and the
