@@ -35,6 +35,10 @@ const (
 	// DefaultHandlerTimeout is off: long-polls park for as long as their
 	// own waits allow.
 	DefaultHandlerTimeout = 0
+	// DefaultHTTP2MaxConcurrentStreams is the number of requests one
+	// HTTP/2 connection may have open at once (the RFC's recommended
+	// minimum; net/http's own default is 250).
+	DefaultHTTP2MaxConcurrentStreams = 100
 )
 
 // ErrShutdownTimeout is wrapped by the error Serve returns when requests were
@@ -83,6 +87,13 @@ type HTTPConfig struct {
 	// was sent yet, or its connection is ended if the response had
 	// started (see TimeoutHandler). 0, the default, means no bound.
 	HandlerTimeout time.Duration
+	// HTTP2MaxConcurrentStreams is http2_max_concurrent_streams: the
+	// requests (streams) one HTTP/2 connection may have open at once.
+	// Beyond it the client is refused the stream; with max_connections it
+	// bounds the handlers HTTP/2 clients can have running to
+	// max_connections × HTTP2MaxConcurrentStreams. Streams a client reset
+	// still count until their handlers return.
+	HTTP2MaxConcurrentStreams int
 	// TLS is nil for plain HTTP, else the TLS settings (cert_file and
 	// key_file, ssl_pem, acme, ...; see TLSConfig).
 	TLS *TLSConfig
@@ -105,7 +116,7 @@ type HTTPConfig struct {
 var HTTPServerKeys = append([]string{
 	"host", "port", "read_header_timeout", "read_timeout", "write_timeout",
 	"idle_timeout", "max_header_bytes", "max_body_bytes", "shutdown_timeout",
-	"max_connections", "handler_timeout", "socket_mode",
+	"max_connections", "handler_timeout", "socket_mode", "http2_max_concurrent_streams",
 }, TLSKeys...)
 
 // ignoredHTTPKeys are options of Paste's and cogen's servers that have no
@@ -160,7 +171,7 @@ type HTTPServer struct {
 //	                     systemd:NAME a socket systemd passed by that name
 //	port                 port (default 8080; 0 = any free port)
 //	socket_mode          mode of a unix socket's file, octal (default 0660)
-//	read_header_timeout  default 10s
+//	read_header_timeout  default 10s; over TLS it bounds the handshake too
 //	read_timeout         per-request body read deadline, default 60s
 //	write_timeout        per-write deadline, default 60s (long-polls are fine)
 //	idle_timeout         keep-alive idle limit, default 120s
@@ -172,6 +183,9 @@ type HTTPServer struct {
 //	                     the open-file limit; 0 = no cap)
 //	handler_timeout      bound on a handler's run: then 503 and its context
 //	                     cancelled (default 0 = off, for long-polls)
+//	http2_max_concurrent_streams
+//	                     requests one HTTP/2 connection may have open at
+//	                     once (default 100)
 //
 // A bad value is an error naming the file, line, section and key. Unknown
 // keys are logged as warnings (with a near-miss suggestion) and kept in
@@ -305,6 +319,12 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 	}
 	if cfg.MaxConnections < 0 {
 		return cfg, local.Errorf("max_connections", "negative count %d (0 turns the cap off)", cfg.MaxConnections)
+	}
+	if cfg.HTTP2MaxConcurrentStreams, err = local.Int("http2_max_concurrent_streams", DefaultHTTP2MaxConcurrentStreams); err != nil {
+		return cfg, err
+	}
+	if cfg.HTTP2MaxConcurrentStreams < 1 {
+		return cfg, local.Errorf("http2_max_concurrent_streams", "%d: an HTTP/2 connection needs at least 1 stream", cfg.HTTP2MaxConcurrentStreams)
 	}
 	if err := parseTLS(local, &cfg); err != nil {
 		return cfg, err
@@ -460,6 +480,15 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ConnContext:       connContext,
 		TLSConfig:         s.tls,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: s.cfg.HTTP2MaxConcurrentStreams,
+			// HTTP/2 writes a connection's frames on a goroutine of its
+			// own, beyond the per-request write deadline: a client that
+			// stops reading its socket would hold the connection (and
+			// its max_connections slot) until idle_timeout, or forever
+			// while one of its streams is parked.
+			WriteByteTimeout: s.cfg.WriteTimeout,
+		},
 	}
 	if s.cfg.H2C {
 		p := new(http.Protocols)

@@ -51,6 +51,8 @@ func TestNewHTTPServerConfig(t *testing.T) {
 		MaxBodyBytes:      DefaultMaxBodyBytes,
 		ShutdownTimeout:   DefaultShutdownTimeout,
 		MaxConnections:    DefaultMaxConnections(),
+
+		HTTP2MaxConcurrentStreams: DefaultHTTP2MaxConcurrentStreams,
 	}
 	with := func(f func(c *HTTPConfig)) HTTPConfig {
 		c := def
@@ -92,6 +94,9 @@ func TestNewHTTPServerConfig(t *testing.T) {
 		{name: "bad connection cap", local: localOf("max_connections", "many"), wantErr: "bad integer value", errKey: "max_connections"},
 		{name: "negative connection cap", local: localOf("max_connections", "-1"), wantErr: "negative", errKey: "max_connections"},
 		{name: "negative handler timeout", local: localOf("handler_timeout", "-1s"), wantErr: "negative", errKey: "handler_timeout"},
+		{name: "http2 streams", local: localOf("http2_max_concurrent_streams", "8"),
+			want: with(func(c *HTTPConfig) { c.HTTP2MaxConcurrentStreams = 8 })},
+		{name: "no http2 streams", local: localOf("http2_max_concurrent_streams", "0"), wantErr: "at least 1", errKey: "http2_max_concurrent_streams"},
 		{name: "bad port", local: localOf("port", "eighty"), wantErr: "bad integer value", errKey: "port"},
 		{name: "port out of range", local: localOf("port", "70000"), wantErr: "out of range", errKey: "port"},
 		{name: "bad port in host", local: localOf("host", "localhost:http"), wantErr: "bad port", errKey: "host"},
