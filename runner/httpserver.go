@@ -303,6 +303,13 @@ func parseHTTPConfig(local entrypoints.Local, logger hclog.Logger) (HTTPConfig, 
 		*d.dst = v
 	}
 
+	if _, set := local.Lookup("read_header_timeout"); set && cfg.ReadHeaderTimeout == 0 {
+		// net/http bounds a request's header, and the TLS handshake, by
+		// read_header_timeout alone (read_timeout and write_timeout are
+		// per request here, not http.Server's).
+		logger.Warn("read_header_timeout = 0: a client that sends nothing, or stalls in its header or TLS handshake, holds its connection and a max_connections slot for good",
+			"at", local.Where("read_header_timeout").String())
+	}
 	hb, err := local.Size("max_header_bytes", DefaultMaxHeaderBytes)
 	if err != nil {
 		return cfg, err

@@ -475,3 +475,71 @@ func httptraceConn(ctx context.Context, conns *sync.Map, key string) context.Con
 		conns.Store(key, i.Conn.LocalAddr().String())
 	}})
 }
+
+// TestHTTP2OversizedHeader: over HTTP/2, a header block somewhat beyond
+// max_header_bytes gets 431 on its stream and the connection goes on (a
+// request after it on the same connection is served); one whose encoded
+// size is more than twice the limit is a connection error (net/http does
+// not decode it): GOAWAY, and the server serves the next client.
+func TestHTTP2OversizedHeader(t *testing.T) {
+	t.Parallel()
+	var many []string
+	for i := range 50 { // 6.8k of fields, 5.4k encoded, with max_header_bytes = 4k
+		many = append(many, fmt.Sprintf("x-f%d", i), strings.Repeat("y", 100))
+	}
+	tests := []struct {
+		name   string
+		fields []string
+		want   map[uint32]string // :status by stream; nil: GOAWAY
+	}{
+		{"too large", many, map[uint32]string{1: "431", 3: "200"}},
+		{"far too large", []string{"x-big", strings.Repeat("y", 12<<10)}, nil},
+	}
+	for _, overTLS := range []bool{true, false} {
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("%s/tls=%v", tt.name, overTLS), func(t *testing.T) {
+				t.Parallel()
+				s, url := serveH2(t, &parkApp{}, overTLS, "max_header_bytes", "4k")
+				h := dialH2(t, s.addr, overTLS)
+				h.SetDeadline(time.Now().Add(20 * time.Second))
+				if err := h.get(1, "/ok", tt.fields...); err != nil {
+					t.Fatal(err)
+				}
+				if err := h.get(3, "/ok"); err != nil {
+					t.Fatal(err)
+				}
+				status := map[uint32]string{}
+				dec := hpack.NewDecoder(4096, nil)
+				for len(status) < 2 {
+					f, err := h.fr.ReadFrame()
+					if err != nil {
+						t.Fatalf("reading the responses: %v (got %v)", err, status)
+					}
+					if g, ok := f.(*http2.GoAwayFrame); ok {
+						if tt.want != nil || g.ErrCode == http2.ErrCodeNo {
+							t.Errorf("GOAWAY %v, want %v", g.ErrCode, tt.want)
+						}
+						goodGet(t, url, overTLS)
+						return
+					}
+					hf, ok := f.(*http2.HeadersFrame)
+					if !ok {
+						continue
+					}
+					fields, err := dec.DecodeFull(hf.HeaderBlockFragment())
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, fld := range fields {
+						if fld.Name == ":status" {
+							status[hf.StreamID] = fld.Value
+						}
+					}
+				}
+				if fmt.Sprint(status) != fmt.Sprint(tt.want) {
+					t.Errorf("statuses %v, want %v", status, tt.want)
+				}
+			})
+		}
+	}
+}

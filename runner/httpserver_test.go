@@ -134,18 +134,19 @@ func TestNewHTTPServerConfig(t *testing.T) {
 func TestNewHTTPServerWarnsAboutKeys(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		key, want string
+		key, value, want string
 	}{
-		{"prot", `did_you_mean=port`},
-		{"colour", `unknown server option ignored: key=colour`},
-		{"threadpool_workers", `server option ignored: key=threadpool_workers`},
-		{"request_queue_size", `listen backlog`},
+		{"prot", "1", `did_you_mean=port`},
+		{"colour", "1", `unknown server option ignored: key=colour`},
+		{"threadpool_workers", "1", `server option ignored: key=threadpool_workers`},
+		{"request_queue_size", "1", `listen backlog`},
+		{"read_header_timeout", "0", `holds its connection and a max_connections slot for good`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.key, func(t *testing.T) {
 			t.Parallel()
 			logger, buf := testLogger(t)
-			if _, err := NewHTTPServer(localOf(tt.key, "1"), logger); err != nil {
+			if _, err := NewHTTPServer(localOf(tt.key, tt.value), logger); err != nil {
 				t.Fatal(err)
 			}
 			if out := buf.String(); !strings.Contains(out, tt.want) || !strings.Contains(out, "[WARN]") || !strings.Contains(out, "test.http") {
