@@ -404,6 +404,34 @@ func TestHTTP2WriteStall(t *testing.T) {
 	}
 }
 
+// TestHTTP2WindowExhausted: HTTP/2 clients that open streams to a
+// streaming handler and never grant flow-control window (but read their
+// socket, so the connection itself is fine): each handler's write blocks on
+// the window, and write_timeout (the per-write deadline) resets its stream,
+// so the handlers return instead of piling up.
+func TestHTTP2WindowExhausted(t *testing.T) {
+	t.Parallel()
+	for _, overTLS := range []bool{true, false} {
+		t.Run(fmt.Sprintf("tls=%v", overTLS), func(t *testing.T) {
+			t.Parallel()
+			app := &parkApp{}
+			s, url := serveH2(t, app, overTLS, "write_timeout", "500ms", "idle_timeout", "5m")
+			h := dialH2(t, s.addr, overTLS)
+			defer h.Close()
+			go io.Copy(io.Discard, h)
+			const streams = 10
+			for i := range streams {
+				if err := h.get(uint32(2*i+1), "/stream"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			testsync.WaitFor(t, "the streams' handlers", func() bool { return app.total.Load() == streams })
+			testsync.WaitFor(t, "the stalled handlers to return", func() bool { return app.running.Load() == 0 })
+			goodGet(t, url, overTLS)
+		})
+	}
+}
+
 // TestHTTP2HandlerTimeout: handler_timeout cuts one HTTP/2 stream (503
 // before the response started, reset after), not the connection: another
 // request on the same connection is served.
