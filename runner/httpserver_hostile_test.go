@@ -293,6 +293,9 @@ func TestHTTP2Hostile(t *testing.T) {
 		run func(t *testing.T, h *h2Conn)
 		// check checks the handlers after the attack.
 		check func(t *testing.T, a *parkApp)
+		// cancels: the attack itself ends its handlers (their
+		// contexts are cancelled while its connection is open).
+		cancels bool
 	}{
 		{name: "rapid reset", run: func(t *testing.T, h *h2Conn) {
 			// CVE-2023-44487: net/http runs at most
@@ -305,7 +308,10 @@ func TestHTTP2Hostile(t *testing.T) {
 					break // the server ended the connection: fine
 				}
 			}
-		}, check: func(t *testing.T, a *parkApp) {
+		}, cancels: true, check: func(t *testing.T, a *parkApp) {
+			if a.total.Load() == 0 {
+				t.Error("no handler ran: the resets cancelled nothing")
+			}
 			if m := a.most.Load(); m > DefaultHTTP2MaxConcurrentStreams {
 				t.Errorf("%d handlers ran at once on one connection, more than %d streams", m, DefaultHTTP2MaxConcurrentStreams)
 			}
@@ -365,6 +371,9 @@ func TestHTTP2Hostile(t *testing.T) {
 				defer h.Close()
 				at.run(t, h)
 				goodGet(t, url, overTLS)
+				if at.cancels {
+					testsync.WaitFor(t, "the reset streams' handlers to return", func() bool { return app.running.Load() == 0 })
+				}
 				h.Close()
 				testsync.WaitFor(t, "the attack's handlers to return", func() bool { return app.running.Load() == 0 })
 				if at.check != nil {
