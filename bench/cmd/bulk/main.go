@@ -172,9 +172,8 @@ func transfer(client *http.Client, t *target, dir string, size int64) (float64, 
 	elapsed := time.Since(start)
 	stop()
 	for label, peak := range peaks() {
-		if rise := peak - before[label]; rise > t.rssGrowth[label] {
-			t.rssGrowth[label] = rise
-		}
+		// A process that did not grow is reported too, with 0.
+		t.rssGrowth[label] = max(t.rssGrowth[label], peak-before[label], 0)
 	}
 	if err != nil {
 		return 0, err
