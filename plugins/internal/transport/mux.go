@@ -45,8 +45,8 @@ const headerLen = 9
 // before the receiver has consumed them: what bounds the memory a slow
 // reader costs (per exchange and direction), and what keeps it from
 // stalling the other exchanges of its connection. 256 KiB moves a 1 GiB
-// body at full speed (8 chunks in flight); the receiver returns credit each
-// quarter window.
+// body at full speed (two 128 KiB chunks in flight); the receiver returns
+// credit each half window, which is one window update per large chunk.
 const Window = 256 << 10
 
 // Errors of a Mux's exchanges.
@@ -336,11 +336,20 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 	}
 	start := len(cn.wbuf)
 	cn.wbuf = append(cn.wbuf, 0, 0, 0, 0, byte(id>>24), byte(id>>16), byte(id>>8), byte(id), typ)
+	// A large body that goes out now is written from where it is, after
+	// what is buffered, in one writev; else it is copied into the buffer
+	// (the caller reuses it once write returns).
+	var tail []byte
 	switch v := m.(type) {
 	case nil:
 		cn.wbuf = append(cn.wbuf, p...)
 	case *wire.Frame:
-		cn.wbuf = v.AppendTo(cn.wbuf)
+		if flush && !cn.writing && len(v.Body) >= directBody && v.Flags&wire.FlagError == 0 {
+			cn.wbuf = v.AppendHeadTo(cn.wbuf)
+			tail = v.Body
+		} else {
+			cn.wbuf = v.AppendTo(cn.wbuf)
+		}
 	case *wire.Blob:
 		cn.wbuf = append(cn.wbuf, v.Data...)
 	default:
@@ -348,7 +357,7 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 		cn.wmu.Unlock()
 		return 0, fmt.Errorf("transport: cannot send %T", m)
 	}
-	n := len(cn.wbuf) - start - headerLen
+	n := len(cn.wbuf) - start - headerLen + len(tail)
 	binary.BigEndian.PutUint32(cn.wbuf[start:], uint32(n))
 	if cn.writing || !flush {
 		cn.wmu.Unlock()
@@ -360,7 +369,14 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 		cn.wbuf = cn.spare[:0]
 		cn.spare = nil
 		cn.wmu.Unlock()
-		_, err := cn.c.Write(buf)
+		var err error
+		if tail != nil {
+			bufs := net.Buffers{buf, tail}
+			_, err = bufs.WriteTo(cn.c)
+			tail = nil
+		} else {
+			_, err = cn.c.Write(buf)
+		}
 		cn.wmu.Lock()
 		if cap(buf) <= 1<<20 {
 			cn.spare = buf[:0]
@@ -377,6 +393,11 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 	}
 	return n, err
 }
+
+// directBody is the body size from which a frame's body is not copied:
+// write sends it from the caller's buffer, RecvMsg hands out the received
+// payload.
+const directBody = 16 << 10
 
 // fail ends the connection: every exchange fails with ErrConnLost.
 func (cn *conn) fail(cause error) {
@@ -567,6 +588,11 @@ type Exchange struct {
 	credit   int
 	consumed int
 	calls    []func() // calls made for this exchange, run by RecvMsg
+
+	// held is the payload of the last large *wire.Frame RecvMsg returned,
+	// which its Body is a slice of; the next RecvMsg recycles it. Only the
+	// receiving goroutine uses it.
+	held *[]byte
 }
 
 func newExchange(cn *conn) *Exchange {
@@ -719,8 +745,14 @@ func (x *Exchange) SendMsg(m any) error {
 // RecvMsg receives the next message into m (*wire.Frame or *wire.Blob). It
 // returns io.EOF after the last message of a served side that ended
 // cleanly, and the exchange's error when it failed. While it waits, it
-// runs the calls the peer makes for the exchange (CallFor).
+// runs the calls the peer makes for the exchange (CallFor). A Frame's Body
+// is valid until the next RecvMsg on x (it is not copied out of the
+// received payload).
 func (x *Exchange) RecvMsg(m any) error {
+	if x.held != nil {
+		putBuf(x.held)
+		x.held = nil
+	}
 	x.mu.Lock()
 	for x.qh == len(x.q) && x.err == nil && !x.closed {
 		if len(x.calls) > 0 {
@@ -751,20 +783,30 @@ func (x *Exchange) RecvMsg(m any) error {
 	}
 	x.consumed += len(*p)
 	var credit int
-	if x.consumed >= Window/4 && !x.closed {
+	if x.consumed >= Window/2 && !x.closed {
 		credit, x.consumed = x.consumed, 0
 	}
 	x.mu.Unlock()
 	var err error
 	switch v := m.(type) {
 	case *wire.Frame:
-		err = v.Decode(*p)
+		// A large body is not copied out; a small one is, so that the
+		// payload goes back to its pool now (an exchange's last frame is
+		// often followed by no RecvMsg that would recycle it).
+		if len(*p) >= directBody {
+			err = v.DecodeShared(*p)
+			x.held, p = p, nil
+		} else {
+			err = v.Decode(*p)
+		}
 	case *wire.Blob:
 		v.Data = append(v.Data[:0], *p...)
 	default:
 		err = fmt.Errorf("transport: cannot receive %T", m)
 	}
-	putBuf(p)
+	if p != nil {
+		putBuf(p)
+	}
 	if credit > 0 {
 		var b [binary.MaxVarintLen64]byte
 		_, _ = x.cn.write(x.id, typeWindow, binary.AppendUvarint(b[:0], uint64(credit)), nil, true)

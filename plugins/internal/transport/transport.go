@@ -78,6 +78,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -86,8 +87,9 @@ import (
 )
 
 // Stream is one exchange's frames. SendMsg and RecvMsg take *wire.Frame; one
-// goroutine may send while another receives. grpc.ClientStream and
-// grpc.ServerStream satisfy it.
+// goroutine may send while another receives. A received Frame's Body may be
+// valid only until the next RecvMsg (the Mux hands out its receive buffer).
+// grpc.ClientStream and grpc.ServerStream satisfy it.
 type Stream interface {
 	SendMsg(m any) error
 	RecvMsg(m any) error
@@ -276,7 +278,9 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 // ends the exchange and the handler's context. It sets ended when the body
 // has ended, either way.
 func sendBody(s Stream, r *http.Request, ended *atomic.Bool, cancel context.CancelFunc) {
-	buf := make([]byte, wire.ChunkSize)
+	bp := chunkBufs.Get().(*[]byte)
+	defer chunkBufs.Put(bp)
+	buf := *bp
 	var f wire.Frame
 	for {
 		n, err := r.Body.Read(buf)
@@ -306,6 +310,10 @@ func sendBody(s Stream, r *http.Request, ended *atomic.Bool, cancel context.Canc
 		}
 	}
 }
+
+// chunkBufs are sendBody's read buffers, one chunk each: recycled, since
+// every request with a body that is not whole needs one.
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, wire.ChunkSize); return &b }}
 
 // clientGone reports whether a body read failed because the client's
 // connection did (closed, reset, timed out) or the request was cancelled,

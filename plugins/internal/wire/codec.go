@@ -34,7 +34,7 @@ var CallCodec = grpc.CallContentSubtype(CodecName)
 const MaxMessage = 64 << 20
 
 // ChunkSize is the largest body slice one Frame carries.
-const ChunkSize = 32 << 10
+const ChunkSize = 128 << 10
 
 func init() { encoding.RegisterCodecV2(codec{}) }
 
@@ -168,7 +168,29 @@ func headerSize(h http.Header) int {
 	return n
 }
 
+// AppendHeadTo appends f's encoding up to its body to b: followed by
+// f.Body, it is AppendTo's (so that a sender can write a large body from
+// where it is, without copying it). f must not have FlagError, whose fields
+// follow the body.
+func (f *Frame) AppendHeadTo(b []byte) []byte {
+	if f.Flags&FlagError != 0 {
+		panic("wire: AppendHeadTo of a frame with FlagError")
+	}
+	return f.appendHead(b)
+}
+
 func (f *Frame) appendTo(b []byte) []byte {
+	b = f.appendHead(b)
+	b = append(b, f.Body...)
+	if f.Flags&FlagError != 0 {
+		// After the body, where a decoder that predates FlagError stops.
+		b = appendString(b, f.Error)
+		b = binary.AppendVarint(b, f.Limit)
+	}
+	return b
+}
+
+func (f *Frame) appendHead(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(f.Flags))
 	if f.Flags&FlagHead != 0 {
 		b = binary.AppendUvarint(b, f.Target)
@@ -182,14 +204,7 @@ func (f *Frame) appendTo(b []byte) []byte {
 		b = appendHeader(b, f.Header)
 	}
 	b = appendHeader(b, f.Trailer)
-	b = binary.AppendUvarint(b, uint64(len(f.Body)))
-	b = append(b, f.Body...)
-	if f.Flags&FlagError != 0 {
-		// After the body, where a decoder that predates FlagError stops.
-		b = appendString(b, f.Error)
-		b = binary.AppendVarint(b, f.Limit)
-	}
-	return b
+	return binary.AppendUvarint(b, uint64(len(f.Body)))
 }
 
 func appendString(b []byte, s string) []byte {
@@ -284,9 +299,20 @@ func (r *reader) header() http.Header {
 	return h
 }
 
+// DecodeShared is Decode with f.Body a slice of b rather than a copy: b
+// must stay untouched while f.Body is in use.
+func (f *Frame) DecodeShared(b []byte) error {
+	*f = Frame{}
+	return f.decodeInto(b, nil, true)
+}
+
 func (f *Frame) decode(b []byte) error {
 	body := f.Body[:0]
 	*f = Frame{}
+	return f.decodeInto(b, body, false)
+}
+
+func (f *Frame) decodeInto(b, body []byte, shared bool) error {
 	r := reader{b: b}
 	f.Flags = uint16(r.uvarint())
 	if f.Flags&FlagHead != 0 {
@@ -301,7 +327,12 @@ func (f *Frame) decode(b []byte) error {
 		f.Header = r.header()
 	}
 	f.Trailer = r.header()
-	f.Body = append(body, r.bytes()...)
+	if shared {
+		v := r.bytes()
+		f.Body = v[:len(v):len(v)]
+	} else {
+		f.Body = append(body, r.bytes()...)
+	}
 	if f.Flags&FlagError != 0 {
 		f.Error = r.string()
 		f.Limit = r.varint()

@@ -40,6 +40,23 @@ func TestFrameRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(got, f) {
 			t.Fatalf("case %d:\n got %+v\nwant %+v", i, got, f)
 		}
+		// The Mux's ways: the body written after AppendHeadTo's bytes, and
+		// decoded in place.
+		if f.Flags&FlagError == 0 {
+			if split := append(f.AppendHeadTo(nil), f.Body...); string(split) != string(b) {
+				t.Fatalf("case %d: AppendHeadTo+Body %x, AppendTo %x", i, split, b)
+			}
+		}
+		var shared Frame
+		if err := shared.DecodeShared(b); err != nil {
+			t.Fatalf("case %d: DecodeShared: %v", i, err)
+		}
+		if len(shared.Body) == 0 {
+			shared.Body = nil
+		}
+		if !reflect.DeepEqual(shared, f) {
+			t.Fatalf("case %d: DecodeShared\n got %+v\nwant %+v", i, shared, f)
+		}
 	}
 }
 
