@@ -482,7 +482,7 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 		Handler:           &limitHandler{s: s, next: TimeoutHandler(app, s.cfg.HandlerTimeout, "handler_timeout", s.logger)},
 		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
-		MaxHeaderBytes:    s.cfg.MaxHeaderBytes,
+		MaxHeaderBytes:    netHTTPHeaderLimit(s.cfg.MaxHeaderBytes, s.unseenReplies()),
 		ErrorLog:          log.New(serverLogWriter{s.logger}, "", 0),
 		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
 		ConnContext:       connContext,

@@ -32,6 +32,18 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer rc.requestDone()
 	}
 
+	if s.unseenReplies() && headerSize(r) > s.cfg.MaxHeaderBytes {
+		// net/http's own 431 would be sent where paster cannot see it
+		// (see netHTTPHeaderLimit); this one is observed like any other
+		// response. HTTP/1 closes the connection after it, as net/http
+		// does; HTTP/2 refuses the one stream and goes on.
+		if r.ProtoMajor < 2 {
+			w.Header().Set("Connection", "close")
+		}
+		http.Error(w, "431 Request Header Fields Too Large", http.StatusRequestHeaderFieldsTooLarge)
+		ObserveRejected(h.next, r, http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
 	if s.cfg.MaxBodyBytes > 0 && r.ContentLength > s.cfg.MaxBodyBytes {
 		// Known too large before reading a byte: answer at once, without
 		// sending 100 Continue.
@@ -299,3 +311,36 @@ func (b *limitBody) Read(p []byte) (int, error) {
 }
 
 func (b *limitBody) Close() error { return b.rc.Close() }
+
+// unseenReplies reports whether net/http's own replies may be sent where
+// watchRejects cannot read them: beneath TLS, or in HTTP/2 frames (h2c).
+func (s *HTTPServer) unseenReplies() bool { return s.tls != nil || s.cfg.H2C }
+
+// netHTTPHeaderLimit is the http.Server.MaxHeaderBytes for max_header_bytes.
+// Over plain HTTP/1 it is max_header_bytes, and net/http's own 431 is
+// observed on the connection (watchRejects). Over TLS or HTTP/2 that reply
+// cannot be seen (unseen), so net/http is given headroom (max_header_bytes again, at most
+// 64 KiB more) and limitHandler answers 431 itself for headers between the
+// two: a client slightly over the limit, the usual case (a grown cookie),
+// is counted in /metrics and the access log; one far over it is still
+// refused by net/http, uncounted. The headroom is the memory a connection
+// may hold for a header beyond max_header_bytes.
+func netHTTPHeaderLimit(maxHeaderBytes int, unseen bool) int {
+	if !unseen {
+		return maxHeaderBytes
+	}
+	return maxHeaderBytes + min(maxHeaderBytes, 64<<10)
+}
+
+// headerSize is the size of r's header as a client sent it over HTTP/1.1:
+// the request line, Host and every header line with their line ends.
+func headerSize(r *http.Request) int {
+	n := len(r.Method) + 1 + len(r.RequestURI) + 1 + len("HTTP/1.1") + 2
+	n += len("Host: ") + len(r.Host) + 2
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			n += len(k) + 2 + len(v) + 2
+		}
+	}
+	return n + 2
+}

@@ -110,3 +110,61 @@ func TestRejectObserver(t *testing.T) {
 		t.Errorf("rejections reported:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
+
+// TestRejectObserverTLS: over TLS (HTTP/1.1 and HTTP/2) and h2c a request whose
+// header is over max_header_bytes is answered 431 and reported to the
+// handler's ObserveRejected, as over plain HTTP: the access log and
+// /metrics see it. Before, net/http answered it itself beneath the TLS
+// layer, where paster cannot read its replies, and nothing was reported.
+func TestRejectObserverTLS(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		h1   bool
+		h2c  bool
+		size int // of the X-Big header
+	}{
+		// Past net/http's own HTTP/1 limit (max_header_bytes + 4 KiB).
+		{"HTTP/1.1", true, false, 10 << 10},
+		// Past HTTP/2's advertised header list limit (max_header_bytes +
+		// 320 bytes), which Go's client refuses to exceed.
+		{"HTTP/2", false, false, 6 << 10},
+		{"h2c", false, true, 6 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			rr := &rejectRecorder{}
+			keys, url, client := []string{"ssl_pem", "*"}, "https://", insecureClient(tc.h1)
+			if tc.h2c {
+				keys, url, client = []string{"h2c", "true"}, "http://", h2cClient()
+			}
+			s := serve(t, rr, append(keys, "max_header_bytes", "4k")...)
+			req, err := http.NewRequest("GET", url+s.addr+"/big?x=1", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("X-Big", strings.Repeat("y", tc.size))
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+				t.Fatalf("status %d, want 431", resp.StatusCode)
+			}
+			if got := rr.list(); len(got) != 1 || !strings.HasPrefix(got[0], "431 GET /big?x=1 ") {
+				t.Fatalf("rejections reported: %q, want one 431 for GET /big?x=1", got)
+			}
+			// A header under the limit is served.
+			req.Header.Set("X-Big", strings.Repeat("y", 1<<10))
+			resp, err = client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("a 1 KiB header: status %d, want 200", resp.StatusCode)
+			}
+		})
+	}
+}
