@@ -368,12 +368,26 @@ type procSettings struct {
 	user     *privilege.User // user and group; nil: the host's user
 }
 
-// settings reads crash_loop_cooldown, log_rate, user and group from the
+// PluginsKeys are the keys of the [plugins] section, besides sha256.NAME
+// (the pin of the binary paster-plugin-NAME); any other is an error.
+var PluginsKeys = []string{"path", "allow_writable", "crash_loop_cooldown", "log_rate", "user", "group"}
+
+// settings checks the [plugins] keys of from and reads
+// crash_loop_cooldown, log_rate, user and group from the
 // [plugins] section of from, defaulting to h's options. A bad value is an
 // error naming the key: an unknown user or group, or one the host cannot
 // start processes as (it is not root, and not that user).
 func (h *Host) settings(from entrypoints.Origin) (procSettings, error) {
 	s := procSettings{cooldown: max(h.opts.CrashLoopCooldown, 0), logRate: h.opts.LogRate, user: h.opts.User}
+	for key := range from.Plugins {
+		if !slices.Contains(PluginsKeys, key) && !strings.HasPrefix(key, "sha256.") {
+			msg := "unknown key of [plugins]"
+			if near := entrypoints.Suggest(key, PluginsKeys); near != "" {
+				msg += fmt.Sprintf("; did you mean %q?", near)
+			}
+			return s, pluginsKeyError(from, key, msg)
+		}
+	}
 	userName, userSet := from.Plugins["user"]
 	groupName, groupSet := from.Plugins["group"]
 	if userSet || groupSet {

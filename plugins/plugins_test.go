@@ -933,3 +933,25 @@ func TestCloseDrains(t *testing.T) {
 		t.Fatal("plugin alive after Close")
 	}
 }
+
+// TestPluginsUnknownKey: a misspelt key of [plugins] is an error naming it,
+// with the key it was probably meant to be, not silently ignored (a
+// misspelt crash_loop_cooldown or allow_writable would otherwise change
+// nothing without a word).
+func TestPluginsUnknownKey(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	for key, want := range map[string]string{
+		"crash_loop_cooldow": `did you mean "crash_loop_cooldown"?`,
+		"allow_writeable":    `did you mean "allow_writable"?`,
+		"bogus":              "unknown key of [plugins]",
+	} {
+		_, err := h.Binary(bin("ptest"), entrypoints.Origin{Plugins: map[string]string{key: "1s"}})
+		if err == nil || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), want) {
+			t.Errorf("[plugins] %s: %v, want an error naming it with %q", key, err, want)
+		}
+	}
+	if _, err := h.Binary(bin("ptest"), entrypoints.Origin{Plugins: map[string]string{"sha256.other": strings.Repeat("0", 64), "path": "x"}}); err != nil {
+		t.Errorf("pins of other binaries and path: %v", err)
+	}
+}
