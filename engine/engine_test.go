@@ -668,16 +668,7 @@ func TestEngineTLSRotation(t *testing.T) {
 			r := serveINI(t, port, ini)
 			url := fmt.Sprintf("https://127.0.0.1:%d/", port)
 
-			// served returns the common name of the certificate a new
-			// connection gets.
-			served := func() string {
-				c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: ca.Pool()})
-				if err != nil {
-					return err.Error()
-				}
-				defer c.Close()
-				return c.ConnectionState().PeerCertificates[0].Subject.CommonName
-			}
+			served := func() string { return servedCertificate(port, ca) }
 			if got := served(); got != "A" {
 				t.Fatalf("served certificate %q, want A", got)
 			}
@@ -773,14 +764,7 @@ func TestEngineTLSWatch(t *testing.T) {
 	ini := fmt.Sprintf(serverSection, "egg:paster#http", port) + "cert_file = " + certFile + "\nkey_file = " + keyFile +
 		"\n\n[app:main]\nuse = egg:enginetest#main\ntext = ok\n"
 	r := serveINI(t, port, ini, func(c *Config) { c.ReloadInterval = 20 * time.Millisecond })
-	served := func() string {
-		c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: ca.Pool()})
-		if err != nil {
-			return err.Error()
-		}
-		defer c.Close()
-		return c.ConnectionState().PeerCertificates[0].Subject.CommonName
-	}
+	served := func() string { return servedCertificate(port, ca) }
 	if got := served(); got != "A" {
 		t.Fatalf("served certificate %q, want A", got)
 	}
@@ -812,4 +796,15 @@ func checkINI(t *testing.T, ini string) error {
 	_, err := Check(context.Background(), Config{ServerURI: "config:dev.ini#main", AppURI: "config:dev.ini#main", Base: dir,
 		PluginDirs: []string{pluginDir}, Logger: hclog.NewNullLogger()})
 	return err
+}
+
+// servedCertificate returns the common name of the certificate a new TLS
+// connection to port gets, trusting ca; or the dial error's text.
+func servedCertificate(port int, ca *tlstest.CA) string {
+	c, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port), &tls.Config{RootCAs: ca.Pool()})
+	if err != nil {
+		return err.Error()
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].Subject.CommonName
 }
