@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // TestCheckServerSettings: paster check reads and validates every setting
@@ -153,7 +155,7 @@ func TestServeCommandLinePort(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			port := freePort(t)
+			port := testsync.FreePort(t)
 			portVar := fmt.Sprintf("port=%d", port)
 
 			stdout, stderr, exit := paster(t, dir, append(append([]string{"check"}, tc.args...), "development.ini", portVar)...)

@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // customModule is an out-of-tree module as a dist author writes it: a dist
@@ -149,7 +151,7 @@ func TestCustomBuild(t *testing.T) {
 			if err != nil || !strings.Contains(string(out), tt.points) {
 				t.Fatalf("paster points (%v) lacks %q:\n%s", err, tt.points, out)
 			}
-			port := freePort(t)
+			port := testsync.FreePort(t)
 			who := strings.ReplaceAll(tt.name, " ", "-")
 			args := append([]string{"greet.ini"}, tt.extra...)
 			args = append(args, fmt.Sprintf("port=%d", port), "who="+who)

@@ -37,7 +37,7 @@ use = egg:hello#main
 func daemonDir(t *testing.T) (dir string, port int) {
 	t.Helper()
 	dir = t.TempDir()
-	port = freePort(t)
+	port = testsync.FreePort(t)
 	if err := os.WriteFile(filepath.Join(dir, "dev.ini"), fmt.Appendf(nil, daemonINI, port), 0o644); err != nil {
 		t.Fatal(err)
 	}

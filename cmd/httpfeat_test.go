@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // TestRequestIDThroughPlugin: paster serve with egg:paster#request_id in
@@ -20,7 +22,7 @@ func TestRequestIDThroughPlugin(t *testing.T) {
 	t.Parallel()
 	bin := buildPtest(t)
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	ini := fmt.Sprintf(`[server:main]
 use = egg:paster#http
 host = 127.0.0.1

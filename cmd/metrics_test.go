@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // TestRejectionsThroughServe: under paster serve, a request the server
@@ -20,7 +22,7 @@ import (
 func TestRejectionsThroughServe(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	logFile := filepath.Join(dir, "access.log")
 	ini := fmt.Sprintf(`[server:main]
 use = egg:paster#http

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // pluginHealth is one plugin of /health/'s JSON.
@@ -69,7 +71,7 @@ func TestPluginCrashLoopRecovers(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	copyPlugin(t, dir, "")
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	ini := filepath.Join(dir, "dev.ini")
 	writeINI(t, ini, iniVars{port: port, shutdown: 5, greeting: "Hello"})
 	f, err := os.OpenFile(ini, os.O_APPEND|os.O_WRONLY, 0)
@@ -131,7 +133,7 @@ func TestPluginCrashLoopRecovers(t *testing.T) {
 func TestPluginRunnerCoroutinesInHealth(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	ini := fmt.Sprintf(`[server:main]
 use = egg:chat#hijacked_runner
 host = 127.0.0.1
@@ -204,7 +206,7 @@ func TestPluginLogFlood(t *testing.T) {
 	const rate, lines = 100, 20000
 	bin := buildPtest(t)
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	ini := fmt.Sprintf(`[plugins]
 log_rate = %d
 

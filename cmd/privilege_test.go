@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // privilegedPort returns a loopback port below 1024 that was free a moment
@@ -130,7 +132,7 @@ func TestPrivilegeDrop(t *testing.T) {
 func TestPrivilegeUnknownUser(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	v := iniVars{port: freePort(t), shutdown: 5, greeting: "Hello"}
+	v := iniVars{port: testsync.FreePort(t), shutdown: 5, greeting: "Hello"}
 	writeINI(t, filepath.Join(dir, "dev.ini"), v)
 	copyPlugin(t, dir, "")
 	_, stderr, code := paster(t, dir, "serve", "dev.ini", "--user", "no-such-user-here")

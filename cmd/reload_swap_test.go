@@ -7,6 +7,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // swapINI serves a static file through the server section's runner, which
@@ -74,7 +76,7 @@ func TestReloadSwapRunners(t *testing.T) {
 				}
 			}
 			os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
-			port := freePort(t)
+			port := testsync.FreePort(t)
 			ini := filepath.Join(dir, "dev.ini")
 			write := func(use string, n int) {
 				extra := ""

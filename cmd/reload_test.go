@@ -49,17 +49,6 @@ func buildPlugin(t *testing.T, name string) {
 	}
 }
 
-// freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
 // serveProc is a running "paster serve".
 type serveProc struct {
 	t    *testing.T
@@ -505,7 +494,7 @@ func seriesOnce(t *testing.T, p *serveProc) {
 
 func reloadSetup(t *testing.T) (string, iniVars) {
 	dir := t.TempDir()
-	v := iniVars{port: freePort(t), shutdown: 5, greeting: "Hello"}
+	v := iniVars{port: testsync.FreePort(t), shutdown: 5, greeting: "Hello"}
 	writeINI(t, filepath.Join(dir, "dev.ini"), v)
 	copyPlugin(t, dir, "")
 	return dir, v
@@ -605,7 +594,7 @@ func TestParkedWaiterAcrossReloadAndShutdown(t *testing.T) {
 	t.Parallel()
 	buildPlugin(t, "waitapp")
 	dir := t.TempDir()
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	ini := filepath.Join(dir, "dev.ini")
 	write := func(timeout int) {
 		s := strings.ReplaceAll(strings.ReplaceAll(waitINI, "{{PORT}}", fmt.Sprint(port)), "{{TIMEOUT}}", fmt.Sprint(timeout))
@@ -676,7 +665,7 @@ func startPluginServer(t *testing.T) (p *serveProc, ini string, port int) {
 	t.Helper()
 	buildPlugin(t, "chat")
 	dir := t.TempDir()
-	port = freePort(t)
+	port = testsync.FreePort(t)
 	ini = filepath.Join(dir, "dev.ini")
 	os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
 	os.WriteFile(ini, pluginServerINI(port, 30), 0o644)
@@ -821,7 +810,7 @@ func TestReloadNewAddress(t *testing.T) {
 	dir, v := reloadSetup(t)
 	p := startServe(t, dir, v.port, "dev.ini")
 	old := p.base
-	v.port = freePort(t)
+	v.port = testsync.FreePort(t)
 	writeINI(t, filepath.Join(dir, "dev.ini"), v)
 	p.cmd.Process.Signal(syscall.SIGHUP)
 	p.base = fmt.Sprintf("http://127.0.0.1:%d", v.port)

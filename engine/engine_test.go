@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -122,16 +121,6 @@ type lineCounter struct{ n *atomic.Int64 }
 func (c lineCounter) Write(p []byte) (int, error) {
 	c.n.Add(int64(bytes.Count(p, []byte(coreChanged))))
 	return len(p), nil
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // serveINI writes text as dev.ini in a temporary directory, runs an Engine
@@ -271,7 +260,7 @@ func TestEngineReload(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			port := freePort(t)
+			port := testsync.FreePort(t)
 			srv := fmt.Sprintf(serverSection, "egg:paster#http", port)
 			r := serveINI(t, port, srv+tt.app("one"))
 			if code, body := r.get("/"); code != 200 || body != tt.body("one") {
@@ -294,7 +283,7 @@ func TestEngineReload(t *testing.T) {
 // is answered by that generation, after the new one serves.
 func TestEngineDrain(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	srv := fmt.Sprintf(serverSection, "egg:paster#http", port)
 	name := fmt.Sprintf("drain-%d", time.Now().UnixNano()) // a gate of this run's own (-count)
 	app := "[app:main]\nuse = egg:enginetest#main\ngate = " + name + "\ntext = "
@@ -332,7 +321,7 @@ func TestEngineDrain(t *testing.T) {
 // plugin binary and back — and no request fails under load.
 func TestEngineRunnerSwap(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	chat := "plugin:" + filepath.Join(pluginDir, "paster-plugin-chat") + "#hijacked_runner"
 	app := "[app:main]\nuse = egg:enginetest#main\ntext = ok\n"
 	builtin := fmt.Sprintf(serverSection, "egg:paster#http", port) + app
@@ -405,7 +394,7 @@ func openFDsTo(t *testing.T, path string) int {
 // is reloaded, and closed after shutdown.
 func TestEngineClosesDrainedGeneration(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	ini := fmt.Sprintf(serverSection, "egg:paster#http", port) + `[app:main]
 use = egg:enginetest#main
 text = %d
@@ -476,7 +465,7 @@ func (r *running) usage() usage {
 // failed build made, and what a stopped server made, is released too. Not
 // parallel: it counts the whole test process's descriptors and goroutines.
 func TestEngine100Reloads(t *testing.T) {
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	hello := "plugin:" + filepath.Join(pluginDir, "paster-plugin-hello") + "#main"
 	chat := "plugin:" + filepath.Join(pluginDir, "paster-plugin-chat")
 	app := `[composite:main]
@@ -567,7 +556,7 @@ use = ` + chat + `#main
 // changes it and then fails leaves the current Core serving.
 func TestEngineCoreChange(t *testing.T) {
 	t.Parallel()
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	ini := func(core string) string {
 		return fmt.Sprintf(serverSection, "egg:paster#http", port) + core + "\n[app:main]\nuse = egg:paster#static\ndocument_root = %(here)s\n"
 	}
@@ -662,7 +651,7 @@ func TestEngineTLSRotation(t *testing.T) {
 			certA, keyA := ca.Issue(t, "A")
 			certFile := tlstest.WriteFile(t, dir, "cert.pem", certA)
 			keyFile := tlstest.WriteFile(t, dir, "key.pem", keyA)
-			port := freePort(t)
+			port := testsync.FreePort(t)
 			ini := fmt.Sprintf(serverSection, use, port) + "cert_file = " + certFile + "\nkey_file = " + keyFile +
 				"\n\n[app:main]\nuse = egg:enginetest#main\ntext = ok\n"
 			r := serveINI(t, port, ini)
@@ -760,7 +749,7 @@ func TestEngineTLSWatch(t *testing.T) {
 	certA, keyA := ca.Issue(t, "A")
 	certFile := tlstest.WriteFile(t, dir, "cert.pem", certA)
 	keyFile := tlstest.WriteFile(t, dir, "key.pem", keyA)
-	port := freePort(t)
+	port := testsync.FreePort(t)
 	ini := fmt.Sprintf(serverSection, "egg:paster#http", port) + "cert_file = " + certFile + "\nkey_file = " + keyFile +
 		"\n\n[app:main]\nuse = egg:enginetest#main\ntext = ok\n"
 	r := serveINI(t, port, ini, func(c *Config) { c.ReloadInterval = 20 * time.Millisecond })

@@ -14,7 +14,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,6 +25,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // bounded is how long a test waits for something before it fails.
@@ -272,15 +273,7 @@ func (l *logLines) String() string {
 
 // freePort returns a loopback port that was free a moment ago, for the
 // tests that must know the port before the server binds it.
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
+func freePort(t testing.TB) string { return strconv.Itoa(testsync.FreePort(t)) }
 
 // client is an HTTP client for many concurrent long requests.
 var client = &http.Client{Transport: &http.Transport{
