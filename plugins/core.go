@@ -73,10 +73,15 @@ type coreErr struct {
 	Gap   *runner.GapError
 }
 
-var coreKinds = map[string]error{
-	"timeout": runner.ErrTimeout, "closed": runner.ErrClosed, "gap": runner.ErrGap,
-	"nocore": runner.ErrNoCore, "position": runner.ErrBadPosition,
-	"canceled": context.Canceled, "deadline": context.DeadlineExceeded,
+// coreKinds are the errors a Core error keeps its identity with: by name
+// in JSON, by position in a bit mask on the data plane.
+var coreKinds = [...]struct {
+	name string
+	err  error
+}{
+	{"timeout", runner.ErrTimeout}, {"closed", runner.ErrClosed}, {"gap", runner.ErrGap},
+	{"nocore", runner.ErrNoCore}, {"position", runner.ErrBadPosition},
+	{"canceled", context.Canceled}, {"deadline", context.DeadlineExceeded},
 }
 
 func toCoreErr(err error) *coreErr {
@@ -84,9 +89,9 @@ func toCoreErr(err error) *coreErr {
 		return nil
 	}
 	e := &coreErr{Msg: err.Error()}
-	for k, target := range coreKinds {
-		if errors.Is(err, target) {
-			e.Kinds = append(e.Kinds, k)
+	for _, k := range coreKinds {
+		if errors.Is(err, k.err) {
+			e.Kinds = append(e.Kinds, k.name)
 		}
 	}
 	var gap *runner.GapError
@@ -113,8 +118,12 @@ func (e *coreErr) err() error {
 		return e.Gap
 	}
 	r := &remoteErr{msg: e.Msg}
-	for _, k := range e.Kinds {
-		r.kinds = append(r.kinds, coreKinds[k])
+	for _, name := range e.Kinds {
+		for _, k := range coreKinds {
+			if k.name == name {
+				r.kinds = append(r.kinds, k.err)
+			}
+		}
 	}
 	return r
 }
@@ -269,11 +278,9 @@ func (c remoteCore) call(ctx context.Context, method string, in coreCall) (coreR
 
 // callData makes the call on the data plane.
 func (c remoteCore) callData(ctx context.Context, method string, in coreCall, out *coreReply) error {
-	data, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
+	data := in.appendTo(nil)
 	var reply []byte
+	var err error
 	if c.via != nil {
 		reply, err = transport.CallFor(ctx, c.via, method, data)
 	} else {
@@ -285,7 +292,7 @@ func (c remoteCore) callData(ctx context.Context, method string, in coreCall, ou
 		}
 		return &remoteErr{msg: fmt.Sprintf("runner: %s: host unreachable: %v", method, err), kinds: []error{runner.ErrClosed}}
 	}
-	if err := json.Unmarshal(reply, out); err != nil {
+	if err := out.decode(reply); err != nil {
 		return fmt.Errorf("runner: %s: decoding the reply: %w", method, err)
 	}
 	return out.Err.err()

@@ -2,7 +2,6 @@ package plugins
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -45,10 +44,11 @@ func (p *proc) dataHandler(cs *coreService) transport.Handler {
 				return nil, fmt.Errorf("no method %q on the host", method)
 			}
 			var in coreCall
-			if err := json.Unmarshal(data, &in); err != nil {
+			if err := in.decode(data); err != nil {
 				return nil, err
 			}
-			return json.Marshal(cs.call(ctx, f, in))
+			out := cs.call(ctx, f, in)
+			return out.appendTo(nil), nil
 		})
 	}
 }

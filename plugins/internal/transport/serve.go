@@ -69,8 +69,11 @@ func Serve(ctx context.Context, s Stream, lookup func(uint64) http.Handler, log 
 	return rw.finish()
 }
 
-// writers recycles response writers and their buffers.
-var writers = sync.Pool{New: func() any { return &responseWriter{buf: make([]byte, 0, 4096)} }}
+// writers recycles response writers and their buffers. A new one has no
+// buffer: its first Write takes one from bodyBufs or grows one to fit, so
+// that a handler that writes a line, flushes and parks (WaitForSignal)
+// holds a few bytes, not a chunk.
+var writers = sync.Pool{New: func() any { return new(responseWriter) }}
 
 func run(h http.Handler, rw *responseWriter, req *http.Request, log hclog.Logger) (err error) {
 	defer func() {
@@ -245,7 +248,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 		return 0, w.err
 	}
 	if w.buf == nil {
-		w.buf = (*bodyBufs.Get().(*[]byte))[:0]
+		if b, ok := bodyBufs.Get().(*[]byte); ok {
+			w.buf = (*b)[:0]
+		}
 	}
 	n := 0
 	for len(p) > 0 {
@@ -354,8 +359,9 @@ func (w *responseWriter) FlushError() error {
 		return err
 	}
 	// A handler that flushed may wait long for what it writes next (a
-	// request parked in WaitForSignal): it holds no buffer meanwhile.
-	if cap(w.buf) == bodyBufSize {
+	// request parked in WaitForSignal): it holds no buffer meanwhile,
+	// beyond a small one.
+	if c := cap(w.buf); c > smallBuf && c <= bodyBufSize {
 		b := w.buf
 		bodyBufs.Put(&b)
 		w.buf = nil
@@ -363,11 +369,15 @@ func (w *responseWriter) FlushError() error {
 	return nil
 }
 
-// bodyBufs are the responseWriters' buffers, given back while a handler
-// waits after a flush.
-const bodyBufSize = 4096
+// bodyBufs are the responseWriters' buffers above smallBuf up to
+// bodyBufSize, given back while a handler waits after a flush. Get on an
+// empty pool returns nil: Write then grows a buffer from nothing.
+const (
+	smallBuf    = 512
+	bodyBufSize = 4096
+)
 
-var bodyBufs = sync.Pool{New: func() any { b := make([]byte, 0, bodyBufSize); return &b }}
+var bodyBufs sync.Pool
 
 func (w *responseWriter) finish() error {
 	w.mu.Lock()
