@@ -88,7 +88,6 @@ func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger) *Mux 
 	m := &Mux{handler: h, log: log, done: make(chan struct{})}
 	for _, c := range conns {
 		cn := &conn{m: m, c: c, xs: map[uint32]*Exchange{}}
-		cn.base, cn.cancel = context.WithCancel(context.Background())
 		cn.nextID = 2
 		if initiator {
 			cn.nextID = 1
@@ -270,10 +269,8 @@ func (x *Exchange) sendReply(out []byte, err error) error {
 
 // conn is one connection of a Mux.
 type conn struct {
-	m      *Mux
-	c      net.Conn
-	base   context.Context // parent of served exchanges' contexts
-	cancel context.CancelFunc
+	m *Mux
+	c net.Conn
 
 	mu     sync.Mutex
 	nextID uint32
@@ -416,7 +413,6 @@ func (cn *conn) fail(cause error) {
 	}
 	cn.wmu.Unlock()
 	cn.c.Close()
-	cn.cancel()
 	for _, x := range xs {
 		x.fail(cn.err, false)
 	}
@@ -532,7 +528,10 @@ func (cn *conn) accept(id uint32, p *[]byte) {
 	putBuf(p)
 	x := newExchange(cn)
 	x.id = id
-	ctx, cancel := context.WithCancel(cn.base)
+	// Not a child of anything: fail ends every exchange of a failed
+	// connection, so the context needs no parent to end with it (and
+	// costs no registration in one).
+	ctx, cancel := context.WithCancel(context.Background())
 	x.cancel = cancel
 	cn.mu.Lock()
 	if cn.err != nil {

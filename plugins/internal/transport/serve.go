@@ -28,7 +28,11 @@ var ErrHandlerPanic = errors.New("handler panicked")
 // when the head is not yet sent; the process keeps serving. Serve returns
 // when the handler has returned (or its hijacked connection is closed).
 func Serve(ctx context.Context, s Stream, lookup func(uint64) http.Handler, log hclog.Logger) error {
-	head := &wire.Frame{}
+	// The head is decoded into the body's frame, which reads the next
+	// frames once the request holds what it needs of it (one allocation
+	// fewer per exchange).
+	b := &body{s: s}
+	head := &b.f
 	if err := s.RecvMsg(head); err != nil {
 		return err
 	}
@@ -49,7 +53,7 @@ func Serve(ctx context.Context, s Stream, lookup func(uint64) http.Handler, log 
 		rw.buf = append(rw.buf, fmt.Sprintf("no instance %d in this plugin\n", head.Target)...)
 		return rw.finish()
 	}
-	req, err := newRequest(ctx, head, s)
+	req, err := newRequest(ctx, b)
 	if err != nil {
 		rw.status = http.StatusBadRequest
 		return rw.finish()
@@ -99,7 +103,9 @@ func run(h http.Handler, rw *responseWriter, req *http.Request, log hclog.Logger
 	return nil
 }
 
-func newRequest(ctx context.Context, f *wire.Frame, s Stream) (*http.Request, error) {
+// newRequest makes the request of b's head frame (b.f).
+func newRequest(ctx context.Context, b *body) (*http.Request, error) {
+	f := &b.f
 	u, err := url.ParseRequestURI(f.URI)
 	if err != nil {
 		return nil, err
@@ -108,7 +114,6 @@ func newRequest(ctx context.Context, f *wire.Frame, s Stream) (*http.Request, er
 	if !ok {
 		major, minor = 1, 1
 	}
-	b := &body{s: s}
 	if f.Flags&wire.FlagEnd != 0 {
 		b.done = true
 		b.pending = f.Body

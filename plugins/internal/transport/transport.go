@@ -106,10 +106,30 @@ type GRPC struct {
 	Method string
 }
 
-// Open starts one stream; it fails when the connection is unusable.
+// Open starts one stream; it fails when the connection is unusable. The
+// stream ends when ctx does, or when Forward is done with it.
 func (g GRPC) Open(ctx context.Context) (Stream, error) {
-	return g.Conn.NewStream(ctx, &wire.HTTPStream, g.Method, wire.CallCodec)
+	ctx, cancel := context.WithCancel(ctx)
+	s, err := g.Conn.NewStream(ctx, &wire.HTTPStream, g.Method, wire.CallCodec)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return grpcStream{s, cancel}, nil
 }
+
+// grpcStream is a gRPC stream that Forward ends (cancels) when it returns.
+type grpcStream struct {
+	grpc.ClientStream
+	cancel context.CancelFunc
+}
+
+func (g grpcStream) end() { g.cancel() }
+
+// ender is a Stream Forward ends when it is done with it, or when the
+// client is gone: the peer's handler sees its context end (the Mux's
+// Exchange and grpcStream).
+type ender interface{ end() }
 
 // Errors returned by Forward.
 var (
@@ -151,16 +171,10 @@ func isUpgrade(r *http.Request) bool {
 // ErrNoResponse (and ErrClientGone when the client had gone) and has written
 // nothing; after, one wrapping ErrAborted.
 func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) error {
-	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
-	s, err := o.Open(ctx)
-	if err != nil {
-		return noResponse(r, err)
-	}
-	if x, ok := s.(*Exchange); ok {
-		defer x.end()
-	}
-	head := &wire.Frame{
+	fs := forwardFrames.Get().(*[2]wire.Frame)
+	defer func() { fs[0], fs[1] = wire.Frame{}, wire.Frame{}; forwardFrames.Put(fs) }()
+	head, f := &fs[0], &fs[1]
+	*head = wire.Frame{
 		Flags:         wire.FlagHead,
 		Target:        target,
 		Method:        r.Method,
@@ -200,6 +214,19 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 	if !pump && isUpgrade(r) {
 		head.Flags |= wire.FlagUpgradable
 	}
+	s, err := o.Open(r.Context())
+	if err != nil {
+		return noResponse(r, err)
+	}
+	// The exchange ends when Forward returns, or earlier when the client
+	// is gone (the body pump ends it).
+	cancel := func() {}
+	if e, ok := s.(ender); ok {
+		defer e.end()
+		if pump {
+			cancel = e.end
+		}
+	}
 	if err := s.SendMsg(head); err != nil && !errors.Is(err, io.EOF) {
 		return noResponse(r, err)
 	}
@@ -229,8 +256,7 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 		}()
 	}
 
-	var f wire.Frame
-	if err := s.RecvMsg(&f); err != nil {
+	if err := s.RecvMsg(f); err != nil {
 		return noResponse(r, err)
 	}
 	if f.Flags&wire.FlagHead == 0 {
@@ -241,7 +267,7 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 		h[k] = vs
 	}
 	if f.Flags&wire.FlagHijack != 0 {
-		return tunnel(w, s, &f)
+		return tunnel(w, s, f)
 	}
 	w.WriteHeader(f.Status)
 	for {
@@ -260,15 +286,20 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 				h[http.TrailerPrefix+k] = vs
 			}
 			// Let the stream finish so gRPC releases it.
-			for s.RecvMsg(&f) == nil {
+			for s.RecvMsg(f) == nil {
 			}
 			return nil
 		}
-		if err := s.RecvMsg(&f); err != nil {
+		if err := s.RecvMsg(f); err != nil {
 			return errors.Join(ErrAborted, err)
 		}
 	}
 }
+
+// forwardFrames recycle Forward's head and response frames: a Stream is
+// done with a frame when SendMsg returns, and Forward with the response
+// frame when it returns.
+var forwardFrames = sync.Pool{New: func() any { return new([2]wire.Frame) }}
 
 // sendBody streams r's body in frames as it arrives, the last one with
 // FlagEnd and the trailers; flow control on the stream blocks it while the

@@ -226,9 +226,15 @@ func appendHeader(b []byte, h http.Header) []byte {
 
 var errShort = errors.New("wire: truncated frame")
 
+// reader decodes an encoding. Its strings are substrings of s when s is
+// set (one copy of the encoding's head, see decodeInto), else copies.
 type reader struct {
 	b   []byte
 	err error
+
+	s    string
+	n    int      // len(b) when s was set: s is b[:len(s)] then
+	vals []string // backing array for header values, when set
 }
 
 func (r *reader) uvarint() uint64 {
@@ -271,7 +277,64 @@ func (r *reader) bytes() []byte {
 	return v
 }
 
-func (r *reader) string() string { return string(r.bytes()) }
+func (r *reader) string() string {
+	v := r.bytes()
+	if r.s != "" && len(v) > 0 {
+		if end := r.n - len(r.b); end <= len(r.s) {
+			return r.s[end-len(v) : end]
+		}
+	}
+	return string(v)
+}
+
+// skipHeader reads past a header's encoding and returns how many values
+// it has.
+func (r *reader) skipHeader() int {
+	n := r.uvarint()
+	if n > uint64(len(r.b)) {
+		r.err = errShort
+	}
+	vals := 0
+	for i := uint64(0); i < n && r.err == nil; i++ {
+		r.bytes()
+		nv := r.uvarint()
+		if nv > uint64(len(r.b)) {
+			r.err = errShort
+		}
+		for j := uint64(0); j < nv && r.err == nil; j++ {
+			r.bytes()
+		}
+		vals += int(nv)
+	}
+	return vals
+}
+
+// share makes the strings r decodes from here up to the body substrings of
+// one copy, and its header values slices of one array: a head is three
+// allocations (the copy, the values, the map) rather than one per string
+// and one per header. It reads the encoding once to find their extent.
+func (r *reader) share(head bool) {
+	scan := reader{b: r.b}
+	vals := 0
+	if head {
+		scan.uvarint()
+		for range 5 {
+			scan.bytes()
+		}
+		scan.varint()
+		scan.varint()
+		vals = scan.skipHeader()
+	}
+	vals += scan.skipHeader() // the trailer
+	if scan.err != nil || !head && vals == 0 {
+		return // truncated (the decode proper says so), or no strings
+	}
+	r.n = len(r.b)
+	r.s = string(r.b[:len(r.b)-len(scan.b)])
+	if vals > 0 {
+		r.vals = make([]string, vals)
+	}
+}
 
 func (r *reader) header() http.Header {
 	n := r.uvarint()
@@ -290,7 +353,12 @@ func (r *reader) header() http.Header {
 			r.err = errShort
 			return nil
 		}
-		vs := make([]string, 0, nv)
+		var vs []string
+		if uint64(len(r.vals)) >= nv {
+			vs, r.vals = r.vals[:0:nv], r.vals[nv:]
+		} else {
+			vs = make([]string, 0, nv)
+		}
 		for j := uint64(0); j < nv && r.err == nil; j++ {
 			vs = append(vs, r.string())
 		}
@@ -315,6 +383,7 @@ func (f *Frame) decode(b []byte) error {
 func (f *Frame) decodeInto(b, body []byte, shared bool) error {
 	r := reader{b: b}
 	f.Flags = uint16(r.uvarint())
+	r.share(f.Flags&FlagHead != 0)
 	if f.Flags&FlagHead != 0 {
 		f.Target = r.uvarint()
 		f.Method = r.string()

@@ -80,3 +80,38 @@ func TestFrameTruncated(t *testing.T) {
 		}
 	}
 }
+
+// TestFrameDecodeOwnsHeaders: a decoded frame's strings and header values
+// are its own (they share one copy of the head, see reader.share): the
+// encoding may be reused, and appending to one header's values leaves the
+// others as they were.
+func TestFrameDecodeOwnsHeaders(t *testing.T) {
+	t.Parallel()
+	f := Frame{Flags: FlagHead | FlagEnd, Method: "GET", URI: "/x", RemoteAddr: "1.2.3.4:5",
+		Header:  http.Header{"A": {"1", "2"}, "B": {"3"}, "C": {"4", "5", "6"}},
+		Trailer: http.Header{"T": {"7"}}, Body: []byte("body")}
+	for _, shared := range []bool{false, true} {
+		b := f.AppendTo(nil)
+		var got Frame
+		decode := got.Decode
+		if shared {
+			decode = got.DecodeShared
+		}
+		if err := decode(b); err != nil {
+			t.Fatal(err)
+		}
+		if !shared {
+			clear(b) // the encoding's buffer goes back to a pool
+		}
+		for k := range got.Header {
+			got.Header[k] = append(got.Header[k], "appended")
+		}
+		got.Trailer["T"] = append(got.Trailer["T"], "appended")
+		want := Frame{Flags: f.Flags, Method: "GET", URI: "/x", RemoteAddr: "1.2.3.4:5",
+			Header:  http.Header{"A": {"1", "2", "appended"}, "B": {"3", "appended"}, "C": {"4", "5", "6", "appended"}},
+			Trailer: http.Header{"T": {"7", "appended"}}, Body: []byte("body")}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("shared %v:\n got %+v\nwant %+v", shared, got, want)
+		}
+	}
+}
