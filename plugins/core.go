@@ -257,40 +257,31 @@ type remoteCore struct {
 	via *transport.Exchange
 }
 
-func (c remoteCore) call(ctx context.Context, method string, in coreCall) (coreReply, error) {
-	var out coreReply
+// call runs method on the host's Core with in, into out: on the data
+// plane, or as a gRPC call (a host from before it). A handler parks in it
+// (WaitForSignal), on a stack that should stay at its starting size, so
+// its frame stays small: the gRPC path, decoding and error texts are in
+// functions of their own.
+func (c *remoteCore) call(ctx context.Context, method string, in *coreCall, out *coreReply) error {
 	in.Scope = c.scope
-	if c.s.data != nil {
-		return out, c.callData(ctx, method, in, &out)
+	if c.s.data == nil {
+		return c.callGRPC(ctx, method, in, out)
 	}
-	conn, err := c.s.hostConn()
-	if err != nil {
-		return out, &remoteErr{msg: "runner: " + err.Error(), kinds: []error{runner.ErrNoCore}}
-	}
-	if err := wire.Invoke(ctx, conn, "/"+wire.HostService+"/"+method, in, &out); err != nil {
-		if ctx.Err() != nil {
-			return out, fmt.Errorf("runner: %s: %w", method, ctx.Err())
-		}
-		return out, &remoteErr{msg: fmt.Sprintf("runner: %s: host unreachable: %v", method, rpcError(err)), kinds: []error{runner.ErrClosed}}
-	}
-	return out, out.Err.err()
-}
-
-// callData makes the call on the data plane.
-func (c remoteCore) callData(ctx context.Context, method string, in coreCall, out *coreReply) error {
-	data := in.appendTo(nil)
 	var reply []byte
 	var err error
 	if c.via != nil {
-		reply, err = transport.CallFor(ctx, c.via, method, data)
+		reply, err = transport.CallFor(ctx, c.via, method, in.appendTo(nil))
 	} else {
-		reply, err = c.s.data.Call(ctx, method, data)
+		reply, err = c.s.data.Call(ctx, method, in.appendTo(nil))
 	}
+	return replied(ctx, method, reply, err, out)
+}
+
+// replied decodes the reply of a data-plane call into out, or returns the
+// call's error.
+func replied(ctx context.Context, method string, reply []byte, err error, out *coreReply) error {
 	if err != nil {
-		if ctx.Err() != nil {
-			return fmt.Errorf("runner: %s: %w", method, ctx.Err())
-		}
-		return &remoteErr{msg: fmt.Sprintf("runner: %s: host unreachable: %v", method, err), kinds: []error{runner.ErrClosed}}
+		return callFailed(ctx, method, err)
 	}
 	if err := out.decode(reply); err != nil {
 		return fmt.Errorf("runner: %s: decoding the reply: %w", method, err)
@@ -298,39 +289,66 @@ func (c remoteCore) callData(ctx context.Context, method string, in coreCall, ou
 	return out.Err.err()
 }
 
-func (c remoteCore) Sleep(ctx context.Context, d time.Duration) error {
+// callFailed is the error of a call that got no reply.
+func callFailed(ctx context.Context, method string, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("runner: %s: %w", method, ctx.Err())
+	}
+	return &remoteErr{msg: fmt.Sprintf("runner: %s: host unreachable: %v", method, err), kinds: []error{runner.ErrClosed}}
+}
+
+// callGRPC makes the call on the host service.
+func (c *remoteCore) callGRPC(ctx context.Context, method string, in *coreCall, out *coreReply) error {
+	conn, err := c.s.hostConn()
+	if err != nil {
+		return &remoteErr{msg: "runner: " + err.Error(), kinds: []error{runner.ErrNoCore}}
+	}
+	// Copies, so that in and out stay on their callers' stacks.
+	var reply coreReply
+	if err := wire.Invoke(ctx, conn, "/"+wire.HostService+"/"+method, *in, &reply); err != nil {
+		return callFailed(ctx, method, rpcError(err))
+	}
+	*out = reply
+	return out.Err.err()
+}
+
+func (c *remoteCore) Sleep(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil
 	}
-	_, err := c.call(ctx, "Sleep", coreCall{Timeout: d})
-	return err
+	return c.call(ctx, "Sleep", &coreCall{Timeout: d}, new(coreReply))
 }
 
-func (c remoteCore) WaitForSignal(ctx context.Context, name string, timeout time.Duration) ([]byte, error) {
-	out, err := c.call(ctx, "WaitForSignal", coreCall{Name: name, Timeout: timeout})
+func (c *remoteCore) WaitForSignal(ctx context.Context, name string, timeout time.Duration) ([]byte, error) {
+	var out coreReply
+	err := c.call(ctx, "WaitForSignal", &coreCall{Name: name, Timeout: timeout}, &out)
 	return out.Value, err
 }
 
-func (c remoteCore) Signal(ctx context.Context, name string, value []byte) (int, error) {
-	out, err := c.call(ctx, "Signal", coreCall{Name: name, Value: value})
+func (c *remoteCore) Signal(ctx context.Context, name string, value []byte) (int, error) {
+	var out coreReply
+	err := c.call(ctx, "Signal", &coreCall{Name: name, Value: value}, &out)
 	return int(out.N), err
 }
 
-func (c remoteCore) SignalAtLeast(ctx context.Context, name string, value []byte, min int) (int, error) {
+func (c *remoteCore) SignalAtLeast(ctx context.Context, name string, value []byte, min int) (int, error) {
 	if min < 1 {
 		return c.Signal(ctx, name, value)
 	}
-	out, err := c.call(ctx, "Signal", coreCall{Name: name, Value: value, Min: min})
+	var out coreReply
+	err := c.call(ctx, "Signal", &coreCall{Name: name, Value: value, Min: min}, &out)
 	return int(out.N), err
 }
 
-func (c remoteCore) Publish(ctx context.Context, topic string, msg []byte) (uint64, error) {
-	out, err := c.call(ctx, "Publish", coreCall{Name: topic, Value: msg})
+func (c *remoteCore) Publish(ctx context.Context, topic string, msg []byte) (uint64, error) {
+	var out coreReply
+	err := c.call(ctx, "Publish", &coreCall{Name: topic, Value: msg}, &out)
 	return out.N, err
 }
 
-func (c remoteCore) Subscribe(ctx context.Context, topic string, from runner.Position) (runner.Subscription, error) {
-	out, err := c.call(ctx, "Subscribe", coreCall{Name: topic, From: from.String()})
+func (c *remoteCore) Subscribe(ctx context.Context, topic string, from runner.Position) (runner.Subscription, error) {
+	var out coreReply
+	err := c.call(ctx, "Subscribe", &coreCall{Name: topic, From: from.String()}, &out)
 	if err != nil {
 		return nil, err
 	}
@@ -340,14 +358,15 @@ func (c remoteCore) Subscribe(ctx context.Context, topic string, from runner.Pos
 }
 
 type remoteSub struct {
-	c    remoteCore
+	c    *remoteCore
 	id   uint64
 	once sync.Once
 	stop func() bool
 }
 
 func (s *remoteSub) Fetch(ctx context.Context) ([]runner.Message, error) {
-	out, err := s.c.call(ctx, "Fetch", coreCall{Sub: s.id})
+	var out coreReply
+	err := s.c.call(ctx, "Fetch", &coreCall{Sub: s.id}, &out)
 	return out.Messages, err
 }
 
@@ -358,7 +377,7 @@ func (s *remoteSub) Close() error {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, _ = s.c.call(ctx, "CloseSubscription", coreCall{Sub: s.id})
+		_ = s.c.call(ctx, "CloseSubscription", &coreCall{Sub: s.id}, new(coreReply))
 	})
 	return nil
 }

@@ -88,9 +88,14 @@ func (s *sdk) dataFromEnv(log hclog.Logger) *transport.Mux {
 // request's Core scope (see requestScope).
 func (s *sdk) serveData(ctx context.Context, method string, tag uint64, x *transport.Exchange) error {
 	if method != "" {
-		return transport.ServeCall(ctx, x, func(context.Context, []byte) ([]byte, error) {
-			return nil, fmt.Errorf("no method %q in the plugin", method)
-		})
+		return noMethod(ctx, method, x)
 	}
-	return transport.Serve(runner.WithCore(ctx, remoteCore{s: s, scope: tag, via: x}), x, s.lookup, s.log)
+	return transport.Serve(runner.WithCore(ctx, &remoteCore{s: s, scope: tag, via: x}), x, s.lookup, s.log)
+}
+
+// noMethod answers a call the plugin has no method for.
+func noMethod(ctx context.Context, method string, x *transport.Exchange) error {
+	return transport.ServeCall(ctx, x, func(context.Context, []byte) ([]byte, error) {
+		return nil, fmt.Errorf("no method %q in the plugin", method)
+	})
 }

@@ -612,7 +612,7 @@ func (s *sdk) lookup(id uint64) http.Handler {
 }
 
 func (s *sdk) serveHTTP(_ any, stream grpc.ServerStream) error {
-	return transport.Serve(runner.WithCore(stream.Context(), remoteCore{s: s, scope: scopeOf(stream.Context())}), stream, s.lookup, s.log)
+	return transport.Serve(runner.WithCore(stream.Context(), &remoteCore{s: s, scope: scopeOf(stream.Context())}), stream, s.lookup, s.log)
 }
 
 // run serves the Run stream: it runs a server, runner or coroutine until it
@@ -626,7 +626,7 @@ func (s *sdk) run(_ any, stream grpc.ServerStream) error {
 	if err := json.Unmarshal(in.Data, &req); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(runner.WithCore(stream.Context(), remoteCore{s: s}))
+	ctx, cancel := context.WithCancel(runner.WithCore(stream.Context(), &remoteCore{s: s}))
 	defer cancel()
 	if req.Check {
 		ctx = runner.WithCheck(ctx)

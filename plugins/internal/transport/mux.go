@@ -135,44 +135,55 @@ func (m *Mux) goServe(f func()) {
 	go m.worker(f)
 }
 
+// worker runs f and the work handed to it while it is idle. Its own frame
+// is small (the waiting is in rest): a handler runs on top of it, and may
+// park there for long (a request in WaitForSignal) on a stack that should
+// stay at its starting size.
 func (m *Mux) worker(f func()) {
 	var w worker
 	var t *time.Timer
-	for {
+	for f != nil {
 		f()
-		m.idleMu.Lock()
-		if len(m.idle) >= maxIdle {
-			m.idleMu.Unlock()
-			return
-		}
-		if w == nil {
-			w = make(worker, 1)
-		}
-		m.idle = append(m.idle, w)
-		m.idleMu.Unlock()
-		if t == nil {
-			t = time.NewTimer(idleTime)
-		} else {
-			t.Reset(idleTime)
-		}
-		select {
-		case f = <-w:
-			t.Stop()
-			continue
-		case <-t.C:
-		}
-		m.idleMu.Lock()
-		i := slices.Index(m.idle, w)
-		if i >= 0 {
-			m.idle = slices.Delete(m.idle, i, i+1)
-		}
-		m.idleMu.Unlock()
-		if i >= 0 {
-			return
-		}
-		// Taken just as the timer fired: the work is on its way.
-		f = <-w
+		f = m.rest(&w, &t)
 	}
+}
+
+// rest makes the calling worker idle until work comes (which it returns),
+// or for idleTime (nil), or not at all when enough are idle (nil).
+func (m *Mux) rest(wp *worker, tp **time.Timer) func() {
+	m.idleMu.Lock()
+	if len(m.idle) >= maxIdle {
+		m.idleMu.Unlock()
+		return nil
+	}
+	if *wp == nil {
+		*wp = make(worker, 1)
+	}
+	w := *wp
+	m.idle = append(m.idle, w)
+	m.idleMu.Unlock()
+	if *tp == nil {
+		*tp = time.NewTimer(idleTime)
+	} else {
+		(*tp).Reset(idleTime)
+	}
+	select {
+	case f := <-w:
+		(*tp).Stop()
+		return f
+	case <-(*tp).C:
+	}
+	m.idleMu.Lock()
+	i := slices.Index(m.idle, w)
+	if i >= 0 {
+		m.idle = slices.Delete(m.idle, i, i+1)
+	}
+	m.idleMu.Unlock()
+	if i >= 0 {
+		return nil
+	}
+	// Taken just as the timer fired: the work is on its way.
+	return <-w
 }
 
 type tagKey struct{}
@@ -542,13 +553,7 @@ func (cn *conn) accept(id uint32, p *[]byte) {
 	cn.xs[id] = x
 	via := cn.xs[uint32(origin)]
 	cn.mu.Unlock()
-	serve := func() {
-		err := cn.m.handler(ctx, method, tag, x)
-		if err != nil && !errors.Is(err, ErrConnLost) && !errors.Is(err, ErrReset) {
-			cn.m.log.Debug("data-plane exchange failed", "method", method, "error", err)
-		}
-		x.finish(err)
-	}
+	serve := func() { x.finish(method, cn.m.handler(ctx, method, tag, x)) }
 	if origin == 0 || via == nil || !via.runCall(serve) {
 		cn.m.goServe(serve)
 	}
@@ -696,9 +701,12 @@ func (x *Exchange) end() {
 	}
 }
 
-// finish ends a served exchange when its handler returned: typeClose after
-// a clean return, typeCancel after a failed one.
-func (x *Exchange) finish(herr error) {
+// finish ends a served exchange when its handler for method returned:
+// typeClose after a clean return, typeCancel after a failed one.
+func (x *Exchange) finish(method string, herr error) {
+	if herr != nil && !errors.Is(herr, ErrConnLost) && !errors.Is(herr, ErrReset) {
+		x.cn.m.log.Debug("data-plane exchange failed", "method", method, "error", herr)
+	}
 	x.mu.Lock()
 	tell := x.err == nil
 	x.mu.Unlock()

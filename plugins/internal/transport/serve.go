@@ -28,39 +28,15 @@ var ErrHandlerPanic = errors.New("handler panicked")
 // when the head is not yet sent; the process keeps serving. Serve returns
 // when the handler has returned (or its hijacked connection is closed).
 func Serve(ctx context.Context, s Stream, lookup func(uint64) http.Handler, log hclog.Logger) error {
-	// The head is decoded into the body's frame, which reads the next
-	// frames once the request holds what it needs of it (one allocation
-	// fewer per exchange).
-	b := &body{s: s}
-	head := &b.f
-	if err := s.RecvMsg(head); err != nil {
+	// Serve's own frame stays small: a handler may park for long (a
+	// request in WaitForSignal) on a goroutine whose stack should stay at
+	// its starting size, so what only setting up needs is in begin.
+	rw, req, h, err := begin(ctx, s, lookup)
+	if h == nil {
 		return err
 	}
-	if head.Flags&wire.FlagHead == 0 {
-		return errors.New("transport: first frame is not a head")
-	}
-	rw := writers.Get().(*responseWriter)
-	*rw = responseWriter{s: s, header: make(http.Header, 4), buf: rw.buf[:0]}
-	defer func() {
-		if rw.conn == nil {
-			rw.s, rw.body, rw.header, rw.frame = nil, nil, nil, wire.Frame{}
-			writers.Put(rw)
-		}
-	}()
-	h := lookup(head.Target)
-	if h == nil {
-		rw.status = http.StatusNotFound
-		rw.buf = append(rw.buf, fmt.Sprintf("no instance %d in this plugin\n", head.Target)...)
-		return rw.finish()
-	}
-	req, err := newRequest(ctx, b)
-	if err != nil {
-		rw.status = http.StatusBadRequest
-		return rw.finish()
-	}
-	rw.upgradable = head.Flags&wire.FlagUpgradable != 0
-	rw.body = req.Body.(*body)
 	if err := run(h, rw, req, log); err != nil {
+		rw.release()
 		return err
 	}
 	if rw.conn != nil {
@@ -70,7 +46,59 @@ func Serve(ctx context.Context, s Stream, lookup func(uint64) http.Handler, log 
 		}
 		return nil
 	}
-	return rw.finish()
+	err = rw.finish()
+	rw.release()
+	return err
+}
+
+// begin reads the head and makes the request and its response writer. It
+// returns no handler when it has answered (404 or 400) or failed.
+func begin(ctx context.Context, s Stream, lookup func(uint64) http.Handler) (*responseWriter, *http.Request, http.Handler, error) {
+	// The head is decoded into the body's frame, which reads the next
+	// frames once the request holds what it needs of it (one allocation
+	// fewer per exchange).
+	b := &body{s: s}
+	head := &b.f
+	if err := s.RecvMsg(head); err != nil {
+		return nil, nil, nil, err
+	}
+	if head.Flags&wire.FlagHead == 0 {
+		return nil, nil, nil, errors.New("transport: first frame is not a head")
+	}
+	rw := writers.Get().(*responseWriter)
+	*rw = responseWriter{s: s, header: make(http.Header, 4), buf: rw.buf[:0]}
+	h := lookup(head.Target)
+	if h == nil {
+		rw.status = http.StatusNotFound
+		rw.buf = append(rw.buf, fmt.Sprintf("no instance %d in this plugin\n", head.Target)...)
+		err := rw.finish()
+		rw.release()
+		return nil, nil, nil, err
+	}
+	req, err := newRequest(ctx, b)
+	if err != nil {
+		rw.status = http.StatusBadRequest
+		err := rw.finish()
+		rw.release()
+		return nil, nil, nil, err
+	}
+	rw.upgradable = head.Flags&wire.FlagUpgradable != 0
+	rw.body = b
+	return rw, req, h, nil
+}
+
+// release recycles w once its exchange is over, unless a hijacked
+// connection still uses it.
+func (w *responseWriter) release() {
+	if w.conn == nil {
+		// One by one: a tuple assignment would build the zero Frame
+		// in a temporary of the caller's frame (Serve's).
+		w.s = nil
+		w.body = nil
+		w.header = nil
+		w.frame = wire.Frame{}
+		writers.Put(w)
+	}
 }
 
 // writers recycles response writers and their buffers. A new one has no
