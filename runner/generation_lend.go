@@ -3,7 +3,6 @@ package runner
 import (
 	"crypto/tls"
 	"net"
-	"net/http"
 )
 
 // Lending a pool's sockets to another process. paster serve owns every
@@ -53,8 +52,6 @@ type FreshConn interface {
 	FirstRequest()
 }
 
-type freshConnKey struct{}
-
 // freshConnOf returns the FreshConn beneath the server's own connection
 // wrappers, or nil.
 func freshConnOf(c net.Conn) FreshConn {
@@ -71,13 +68,5 @@ func freshConnOf(c net.Conn) FreshConn {
 		default:
 			return nil
 		}
-	}
-}
-
-// firstRequest tells the connection r arrived on, if a pooled or lent
-// listener counts it, that a request of it reached a handler.
-func firstRequest(r *http.Request) {
-	if fc, ok := r.Context().Value(freshConnKey{}).(FreshConn); ok {
-		fc.FirstRequest()
 	}
 }

@@ -25,11 +25,16 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
 	s.inflight.Add(1)
 	defer s.inflight.Add(-1)
-	firstRequest(r)
-	rc := rejectConnOf(r)
-	if rc != nil {
-		rc.requestStarted()
-		defer rc.requestDone()
+	cs := connStateOf(r)
+	var rc *rejectConn
+	if cs != nil {
+		if cs.fresh != nil {
+			cs.fresh.FirstRequest()
+		}
+		if rc = cs.reject; rc != nil {
+			rc.requestStarted()
+			defer rc.requestDone()
+		}
 	}
 
 	if s.unseenReplies() && headerSize(r) > s.cfg.MaxHeaderBytes {
@@ -53,6 +58,11 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	lw := &limitWriter{cfg: &s.cfg, conn: rc}
+	if r.ProtoMajor == 1 {
+		// The write deadline is the connection's (not an HTTP/2
+		// stream's): rc keeps it across requests.
+		lw.connArm = rc
+	}
 	lw.ResponseWrapper = WrapResponse(w, lw)
 	if d, ok := w.(deadliner); ok {
 		lw.dl = d // the server's own writer: no ResponseController to allocate
@@ -96,11 +106,16 @@ type limitWriter struct {
 	body *limitBody  // nil when the request has no body
 	conn *rejectConn // nil when not served by ServeListener
 
+	// connArm arms the write deadline over HTTP/1 on a rejectConn (nil
+	// otherwise: armedAt, the clock reading the deadline was last moved
+	// forward at, is this response's own).
+	connArm *rejectConn
+	armedAt int64
+
 	// Written by the handler's writing goroutine only.
 	wroteHeader bool
 	rejected    bool
 	hijacked    bool
-	armedAt     time.Time
 
 	appWriteDeadline atomic.Bool // the handler set its own write deadline
 	appReadDeadline  atomic.Bool // the handler set its own read deadline
@@ -142,18 +157,39 @@ func (w *limitWriter) reject() {
 // armWrite moves the write deadline to now+write_timeout, unless the handler
 // manages the deadline itself. To keep the cost off the hot path it re-arms
 // only when a sixteenth of the timeout has passed since the last time, so a
-// write always has at least 15/16 of write_timeout.
+// write always has at least 15/16 of write_timeout. Over HTTP/1 "the last
+// time" may be a previous request's on the same connection (see
+// rejectConn.armedAt).
 func (w *limitWriter) armWrite() {
 	wt := w.cfg.WriteTimeout
 	if wt <= 0 || w.hijacked || w.appWriteDeadline.Load() {
 		return
 	}
-	now := time.Now()
-	if !w.armedAt.IsZero() && now.Sub(w.armedAt) < wt/16 {
+	now := clock()
+	if w.connArm != nil {
+		w.connArm.armWrite(now, wt)
+		return
+	}
+	if w.armedAt != 0 && time.Duration(now-w.armedAt) < wt/16 {
 		return
 	}
 	w.armedAt = now
-	w.dl.SetWriteDeadline(now.Add(wt))
+	w.dl.SetWriteDeadline(deadlineAt(now, wt))
+}
+
+// clockBase anchors clock.
+var clockBase = time.Now()
+
+// clock reads the monotonic clock, in nanoseconds since clockBase (at
+// least 1, so that 0 can mean never). The deadlines of every request are
+// computed from it: one clock read where time.Now makes two, on a path
+// taken for every request.
+func clock() int64 { return max(int64(time.Since(clockBase)), 1) }
+
+// deadlineAt is the deadline d after the clock reading now. It carries a
+// monotonic reading, which is what net's deadlines go by.
+func deadlineAt(now int64, d time.Duration) time.Time {
+	return clockBase.Add(time.Duration(now) + d)
 }
 
 // WriteHeader sends the status, or the 413 replacement (see limitWriter).
@@ -271,7 +307,7 @@ func (w *limitWriter) finish() {
 	}
 	w.armWrite()
 	if b := w.body; b != nil && !b.done.Load() && w.cfg.ReadTimeout > 0 && !w.appReadDeadline.Load() {
-		w.dl.SetReadDeadline(time.Now().Add(w.cfg.ReadTimeout))
+		w.dl.SetReadDeadline(deadlineAt(clock(), w.cfg.ReadTimeout))
 	}
 }
 
@@ -293,7 +329,7 @@ func (b *limitBody) Read(p []byte) (int, error) {
 	if !b.armed && !b.done.Load() {
 		b.armed = true
 		if rt > 0 && !b.w.appReadDeadline.Load() {
-			b.w.dl.SetReadDeadline(time.Now().Add(rt))
+			b.w.dl.SetReadDeadline(deadlineAt(clock(), rt))
 		}
 	}
 	n, err := b.rc.Read(p)

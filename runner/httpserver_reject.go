@@ -3,12 +3,14 @@ package runner
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // net/http answers a request it cannot read (a header over MaxHeaderBytes,
@@ -55,30 +57,48 @@ type rejectConn struct {
 
 	mu   sync.Mutex
 	head []byte
+
+	// The write deadline write_timeout sets (armWrite), kept across the
+	// requests of an HTTP/1 keep-alive connection: net/http clears the
+	// deadline after each request and the next one sets it again, two
+	// runtime timer updates per request for a deadline that has barely
+	// moved. Instead the clearing is put off (staleWrite) until a write
+	// that is not a handler's needs the connection without it, and the
+	// next request's armWrite takes the deadline over while it is fresh.
+	// Used by the connection's serving goroutine only (HTTP/1 runs the
+	// handler on it); a hijack or any deadline set by others ends it.
+	armedAt    atomic.Int64 // clock reading armWrite set the deadline at; 0: the deadline is not armWrite's
+	staleWrite atomic.Bool  // net/http cleared the deadline; armedAt's is still set
 }
 
-type rejectConnKey struct{}
+// connState is what the server keeps about one connection, in the
+// connection's context (connContext), so that each request finds all of it
+// with a single context lookup (connStateOf).
+type connState struct {
+	reject *rejectConn // nil over TLS
+	fresh  FreshConn   // nil unless a pooled or lent listener counts the connection
+}
+
+type connStateKey struct{}
 
 // connContext is the http.Server's ConnContext: it gives the connection's
-// requests their rejectConn (requestStarted, hijacked) and the FreshConn
-// beneath the server's wrappers, if any.
+// requests its connState: its rejectConn (requestStarted, hijacked) and
+// the FreshConn beneath the server's wrappers, if any.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if fc := freshConnOf(c); fc != nil {
-		ctx = context.WithValue(ctx, freshConnKey{}, fc)
+	cs := &connState{fresh: freshConnOf(c)}
+	ctx = context.WithValue(ctx, connStateKey{}, cs)
+	if rc, ok := c.(*rejectConn); ok {
+		cs.reject = rc
+		rc.ctx = ctx
 	}
-	rc, ok := c.(*rejectConn)
-	if !ok {
-		return ctx
-	}
-	ctx = context.WithValue(ctx, rejectConnKey{}, rc)
-	rc.ctx = ctx
 	return ctx
 }
 
-// rejectConnOf returns the rejectConn r arrived on, or nil.
-func rejectConnOf(r *http.Request) *rejectConn {
-	rc, _ := r.Context().Value(rejectConnKey{}).(*rejectConn)
-	return rc
+// connStateOf returns the connState of the connection r arrived on, or nil
+// when r was not served by an HTTPServer.
+func connStateOf(r *http.Request) *connState {
+	cs, _ := r.Context().Value(connStateKey{}).(*connState)
+	return cs
 }
 
 func (c *rejectConn) Read(p []byte) (int, error) {
@@ -105,7 +125,58 @@ func (c *rejectConn) requestStarted() {
 // requestDone notes that the handler requestStarted noted has returned.
 func (c *rejectConn) requestDone() { c.active.Add(-1) }
 
+// armWrite sets the write deadline to now+wt for the handler running on
+// the connection (HTTP/1), or keeps the one set at most wt/16 ago, so that
+// a write has at least 15/16 of wt (see limitWriter.armWrite).
+func (c *rejectConn) armWrite(now int64, wt time.Duration) {
+	c.staleWrite.Store(false)
+	if last := c.armedAt.Load(); last != 0 && time.Duration(now-last) < wt/16 {
+		return
+	}
+	c.armedAt.Store(now)
+	c.Conn.SetWriteDeadline(deadlineAt(now, wt))
+}
+
+// SetWriteDeadline sets the connection's write deadline. net/http's
+// clearing of armWrite's deadline after a request is put off until the
+// next write that is not the next handler's (see armedAt).
+func (c *rejectConn) SetWriteDeadline(t time.Time) error {
+	if t.IsZero() && c.armedAt.Load() != 0 && c.active.Load() == 0 && !c.hijacked.Load() {
+		c.staleWrite.Store(true)
+		return nil
+	}
+	c.armedAt.Store(0)
+	c.staleWrite.Store(false)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline sets both deadlines (net/http clears them so on a hijack).
+func (c *rejectConn) SetDeadline(t time.Time) error {
+	c.armedAt.Store(0)
+	c.staleWrite.Store(false)
+	return c.Conn.SetDeadline(t)
+}
+
+// clearStaleWrite clears the write deadline net/http cleared and armWrite
+// kept, before a write between requests (net/http's own reply to a request
+// it cannot read, 100 Continue): that write goes out without a deadline,
+// as net/http left the connection.
+func (c *rejectConn) clearStaleWrite() {
+	if c.staleWrite.Load() {
+		c.armedAt.Store(0)
+		c.staleWrite.Store(false)
+		c.Conn.SetWriteDeadline(time.Time{})
+	}
+}
+
+// ReadFrom is keptConn's, after clearStaleWrite.
+func (c *rejectConn) ReadFrom(r io.Reader) (int64, error) {
+	c.clearStaleWrite()
+	return c.keptConn.ReadFrom(r)
+}
+
 func (c *rejectConn) Write(p []byte) (int, error) {
+	c.clearStaleWrite()
 	n, err := c.Conn.Write(p)
 	if c.active.Load() > 0 || c.hijacked.Load() {
 		return n, err

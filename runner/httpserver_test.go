@@ -491,6 +491,78 @@ func TestWriteTimeoutCutsStalledClient(t *testing.T) {
 	}
 }
 
+// TestWriteTimeoutEveryRequest: write_timeout bounds the writes of every
+// request on a keep-alive connection, not only the first one's (net/http
+// clears the connection's write deadline after each request), and a
+// write deadline left from a request does not cut net/http's own reply
+// to a later bad request once it has passed.
+func TestWriteTimeoutEveryRequest(t *testing.T) {
+	t.Parallel()
+	const writeTimeout = 300 * time.Millisecond
+	writeErr := make(chan error, 1)
+	s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hello" {
+			io.WriteString(w, "hello")
+			return
+		}
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+	}), "write_timeout", writeTimeout.String())
+
+	t.Run("second request", func(t *testing.T) {
+		t.Parallel()
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		// Both at once: the second starts right after the first has
+		// answered, and its response is never read.
+		fmt.Fprintf(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\nGET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+		select {
+		case err := <-writeErr:
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("write to a stalled client: %v, want a deadline error", err)
+			}
+		case <-time.After(30 * writeTimeout):
+			t.Fatal("the second request's writes to a stalled client never failed: no write deadline")
+		}
+	})
+	t.Run("own reply after the deadline", func(t *testing.T) {
+		t.Parallel()
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		// Idle past the write deadline the request left, which is what
+		// this case is about (not synchronisation).
+		time.Sleep(2 * writeTimeout)
+		fmt.Fprintf(c, "GET /hello HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+		resp, err = http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("net/http's reply to a malformed request after idling past write_timeout: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusBadRequest {
+			t.Fatalf("status %d, want 400", resp.StatusCode)
+		}
+	})
+}
+
 // TestReadTimeoutCutsSlowBody: a body that stops arriving fails the
 // handler's read once read_timeout passes.
 func TestReadTimeoutCutsSlowBody(t *testing.T) {
