@@ -86,6 +86,7 @@ func Serve(d *entrypoints.Dist) {
 			defer stop()
 		}
 	}
+	adaptProcs(log)
 	s := newSDK(d, log)
 	s.lend = lendFromEnv(log)
 	s.data = s.dataFromEnv(log)
