@@ -54,34 +54,63 @@ func (p *proc) dataHandler(cs *coreService) transport.Handler {
 }
 
 // dataFromEnv connects the SDK to the data-plane descriptors the host
-// passed, or returns nil (a host from before the data plane, or a test
-// that runs the plugin by hand).
+// passed, with their shared memory when it passed that too, or returns
+// nil (a host from before the data plane, or a test that runs the plugin
+// by hand).
 func (s *sdk) dataFromEnv(log hclog.Logger) *transport.Mux {
-	v, ok := os.LookupEnv(wire.EnvDataFDs)
-	if !ok {
-		return nil
-	}
-	_ = os.Unsetenv(wire.EnvDataFDs)
+	files := inheritedFiles(wire.EnvDataFDs, "paster data plane", log)
+	arenas := inheritedFiles(wire.EnvDataArenaFDs, "paster data-plane arena", log)
 	var conns []net.Conn
-	for _, f := range strings.Split(v, ",") {
-		fd, err := strconv.Atoi(f)
-		if err != nil || fd < 3 {
-			log.Warn("bad data-plane descriptor from the host", wire.EnvDataFDs, v)
+	var mapped []*os.File // arenas[i] of conns[i]
+	for i, file := range files {
+		var arena *os.File
+		if i < len(arenas) {
+			arena = arenas[i]
+		}
+		if file == nil {
 			continue
 		}
-		file := os.NewFile(uintptr(fd), "paster data plane")
 		c, err := net.FileConn(file)
 		file.Close()
 		if err != nil {
-			log.Warn("bad data-plane descriptor from the host", wire.EnvDataFDs, v, "error", err)
+			log.Warn("bad data-plane descriptor from the host", "name", file.Name(), "error", err)
 			continue
 		}
 		conns = append(conns, c)
+		mapped = append(mapped, arena)
 	}
+	defer func() {
+		for _, f := range arenas {
+			if f != nil {
+				f.Close() // mapped by NewMux, or not used
+			}
+		}
+	}()
 	if len(conns) == 0 {
 		return nil
 	}
-	return transport.NewMux(conns, false, s.serveData, log)
+	return transport.NewMux(conns, false, s.serveData, log, mapped...)
+}
+
+// inheritedFiles returns the descriptors the host listed in the
+// environment variable env (and removes it), nil for a bad one.
+func inheritedFiles(env, name string, log hclog.Logger) []*os.File {
+	v, ok := os.LookupEnv(env)
+	if !ok {
+		return nil
+	}
+	_ = os.Unsetenv(env)
+	var files []*os.File
+	for _, f := range strings.Split(v, ",") {
+		fd, err := strconv.Atoi(f)
+		if err != nil || fd < 3 {
+			log.Warn("bad descriptor from the host", env, v)
+			files = append(files, nil)
+			continue
+		}
+		files = append(files, os.NewFile(uintptr(fd), name))
+	}
+	return files
 }
 
 // serveData serves a request the host sends on the data plane; tag is the

@@ -9,8 +9,11 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/plugins/internal/transport"
 	"github.com/paster-dev/paster/plugins/internal/wire"
 )
 
@@ -18,6 +21,9 @@ import (
 type dataPlane struct {
 	conns []net.Conn
 	child []*os.File // the plugin's ends, closed here once it started
+
+	mu     sync.Mutex // closeArenas runs as the plugin starts and as it exits
+	arenas []*os.File // the connections' shared memory, until mapped
 }
 
 // newDataPlane makes the socket pairs and adds the plugin's ends to cmd.
@@ -37,7 +43,43 @@ func newDataPlane(cmd *exec.Cmd) (*dataPlane, error) {
 		fds = append(fds, strconv.Itoa(2+len(cmd.ExtraFiles)))
 	}
 	cmd.Env = append(cmd.Env, wire.EnvDataFDs+"="+strings.Join(fds, ","))
+	// Shared memory for bodies: without it (no memfd) they go inline.
+	for range dataConns {
+		f, err := transport.NewArena()
+		if err != nil {
+			dp.closeArenas()
+			return dp, nil
+		}
+		dp.arenas = append(dp.arenas, f)
+	}
+	var arenaFDs []string
+	for _, f := range dp.arenas {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, f)
+		arenaFDs = append(arenaFDs, strconv.Itoa(2+len(cmd.ExtraFiles)))
+	}
+	cmd.Env = append(cmd.Env, wire.EnvDataArenaFDs+"="+strings.Join(arenaFDs, ","))
 	return dp, nil
+}
+
+// closeArenas closes the host's shared-memory files (a Mux maps them
+// before).
+func (dp *dataPlane) closeArenas() {
+	dp.mu.Lock()
+	defer dp.mu.Unlock()
+	for _, f := range dp.arenas {
+		f.Close()
+	}
+	dp.arenas = nil
+}
+
+// mux runs the data plane's Mux over the connections and their shared
+// memory, which it maps; the host's files of it are closed then.
+func (dp *dataPlane) mux(h transport.Handler, log hclog.Logger) *transport.Mux {
+	dp.mu.Lock()
+	m := transport.NewMux(dp.conns, true, h, log, dp.arenas...)
+	dp.mu.Unlock()
+	dp.closeArenas()
+	return m
 }
 
 // started closes the host's copies of the plugin's ends.
@@ -50,6 +92,7 @@ func (dp *dataPlane) started() {
 // close closes every socket (a Mux over them closes them too).
 func (dp *dataPlane) close() {
 	dp.started()
+	dp.closeArenas()
 	for _, c := range dp.conns {
 		c.Close()
 	}

@@ -5,6 +5,9 @@ package plugins
 import (
 	"net"
 	"os/exec"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/plugins/internal/transport"
 )
 
 // dataPlane: socket pairs are made on Linux only; elsewhere plugins are
@@ -14,3 +17,7 @@ type dataPlane struct{ conns []net.Conn }
 func newDataPlane(*exec.Cmd) (*dataPlane, error) { return nil, nil }
 func (dp *dataPlane) started()                   {}
 func (dp *dataPlane) close()                     {}
+func (dp *dataPlane) closeArenas()               {}
+func (dp *dataPlane) mux(transport.Handler, hclog.Logger) *transport.Mux {
+	return nil
+}

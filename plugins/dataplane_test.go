@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -109,6 +110,12 @@ func TestKillMidExchange(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	runtime.GC()
 	baseG, baseFD := runtime.NumGoroutine(), fdCount(t, "self")
+	// The data plane's shared memory: mapped for the running plugin, and
+	// unmapped for every killed one.
+	baseMaps := arenaMappings(t)
+	if baseMaps == 0 {
+		t.Fatal("the data plane has no shared memory mapped")
+	}
 
 	const rounds, perRound = 4, 250
 	for round := range rounds {
@@ -186,17 +193,28 @@ func TestKillMidExchange(t *testing.T) {
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		http.DefaultClient.CloseIdleConnections()
-		g, fd := runtime.NumGoroutine(), fdCount(t, "self")
-		if g <= baseG+slack && fd <= baseFD+slack {
-			t.Logf("after %d exchanges: %d goroutines, %d files; baseline %d, %d", rounds*perRound, g, fd, baseG, baseFD)
+		g, fd, maps := runtime.NumGoroutine(), fdCount(t, "self"), arenaMappings(t)
+		if g <= baseG+slack && fd <= baseFD+slack && maps <= baseMaps {
+			t.Logf("after %d exchanges: %d goroutines, %d files, %d arena mappings; baseline %d, %d, %d", rounds*perRound, g, fd, maps, baseG, baseFD, baseMaps)
 			break
 		}
 		if time.Now().After(deadline) {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("after %d exchanges: %d goroutines, %d files; baseline %d, %d\n%s", rounds*perRound, g, fd, baseG, baseFD, buf[:runtime.Stack(buf, true)])
+			t.Fatalf("after %d exchanges: %d goroutines, %d files, %d arena mappings; baseline %d, %d, %d\n%s", rounds*perRound, g, fd, maps, baseG, baseFD, baseMaps, buf[:runtime.Stack(buf, true)])
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// arenaMappings counts the data plane's shared memory mapped in this
+// process (transport.NewArena's memory files).
+func arenaMappings(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	return strings.Count(string(b), "memfd:paster-arena")
 }
 
 // answer reads the response of an exchange whose plugin was killed and

@@ -128,8 +128,11 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	}
 	g.pid = m.PID
 	cs := newCoreService(p.h, r.pc.done)
-	if m.DataPlane && dp != nil {
-		g.http = transport.NewMux(dp.conns, true, p.dataHandler(cs), p.log)
+	switch {
+	case m.DataPlane && dp != nil:
+		g.http = dp.mux(p.dataHandler(cs), p.log)
+	case dp != nil:
+		dp.closeArenas()
 	}
 	id := r.pc.broker.NextId()
 	go r.pc.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
@@ -37,6 +38,18 @@ const (
 	// typeWindow: uvarint bytes of messages the receiver has consumed; the
 	// sender may send as many more.
 	typeWindow
+	// typeSlot is a message whose body is in a slot of the sender's half
+	// of the connection's arena: uvarint slot, uvarint body length, then
+	// the wire.Frame encoding without the body. Only its own bytes count
+	// against Window (slots have slotWindow).
+	typeSlot
+	// typeShm, on exchange 0: the sender mapped the connection's arena
+	// (shmParams); the receiver may send typeSlot frames. A peer that
+	// predates arenas drops it (no exchange 0).
+	typeShm
+	// typeRelease, on exchange 0: uvarint slots of the receiver's half
+	// the sender is done reading.
+	typeRelease
 )
 
 const headerLen = 9
@@ -47,6 +60,8 @@ const headerLen = 9
 // stalling the other exchanges of its connection. 256 KiB moves a 1 GiB
 // body at full speed (two 128 KiB chunks in flight); the receiver returns
 // credit each half window, which is one window update per large chunk.
+// Bodies in shared-memory slots count only their frames' few bytes: the
+// slots have a window of their own (slotWindow).
 const Window = 256 << 10
 
 // Errors of a Mux's exchanges.
@@ -84,18 +99,34 @@ type Mux struct {
 // NewMux runs exchanges over conns. initiator is true on exactly one side
 // (the host): the two sides number their exchanges apart. h serves what the
 // peer opens. The Mux owns conns and closes them when they fail or on Close.
-func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger) *Mux {
+// arenas, when given, are the connections' shared memory (NewArena; nil
+// for none), the same files on both sides: NewMux maps them (the caller
+// may close the files once it returns) and unmaps them when the
+// connection fails and nothing uses them any more. A connection whose
+// arena cannot be mapped, or whose peer has none, carries bodies inline.
+func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arenas ...*os.File) *Mux {
 	m := &Mux{handler: h, log: log, done: make(chan struct{})}
-	for _, c := range conns {
+	for i, c := range conns {
 		cn := &conn{m: m, c: c, xs: map[uint32]*Exchange{}}
 		cn.nextID = 2
 		if initiator {
 			cn.nextID = 1
 		}
+		if i < len(arenas) && arenas[i] != nil {
+			mem, err := mapArena(arenas[i])
+			if err != nil {
+				log.Warn("data-plane bodies go inline: cannot map the shared memory", "error", err)
+			} else {
+				cn.shm = newArenaMapping(mem, initiator)
+			}
+		}
 		m.conns = append(m.conns, cn)
 	}
 	for _, cn := range m.conns {
 		go cn.read()
+		if cn.shm != nil {
+			_, _ = cn.write(0, typeShm, shmParams(), nil, true)
+		}
 	}
 	return m
 }
@@ -280,8 +311,9 @@ func (x *Exchange) sendReply(out []byte, err error) error {
 
 // conn is one connection of a Mux.
 type conn struct {
-	m *Mux
-	c net.Conn
+	m   *Mux
+	c   net.Conn
+	shm *arena // nil: bodies go inline
 
 	mu     sync.Mutex
 	nextID uint32
@@ -340,6 +372,9 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 	if cn.werr != nil {
 		err := cn.werr
 		cn.wmu.Unlock()
+		if f, ok := m.(*wire.Frame); ok {
+			cn.giveSlot(f.Body)
+		}
 		return 0, err
 	}
 	start := len(cn.wbuf)
@@ -352,7 +387,22 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 	case nil:
 		cn.wbuf = append(cn.wbuf, p...)
 	case *wire.Frame:
-		if flush && !cn.writing && len(v.Body) >= directBody && v.Flags&wire.FlagError == 0 {
+		if i := cn.shm.slotOf(v.Body); i >= 0 {
+			if len(v.Body) < directBody {
+				// Not worth a slot: inline, and the slot is free again.
+				cn.wbuf = v.AppendTo(cn.wbuf)
+				cn.shm.giveBack(i)
+				break
+			}
+			cn.wbuf[start+8] = typeSlot
+			cn.wbuf = binary.AppendUvarint(cn.wbuf, uint64(i))
+			cn.wbuf = binary.AppendUvarint(cn.wbuf, uint64(len(v.Body)))
+			body := v.Body
+			v.Body = nil
+			cn.wbuf = v.AppendTo(cn.wbuf)
+			v.Body = body
+			cn.shm.sent(i)
+		} else if flush && !cn.writing && len(v.Body) >= directBody && v.Flags&wire.FlagError == 0 {
 			cn.wbuf = v.AppendHeadTo(cn.wbuf)
 			tail = v.Body
 		} else {
@@ -424,6 +474,7 @@ func (cn *conn) fail(cause error) {
 	}
 	cn.wmu.Unlock()
 	cn.c.Close()
+	cn.shm.kill()
 	for _, x := range xs {
 		x.fail(cn.err, false)
 	}
@@ -490,6 +541,11 @@ func (cn *conn) read() {
 			cn.accept(id, p)
 			continue
 		}
+		if id == 0 {
+			cn.control(hdr[8], *p)
+			putBuf(p)
+			continue
+		}
 		cn.mu.Lock()
 		x := cn.xs[id]
 		cn.mu.Unlock()
@@ -499,8 +555,8 @@ func (cn *conn) read() {
 			continue
 		}
 		switch hdr[8] {
-		case typeMsg:
-			x.push(p)
+		case typeMsg, typeSlot:
+			x.push(p, hdr[8] == typeSlot)
 			continue
 		case typeClose:
 			x.peerClosed()
@@ -583,12 +639,12 @@ type Exchange struct {
 
 	mu       sync.Mutex
 	cond     sync.Cond
-	q        []*[]byte
+	q        []queued
 	qh       int
-	qa       [2]*[]byte // q's first backing array
-	closed   bool       // the peer sent typeClose
-	err      error      // the exchange failed or ended on this side
-	drain    bool       // RecvMsg returns err only once the queue is empty
+	qa       [2]queued // q's first backing array
+	closed   bool      // the peer sent typeClose
+	err      error     // the exchange failed or ended on this side
+	drain    bool      // RecvMsg returns err only once the queue is empty
 	credit   int
 	consumed int
 	calls    []func() // calls made for this exchange, run by RecvMsg
@@ -597,23 +653,40 @@ type Exchange struct {
 	// which its Body is a slice of; the next RecvMsg recycles it. Only the
 	// receiving goroutine uses it.
 	held *[]byte
+	// heldSlot is the peer's slot the last Frame RecvMsg returned has
+	// its Body in, or -1; the next RecvMsg, or the end of the exchange,
+	// releases it. Guarded by mu.
+	heldSlot int
+	// slotsOut counts this side's slots the exchange has taken and the
+	// peer not released (at most slotWindow). Guarded by mu.
+	slotsOut int
+	// relPending counts releases buffered, not yet written (the
+	// receiving goroutine's): they go out by slotWindow/2, with a window
+	// update, or before RecvMsg waits.
+	relPending int
+}
+
+// queued is a received message: a typeMsg or typeSlot frame's payload.
+type queued struct {
+	p    *[]byte
+	slot bool
 }
 
 func newExchange(cn *conn) *Exchange {
-	x := &Exchange{cn: cn, credit: Window}
+	x := &Exchange{cn: cn, credit: Window, heldSlot: -1}
 	x.q = x.qa[:0]
 	x.cond.L = &x.mu
 	return x
 }
 
-func (x *Exchange) push(p *[]byte) {
+func (x *Exchange) push(p *[]byte, slot bool) {
 	x.mu.Lock()
 	if x.err != nil {
 		x.mu.Unlock()
 		putBuf(p)
 		return
 	}
-	x.q = append(x.q, p)
+	x.q = append(x.q, queued{p, slot})
 	x.mu.Unlock()
 	x.cond.Broadcast()
 }
@@ -648,8 +721,8 @@ func (x *Exchange) fail(err error, reset bool) {
 	for _, f := range calls {
 		x.cn.m.goServe(f)
 	}
-	for _, p := range q {
-		putBuf(p)
+	for _, e := range q {
+		putBuf(e.p)
 	}
 	x.cond.Broadcast()
 	if x.cancel != nil {
@@ -707,6 +780,7 @@ func (x *Exchange) finish(method string, herr error) {
 	if herr != nil && !errors.Is(herr, ErrConnLost) && !errors.Is(herr, ErrReset) {
 		x.cn.m.log.Debug("data-plane exchange failed", "method", method, "error", herr)
 	}
+	x.release(false)
 	x.mu.Lock()
 	tell := x.err == nil
 	x.mu.Unlock()
@@ -722,25 +796,32 @@ func (x *Exchange) finish(method string, herr error) {
 
 // SendMsg sends m (*wire.Frame or *wire.Blob). It waits while the peer has
 // not consumed a window's worth of what was sent. It returns io.EOF when
-// the served side has ended the exchange, else the exchange's error.
+// the served side has ended the exchange, else the exchange's error. A
+// Frame whose Body is in a slot (TakeSlot) gives the slot up, sent or not.
 func (x *Exchange) SendMsg(m any) error {
 	x.mu.Lock()
 	for x.credit <= 0 && x.err == nil && !x.closed {
 		x.cond.Wait()
 	}
+	f, _ := m.(*wire.Frame)
 	switch {
 	case x.err != nil:
 		err := x.err
 		x.mu.Unlock()
+		if f != nil {
+			x.cn.giveSlot(f.Body)
+		}
 		return err
 	case x.closed:
 		x.mu.Unlock()
+		if f != nil {
+			x.cn.giveSlot(f.Body)
+		}
 		return io.EOF
 	}
 	x.mu.Unlock()
 	// A served side's last message goes out with the close frame that
 	// follows it as the handler returns.
-	f, _ := m.(*wire.Frame)
 	last := x.cancel != nil && f != nil && f.Flags&wire.FlagEnd != 0
 	n, err := x.cn.write(x.id, typeMsg, nil, m, !last)
 	x.mu.Lock()
@@ -760,8 +841,19 @@ func (x *Exchange) RecvMsg(m any) error {
 		putBuf(x.held)
 		x.held = nil
 	}
+	// The slot the last message's Body was in goes back with the window
+	// update, or before waiting.
 	x.mu.Lock()
+	rel := x.heldSlot
+	x.heldSlot = -1
 	for x.qh == len(x.q) && x.err == nil && !x.closed {
+		if rel >= 0 || x.relPending > 0 {
+			x.mu.Unlock()
+			x.sendRelease(rel, true)
+			rel = -1
+			x.mu.Lock()
+			continue
+		}
 		if len(x.calls) > 0 {
 			f := x.calls[0]
 			x.calls[0] = nil
@@ -776,14 +868,17 @@ func (x *Exchange) RecvMsg(m any) error {
 	if x.err != nil && !(x.drain && x.qh < len(x.q)) {
 		err := x.err
 		x.mu.Unlock()
+		x.sendRelease(rel, true)
 		return err
 	}
 	if x.qh == len(x.q) {
 		x.mu.Unlock()
+		x.sendRelease(rel, true)
 		return io.EOF
 	}
-	p := x.q[x.qh]
-	x.q[x.qh] = nil
+	e := x.q[x.qh]
+	p := e.p
+	x.q[x.qh] = queued{}
 	x.qh++
 	if x.qh == len(x.q) {
 		x.q, x.qh = x.q[:0], 0
@@ -800,13 +895,19 @@ func (x *Exchange) RecvMsg(m any) error {
 		// A large body is not copied out; a small one is, so that the
 		// payload goes back to its pool now (an exchange's last frame is
 		// often followed by no RecvMsg that would recycle it).
-		if len(*p) >= directBody {
+		if e.slot {
+			err = x.recvSlot(v, *p)
+		} else if len(*p) >= directBody {
 			err = v.DecodeShared(*p)
 			x.held, p = p, nil
 		} else {
 			err = v.Decode(*p)
 		}
 	case *wire.Blob:
+		if e.slot {
+			err = errors.New("transport: a call message in a slot")
+			break
+		}
 		v.Data = append(v.Data[:0], *p...)
 	default:
 		err = fmt.Errorf("transport: cannot receive %T", m)
@@ -814,9 +915,162 @@ func (x *Exchange) RecvMsg(m any) error {
 	if p != nil {
 		putBuf(p)
 	}
+	if rel >= 0 {
+		x.sendRelease(rel, credit == 0 && x.relPending+1 >= slotWindow/2)
+	}
 	if credit > 0 {
 		var b [binary.MaxVarintLen64]byte
 		_, _ = x.cn.write(x.id, typeWindow, binary.AppendUvarint(b[:0], uint64(credit)), nil, true)
+		x.relPending = 0
 	}
 	return err
+}
+
+// recvSlot decodes a typeSlot payload into f, whose Body is then the
+// peer's slot, held until release.
+func (x *Exchange) recvSlot(f *wire.Frame, p []byte) error {
+	i, k := binary.Uvarint(p)
+	if k <= 0 {
+		return errors.New("transport: bad slot frame")
+	}
+	n, k2 := binary.Uvarint(p[k:])
+	if k2 <= 0 || x.cn.shm == nil {
+		return errors.New("transport: bad slot frame")
+	}
+	if err := f.DecodeShared(p[k+k2:]); err != nil {
+		return err
+	}
+	body := x.cn.shm.hold(int(i), int(n))
+	if body == nil {
+		if x.cn.shm.isDead() {
+			return ErrConnLost
+		}
+		return errors.New("transport: bad slot frame")
+	}
+	f.Body = body
+	x.mu.Lock()
+	x.heldSlot = int(i)
+	x.mu.Unlock()
+	return nil
+}
+
+// release gives the peer back the slot the last received Frame's Body is
+// in, if any: the receiver is done with it. Only the receiving goroutine
+// may call it. Without flush the release goes out with the next frame
+// written.
+func (x *Exchange) release(flush bool) {
+	x.mu.Lock()
+	i := x.heldSlot
+	x.heldSlot = -1
+	x.mu.Unlock()
+	x.sendRelease(i, flush)
+}
+
+// sendRelease releases the peer's slot i, if i is not -1; with flush,
+// it writes the releases buffered before too (with i -1, only them).
+func (x *Exchange) sendRelease(i int, flush bool) {
+	var b []byte
+	if i >= 0 {
+		x.cn.shm.unhold()
+		var p [binary.MaxVarintLen64]byte
+		b = binary.AppendUvarint(p[:0], uint64(i))
+		x.relPending++
+	}
+	if x.relPending == 0 || len(b) == 0 && !flush {
+		return
+	}
+	if flush {
+		x.relPending = 0
+	}
+	_, _ = x.cn.write(0, typeRelease, b, nil, flush)
+}
+
+// slotWindow is how many slots one exchange may have taken and not had
+// released: its sender runs that far ahead of its receiver. It is the
+// slots' window; a slot frame counts only its few bytes against Window.
+const slotWindow = arenaSlots / 2
+
+// TakeSlot returns an empty buffer of wire.ChunkSize capacity in shared
+// memory for the bytes of a Frame's Body that SendMsg will then send
+// without copying them, or nil when there is no shared memory, or no free
+// slot and none of the exchange's to wait for. It waits while the
+// exchange has slotWindow slots the peer has not released, and while all
+// are taken and the peer has some of the exchange's to release. A slot
+// taken and not sent goes back with GiveSlot.
+func (x *Exchange) TakeSlot() []byte {
+	a := x.cn.shm
+	if a == nil {
+		return nil
+	}
+	for {
+		x.mu.Lock()
+		for x.slotsOut >= slotWindow && x.err == nil && !x.closed {
+			x.cond.Wait()
+		}
+		out := x.slotsOut
+		if x.err != nil || x.closed {
+			x.mu.Unlock()
+			return nil
+		}
+		x.slotsOut++ // the slot take finds
+		x.mu.Unlock()
+		if b := a.take(x); b != nil {
+			return b
+		}
+		x.mu.Lock()
+		x.slotsOut--
+		if out == 0 {
+			x.mu.Unlock()
+			return nil
+		}
+		for x.slotsOut == out && x.err == nil && !x.closed {
+			x.cond.Wait()
+		}
+		x.mu.Unlock()
+	}
+}
+
+// slotDone: one of x's slots is free again.
+func (x *Exchange) slotDone() {
+	if x == nil {
+		return
+	}
+	x.mu.Lock()
+	x.slotsOut--
+	x.mu.Unlock()
+	x.cond.Broadcast()
+}
+
+// GiveSlot gives back a slot TakeSlot returned and SendMsg was not given;
+// anything else it ignores.
+func (x *Exchange) GiveSlot(b []byte) { x.cn.giveSlot(b) }
+
+func (cn *conn) giveSlot(b []byte) {
+	if i := cn.shm.slotOf(b); i >= 0 {
+		cn.shm.giveBack(i)
+	}
+}
+
+// control handles a frame of exchange 0: the shared memory's.
+func (cn *conn) control(typ byte, p []byte) {
+	if cn.shm == nil {
+		return
+	}
+	switch typ {
+	case typeShm:
+		if string(p) == string(shmParams()) {
+			cn.shm.mu.Lock()
+			cn.shm.peer = true
+			cn.shm.mu.Unlock()
+		}
+	case typeRelease:
+		for len(p) > 0 {
+			i, k := binary.Uvarint(p)
+			if k <= 0 {
+				return
+			}
+			cn.shm.released(int(i))
+			p = p[k:]
+		}
+	}
 }

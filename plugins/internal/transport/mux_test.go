@@ -18,12 +18,18 @@ import (
 	"github.com/paster-dev/paster/plugins/internal/wire"
 )
 
-// muxPair returns the two ends of a Mux over n real unix socket pairs: the
-// client (initiator) and the server, whose exchanges h serves.
+// muxPair returns the two ends of a Mux over n real unix socket pairs,
+// each with its shared memory (NewArena) where there is any: the client
+// (initiator) and the server, whose exchanges h serves.
 func muxPair(t testing.TB, n int, h Handler) (*Mux, *Mux) {
 	t.Helper()
 	var a, b []net.Conn
+	var arenas []*os.File
 	for range n {
+		if f, err := NewArena(); err == nil {
+			arenas = append(arenas, f)
+			defer f.Close()
+		}
 		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
@@ -43,8 +49,8 @@ func muxPair(t testing.TB, n int, h Handler) (*Mux, *Mux) {
 		}
 	}
 	refuse := func(context.Context, string, uint64, *Exchange) error { return errors.New("nothing served here") }
-	client := NewMux(a, true, refuse, hclog.NewNullLogger())
-	server := NewMux(b, false, h, hclog.NewNullLogger())
+	client := NewMux(a, true, refuse, hclog.NewNullLogger(), arenas...)
+	server := NewMux(b, false, h, hclog.NewNullLogger(), arenas...)
 	t.Cleanup(func() { client.Close(); server.Close() })
 	return client, server
 }
@@ -251,19 +257,25 @@ func BenchmarkMuxCall(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
 }
 
+// readToEnd receives frames until one with FlagEnd, and answers it with
+// an empty FlagEnd.
+func readToEnd(x *Exchange) error {
+	var f wire.Frame
+	for {
+		if err := x.RecvMsg(&f); err != nil {
+			return err
+		}
+		if f.Flags&wire.FlagEnd != 0 {
+			return x.SendMsg(&wire.Frame{Flags: wire.FlagEnd})
+		}
+	}
+}
+
 // streamBench sends b.N body frames of size bytes on one exchange to a
 // handler that reads them: frames per second and bytes per second.
 func streamBench(b *testing.B, size int) {
 	client, _ := muxPair(b, 1, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
-		var f wire.Frame
-		for {
-			if err := x.RecvMsg(&f); err != nil {
-				return err
-			}
-			if f.Flags&wire.FlagEnd != 0 {
-				return x.SendMsg(&wire.Frame{Flags: wire.FlagEnd})
-			}
-		}
+		return readToEnd(x)
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

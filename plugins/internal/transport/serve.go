@@ -66,7 +66,8 @@ func begin(ctx context.Context, s Stream, lookup func(uint64) http.Handler) (*re
 		return nil, nil, nil, errors.New("transport: first frame is not a head")
 	}
 	rw := writers.Get().(*responseWriter)
-	*rw = responseWriter{s: s, header: make(http.Header, 4), buf: rw.buf[:0]}
+	x, _ := s.(*Exchange)
+	*rw = responseWriter{s: s, x: x, header: make(http.Header, 4), buf: rw.buf[:0]}
 	h := lookup(head.Target)
 	if h == nil {
 		rw.status = http.StatusNotFound
@@ -90,10 +91,12 @@ func begin(ctx context.Context, s Stream, lookup func(uint64) http.Handler) (*re
 // release recycles w once its exchange is over, unless a hijacked
 // connection still uses it.
 func (w *responseWriter) release() {
+	w.dropSlot()
 	if w.conn == nil {
 		// One by one: a tuple assignment would build the zero Frame
 		// in a temporary of the caller's frame (Serve's).
 		w.s = nil
+		w.x = nil
 		w.body = nil
 		w.header = nil
 		w.frame = wire.Frame{}
@@ -249,8 +252,10 @@ func (b *body) Close() error { return nil }
 // and when the handler returns.
 type responseWriter struct {
 	s          Stream
+	x          *Exchange // s, when it is a Mux's: buf may be a slot of it
 	body       *body
 	upgradable bool
+	slot       bool // buf is a slot (Exchange.TakeSlot)
 
 	mu       sync.Mutex // serialises SendMsg (handler goroutine, hijacked conn writers)
 	header   http.Header
@@ -280,13 +285,15 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	if w.err != nil {
 		return 0, w.err
 	}
-	if w.buf == nil {
-		if b, ok := bodyBufs.Get().(*[]byte); ok {
-			w.buf = (*b)[:0]
-		}
-	}
 	n := 0
 	for len(p) > 0 {
+		// More than a small buffer's worth goes into a slot of shared
+		// memory when there is one (SendMsg sends it without copying).
+		if w.buf == nil && (len(p) <= bodyBufSize || !w.toSlot()) {
+			if b, ok := bodyBufs.Get().(*[]byte); ok {
+				w.buf = (*b)[:0]
+			}
+		}
 		room := wire.ChunkSize - len(w.buf)
 		if room == 0 {
 			if err := w.sendLocked(0); err != nil {
@@ -295,6 +302,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 			continue
 		}
 		k := min(room, len(p))
+		if !w.slot && len(w.buf)+k > max(cap(w.buf), bodyBufSize) {
+			w.toSlot()
+		}
 		w.buf = append(w.buf, p[:k]...)
 		p = p[k:]
 		n += k
@@ -320,10 +330,41 @@ func (w *responseWriter) sendLocked(flags uint16) error {
 	}
 	err := w.s.SendMsg(f)
 	w.buf = w.buf[:0]
+	if w.slot {
+		// SendMsg took it.
+		w.buf, w.slot = nil, false
+	}
 	if err != nil {
 		w.err = err
 	}
 	return err
+}
+
+// toSlot moves what is buffered into a slot of shared memory, which
+// SendMsg sends without copying; it reports false when there is none.
+func (w *responseWriter) toSlot() bool {
+	if w.x == nil {
+		return false
+	}
+	sl := w.x.TakeSlot()
+	if sl == nil {
+		return false
+	}
+	sl = append(sl, w.buf...)
+	if c := cap(w.buf); c > smallBuf && c <= bodyBufSize {
+		b := w.buf
+		bodyBufs.Put(&b)
+	}
+	w.buf, w.slot = sl, true
+	return true
+}
+
+// dropSlot gives back a slot buffered and never sent.
+func (w *responseWriter) dropSlot() {
+	if w.slot {
+		w.x.GiveSlot(w.buf)
+		w.buf, w.slot = nil, false
+	}
 }
 
 // trailers collects declared trailers and those set with http.TrailerPrefix.
@@ -433,6 +474,7 @@ func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	case w.sentHead || !w.upgradable:
 		return nil, nil, http.ErrNotSupported
 	}
+	w.dropSlot()
 	w.frame = wire.Frame{Flags: wire.FlagHead | wire.FlagHijack, Status: http.StatusSwitchingProtocols}
 	if err := w.s.SendMsg(&w.frame); err != nil {
 		return nil, nil, err

@@ -26,6 +26,11 @@ const (
 	// EnvDataFDs lists, comma-separated, the descriptors of the plugin's
 	// ends of the data-plane connections (package transport's Mux).
 	EnvDataFDs = "PASTER_PLUGIN_DATA_FDS"
+	// EnvDataArenaFDs lists, comma-separated, the descriptors of the
+	// data-plane connections' shared memory (package transport's
+	// NewArena), in the order of EnvDataFDs; absent when the host made
+	// none.
+	EnvDataArenaFDs = "PASTER_PLUGIN_DATA_ARENA_FDS"
 )
 
 // Service and method names.
