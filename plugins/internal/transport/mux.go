@@ -306,7 +306,10 @@ func (x *Exchange) sendReply(out []byte, err error) error {
 	} else {
 		reply = append(append(reply, 0), out...)
 	}
-	return x.SendMsg(&wire.Blob{Data: reply})
+	// The reply goes out with the close frame that follows as
+	// ServeCall's handler returns: one write, not two, per call (under a
+	// Signal that wakes 10,000 parked calls, 10,000 fewer).
+	return x.send(&wire.Blob{Data: reply}, true)
 }
 
 // conn is one connection of a Mux.
@@ -799,6 +802,14 @@ func (x *Exchange) finish(method string, herr error) {
 // the served side has ended the exchange, else the exchange's error. A
 // Frame whose Body is in a slot (TakeSlot) gives the slot up, sent or not.
 func (x *Exchange) SendMsg(m any) error {
+	// A served side's last message goes out with the close frame that
+	// follows it as the handler returns.
+	f, _ := m.(*wire.Frame)
+	return x.send(m, x.cancel != nil && f != nil && f.Flags&wire.FlagEnd != 0)
+}
+
+// send is SendMsg; m is a served side's last message when last is set.
+func (x *Exchange) send(m any, last bool) error {
 	x.mu.Lock()
 	for x.credit <= 0 && x.err == nil && !x.closed {
 		x.cond.Wait()
@@ -820,9 +831,6 @@ func (x *Exchange) SendMsg(m any) error {
 		return io.EOF
 	}
 	x.mu.Unlock()
-	// A served side's last message goes out with the close frame that
-	// follows it as the handler returns.
-	last := x.cancel != nil && f != nil && f.Flags&wire.FlagEnd != 0
 	n, err := x.cn.write(x.id, typeMsg, nil, m, !last)
 	x.mu.Lock()
 	x.credit -= n

@@ -152,19 +152,20 @@ func newRequest(ctx context.Context, b *body) (*http.Request, error) {
 	if f.Header == nil {
 		f.Header = make(http.Header)
 	}
-	req := &http.Request{
-		Method:        f.Method,
-		URL:           u,
-		Proto:         f.Proto,
-		ProtoMajor:    major,
-		ProtoMinor:    minor,
-		Header:        f.Header,
-		Body:          b,
-		ContentLength: f.ContentLength,
-		Host:          f.Host,
-		RemoteAddr:    f.RemoteAddr,
-		RequestURI:    f.URI,
-	}
+	// The request is a copy of blank with ctx (WithContext copies), filled
+	// in: one Request per exchange, not one and its copy.
+	req := blank.WithContext(ctx)
+	req.Method = f.Method
+	req.URL = u
+	req.Proto = f.Proto
+	req.ProtoMajor = major
+	req.ProtoMinor = minor
+	req.Header = f.Header
+	req.Body = b
+	req.ContentLength = f.ContentLength
+	req.Host = f.Host
+	req.RemoteAddr = f.RemoteAddr
+	req.RequestURI = f.URI
 	if te := f.Header["Transfer-Encoding"]; len(te) > 0 {
 		req.TransferEncoding = te
 	}
@@ -175,8 +176,11 @@ func newRequest(ctx context.Context, b *body) (*http.Request, error) {
 		req.Trailer = make(http.Header)
 		b.trailer = req.Trailer
 	}
-	return req.WithContext(ctx), nil
+	return req, nil
 }
+
+// blank is the Request newRequest copies; it is never changed.
+var blank http.Request
 
 // body reads request body frames from the stream, and after a hijack the
 // raw bytes of the client's connection.

@@ -306,6 +306,9 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 	for k, vs := range f.Header {
 		h[k] = vs
 	}
+	// The map is not needed any more, and a response that streams (or
+	// parks after its first flush) may keep the frame for long.
+	f.Header = nil
 	if f.Flags&wire.FlagHijack != 0 {
 		return tunnel(w, s, f)
 	}
