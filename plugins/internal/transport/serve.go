@@ -211,16 +211,50 @@ func WholeBody(rb io.ReadCloser) (int, bool) {
 // io.ErrUnexpectedEOF when the exchange ends before the body does: the
 // client is gone, or the request was cancelled.
 func (b *body) Read(p []byte) (int, error) {
+	if err := b.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, b.pending)
+	b.pending = b.pending[n:]
+	return n, nil
+}
+
+// WriteTo writes the body's bytes to w as the frames bring them, from
+// where they arrived (the shared memory of the data plane, for large
+// ones) rather than through a buffer: io.Copy(dst, r.Body) copies each
+// byte once. It fails as Read does, or with w's error.
+func (b *body) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	for {
+		if err := b.fill(); err != nil {
+			if err == io.EOF {
+				err = nil
+			}
+			return n, err
+		}
+		k, err := w.Write(b.pending)
+		n += int64(k)
+		b.pending = b.pending[k:]
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// fill receives the next frame with bytes when none are pending. Once the
+// body is done and drained it returns what Read returns then (io.EOF at
+// its end).
+func (b *body) fill() error {
 	for len(b.pending) == 0 {
 		if b.done {
 			if b.err != nil {
-				return 0, b.err
+				return b.err
 			}
-			return 0, io.EOF
+			return io.EOF
 		}
 		if err := b.s.RecvMsg(&b.f); err != nil {
 			b.done, b.err = true, io.ErrUnexpectedEOF
-			return 0, b.err
+			return b.err
 		}
 		b.pending = b.f.Body
 		switch {
@@ -235,9 +269,7 @@ func (b *body) Read(p []byte) (int, error) {
 			}
 		}
 	}
-	n := copy(p, b.pending)
-	b.pending = b.pending[n:]
-	return n, nil
+	return nil
 }
 
 // bodyError rebuilds the error of a FlagError frame: an *http.MaxBytesError

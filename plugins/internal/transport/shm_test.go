@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net/http"
@@ -118,31 +119,56 @@ func TestMuxSlots(t *testing.T) {
 }
 
 // TestSlotsHTTP: an upload streamed through Forward to a handler that
-// echoes it back, over shared memory both ways: the bytes arrive intact
-// each way, and afterwards every slot is free on both sides.
+// echoes it back, over shared memory both ways, read with Read and with
+// WriteTo (io.Copy): the bytes arrive intact each way, and afterwards
+// every slot is free on both sides.
 func TestSlotsHTTP(t *testing.T) {
 	t.Parallel()
-	echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		buf := make([]byte, 50000) // writes that straddle slots
-		if _, err := io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r.Body}, buf); err != nil {
-			panic(err)
-		}
-	})
-	client, server := shmPair(t, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
-		return Serve(ctx, x, func(uint64) http.Handler { return echo }, hclog.NewNullLogger())
-	})
-	body := make([]byte, 8<<20+12345)
-	rng := rand.NewChaCha8([32]byte{1})
-	_, _ = rng.Read(body)
-	r := httptest.NewRequest("POST", "/", struct{ io.Reader }{bytes.NewReader(body)})
-	w := httptest.NewRecorder()
-	if err := Forward(w, r, client, 1); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		echo func(w http.ResponseWriter, r *http.Request) error
+	}{
+		{"Read", func(w http.ResponseWriter, r *http.Request) error {
+			buf := make([]byte, 50000) // writes that straddle slots
+			_, err := io.CopyBuffer(struct{ io.Writer }{w}, struct{ io.Reader }{r.Body}, buf)
+			return err
+		}},
+		{"WriteTo", func(w http.ResponseWriter, r *http.Request) error {
+			if _, ok := r.Body.(io.WriterTo); !ok {
+				return errors.New("the body is no io.WriterTo")
+			}
+			_, err := io.Copy(w, r.Body)
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			echo := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if err := tc.echo(w, r); err != nil {
+					w.Header().Set("Trailer", "Error")
+					w.Header().Set("Error", err.Error())
+				}
+			})
+			client, server := shmPair(t, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+				return Serve(ctx, x, func(uint64) http.Handler { return echo }, hclog.NewNullLogger())
+			})
+			body := make([]byte, 8<<20+12345)
+			rng := rand.NewChaCha8([32]byte{1})
+			_, _ = rng.Read(body)
+			r := httptest.NewRequest("POST", "/", struct{ io.Reader }{bytes.NewReader(body)})
+			w := httptest.NewRecorder()
+			if err := Forward(w, r, client, 1); err != nil {
+				t.Fatal(err)
+			}
+			if e := w.Result().Trailer.Get("Error"); e != "" {
+				t.Fatal("handler:", e)
+			}
+			if got, want := sha256.Sum256(w.Body.Bytes()), sha256.Sum256(body); w.Code != 200 || got != want {
+				t.Fatalf("status %d, %d bytes back of %d, same: %v", w.Code, w.Body.Len(), len(body), got == want)
+			}
+			testsync.WaitFor(t, "every slot free", func() bool { return idle(client) && idle(server) })
+		})
 	}
-	if got, want := sha256.Sum256(w.Body.Bytes()), sha256.Sum256(body); w.Code != 200 || got != want {
-		t.Fatalf("status %d, %d bytes back of %d, same: %v", w.Code, w.Body.Len(), len(body), got == want)
-	}
-	testsync.WaitFor(t, "every slot free", func() bool { return idle(client) && idle(server) })
 }
 
 // TestSlotHeldAcrossConnLoss: a slot a handler holds stays mapped and
