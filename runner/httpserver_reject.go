@@ -41,7 +41,13 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &rejectConn{keptConn: keptConn{c}, observe: l.observe}, nil
+	rc := &rejectConn{keptConn: keptConn{c}, observe: l.observe}
+	if cc, ok := c.(*capConn); ok {
+		// One wrapper on every read and write instead of two: the
+		// rejectConn gives the max_connections slot back itself.
+		rc.keptConn, rc.capped = cc.keptConn, cc
+	}
+	return rc, nil
 }
 
 // rejectConn is a connection as net/http uses it. It keeps the bytes read
@@ -51,6 +57,7 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 type rejectConn struct {
 	keptConn
 	observe  func(r *http.Request, code int)
+	capped   *capConn        // the capListener's connection, closed by Close; nil without max_connections
 	ctx      context.Context // the connection's context (ConnContext)
 	hijacked atomic.Bool     // a handler owns the connection; stop watching
 	active   atomic.Int32    // handlers running on the connection
@@ -155,6 +162,14 @@ func (c *rejectConn) SetDeadline(t time.Time) error {
 	c.armedAt.Store(0)
 	c.staleWrite.Store(false)
 	return c.Conn.SetDeadline(t)
+}
+
+// Close closes the connection and gives its max_connections slot back.
+func (c *rejectConn) Close() error {
+	if c.capped != nil {
+		return c.capped.Close()
+	}
+	return c.Conn.Close()
 }
 
 // clearStaleWrite clears the write deadline net/http cleared and armWrite
