@@ -73,8 +73,10 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	}
 	res := make(chan result, 1)
 	g := &incarnation{client: client, exited: make(chan struct{})}
+	release := holdProcs(p.log)
 	go func() {
 		defer close(g.exited)
+		defer release()
 		defer lend.close()
 		defer dp.close()
 		// Pdeathsig fires when the thread that forked the child exits

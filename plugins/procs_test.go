@@ -1,8 +1,13 @@
 package plugins
 
 import (
+	"os"
+	"runtime"
 	"runtime/metrics"
 	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/internal/testsync"
 )
 
 // TestProcsPolicy: a plugin goes to one P after procsCalm light ticks in a
@@ -58,4 +63,28 @@ func TestLongWaits(t *testing.T) {
 	if _, ok := processCPU(); !ok {
 		t.Fatal("no CPU time for this process")
 	}
+}
+
+// TestHoldProcs: a light process that holds the switching goes to one P;
+// released by its last holder, it is back on the default number of Ps and
+// the switching goroutine has ended.
+func TestHoldProcs(t *testing.T) {
+	// Not parallel: sets the process's GOMAXPROCS, counts its goroutines.
+	if _, set := os.LookupEnv("GOMAXPROCS"); set || runtime.GOMAXPROCS(0) < 2 {
+		t.Skip("GOMAXPROCS is set, or one P is the default")
+	}
+	procs.mu.Lock()
+	held := procs.users > 0
+	procs.mu.Unlock()
+	if held {
+		t.Skip("held by plugin processes of other tests")
+	}
+	def, base := runtime.GOMAXPROCS(0), runtime.NumGoroutine()
+	release := holdProcs(hclog.NewNullLogger())
+	testsync.WaitFor(t, "one P while light", func() bool { return runtime.GOMAXPROCS(0) == 1 })
+	release()
+	if n := runtime.GOMAXPROCS(0); n != def {
+		t.Fatalf("GOMAXPROCS %d after the release, want the default %d", n, def)
+	}
+	testsync.WaitFor(t, "the switching goroutine to end", func() bool { return runtime.NumGoroutine() <= base })
 }

@@ -86,7 +86,7 @@ func Serve(d *entrypoints.Dist) {
 			defer stop()
 		}
 	}
-	adaptProcs(log)
+	holdProcs(log) // for the process's life
 	s := newSDK(d, log)
 	s.lend = lendFromEnv(log)
 	s.data = s.dataFromEnv(log)
