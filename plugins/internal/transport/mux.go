@@ -998,7 +998,7 @@ func (x *Exchange) sendRelease(i int, flush bool) {
 // slots' window; a slot frame counts only its few bytes against Window.
 const slotWindow = arenaSlots / 2
 
-// TakeSlot returns an empty buffer of wire.ChunkSize capacity in shared
+// TakeSlot returns an empty buffer of a slot's capacity (256 KiB) in shared
 // memory for the bytes of a Frame's Body that SendMsg will then send
 // without copying them, or nil when there is no shared memory, or no free
 // slot and none of the exchange's to wait for. It waits while the

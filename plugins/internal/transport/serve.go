@@ -331,6 +331,9 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 			}
 		}
 		room := wire.ChunkSize - len(w.buf)
+		if w.slot {
+			room = cap(w.buf) - len(w.buf)
+		}
 		if room == 0 {
 			if err := w.sendLocked(0); err != nil {
 				return n, err

@@ -57,7 +57,7 @@
 // Large bodies do not cross the sockets. Each connection has an arena,
 // a memory file (memfd) the host makes and the plugin inherits beside the
 // socket (NewArena), mapped by both: each side sends in its own half, 16
-// slots of wire.ChunkSize. The host reads a request body from the
+// slots of 256 KiB (8 MiB a connection). The host reads a request body from the
 // client's connection straight into a slot, and a plugin handler's writes
 // are copied into one; a typeSlot frame names the slot and length instead
 // of carrying the bytes, the receiver's Body is the slot itself (the
