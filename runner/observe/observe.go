@@ -25,6 +25,7 @@ package observe
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -126,16 +127,26 @@ type Registry struct {
 	hop      hopVecs
 
 	mu    sync.Mutex
-	apps  map[string]*appMetrics
+	apps  atomic.Pointer[map[string]*appMetrics] // copied on write, under mu: read without a lock
 	dists map[string]*hopMetrics
 }
 
 // appMetrics caches one app label's series, so that recording a request
-// looks nothing up in the vectors.
+// looks nothing up in the vectors and takes no lock once its status code
+// has been seen.
 type appMetrics struct {
+	name     string
+	requests *prometheus.CounterVec
 	duration prometheus.Observer
-	codes    map[string]prometheus.Counter
+	codes    [statusCodes + 1]atomic.Pointer[codeCounter] // by code-100; the last is "other"
 }
+
+// statusCodes is the number of status codes with a label of their own,
+// 100-599.
+const statusCodes = 500
+
+// codeCounter is the requests counter of one app and status code.
+type codeCounter struct{ prometheus.Counter }
 
 // New returns a Registry with no requests recorded yet, holding paster's
 // metrics and the Go runtime's and process's collectors
@@ -153,9 +164,9 @@ func New() *Registry {
 			Buckets: Buckets,
 		}, []string{"app"}),
 		hop:   newHopVecs(),
-		apps:  map[string]*appMetrics{},
 		dists: map[string]*hopMetrics{},
 	}
+	r.apps.Store(&map[string]*appMetrics{})
 	r.prom.MustRegister(
 		r.requests, r.duration,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -189,34 +200,56 @@ func (r *Registry) InFlight() int64 { return r.inflight.Load() }
 // duration d. Past MaxApps distinct apps, new ones are recorded as
 // "other"; a code outside 100-599 is recorded as "other".
 func (r *Registry) Observe(app string, code int, d time.Duration) {
-	c := "other"
-	if code >= 100 && code <= 599 {
-		c = statusText[code-100]
+	r.app(app).observe(code, d)
+}
+
+// app returns the series of the app label app ("other" past MaxApps).
+func (r *Registry) app(app string) *appMetrics {
+	if a := (*r.apps.Load())[app]; a != nil {
+		return a
 	}
 	r.mu.Lock()
-	a := r.apps[app]
-	if a == nil {
-		if len(r.apps) >= MaxApps {
-			app = "other"
-			a = r.apps[app]
-		}
-		if a == nil {
-			a = &appMetrics{duration: r.duration.WithLabelValues(app), codes: map[string]prometheus.Counter{}}
-			r.apps[app] = a
-		}
+	defer r.mu.Unlock()
+	apps := *r.apps.Load()
+	if a := apps[app]; a != nil {
+		return a
 	}
-	n := a.codes[c]
-	if n == nil {
-		n = r.requests.WithLabelValues(app, c)
-		a.codes[c] = n
+	if len(apps) >= MaxApps {
+		if a := apps["other"]; a != nil {
+			return a
+		}
+		app = "other"
 	}
-	r.mu.Unlock()
-	n.Inc()
+	a := &appMetrics{name: app, requests: r.requests, duration: r.duration.WithLabelValues(app)}
+	grown := maps.Clone(apps)
+	grown[app] = a
+	r.apps.Store(&grown)
+	return a
+}
+
+// observe records one request of the app with status code and duration d.
+func (a *appMetrics) observe(code int, d time.Duration) {
+	i := statusCodes // "other"
+	if code >= 100 && code <= 599 {
+		i = code - 100
+	}
+	c := a.codes[i].Load()
+	if c == nil {
+		text := "other"
+		if i < statusCodes {
+			text = statusText[i]
+		}
+		// Two first requests of a code may both get here; the vector
+		// hands both the same counter.
+		c = &codeCounter{a.requests.WithLabelValues(a.name, text)}
+		a.codes[i].Store(c)
+	}
+	c.Inc()
 	a.duration.Observe(d.Seconds())
 }
 
 var statusText = func() []string {
-	out := make([]string, 500)
+	out := make([]string, statusCodes)
 	for i := range out {
 		out[i] = itoa(i + 100)
 	}
@@ -245,23 +278,38 @@ func With(ctx context.Context, r *Registry) context.Context {
 
 // From returns the Registry ctx carries, or nil.
 func From(ctx context.Context) *Registry {
-	r, _ := ctx.Value(registryKey{}).(*Registry)
-	return r
+	switch v := ctx.Value(registryKey{}).(type) {
+	case *Registry:
+		return v
+	case *requestContext:
+		return v.reg
+	}
+	return nil
+}
+
+// requestContext is the context of a request Instrument serves: the
+// request's own, with the Registry (From) and the request's app label
+// (SetApp), and the writer that notes the status, all in one allocation.
+type requestContext struct {
+	context.Context
+	reg *Registry
+	sw  statusWriter
+	// label is the app label the request is counted under: nil for the
+	// instrumented handler's own, else what SetApp set.
+	label atomic.Pointer[string]
+}
+
+// Value answers registryKey (From) and labelKey (SetApp) itself and asks
+// the request's context for anything else.
+func (c *requestContext) Value(key any) any {
+	switch key.(type) {
+	case registryKey, labelKey:
+		return c
+	}
+	return c.Context.Value(key)
 }
 
 type labelKey struct{}
-
-// appLabel is the app label of one request, refined by SetApp.
-type appLabel struct {
-	mu   sync.Mutex
-	name string
-}
-
-func (l *appLabel) get() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.name
-}
 
 // SetApp names the app serving the request of ctx, for its metrics: a
 // composite that dispatches (egg:paster#urlmap) calls it with the mount path
@@ -269,10 +317,8 @@ func (l *appLabel) get() string {
 // stays bounded as long as callers pass names from the configuration, never
 // from the request. Outside Instrument it does nothing.
 func SetApp(ctx context.Context, name string) {
-	if l, ok := ctx.Value(labelKey{}).(*appLabel); ok {
-		l.mu.Lock()
-		l.name = name
-		l.mu.Unlock()
+	if c, ok := ctx.Value(labelKey{}).(*requestContext); ok {
+		c.label.Store(&name)
 	}
 }
 
@@ -294,42 +340,58 @@ type instrumented struct {
 	reg  *Registry
 	app  string
 	next http.Handler
+
+	own atomic.Pointer[appMetrics] // the series of app, once looked up
 }
+
+// clockBase anchors the request durations: read through time.Since alone,
+// the monotonic clock is read once per reading (time.Now reads two clocks).
+var clockBase = time.Now()
 
 func (h *instrumented) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r := h.reg
-	start := time.Now()
+	start := time.Since(clockBase)
 	r.inflight.Add(1)
-	sw := &statusWriter{}
-	sw.ResponseWrapper = runner.WrapResponse(w, sw)
-	req, label := h.labelled(req)
+	c := h.labelled(req)
+	c.sw.ResponseWrapper = runner.WrapResponse(w, &c.sw)
 	defer func() {
 		r.inflight.Add(-1)
-		code := sw.code
+		code := c.sw.code
 		if code == 0 {
 			code = http.StatusOK
 		}
-		if c := runner.ReplacedStatus(w); c != 0 {
-			code = c // the server replaced the response (body over max_body_bytes)
+		if rc := runner.ReplacedStatus(w); rc != 0 {
+			code = rc // the server replaced the response (body over max_body_bytes)
 		}
-		r.Observe(label.get(), code, time.Since(start))
+		h.series(c).observe(code, time.Since(clockBase)-start)
 	}()
-	h.next.ServeHTTP(sw, req)
+	h.next.ServeHTTP(&c.sw, req.WithContext(c))
 }
 
 // ObserveRejected counts a request the server answered with code itself.
 func (h *instrumented) ObserveRejected(req *http.Request, code int) {
-	req, label := h.labelled(req)
-	runner.ObserveRejected(h.next, req, code)
-	h.reg.Observe(label.get(), code, 0)
+	c := h.labelled(req)
+	runner.ObserveRejected(h.next, req.WithContext(c), code)
+	h.series(c).observe(code, 0)
 }
 
-// labelled returns req with the registry and a fresh app label in its
-// context.
-func (h *instrumented) labelled(req *http.Request) (*http.Request, *appLabel) {
-	label := &appLabel{name: h.app}
-	ctx := context.WithValue(With(req.Context(), h.reg), labelKey{}, label)
-	return req.WithContext(ctx), label
+// labelled returns the context of req as Instrument serves it.
+func (h *instrumented) labelled(req *http.Request) *requestContext {
+	return &requestContext{Context: req.Context(), reg: h.reg}
+}
+
+// series returns the series the request of c is counted in: those of
+// the label SetApp gave, else the handler's own app.
+func (h *instrumented) series(c *requestContext) *appMetrics {
+	if name := c.label.Load(); name != nil {
+		return h.reg.app(*name)
+	}
+	if a := h.own.Load(); a != nil {
+		return a
+	}
+	a := h.reg.app(h.app)
+	h.own.Store(a)
+	return a
 }
 
 type statusWriter struct {
