@@ -108,6 +108,7 @@ func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arena
 	m := &Mux{handler: h, log: log, done: make(chan struct{})}
 	for i, c := range conns {
 		cn := &conn{m: m, c: c, xs: map[uint32]*Exchange{}}
+		cn.r, cn.w = rawIO(c)
 		cn.nextID = 2
 		if initiator {
 			cn.nextID = 1
@@ -316,6 +317,8 @@ func (x *Exchange) sendReply(out []byte, err error) error {
 type conn struct {
 	m   *Mux
 	c   net.Conn
+	r   io.Reader // c's reads and writes (rawIO)
+	w   io.Writer
 	shm *arena // nil: bodies go inline
 
 	mu     sync.Mutex
@@ -436,7 +439,7 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 			_, err = bufs.WriteTo(cn.c)
 			tail = nil
 		} else {
-			_, err = cn.c.Write(buf)
+			_, err = cn.w.Write(buf)
 		}
 		cn.wmu.Lock()
 		if cap(buf) <= 1<<20 {
@@ -522,7 +525,7 @@ func putBuf(b *[]byte) {
 // other) and never waits for an exchange (flow control bounds what it
 // queues).
 func (cn *conn) read() {
-	br := bufio.NewReaderSize(cn.c, 64<<10)
+	br := bufio.NewReaderSize(cn.r, 64<<10)
 	var hdr [headerLen]byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
