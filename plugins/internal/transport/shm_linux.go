@@ -12,9 +12,10 @@ import (
 // NewArena makes the shared memory of one data-plane connection: a memory
 // file of ArenaSize bytes (memfd), to pass to the plugin with the
 // connection's socket and to NewMux on both sides. Its pages are taken as
-// slots are first used.
+// slots are first used. Its size is sealed: a plugin cannot shrink it
+// under the host's mapping (which would fault on the missing pages).
 func NewArena() (*os.File, error) {
-	fd, err := unix.MemfdCreate("paster-arena", unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("paster-arena", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("memfd_create: %w", err)
 	}
@@ -22,6 +23,10 @@ func NewArena() (*os.File, error) {
 	if err := f.Truncate(ArenaSize); err != nil {
 		f.Close()
 		return nil, err
+	}
+	if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW|unix.F_SEAL_SEAL); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sealing the arena: %w", err)
 	}
 	return f, nil
 }

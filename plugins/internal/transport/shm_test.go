@@ -320,3 +320,19 @@ type discardWriter struct {
 func (w *discardWriter) Header() http.Header         { return w.h }
 func (w *discardWriter) WriteHeader(int)             {}
 func (w *discardWriter) Write(p []byte) (int, error) { w.n += len(p); return len(p), nil }
+
+// TestArenaSealed: the peer cannot shrink or grow the shared memory (the
+// host would fault on a slot past the end of a shrunk file).
+func TestArenaSealed(t *testing.T) {
+	t.Parallel()
+	f, err := NewArena()
+	if err != nil {
+		t.Skip("no shared memory here:", err)
+	}
+	defer f.Close()
+	for _, size := range []int64{0, ArenaSize / 2, 2 * ArenaSize} {
+		if err := f.Truncate(size); err == nil {
+			t.Errorf("truncated to %d bytes", size)
+		}
+	}
+}
