@@ -48,10 +48,36 @@
 // hello 2.02, 2.16, 2.13x the reverse proxy and 0.43, 0.50, 0.47x
 // in-process; a parked request 48.1-48.6 KB (in-process 28.4), one Signal
 // waking 10,000 plugin waiters all answered in 276-805 ms (in-process
-// 153-509 ms in the same runs); for parked requests now, see below. In
-// BenchmarkMuxHTTP a small
-// exchange through Forward, the Mux and Serve costs 42 allocations on both
-// sides together.
+// 153-509 ms in the same runs); for parked requests now, see below.
+//
+// The CPU a request costs on the way (perf record -a -g under
+// bench/cmd/load, hello through the plugin at 19-21k req/s: the host ~38-52
+// µs of CPU per request where net/http alone needs ~26, the plugin ~16-19
+// for a hello handler) went mostly to the Go scheduler and system calls,
+// not to the Mux's own code (Forward ~9 µs inclusive, most of it the write
+// system call). Three cuts, each measured on its own (see the commits):
+// the sockets are read and written with raw system calls (rawio_linux.go:
+// net.Conn's enter the scheduler's syscall state, which woke sysmon once
+// per request in a process idle a moment before: 1.09-1.18x hello); a
+// light plugin process, and a host while it runs plugins, run on one P
+// and switch to all when busy (package plugins, procs.go: on two Ps every
+// hand-off to a goroutine woke a second thread to spin and sleep again:
+// 1.17x hello, 0.83-0.85x instead of 0.78-0.79x /cpu); and allocations:
+// no context of Forward's own, none registered per served exchange, head
+// strings decoded into one copy, pooled frames. In BenchmarkMuxHTTP a
+// small exchange through Forward, the Mux and Serve costs 30 allocations
+// (3.6 KB) on both sides together, 11 of them the benchmark's recorder
+// and the hello handler's (42 and 4.5 KB before). Three runs of
+// ROUNDS=8 DURATION=1s bench/run.sh hello cpu, load average 8-10 from
+// other work: hello 2.29, 2.59, 2.23x the reverse proxy (1.90-1.95
+// before) and 0.43, 0.49, 0.51x paster-http (0.44-0.45); the 200 µs
+// handler 0.88, 0.80, 0.78x in-process (0.75). What is left per request
+// is mostly a wake-up of a goroutine on each side (the plugin's reader
+// handing the exchange to its goroutine, the host's reader waking the
+// request's), one write and one or two reads each way, and net/http's
+// background read; and, with /cpu, the hashing itself runs ~8% slower in
+// the plugin than in-process (206 against 191 µs, three processes
+// sharing two CPUs).
 //
 // # Parked requests
 //
