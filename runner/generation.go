@@ -81,10 +81,29 @@ type Mount struct {
 	cutCtx context.Context
 	cut    context.CancelCauseFunc
 
+	// state counts the requests in flight, plus retiredBit once retired:
+	// one atomic add per request on entry and one on leaving.
+	state    atomic.Int64
+	idleOnce sync.Once
+	idle     chan struct{} // closed when retired and no request is in flight
+
+	// shards hold the cancel functions of the requests in flight, for
+	// Cut. A request registers in one shard picked by its entry count, so
+	// that requests served at once on different CPUs rarely share a lock
+	// (context.AfterFunc on cutCtx registered every request under one).
+	shards [mountShards]mountShard
+}
+
+// retiredBit marks a retired Mount's state.
+const retiredBit = 1 << 62
+
+// mountShards is the number of shards of a Mount's in-flight requests.
+const mountShards = 16
+
+type mountShard struct {
 	mu      sync.Mutex
-	n       int
-	retired bool
-	idle    chan struct{} // closed when retired and n == 0
+	cancels map[context.Context]context.CancelCauseFunc
+	_       [64 - 16]byte // a cache line each (a Mutex and a map pointer are 16 bytes)
 }
 
 // NewMount returns a Mount serving app with a new CoreScope over core. wrap,
@@ -92,33 +111,43 @@ type Mount struct {
 // serve adds its observability registry).
 func NewMount(app http.Handler, core Core, wrap func(*http.Request) *http.Request) *Mount {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	return &Mount{app: app, scope: NewCoreScope(core), wrap: wrap, cutCtx: ctx, cut: cancel, idle: make(chan struct{})}
+	m := &Mount{app: app, scope: NewCoreScope(core), wrap: wrap, cutCtx: ctx, cut: cancel, idle: make(chan struct{})}
+	for i := range m.shards {
+		m.shards[i].cancels = map[context.Context]context.CancelCauseFunc{}
+	}
+	return m
 }
 
 // Scope returns the CoreScope the Mount's requests get as their Core.
 func (m *Mount) Scope() *CoreScope { return m.scope }
 
 // InFlight returns how many requests the Mount is serving.
-func (m *Mount) InFlight() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.n
-}
+func (m *Mount) InFlight() int { return int(m.state.Load() &^ retiredBit) }
 
 // serve serves r unless m is retired; it reports whether it did.
 func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
-	m.mu.Lock()
-	if m.retired {
-		m.mu.Unlock()
+	n := m.state.Add(1)
+	if n&retiredBit != 0 {
+		m.leave()
 		return false
 	}
-	m.n++
-	m.mu.Unlock()
 	defer m.leave()
 
 	ctx, cancel := context.WithCancelCause(WithCore(r.Context(), m.scope))
-	stop := context.AfterFunc(m.cutCtx, func() { cancel(context.Cause(m.cutCtx)) })
-	defer func() { stop(); cancel(nil) }()
+	sh := &m.shards[n%mountShards]
+	sh.mu.Lock()
+	sh.cancels[ctx] = cancel
+	sh.mu.Unlock()
+	if m.cutCtx.Err() != nil {
+		// Cut ran before the request registered: it may have missed it.
+		cancel(context.Cause(m.cutCtx))
+	}
+	defer func() {
+		sh.mu.Lock()
+		delete(sh.cancels, ctx)
+		sh.mu.Unlock()
+		cancel(nil)
+	}()
 	r = r.WithContext(ctx)
 	if m.wrap != nil {
 		r = m.wrap(r)
@@ -128,12 +157,9 @@ func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
 }
 
 func (m *Mount) leave() {
-	m.mu.Lock()
-	m.n--
-	if m.n == 0 && m.retired {
-		close(m.idle)
+	if m.state.Add(-1) == retiredBit {
+		m.idleOnce.Do(func() { close(m.idle) })
 	}
-	m.mu.Unlock()
 }
 
 // Retire stops m from taking new requests (a Front that still has m current
@@ -141,13 +167,8 @@ func (m *Mount) leave() {
 // returns a channel closed when its last request has ended. Retire is
 // idempotent.
 func (m *Mount) Retire() <-chan struct{} {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if !m.retired {
-		m.retired = true
-		if m.n == 0 {
-			close(m.idle)
-		}
+	if m.state.Or(retiredBit)&^retiredBit == 0 {
+		m.idleOnce.Do(func() { close(m.idle) })
 	}
 	return m.idle
 }
@@ -160,6 +181,14 @@ func (m *Mount) Retire() <-chan struct{} {
 func (m *Mount) Cut() {
 	m.scope.Close()
 	m.cut(ErrClosed)
+	for i := range m.shards {
+		sh := &m.shards[i]
+		sh.mu.Lock()
+		for _, cancel := range sh.cancels {
+			cancel(ErrClosed)
+		}
+		sh.mu.Unlock()
+	}
 }
 
 // AnswerParked answers the parked waits of m's requests (their CoreScope

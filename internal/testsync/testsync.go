@@ -3,7 +3,8 @@
 // condition, Recv takes a value from a channel, each failing the test
 // after a generous deadline (a hang is a failure, not a wait), and Buffer
 // collects what a logger or a process writes while the test reads it.
-// FreePort names a loopback port before a server binds it.
+// FreePort names a loopback port before a server binds it; DiscardWriter
+// is a ResponseWriter for benchmarks of handlers.
 //
 // It imports nothing of paster, so any package's internal tests can use
 // it (runner's own tests cannot import runner/coretest, which imports

@@ -4,15 +4,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/paster-dev/paster/internal/testsync"
 )
-
-// discardWriter is a ResponseWriter that keeps nothing, so that the
-// benchmark measures Instrument and not the writer beneath.
-type discardWriter struct{ h http.Header }
-
-func (w discardWriter) Header() http.Header         { return w.h }
-func (w discardWriter) Write(p []byte) (int, error) { return len(p), nil }
-func (w discardWriter) WriteHeader(int)             {}
 
 // BenchmarkInstrument is the per-request cost paster serve adds to every
 // app for /metrics (requests by app and code, latency, in flight), on all
@@ -25,7 +19,7 @@ func BenchmarkInstrument(b *testing.B) {
 	}))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		w := discardWriter{h: http.Header{}}
+		w := testsync.DiscardWriter{H: http.Header{}}
 		req := httptest.NewRequest("GET", "/", nil)
 		for pb.Next() {
 			app.ServeHTTP(w, req)
