@@ -556,7 +556,11 @@ func (cn *conn) read() {
 		x := cn.xs[id]
 		cn.mu.Unlock()
 		if x == nil {
-			// An exchange this side has ended: late frames are dropped.
+			// An exchange this side has ended: late frames are dropped
+			// (their slots given back, with the next frame written).
+			if hdr[8] == typeSlot {
+				cn.releaseUnread(false, *p)
+			}
 			putBuf(p)
 			continue
 		}
@@ -689,6 +693,9 @@ func (x *Exchange) push(p *[]byte, slot bool) {
 	x.mu.Lock()
 	if x.err != nil {
 		x.mu.Unlock()
+		if slot {
+			x.cn.releaseUnread(false, *p)
+		}
 		putBuf(p)
 		return
 	}
@@ -726,6 +733,18 @@ func (x *Exchange) fail(err error, reset bool) {
 	x.mu.Unlock()
 	for _, f := range calls {
 		x.cn.m.goServe(f)
+	}
+	// The slots of messages nobody will read go back now (fail runs on
+	// the reader's goroutine only once the connection failed, when the
+	// write fails at once).
+	var unread [][]byte
+	for _, e := range q {
+		if e.slot {
+			unread = append(unread, *e.p)
+		}
+	}
+	if len(unread) > 0 {
+		x.cn.releaseUnread(true, unread...)
 	}
 	for _, e := range q {
 		putBuf(e.p)
@@ -916,6 +935,7 @@ func (x *Exchange) RecvMsg(m any) error {
 		}
 	case *wire.Blob:
 		if e.slot {
+			x.cn.releaseUnread(true, *p)
 			err = errors.New("transport: a call message in a slot")
 			break
 		}
@@ -949,6 +969,7 @@ func (x *Exchange) recvSlot(f *wire.Frame, p []byte) error {
 		return errors.New("transport: bad slot frame")
 	}
 	if err := f.DecodeShared(p[k+k2:]); err != nil {
+		x.cn.releaseUnread(true, p)
 		return err
 	}
 	body := x.cn.shm.hold(int(i), int(n))
@@ -1059,6 +1080,21 @@ func (x *Exchange) GiveSlot(b []byte) { x.cn.giveSlot(b) }
 func (cn *conn) giveSlot(b []byte) {
 	if i := cn.shm.slotOf(b); i >= 0 {
 		cn.shm.giveBack(i)
+	}
+}
+
+// releaseUnread gives the peer back the slots of typeSlot payloads that
+// nobody here will read. Without flush the release only joins the
+// buffer (the reader goroutine, which must not write, calls it so).
+func (cn *conn) releaseUnread(flush bool, payloads ...[]byte) {
+	var b []byte
+	for _, p := range payloads {
+		if i, k := binary.Uvarint(p); k > 0 && i < arenaSlots {
+			b = binary.AppendUvarint(b, i)
+		}
+	}
+	if len(b) > 0 {
+		_, _ = cn.write(0, typeRelease, b, nil, flush)
 	}
 }
 

@@ -336,3 +336,41 @@ func TestArenaSealed(t *testing.T) {
 		}
 	}
 }
+
+// TestSlotsUnreadReleased: slots the receiver never reads (its handler
+// returned before the rest of the body) go back to the sender all the
+// same.
+func TestSlotsUnreadReleased(t *testing.T) {
+	t.Parallel()
+	got := make(chan struct{})
+	client, server := shmPair(t, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		var f wire.Frame
+		if err := x.RecvMsg(&f); err != nil {
+			return err
+		}
+		<-got // more slot frames are queued meanwhile
+		return x.SendMsg(&wire.Frame{Flags: wire.FlagHead | wire.FlagEnd, Status: 200})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	x, err := client.open(ctx, "early", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range slotWindow {
+		b := x.TakeSlot()
+		if b == nil {
+			t.Fatal("no slot")
+		}
+		if err := x.SendMsg(&wire.Frame{Body: b[:slotSize]}); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	close(got)
+	var f wire.Frame
+	if err := x.RecvMsg(&f); err != nil || f.Status != 200 {
+		t.Fatalf("answer %d %v", f.Status, err)
+	}
+	x.end()
+	testsync.WaitFor(t, "every slot free", func() bool { return idle(client) && idle(server) })
+}
