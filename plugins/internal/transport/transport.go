@@ -105,38 +105,45 @@
 // # Bodies in shared memory
 //
 // Large bodies do not cross the sockets. Each connection has an arena,
-// a memory file (memfd) the host makes and the plugin inherits beside the
-// socket (NewArena), mapped by both: each side sends in its own half, 16
-// slots of 256 KiB (8 MiB a connection). The host reads a request body from the
+// a memory file (memfd, sealed at its size) the host makes and the plugin
+// inherits beside the socket (NewArena), mapped by both: each side sends
+// in its own half, 16 slots of 256 KiB (8 MiB a connection, its pages
+// taken as slots are first used). The host reads a request body from the
 // client's connection straight into a slot, and a plugin handler's writes
 // are copied into one; a typeSlot frame names the slot and length instead
-// of carrying the bytes, the receiver's Body is the slot itself (the
-// plugin's Body.Read copies out of it, the host writes it to the client's
-// connection), and a typeRelease frame gives it back once the receiver is
-// done with it (its next RecvMsg, or the end of the exchange), in batches.
-// Only then is the slot filled again: a slot is never written while the
-// other side may read it. An exchange has at most slotWindow slots out
-// (its sender waits for a release, as for window credit), so one slow
-// reader holds at most half the arena; with none free, and none of its
-// own to wait for, a body goes inline as before. A slot frame counts only
-// its few bytes against Window: memory for slots is the arena, fixed per
-// connection, whatever the number of exchanges. Each side says that it
-// mapped the arena (typeShm) before the other sends it slots, so either
-// side may be from before arenas. A mapping outlives its connection
-// while a slot is held or being filled (a crashed plugin's mapping goes
-// once the last exchange holding one ends): no Body is ever unmapped under
-// its reader.
+// of carrying the bytes, and the receiver's Body is the slot itself (the
+// plugin's Body.Read copies out of it, its WriteTo hands it to io.Copy's
+// writer, the host writes it to the client's connection). A typeRelease
+// frame gives it back once the receiver is done with it (its next
+// RecvMsg, or the end of the exchange; unread ones when the exchange ends),
+// in batches. Only then is the slot filled again: a slot is never written
+// while the other side may read it. An exchange has at most slotWindow
+// slots out (its sender waits for a release, as for window credit), so
+// one slow reader holds at most half the arena; with none free, and none
+// of its own to wait for, a body goes inline as before. A slot frame
+// counts only its few bytes against Window: memory for slots is the
+// arena, fixed per connection, whatever the number of exchanges. Each
+// side says that it mapped the arena (typeShm) before the other sends it
+// slots, so either side may be from before arenas. A mapping outlives its
+// connection while a slot is held or being filled (a crashed plugin's
+// mapping goes once the last exchange holding one ends): no Body is ever
+// unmapped under its reader.
 //
 // Why, measured with bench/run.sh bulk (1 GiB up and down through
 // bench/benchdist's sink and source, plugin ÷ the app in-process, 2 CPUs
-// shared with other work): inline 128 KiB frames reached 0.40-0.45x,
-// with every byte copied client → kernel → host → socket pair → plugin →
-// handler; perf showed most of the time in the socket copies and in the
-// wake-ups of a 256 KiB window. Slots remove both socket copies and, with
-// slotWindow slots in flight, most wake-ups. In BenchmarkMuxUpload and
-// BenchmarkMuxDownload (16 MiB through Forward, the Mux and Serve) bytes
-// per second went from 2215 to 10742 MB/s up and from 2743 to 15198 MB/s
-// down.
+// shared with other work, load average 5-13: ratios of one run only).
+// Inline 128 KiB frames reached 0.40-0.45x, with every byte copied
+// client → kernel → host → socket pair → plugin → handler; perf showed
+// the time in the socket copies and in the wake-ups of a 256 KiB window
+// (context switches, not copies, were the largest item). Slots remove
+// both socket copies and, with slotWindow slots in flight and releases in
+// batches, most wake-ups: three runs gave 0.78, 1.27, 1.15x up and 0.73,
+// 1.00, 1.04x down, each process's RSS rising by at most 2.3 MiB. With
+// curl as the client (lighter than Go's), a 4 GiB download ran at 2.53
+// and 2.21 GB/s through the plugin against 2.50 and 2.32 in-process. In
+// BenchmarkMuxUpload and BenchmarkMuxDownload (16 MiB through Forward,
+// the Mux and Serve, both ends in one process) inline frames moved 2215
+// and 2743 MB/s, slots of 128 KiB 10742 and 15198 MB/s.
 //
 // GRPC opens exchanges as gRPC streams instead: the host reaches a plugin
 // built before the data plane so (its manifest lacks DataPlane), and the
