@@ -95,12 +95,14 @@
 // encoded in wire's fields, not JSON (plugins' corewire.go), and a
 // call's reply goes out with its close frame. Measured with bench/run.sh
 // parked (2 CPUs, other helpers' builds and benchmarks running, load
-// average 4-12): per parked plugin request 39.0, 39.1, 39.2 KB in three
-// runs (in-process 28.4), of which the host 30.9 KB and the plugin 8.2 KB
-// (RSS of each process parked less idle, one run; before: 31.6 and 16.6);
-// one Signal waking 10,000 plugin waiters all answered in 228-419 ms
-// (in-process 159-263 ms in the same runs: the ratio, about 1.3-1.9, is
-// what holds on a shared machine).
+// average 4-16): per parked plugin request 38.9 to 39.4 KB in ten runs
+// (in-process 28.4; 48.0-48.3 before), of which the host 30.9 KB and the
+// plugin 8.2 KB (RSS of each process parked less idle, one run; before
+// 31.6 and 16.6); one Signal waking 10,000 plugin waiters all answered in
+// 228-736 ms (in-process 130-348 ms in the same runs, 1.4 to 2.4 times
+// as long: the wall times follow the machine's load). In perf of both
+// processes through the wake-up (task-clock, one run at load 4) the host
+// used 297 ms of CPU and the plugin 67 ms, in-process 230 ms.
 //
 // # Bodies in shared memory
 //
