@@ -667,6 +667,11 @@ type Exchange struct {
 	// its Body in, or -1; the next RecvMsg, or the end of the exchange,
 	// releases it. Guarded by mu.
 	heldSlot int
+	// shared: the last Frame RecvMsg returned had its Body in held or a
+	// slot, which the caller may pass again: the next small message must
+	// not be decoded into that Body's capacity (the buffer is back in its
+	// pool, the slot back with the peer). The receiving goroutine's.
+	shared bool
 	// slotsOut counts this side's slots the exchange has taken and the
 	// peer not released (at most slotWindow). Guarded by mu.
 	slotsOut int
@@ -927,10 +932,16 @@ func (x *Exchange) RecvMsg(m any) error {
 		// often followed by no RecvMsg that would recycle it).
 		if e.slot {
 			err = x.recvSlot(v, *p)
+			x.shared = true
 		} else if len(*p) >= directBody {
 			err = v.DecodeShared(*p)
 			x.held, p = p, nil
+			x.shared = true
 		} else {
+			if x.shared {
+				v.Body = nil
+				x.shared = false
+			}
 			err = v.Decode(*p)
 		}
 	case *wire.Blob:
