@@ -266,9 +266,7 @@ func isUpgrade(r *http.Request) bool {
 // ErrNoResponse (and ErrClientGone when the client had gone) and has written
 // nothing; after, one wrapping ErrAborted.
 func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) error {
-	fs := forwardFrames.Get().(*[2]wire.Frame)
-	defer func() { fs[0], fs[1] = wire.Frame{}, wire.Frame{}; forwardFrames.Put(fs) }()
-	head, f := &fs[0], &fs[1]
+	head := forwardFrames.Get().(*wire.Frame)
 	*head = wire.Frame{
 		Flags:         wire.FlagHead,
 		Target:        target,
@@ -311,6 +309,7 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 	}
 	s, err := o.Open(r.Context())
 	if err != nil {
+		putFrame(head)
 		return noResponse(r, err)
 	}
 	// The exchange ends when Forward returns, or earlier when the client
@@ -326,9 +325,15 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 			cancel = e.end
 		}
 	}
-	if err := s.SendMsg(head); err != nil && !errors.Is(err, io.EOF) {
+	err = s.SendMsg(head)
+	// The head goes back at once: a request that parks in the plugin
+	// keeps only the response frame.
+	putFrame(head)
+	if err != nil && !errors.Is(err, io.EOF) {
 		return noResponse(r, err)
 	}
+	f := forwardFrames.Get().(*wire.Frame)
+	defer putFrame(f)
 	if pump {
 		var ended atomic.Bool
 		done := make(chan struct{})
@@ -401,7 +406,12 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 // forwardFrames recycle Forward's head and response frames: a Stream is
 // done with a frame when SendMsg returns, and Forward with the response
 // frame when it returns.
-var forwardFrames = sync.Pool{New: func() any { return new([2]wire.Frame) }}
+var forwardFrames = sync.Pool{New: func() any { return new(wire.Frame) }}
+
+func putFrame(f *wire.Frame) {
+	*f = wire.Frame{}
+	forwardFrames.Put(f)
+}
 
 // sendBody streams r's body in frames as it arrives, the last one with
 // FlagEnd and the trailers; flow control on the stream blocks it while the
