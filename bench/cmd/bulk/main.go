@@ -157,7 +157,10 @@ func transfer(client *http.Client, t *target, dir string, size int64) (float64, 
 			return err
 		}
 		defer resp.Body.Close()
-		n, err := io.CopyBuffer(io.Discard, resp.Body, make([]byte, 64<<10))
+		// io.Discard is an io.ReaderFrom that reads in 8 KiB pieces whatever
+		// buffer it is given; hiding that makes the client read 64 KiB at a
+		// time (as curl does), so its own CPU weighs less on both targets.
+		n, err := io.CopyBuffer(struct{ io.Writer }{io.Discard}, resp.Body, make([]byte, 64<<10))
 		if err != nil {
 			return err
 		}
