@@ -91,7 +91,10 @@ type Mux struct {
 	handler Handler
 	log     hclog.Logger
 	idleMu  sync.Mutex
-	idle    []worker // idle goroutines, the last idled last
+	idle    []idler     // idle goroutines, the last idled last
+	round   uint64      // reaping rounds so far
+	reaper  *time.Timer // runs reap
+	reaping bool        // reaper is armed
 	done    chan struct{}
 	dead    atomic.Int32
 }
@@ -144,45 +147,55 @@ func (m *Mux) Close() error {
 }
 
 // maxIdle bounds the idle goroutines kept for the next exchanges, and
-// idleTime how long one stays idle before it ends. Work goes to the
-// goroutine that became idle last, so that those beyond what the load
-// needs time out.
+// idleTime how long one stays idle before it ends (between one and two
+// idleTimes). Work goes to the goroutine that became idle last, so that
+// those beyond what the load needs time out.
 var maxIdle = 4 * runtime.GOMAXPROCS(0)
 
 const idleTime = time.Second
 
-type worker chan func()
+// worker is an idle goroutine's queue: the exchange it is to serve next,
+// or nil to end.
+type worker chan *Exchange
 
-// goServe runs f in an idle worker goroutine, or a new one.
-func (m *Mux) goServe(f func()) {
+// idler is an idle goroutine, and the reaping round it became idle in.
+type idler struct {
+	w     worker
+	round uint64
+}
+
+// goServe serves x (the handler's goroutine of a served exchange) in an
+// idle worker goroutine, or a new one.
+func (m *Mux) goServe(x *Exchange) {
 	m.idleMu.Lock()
 	if n := len(m.idle); n > 0 {
-		w := m.idle[n-1]
+		w := m.idle[n-1].w
 		m.idle = m.idle[:n-1]
 		m.idleMu.Unlock()
-		w <- f
+		w <- x
 		return
 	}
 	m.idleMu.Unlock()
-	go m.worker(f)
+	go m.worker(x)
 }
 
-// worker runs f and the work handed to it while it is idle. Its own frame
-// is small (the waiting is in rest): a handler runs on top of it, and may
-// park there for long (a request in WaitForSignal) on a stack that should
-// stay at its starting size.
-func (m *Mux) worker(f func()) {
+// worker serves x and the exchanges handed to it while it is idle. Its own
+// frame is small (the waiting is in rest): a handler runs on top of it, and
+// may park there for long (a request in WaitForSignal) on a stack that
+// should stay at its starting size.
+func (m *Mux) worker(x *Exchange) {
 	var w worker
-	var t *time.Timer
-	for f != nil {
-		f()
-		f = m.rest(&w, &t)
+	for x != nil {
+		x.serve()
+		x = m.rest(&w)
 	}
 }
 
 // rest makes the calling worker idle until work comes (which it returns),
-// or for idleTime (nil), or not at all when enough are idle (nil).
-func (m *Mux) rest(wp *worker, tp **time.Timer) func() {
+// or until the reaper ends it (nil), or not at all when enough are idle
+// (nil). No timer per rest: one reaper, armed while any worker is idle,
+// ends those that stayed idle through a whole round of idleTime.
+func (m *Mux) rest(wp *worker) *Exchange {
 	m.idleMu.Lock()
 	if len(m.idle) >= maxIdle {
 		m.idleMu.Unlock()
@@ -191,31 +204,33 @@ func (m *Mux) rest(wp *worker, tp **time.Timer) func() {
 	if *wp == nil {
 		*wp = make(worker, 1)
 	}
-	w := *wp
-	m.idle = append(m.idle, w)
+	m.idle = append(m.idle, idler{*wp, m.round})
+	if m.reaper == nil {
+		m.reaper = time.AfterFunc(idleTime, m.reap)
+	} else if !m.reaping {
+		m.reaper.Reset(idleTime)
+	}
+	m.reaping = true
 	m.idleMu.Unlock()
-	if *tp == nil {
-		*tp = time.NewTimer(idleTime)
-	} else {
-		(*tp).Reset(idleTime)
-	}
-	select {
-	case f := <-w:
-		(*tp).Stop()
-		return f
-	case <-(*tp).C:
-	}
+	return <-*wp
+}
+
+// reap ends the workers idle since before the last round (the first ones:
+// the last idled are reused first) and rearms itself while any is idle.
+func (m *Mux) reap() {
 	m.idleMu.Lock()
-	i := slices.Index(m.idle, w)
-	if i >= 0 {
-		m.idle = slices.Delete(m.idle, i, i+1)
+	n := 0
+	for n < len(m.idle) && m.idle[n].round != m.round {
+		m.idle[n].w <- nil
+		n++
+	}
+	m.idle = slices.Delete(m.idle, 0, n)
+	m.round++
+	m.reaping = len(m.idle) > 0
+	if m.reaping {
+		m.reaper.Reset(idleTime)
 	}
 	m.idleMu.Unlock()
-	if i >= 0 {
-		return nil
-	}
-	// Taken just as the timer fired: the work is on its way.
-	return <-w
 }
 
 type tagKey struct{}
@@ -619,21 +634,27 @@ func (cn *conn) accept(id uint32, p *[]byte) {
 	cn.xs[id] = x
 	via := cn.xs[uint32(origin)]
 	cn.mu.Unlock()
-	serve := func() { x.finish(method, cn.m.handler(ctx, method, tag, x)) }
-	if origin == 0 || via == nil || !via.runCall(serve) {
-		cn.m.goServe(serve)
+	x.method, x.tag, x.ctx = method, tag, ctx
+	if origin == 0 || via == nil || !via.runCall(x) {
+		cn.m.goServe(x)
 	}
 }
 
-// runCall queues f, a call made for x, for the goroutine that waits in x's
-// RecvMsg; it returns false when x is not a client exchange or has ended.
-func (x *Exchange) runCall(f func()) bool {
+// serve runs the Handler for x, a served exchange, and ends x.
+func (x *Exchange) serve() {
+	x.finish(x.cn.m.handler(x.ctx, x.method, x.tag, x))
+}
+
+// runCall queues c, a call made for x, for the goroutine that waits in x's
+// RecvMsg to serve; it returns false when x is not a client exchange or has
+// ended.
+func (x *Exchange) runCall(c *Exchange) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.stop == nil || x.err != nil {
 		return false
 	}
-	x.calls = append(x.calls, f)
+	x.calls = append(x.calls, c)
 	x.cond.Broadcast()
 	return true
 }
@@ -647,6 +668,11 @@ type Exchange struct {
 	stop   func() bool        // client side: stops the context watch
 	cancel context.CancelFunc // served side: ends the handler's context
 
+	// The served side's Handler arguments (serve).
+	ctx    context.Context
+	method string
+	tag    uint64
+
 	mu       sync.Mutex
 	cond     sync.Cond
 	q        []queued
@@ -657,7 +683,7 @@ type Exchange struct {
 	drain    bool      // RecvMsg returns err only once the queue is empty
 	credit   int
 	consumed int
-	calls    []func() // calls made for this exchange, run by RecvMsg
+	calls    []*Exchange // calls made for this exchange, served by RecvMsg
 
 	// held is the payload of the last large *wire.Frame RecvMsg returned,
 	// which its Body is a slice of; the next RecvMsg recycles it. Only the
@@ -736,8 +762,8 @@ func (x *Exchange) fail(err error, reset bool) {
 	calls := x.calls
 	x.calls = nil
 	x.mu.Unlock()
-	for _, f := range calls {
-		x.cn.m.goServe(f)
+	for _, c := range calls {
+		x.cn.m.goServe(c)
 	}
 	// The slots of messages nobody will read go back now (fail runs on
 	// the reader's goroutine only once the connection failed, when the
@@ -774,8 +800,8 @@ func (x *Exchange) reset() {
 	calls := x.calls
 	x.calls = nil
 	x.mu.Unlock()
-	for _, f := range calls {
-		x.cn.m.goServe(f)
+	for _, c := range calls {
+		x.cn.m.goServe(c)
 	}
 	x.cond.Broadcast()
 	if x.cancel != nil {
@@ -804,11 +830,11 @@ func (x *Exchange) end() {
 	}
 }
 
-// finish ends a served exchange when its handler for method returned:
-// typeClose after a clean return, typeCancel after a failed one.
-func (x *Exchange) finish(method string, herr error) {
+// finish ends a served exchange when its handler returned: typeClose after
+// a clean return, typeCancel after a failed one.
+func (x *Exchange) finish(herr error) {
 	if herr != nil && !errors.Is(herr, ErrConnLost) && !errors.Is(herr, ErrReset) {
-		x.cn.m.log.Debug("data-plane exchange failed", "method", method, "error", herr)
+		x.cn.m.log.Debug("data-plane exchange failed", "method", x.method, "error", herr)
 	}
 	x.release(false)
 	x.mu.Lock()
@@ -890,11 +916,11 @@ func (x *Exchange) RecvMsg(m any) error {
 			continue
 		}
 		if len(x.calls) > 0 {
-			f := x.calls[0]
+			c := x.calls[0]
 			x.calls[0] = nil
 			x.calls = x.calls[1:]
 			x.mu.Unlock()
-			f()
+			c.serve()
 			x.mu.Lock()
 			continue
 		}

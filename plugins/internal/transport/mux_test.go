@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -305,3 +306,58 @@ func BenchmarkMuxFrames(b *testing.B) { streamBench(b, 64) }
 
 // BenchmarkMuxBytes: full body chunks (wire.ChunkSize) on one exchange.
 func BenchmarkMuxBytes(b *testing.B) { streamBench(b, wire.ChunkSize) }
+
+// TestMuxIdleWorkersEnd: the goroutines that served exchanges wait idle for
+// the next ones, then end once idle for a while (the reaper), and serving
+// goes on after.
+func TestMuxIdleWorkersEnd(t *testing.T) {
+	t.Parallel()
+	const n = 4
+	var started sync.WaitGroup
+	hold := make(chan struct{})
+	client, server := muxPair(t, 1, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		return ServeCall(ctx, x, func(_ context.Context, in []byte) ([]byte, error) {
+			if string(in) == "hold" {
+				started.Done()
+				<-hold
+			}
+			return in, nil
+		})
+	})
+	idle := func() int {
+		server.idleMu.Lock()
+		defer server.idleMu.Unlock()
+		return len(server.idle)
+	}
+	ctx := context.Background()
+	started.Add(n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := client.Call(ctx, "m", []byte("hold"))
+			errs <- err
+		}()
+	}
+	started.Wait() // n workers at once
+	close(hold)
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); idle() < min(n, maxIdle); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers idle, want %d", idle(), min(n, maxIdle))
+		}
+		time.Sleep(time.Millisecond)
+	}
+	for deadline := time.Now().Add(10 * time.Second); idle() > 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d workers still idle after 10 s", idle())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if out, err := client.Call(ctx, "m", []byte("again")); err != nil || string(out) != "again" {
+		t.Fatalf("call after the workers ended: %q, %v", out, err)
+	}
+}
