@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 )
 
@@ -21,6 +22,10 @@ type CoreScope struct {
 	core   Core
 	ctx    context.Context // cancelled with cause ErrClosed by Close
 	cancel context.CancelCauseFunc
+	// waits holds the cancel functions of the waits in progress, which
+	// Close ends; next picks each one's shard.
+	waits cancelSet
+	next  atomic.Uint64
 }
 
 // NewCoreScope returns an open scope over core.
@@ -32,6 +37,7 @@ func NewCoreScope(core Core) *CoreScope {
 // Close closes the scope (not its Core). It is idempotent and returns nil.
 func (s *CoreScope) Close() error {
 	s.cancel(ErrClosed)
+	s.waits.cancelAll(ErrClosed)
 	return nil
 }
 
@@ -45,8 +51,12 @@ func (s *CoreScope) bind(ctx context.Context) (context.Context, func(), error) {
 		return nil, nil, ErrClosed
 	}
 	bound, cancel := context.WithCancelCause(ctx)
-	stop := context.AfterFunc(s.ctx, func() { cancel(ErrClosed) })
-	return bound, func() { stop(); cancel(nil) }, nil
+	sh := s.waits.add(s.next.Add(1), bound, cancel)
+	if s.ctx.Err() != nil {
+		// Close ran before the wait registered: it may have missed it.
+		cancel(ErrClosed)
+	}
+	return bound, func() { sh.remove(bound); cancel(nil) }, nil
 }
 
 // result makes err say ErrClosed when the scope's closing ended the call.

@@ -87,24 +87,14 @@ type Mount struct {
 	idleOnce sync.Once
 	idle     chan struct{} // closed when retired and no request is in flight
 
-	// shards hold the cancel functions of the requests in flight, for
-	// Cut. A request registers in one shard picked by its entry count, so
-	// that requests served at once on different CPUs rarely share a lock
-	// (context.AfterFunc on cutCtx registered every request under one).
-	shards [mountShards]mountShard
+	// cancels holds the cancel functions of the requests in flight, for
+	// Cut. A request registers in the shard its entry count picks, so
+	// that requests served at once on different CPUs rarely share a lock.
+	cancels cancelSet
 }
 
 // retiredBit marks a retired Mount's state.
 const retiredBit = 1 << 62
-
-// mountShards is the number of shards of a Mount's in-flight requests.
-const mountShards = 16
-
-type mountShard struct {
-	mu      sync.Mutex
-	cancels map[context.Context]context.CancelCauseFunc
-	_       [64 - 16]byte // a cache line each (a Mutex and a map pointer are 16 bytes)
-}
 
 // NewMount returns a Mount serving app with a new CoreScope over core. wrap,
 // if not nil, may add to each request's context before app sees it (paster
@@ -112,9 +102,6 @@ type mountShard struct {
 func NewMount(app http.Handler, core Core, wrap func(*http.Request) *http.Request) *Mount {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	m := &Mount{app: app, scope: NewCoreScope(core), wrap: wrap, cutCtx: ctx, cut: cancel, idle: make(chan struct{})}
-	for i := range m.shards {
-		m.shards[i].cancels = map[context.Context]context.CancelCauseFunc{}
-	}
 	return m
 }
 
@@ -134,18 +121,13 @@ func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
 	defer m.leave()
 
 	ctx, cancel := context.WithCancelCause(WithCore(r.Context(), m.scope))
-	sh := &m.shards[n%mountShards]
-	sh.mu.Lock()
-	sh.cancels[ctx] = cancel
-	sh.mu.Unlock()
+	sh := m.cancels.add(uint64(n), ctx, cancel)
 	if m.cutCtx.Err() != nil {
 		// Cut ran before the request registered: it may have missed it.
 		cancel(context.Cause(m.cutCtx))
 	}
 	defer func() {
-		sh.mu.Lock()
-		delete(sh.cancels, ctx)
-		sh.mu.Unlock()
+		sh.remove(ctx)
 		cancel(nil)
 	}()
 	r = r.WithContext(ctx)
@@ -181,14 +163,7 @@ func (m *Mount) Retire() <-chan struct{} {
 func (m *Mount) Cut() {
 	m.scope.Close()
 	m.cut(ErrClosed)
-	for i := range m.shards {
-		sh := &m.shards[i]
-		sh.mu.Lock()
-		for _, cancel := range sh.cancels {
-			cancel(ErrClosed)
-		}
-		sh.mu.Unlock()
-	}
+	m.cancels.cancelAll(ErrClosed)
 }
 
 // AnswerParked answers the parked waits of m's requests (their CoreScope
