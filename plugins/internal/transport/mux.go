@@ -349,17 +349,7 @@ type conn struct {
 	spare   []byte
 	writing bool
 	werr    error
-	// relBuffered: slots of the peer's half (bit i for slot i) whose
-	// release releaseUnread buffered in wbuf, not yet taken for writing.
-	// A slot frame naming one again before the release went out is
-	// hostile (the peer cannot refill a slot it has not had back), so its
-	// release is not buffered twice: a flood of late slot frames costs
-	// the reader, which only buffers, at most one release per slot.
-	relBuffered uint32
 }
-
-// relBuffered has a bit for every slot of a half.
-const _ = uint32(1<<arenaSlots - 1)
 
 func (cn *conn) open(ctx context.Context, method string, tag uint64, origin uint32) (*Exchange, error) {
 	if err := ctx.Err(); err != nil {
@@ -457,7 +447,6 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 		buf := cn.wbuf
 		cn.wbuf = cn.spare[:0]
 		cn.spare = nil
-		cn.relBuffered = 0
 		cn.wmu.Unlock()
 		var err error
 		if tail != nil {
@@ -689,7 +678,6 @@ type Exchange struct {
 	q        []queued
 	qh       int
 	qa       [2]queued // q's first backing array
-	qslots   int       // slot frames in q: at most slotWindow
 	closed   bool      // the peer sent typeClose
 	err      error     // the exchange failed or ended on this side
 	drain    bool      // RecvMsg returns err only once the queue is empty
@@ -734,33 +722,18 @@ func newExchange(cn *conn) *Exchange {
 
 func (x *Exchange) push(p *[]byte, slot bool) {
 	x.mu.Lock()
-	over := x.err == nil && slot && x.qslots >= slotWindow
-	if x.err != nil || over {
+	if x.err != nil {
 		x.mu.Unlock()
 		if slot {
 			x.cn.releaseUnread(false, *p)
 		}
 		putBuf(p)
-		if over {
-			// The peer sent more slots than it may have out: a hostile
-			// plugin's. The exchange ends, as if the peer had cancelled
-			// it (the reader only buffers what it writes).
-			x.failed(errSlotWindow, true, false)
-			_, _ = x.cn.write(x.id, typeCancel, nil, nil, false)
-		}
 		return
-	}
-	if slot {
-		x.qslots++
 	}
 	x.q = append(x.q, queued{p, slot})
 	x.mu.Unlock()
 	x.cond.Broadcast()
 }
-
-// errSlotWindow ends an exchange whose peer sent more slot frames than
-// slotWindow before this side read them.
-var errSlotWindow = errors.New("transport: the peer sent more slots than its window")
 
 func (x *Exchange) peerClosed() {
 	x.mu.Lock()
@@ -778,18 +751,14 @@ func (x *Exchange) credited(n int) {
 
 // fail ends the exchange with err; with reset, the peer ended it (the
 // served side's context ends).
-func (x *Exchange) fail(err error, reset bool) { x.failed(err, reset, true) }
-
-// failed is fail; without flush, the releases of the slots nobody will
-// read only join the write buffer (the reader goroutine calls it so).
-func (x *Exchange) failed(err error, reset, flush bool) {
+func (x *Exchange) fail(err error, reset bool) {
 	x.mu.Lock()
 	if x.err == nil {
 		x.err = err
 	}
 	x.drain = false
 	q := x.q[x.qh:]
-	x.q, x.qh, x.qslots = nil, 0, 0
+	x.q, x.qh = nil, 0
 	calls := x.calls
 	x.calls = nil
 	x.mu.Unlock()
@@ -806,7 +775,7 @@ func (x *Exchange) failed(err error, reset, flush bool) {
 		}
 	}
 	if len(unread) > 0 {
-		x.cn.releaseUnread(flush, unread...)
+		x.cn.releaseUnread(true, unread...)
 	}
 	for _, e := range q {
 		putBuf(e.p)
@@ -972,9 +941,6 @@ func (x *Exchange) RecvMsg(m any) error {
 	p := e.p
 	x.q[x.qh] = queued{}
 	x.qh++
-	if e.slot {
-		x.qslots--
-	}
 	if x.qh == len(x.q) {
 		x.q, x.qh = x.q[:0], 0
 	}
@@ -1158,19 +1124,9 @@ func (cn *conn) giveSlot(b []byte) {
 // nobody here will read. Without flush the release only joins the
 // buffer (the reader goroutine, which must not write, calls it so).
 func (cn *conn) releaseUnread(flush bool, payloads ...[]byte) {
-	var slots uint32
+	var b []byte
 	for _, p := range payloads {
 		if i, k := binary.Uvarint(p); k > 0 && i < arenaSlots {
-			slots |= 1 << i
-		}
-	}
-	cn.wmu.Lock()
-	slots &^= cn.relBuffered
-	cn.relBuffered |= slots
-	cn.wmu.Unlock()
-	var b []byte
-	for i := range uint64(arenaSlots) {
-		if slots&(1<<i) != 0 {
 			b = binary.AppendUvarint(b, i)
 		}
 	}
