@@ -495,6 +495,15 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 			// its max_connections slot) until idle_timeout, or forever
 			// while one of its streams is parked.
 			WriteByteTimeout: s.cfg.WriteTimeout,
+			// That covers a write in progress only: when the stream
+			// whose data filled the socket is reset (its own write
+			// deadline) nothing more is written, and the stalled
+			// connection would sit idle until idle_timeout. A connection
+			// silent for write_timeout gets a PING, whose write then
+			// meets WriteByteTimeout (or whose answer must come within
+			// write_timeout); clients answer PINGs by themselves.
+			SendPingTimeout: s.cfg.WriteTimeout,
+			PingTimeout:     s.cfg.WriteTimeout,
 		},
 	}
 	if s.cfg.H2C {
