@@ -101,8 +101,7 @@ const retiredBit = 1 << 62
 // serve adds its observability registry).
 func NewMount(app http.Handler, core Core, wrap func(*http.Request) *http.Request) *Mount {
 	ctx, cancel := context.WithCancelCause(context.Background())
-	m := &Mount{app: app, scope: NewCoreScope(core), wrap: wrap, cutCtx: ctx, cut: cancel, idle: make(chan struct{})}
-	return m
+	return &Mount{app: app, scope: NewCoreScope(core), wrap: wrap, cutCtx: ctx, cut: cancel, idle: make(chan struct{})}
 }
 
 // Scope returns the CoreScope the Mount's requests get as their Core.
