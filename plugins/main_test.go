@@ -41,6 +41,7 @@ func TestMain(m *testing.M) {
 		"github.com/paster-dev/paster/examples/hello/cmd/paster-plugin-hello",
 		"github.com/paster-dev/paster/examples/wsecho/cmd/paster-plugin-wsecho",
 		"github.com/paster-dev/paster/examples/upload/cmd/paster-plugin-upload",
+		"github.com/paster-dev/paster/examples/waitapp/cmd/paster-plugin-waitapp",
 		"github.com/paster-dev/paster/plugins/internal/testplugin/paster-plugin-ptest",
 		"github.com/paster-dev/paster/plugins/internal/testplugin/paster-plugin-badversion",
 	)

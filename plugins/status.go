@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"runtime"
+	"runtime/metrics"
 	"time"
 
 	"github.com/paster-dev/paster/plugins/internal/wire"
@@ -37,6 +39,12 @@ func (s *sdk) status(_ context.Context, in []byte) (any, error) {
 	s.mu.RLock()
 	resp.Instances = len(s.handlers) + len(s.filters) + len(s.servers) + len(s.runners) + len(s.coroutines)
 	s.mu.RUnlock()
+	resp.Goroutines = runtime.NumGoroutine()
+	stacks := []metrics.Sample{{Name: "/memory/classes/heap/stacks:bytes"}}
+	metrics.Read(stacks)
+	if stacks[0].Value.Kind() == metrics.KindUint64 {
+		resp.StackBytes = stacks[0].Value.Uint64()
+	}
 	if v, ok := s.scheds.Load(req.ID); ok {
 		for _, c := range v.(*runner.Scheds).Status() {
 			w := wire.CoroutineStatus{Name: c.Name, State: c.State.String(), Required: c.Required, Restarts: c.Restarts, Since: c.Since}

@@ -160,10 +160,16 @@ type StatusRequest struct {
 
 // StatusResponse lists them; empty when the instance does not run.
 // Instances is how many instances the plugin process holds (created and
-// not destroyed), whatever ID was asked for.
+// not destroyed), whatever ID was asked for; Goroutines and StackBytes are
+// the process's goroutines and the memory their stacks hold (runtime/
+// metrics /memory/classes/heap/stacks:bytes), which is most of what a
+// request parked in the plugin costs it (0 from plugins that predate
+// them).
 type StatusResponse struct {
 	Coroutines []CoroutineStatus `json:"coroutines,omitempty"`
 	Instances  int               `json:"instances"`
+	Goroutines int               `json:"goroutines,omitempty"`
+	StackBytes uint64            `json:"stack_bytes,omitempty"`
 }
 
 // CoroutineStatus is a runner.CoroutineStatus: State is its String().
