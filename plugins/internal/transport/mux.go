@@ -348,7 +348,9 @@ type conn struct {
 	wbuf    []byte
 	spare   []byte
 	writing bool
-	werr    error
+	// flushing: a flushSoon goroutine is on its way.
+	flushing bool
+	werr     error
 }
 
 func (cn *conn) open(ctx context.Context, method string, tag uint64, origin uint32) (*Exchange, error) {
@@ -442,6 +444,14 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 		cn.wmu.Unlock()
 		return n, nil
 	}
+	return n, cn.writeOut(tail)
+}
+
+// writeOut writes the buffer, then tail, then whatever was buffered
+// meanwhile, until nothing is left. It is called with wmu held and nobody
+// writing, and returns with wmu released; a failed write fails the
+// connection.
+func (cn *conn) writeOut(tail []byte) error {
 	cn.writing = true
 	for len(cn.wbuf) > 0 && cn.werr == nil {
 		buf := cn.wbuf
@@ -470,7 +480,33 @@ func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, er
 	if err != nil {
 		cn.fail(err)
 	}
-	return n, err
+	return err
+}
+
+// flushSoon writes what the reader goroutine buffered (it must not write
+// itself: see read) from a goroutine of its own, unless a writer is at it
+// already or one is on its way. Without it, a frame the reader buffers
+// (the release of a late slot frame) waits for the next frame another
+// goroutine writes, which may never come: the peer's slot stays out for
+// good.
+func (cn *conn) flushSoon() {
+	cn.wmu.Lock()
+	if cn.writing || cn.flushing || len(cn.wbuf) == 0 || cn.werr != nil {
+		cn.wmu.Unlock()
+		return
+	}
+	cn.flushing = true
+	cn.wmu.Unlock()
+	go func() {
+		cn.wmu.Lock()
+		cn.flushing = false
+		if cn.writing {
+			// The writer at it takes what is buffered.
+			cn.wmu.Unlock()
+			return
+		}
+		_ = cn.writeOut(nil)
+	}()
 }
 
 // directBody is the body size from which a frame's body is not copied:
@@ -572,7 +608,7 @@ func (cn *conn) read() {
 		cn.mu.Unlock()
 		if x == nil {
 			// An exchange this side has ended: late frames are dropped
-			// (their slots given back, with the next frame written).
+			// (their slots given back).
 			if hdr[8] == typeSlot {
 				cn.releaseUnread(false, *p)
 			}
@@ -1121,8 +1157,9 @@ func (cn *conn) giveSlot(b []byte) {
 }
 
 // releaseUnread gives the peer back the slots of typeSlot payloads that
-// nobody here will read. Without flush the release only joins the
-// buffer (the reader goroutine, which must not write, calls it so).
+// nobody here will read. Without flush the release joins the buffer and
+// another goroutine writes it (the reader goroutine, which must not write,
+// calls it so).
 func (cn *conn) releaseUnread(flush bool, payloads ...[]byte) {
 	var b []byte
 	for _, p := range payloads {
@@ -1132,6 +1169,9 @@ func (cn *conn) releaseUnread(flush bool, payloads ...[]byte) {
 	}
 	if len(b) > 0 {
 		_, _ = cn.write(0, typeRelease, b, nil, flush)
+		if !flush {
+			cn.flushSoon()
+		}
 	}
 }
 

@@ -31,29 +31,34 @@ func muxPair(t testing.TB, n int, h Handler) (*Mux, *Mux) {
 			arenas = append(arenas, f)
 			defer f.Close()
 		}
-		fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for i, fd := range fds {
-			f := os.NewFile(uintptr(fd), "mux test")
-			c, err := net.FileConn(f)
-			f.Close()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if i == 0 {
-				a = append(a, c)
-			} else {
-				b = append(b, c)
-			}
-		}
+		c0, c1 := socketPair(t)
+		a, b = append(a, c0), append(b, c1)
 	}
 	refuse := func(context.Context, string, uint64, *Exchange) error { return errors.New("nothing served here") }
 	client := NewMux(a, true, refuse, hclog.NewNullLogger(), arenas...)
 	server := NewMux(b, false, h, hclog.NewNullLogger(), arenas...)
 	t.Cleanup(func() { client.Close(); server.Close() })
 	return client, server
+}
+
+// socketPair returns the two ends of a real unix socket pair.
+func socketPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs [2]net.Conn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "mux test")
+		c, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs[i] = c
+	}
+	return cs[0], cs[1]
 }
 
 // TestMuxSlowReader: an exchange whose reader does not read stops its

@@ -1,0 +1,338 @@
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"math"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/internal/testsync"
+	"github.com/paster-dev/paster/plugins/internal/wire"
+)
+
+// rawPeer is a hostile plugin: the other end of a host Mux's connection,
+// written to as raw frames, with the connection's arena mapped so that it
+// can write anything anywhere in it.
+type rawPeer struct {
+	c     net.Conn
+	mem   []byte // the whole arena; the peer's half is the second
+	opens chan uint32
+
+	mu       sync.Mutex
+	released []uint64 // slots of the host's half it released, in order
+}
+
+// hostilePair returns a host Mux (the initiator, with shared memory) and
+// the raw peer on the other end of its one connection, which has
+// announced its mapping (typeShm).
+func hostilePair(t *testing.T) (*Mux, *rawPeer) {
+	t.Helper()
+	f, err := NewArena()
+	if err != nil {
+		t.Skip("no shared memory here:", err)
+	}
+	defer f.Close()
+	hc, pc := socketPair(t)
+	refuse := func(context.Context, string, uint64, *Exchange) error { return errors.New("nothing served here") }
+	host := NewMux([]net.Conn{hc}, true, refuse, hclog.NewNullLogger(), f)
+	if host.conns[0].shm == nil {
+		t.Fatal("the host did not map the arena")
+	}
+	mem, err := mapArena(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &rawPeer{c: pc, mem: mem, opens: make(chan uint32, 64)}
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		p.read()
+	}()
+	t.Cleanup(func() {
+		host.Close()
+		pc.Close()
+		<-read
+		unmapArena(mem)
+	})
+	p.send(0, typeShm, shmParams())
+	testsync.WaitFor(t, "the peer's mapping announced", func() bool {
+		a := host.conns[0].shm
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.peer
+	})
+	return host, p
+}
+
+// read records the exchanges the host opens and the slots it releases
+// until the connection fails.
+func (p *rawPeer) read() {
+	br := bufio.NewReader(p.c)
+	var hdr [headerLen]byte
+	for {
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return
+		}
+		b := make([]byte, binary.BigEndian.Uint32(hdr[:4]))
+		if _, err := io.ReadFull(br, b); err != nil {
+			return
+		}
+		switch id := binary.BigEndian.Uint32(hdr[4:8]); {
+		case hdr[8] == typeOpen:
+			p.opens <- id
+		case id == 0 && hdr[8] == typeRelease:
+			p.mu.Lock()
+			for len(b) > 0 {
+				i, k := binary.Uvarint(b)
+				if k <= 0 {
+					break
+				}
+				p.released = append(p.released, i)
+				b = b[k:]
+			}
+			p.mu.Unlock()
+		}
+	}
+}
+
+// send writes one raw frame; a connection the host closed is not an error.
+func (p *rawPeer) send(id uint32, typ byte, payload []byte) {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(payload)))
+	b = binary.BigEndian.AppendUint32(b, id)
+	b = append(append(b, typ), payload...)
+	_, _ = p.c.Write(b)
+}
+
+// releases returns how many releases the peer received.
+func (p *rawPeer) releases() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.released)
+}
+
+// slot returns the peer's slot i, to write a body into.
+func (p *rawPeer) slot(i int) []byte {
+	return p.mem[ArenaSize/2+i*slotSize : ArenaSize/2+(i+1)*slotSize]
+}
+
+// slotFrame is a typeSlot payload: slot i, n bytes, then f without body.
+func slotFrame(i, n uint64, f *wire.Frame) []byte {
+	b := binary.AppendUvarint(nil, i)
+	b = binary.AppendUvarint(b, n)
+	return f.AppendTo(b)
+}
+
+// open opens a host exchange whose request head reached the peer, and
+// returns it with the id the peer saw.
+func (p *rawPeer) open(t *testing.T, host *Mux) *Exchange {
+	t.Helper()
+	x, err := host.open(context.Background(), "GET", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(x.end)
+	if err := x.SendMsg(&wire.Frame{Flags: wire.FlagHead | wire.FlagEnd, Method: "GET", URI: "/"}); err != nil {
+		t.Fatal(err)
+	}
+	if id := testsync.Recv(t, "the exchange's open frame", p.opens); id != x.id {
+		t.Fatalf("the peer saw exchange %d open, the host %d", id, x.id)
+	}
+	return x
+}
+
+// works checks that a new exchange on host still gets an answer with a
+// body in slot 0 of the peer's half, and releases that slot.
+func (p *rawPeer) works(t *testing.T, host *Mux) {
+	t.Helper()
+	x := p.open(t, host)
+	want := []byte("still answering")
+	copy(p.slot(0), want)
+	p.send(x.id, typeSlot, slotFrame(0, uint64(len(want)), &wire.Frame{Flags: wire.FlagHead | wire.FlagEnd, Status: 200}))
+	var f wire.Frame
+	if err := x.RecvMsg(&f); err != nil {
+		t.Fatal("another exchange after the hostile frames:", err)
+	}
+	if f.Status != 200 || !bytes.Equal(f.Body, want) {
+		t.Fatalf("another exchange got status %d, body %q", f.Status, f.Body)
+	}
+	x.release(true)
+	x.end()
+}
+
+// TestHostileSlotFrames: slot frames naming slots out of range, bodies
+// larger than a slot, or not decoding fail that exchange only (no panic,
+// no read outside the arena), and hold nothing.
+func TestHostileSlotFrames(t *testing.T) {
+	t.Parallel()
+	head := &wire.Frame{Flags: wire.FlagHead, Status: 200}
+	for name, payload := range map[string][]byte{
+		"slot past the half":        slotFrame(arenaSlots, 1, head),
+		"negative slot":             slotFrame(1<<63, 1, head),
+		"huge slot":                 slotFrame(math.MaxUint64, 1, head),
+		"longer than a slot":        slotFrame(1, slotSize+1, head),
+		"negative length":           slotFrame(1, 1<<63, head),
+		"huge length":               slotFrame(1, math.MaxUint64, head),
+		"empty":                     nil,
+		"varint that never ends":    bytes.Repeat([]byte{0x80}, 16),
+		"no length":                 {1},
+		"length that never ends":    append([]byte{1}, bytes.Repeat([]byte{0xff}, 11)...),
+		"frame that does not parse": append(binary.AppendUvarint([]byte{1}, 8), 0xff, 0xff, 0xff, 0xff, 0xff),
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			host, p := hostilePair(t)
+			x := p.open(t, host)
+			p.send(x.id, typeSlot, payload)
+			var f wire.Frame
+			if err := x.RecvMsg(&f); err == nil {
+				t.Fatalf("a bad slot frame received as status %d, %d bytes", f.Status, len(f.Body))
+			}
+			x.end()
+			p.works(t, host)
+			testsync.WaitFor(t, "nothing held", func() bool { return idle(host) })
+		})
+	}
+}
+
+// TestLateSlotReleased: a slot frame for an exchange the host has
+// ended (an honest peer's, sent before it saw the end) gets its slot
+// released even when nothing else is written afterwards: the reader only
+// buffers the release, and another goroutine writes it.
+func TestLateSlotReleased(t *testing.T) {
+	t.Parallel()
+	host, p := hostilePair(t)
+	x := p.open(t, host)
+	x.end()
+	p.send(x.id, typeSlot, slotFrame(5, 1, &wire.Frame{}))
+	testsync.WaitFor(t, "the late slot released", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.released) == 1 && p.released[0] == 5
+	})
+}
+
+// TestHostileReleases: releases of slots never sent, out of range, twice,
+// or by the thousand free nothing the host has not sent, and never free a
+// slot twice.
+func TestHostileReleases(t *testing.T) {
+	t.Parallel()
+	host, p := hostilePair(t)
+	x := p.open(t, host)
+	// One slot sent and released twice, one taken and not sent.
+	sent := append(x.TakeSlot(), bytes.Repeat([]byte{1}, directBody)...)
+	if err := x.SendMsg(&wire.Frame{Body: sent}); err != nil {
+		t.Fatal(err)
+	}
+	filled := x.TakeSlot()
+	si, fi := host.conns[0].shm.slotOf(sent), host.conns[0].shm.slotOf(filled)
+	var rel []byte
+	for _, i := range []uint64{uint64(si), uint64(si), uint64(fi), arenaSlots, 1 << 63, math.MaxUint64} {
+		rel = binary.AppendUvarint(rel, i)
+	}
+	for i := range 5000 {
+		rel = binary.AppendUvarint(rel, uint64(i%(2*arenaSlots)))
+	}
+	rel = append(rel, 0x80) // a varint that does not end
+	p.send(0, typeRelease, rel)
+	p.send(0, typeRelease, nil)
+	p.works(t, host)
+	a := host.conns[0].shm
+	a.mu.Lock()
+	free, state := len(a.free), a.state[fi]
+	a.mu.Unlock()
+	if free != arenaSlots-1 || state != slotFilled {
+		t.Fatalf("after hostile releases %d slots free (want %d), the slot being filled in state %d", free, arenaSlots-1, state)
+	}
+	x.GiveSlot(filled)
+	x.end()
+	testsync.WaitFor(t, "nothing held", func() bool { return idle(host) })
+}
+
+// TestHostileShm: a peer announcing a layout other than the host's gets
+// no slots; announcing it again, or again after slots went both ways,
+// changes nothing; a peer may send slots before it announced.
+func TestHostileShm(t *testing.T) {
+	t.Parallel()
+	t.Run("other layout", func(t *testing.T) {
+		t.Parallel()
+		host, p := hostilePair(t)
+		a := host.conns[0].shm
+		a.mu.Lock()
+		a.peer = false
+		a.mu.Unlock()
+		for _, b := range [][]byte{nil, {0xff}, binary.AppendUvarint(binary.AppendUvarint(nil, 2*arenaSlots), slotSize), append(shmParams(), 0)} {
+			p.send(0, typeShm, b)
+		}
+		x := p.open(t, host)
+		if b := x.TakeSlot(); b != nil {
+			t.Fatal("a slot for a peer that announced another layout")
+		}
+		p.works(t, host) // its slots are read all the same
+	})
+	t.Run("again", func(t *testing.T) {
+		t.Parallel()
+		host, p := hostilePair(t)
+		p.works(t, host)
+		p.send(0, typeShm, shmParams())
+		p.send(0, typeShm, shmParams())
+		p.works(t, host)
+		testsync.WaitFor(t, "nothing held", func() bool { return idle(host) })
+	})
+}
+
+// TestHostileSlotRewritten: the peer rewriting a slot while the host
+// holds it changes only the bytes of that body: its length and the arena's
+// bounds stay, and the slot is released as usual.
+func TestHostileSlotRewritten(t *testing.T) {
+	t.Parallel()
+	host, p := hostilePair(t)
+	x := p.open(t, host)
+	p.send(x.id, typeSlot, slotFrame(3, slotSize, &wire.Frame{Flags: wire.FlagHead, Status: 200}))
+	var f wire.Frame
+	if err := x.RecvMsg(&f); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for b := byte(0); ; b++ {
+			select {
+			case <-stop:
+				return
+			default:
+				copy(p.slot(3), bytes.Repeat([]byte{b}, slotSize))
+			}
+		}
+	}()
+	var sum int
+	for range 20 {
+		for _, c := range f.Body {
+			sum += int(c)
+		}
+	}
+	close(stop)
+	<-done
+	if len(f.Body) != slotSize || cap(f.Body) != slotSize {
+		t.Fatalf("body of %d bytes, capacity %d; want %d", len(f.Body), cap(f.Body), slotSize)
+	}
+	p.send(x.id, typeClose, nil)
+	if err := x.RecvMsg(&f); !errors.Is(err, io.EOF) {
+		t.Fatal("after close:", err)
+	}
+	testsync.WaitFor(t, "the slot released", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.released) == 1 && p.released[0] == 3
+	})
+	x.end()
+	testsync.WaitFor(t, "nothing held", func() bool { return idle(host) })
+	_ = sum
+}
