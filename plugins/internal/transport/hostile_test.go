@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 
@@ -24,6 +25,9 @@ type rawPeer struct {
 	c     net.Conn
 	mem   []byte // the whole arena; the peer's half is the second
 	opens chan uint32
+	log   *testsync.Buffer // the host Mux's log
+	// gate, held, stops the peer reading after its next frame.
+	gate sync.Mutex
 
 	mu       sync.Mutex
 	released []uint64 // slots of the host's half it released, in order
@@ -41,7 +45,8 @@ func hostilePair(t *testing.T) (*Mux, *rawPeer) {
 	defer f.Close()
 	hc, pc := socketPair(t)
 	refuse := func(context.Context, string, uint64, *Exchange) error { return errors.New("nothing served here") }
-	host := NewMux([]net.Conn{hc}, true, refuse, hclog.NewNullLogger(), f)
+	var log testsync.Buffer
+	host := NewMux([]net.Conn{hc}, true, refuse, hclog.New(&hclog.LoggerOptions{Output: &log}), f)
 	if host.conns[0].shm == nil {
 		t.Fatal("the host did not map the arena")
 	}
@@ -49,7 +54,7 @@ func hostilePair(t *testing.T) (*Mux, *rawPeer) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &rawPeer{c: pc, mem: mem, opens: make(chan uint32, 64)}
+	p := &rawPeer{c: pc, mem: mem, opens: make(chan uint32, 64), log: &log}
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
@@ -77,6 +82,8 @@ func (p *rawPeer) read() {
 	br := bufio.NewReader(p.c)
 	var hdr [headerLen]byte
 	for {
+		p.gate.Lock() // held by a test that stops the peer reading
+		p.gate.Unlock()
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			return
 		}
@@ -216,6 +223,55 @@ func TestLateSlotReleased(t *testing.T) {
 		defer p.mu.Unlock()
 		return len(p.released) == 1 && p.released[0] == 5
 	})
+}
+
+// TestHostileLateSlotFlood: slot frames for exchanges that ended or never
+// were cost the host a bounded write buffer, whatever their number, even
+// while the peer reads nothing (the host's writes block, and the reader
+// only buffers the releases); and the host logs it.
+func TestHostileLateSlotFlood(t *testing.T) {
+	t.Parallel()
+	host, p := hostilePair(t)
+	live := p.open(t, host)
+	x := p.open(t, host)
+	x.end()
+	p.gate.Lock()
+	const n = 20000
+	var flood bytes.Buffer
+	for i := range n {
+		for _, id := range []uint32{x.id, 1 << 30, 2} {
+			b := slotFrame(uint64(i%arenaSlots), 1, &wire.Frame{})
+			flood.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
+			flood.Write(binary.BigEndian.AppendUint32(nil, id))
+			flood.WriteByte(typeSlot)
+			flood.Write(b)
+		}
+	}
+	if _, err := p.c.Write(flood.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	// Frames are read in order: once the live exchange has this one, the
+	// flood was read.
+	p.send(live.id, typeMsg, (&wire.Frame{Flags: wire.FlagHead, Status: 200}).AppendTo(nil))
+	var f wire.Frame
+	if err := live.RecvMsg(&f); err != nil {
+		t.Fatal(err)
+	}
+	cn := host.conns[0]
+	cn.wmu.Lock()
+	buffered := len(cn.wbuf)
+	cn.wmu.Unlock()
+	p.gate.Unlock()
+	// A release frame of one slot is headerLen+1 bytes.
+	if max := arenaSlots * (headerLen + 1); buffered > max {
+		t.Fatalf("the host buffered %d bytes for %d late slot frames; at most %d slots can be out (%d bytes of releases)", buffered, 3*n, arenaSlots, max)
+	}
+	live.end()
+	p.works(t, host)
+	testsync.WaitFor(t, "nothing held", func() bool { return idle(host) })
+	if want := "slot frame naming a slot whose release is on its way"; !strings.Contains(p.log.String(), want) {
+		t.Errorf("the host's log lacks %q:\n%s", want, p.log.String())
+	}
 }
 
 // TestHostileReleases: releases of slots never sent, out of range, twice,

@@ -351,7 +351,41 @@ type conn struct {
 	// flushing: a flushSoon goroutine is on its way.
 	flushing bool
 	werr     error
+	// relBuffered: slots of the peer's half (bit i for slot i) whose
+	// release releaseUnread buffered in wbuf, not yet taken for writing.
+	// A slot frame naming one again before the release went out is
+	// hostile (the peer cannot refill a slot it has not had back), so its
+	// release is not buffered twice: a flood of late slot frames costs
+	// the reader, which only buffers, at most one release per slot.
+	relBuffered uint32
+
+	warnMu sync.Mutex
+	warned map[string]uint64 // hostile's counts
 }
+
+// hostile logs what the peer did that no honest peer does and the
+// connection survives (the frame was dropped, or the exchange ended): the
+// first time, and then the 10th, 100th, ... time, so that a flood costs a
+// few lines.
+func (cn *conn) hostile(what string, args ...any) {
+	cn.warnMu.Lock()
+	if cn.warned == nil {
+		cn.warned = map[string]uint64{}
+	}
+	cn.warned[what]++
+	times := cn.warned[what]
+	cn.warnMu.Unlock()
+	n := times
+	for n%10 == 0 {
+		n /= 10
+	}
+	if n == 1 {
+		cn.m.log.Warn("data-plane peer misbehaved: "+what, append(args, "times", times)...)
+	}
+}
+
+// relBuffered has a bit for every slot of a half.
+const _ = uint32(1<<arenaSlots - 1)
 
 func (cn *conn) open(ctx context.Context, method string, tag uint64, origin uint32) (*Exchange, error) {
 	if err := ctx.Err(); err != nil {
@@ -392,6 +426,11 @@ func (cn *conn) forget(id uint32) {
 // caller sends soon.
 func (cn *conn) write(id uint32, typ byte, p []byte, m any, flush bool) (int, error) {
 	cn.wmu.Lock()
+	return cn.writeLocked(id, typ, p, m, flush)
+}
+
+// writeLocked is write, called with wmu held, which it releases.
+func (cn *conn) writeLocked(id uint32, typ byte, p []byte, m any, flush bool) (int, error) {
 	if cn.werr != nil {
 		err := cn.werr
 		cn.wmu.Unlock()
@@ -457,6 +496,7 @@ func (cn *conn) writeOut(tail []byte) error {
 		buf := cn.wbuf
 		cn.wbuf = cn.spare[:0]
 		cn.spare = nil
+		cn.relBuffered = 0
 		cn.wmu.Unlock()
 		var err error
 		if tail != nil {
@@ -1161,17 +1201,34 @@ func (cn *conn) giveSlot(b []byte) {
 // another goroutine writes it (the reader goroutine, which must not write,
 // calls it so).
 func (cn *conn) releaseUnread(flush bool, payloads ...[]byte) {
-	var b []byte
+	var slots uint32
 	for _, p := range payloads {
 		if i, k := binary.Uvarint(p); k > 0 && i < arenaSlots {
-			b = binary.AppendUvarint(b, i)
+			slots |= 1 << i
 		}
 	}
-	if len(b) > 0 {
-		_, _ = cn.write(0, typeRelease, b, nil, flush)
+	// Marked and buffered at once: a writer taking the buffer between
+	// the two would clear the mark of a release it did not take.
+	cn.wmu.Lock()
+	dup := slots & cn.relBuffered
+	slots &^= dup
+	cn.relBuffered |= slots
+	if slots == 0 {
+		cn.wmu.Unlock()
+	} else {
+		var b []byte
+		for i := range uint64(arenaSlots) {
+			if slots&(1<<i) != 0 {
+				b = binary.AppendUvarint(b, i)
+			}
+		}
+		_, _ = cn.writeLocked(0, typeRelease, b, nil, flush)
 		if !flush {
 			cn.flushSoon()
 		}
+	}
+	if dup != 0 {
+		cn.hostile("slot frame naming a slot whose release is on its way", "slots", fmt.Sprintf("%#x", dup))
 	}
 }
 
