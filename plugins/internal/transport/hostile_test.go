@@ -274,6 +274,45 @@ func TestHostileLateSlotFlood(t *testing.T) {
 	}
 }
 
+// TestHostileSlotQueueFlood: a peer that sends an exchange more slot
+// frames than slotWindow while the host is not reading it ends that
+// exchange (its queue stays bounded); the connection's other exchanges go
+// on.
+func TestHostileSlotQueueFlood(t *testing.T) {
+	t.Parallel()
+	host, p := hostilePair(t)
+	x := p.open(t, host)
+	const n = 20000
+	var flood bytes.Buffer
+	for i := range n {
+		b := slotFrame(uint64(i%arenaSlots), 1, &wire.Frame{})
+		flood.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
+		flood.Write(binary.BigEndian.AppendUint32(nil, x.id))
+		flood.WriteByte(typeSlot)
+		flood.Write(b)
+	}
+	if _, err := p.c.Write(flood.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	p.works(t, host)
+	x.mu.Lock()
+	queued := len(x.q) - x.qh
+	x.mu.Unlock()
+	if queued > slotWindow {
+		t.Fatalf("%d slot frames queued on an exchange; its peer may have %d out", queued, slotWindow)
+	}
+	var f wire.Frame
+	if err := x.RecvMsg(&f); err == nil {
+		t.Fatal("the flooded exchange still receives")
+	}
+	x.end()
+	p.works(t, host)
+	testsync.WaitFor(t, "nothing held", func() bool { return idle(host) })
+	if want := "more slot frames queued on an exchange than its slot window"; !strings.Contains(p.log.String(), want) {
+		t.Errorf("the host's log lacks %q:\n%s", want, p.log.String())
+	}
+}
+
 // TestHostileReleases: releases of slots never sent, out of range, twice,
 // or by the thousand free nothing the host has not sent, and never free a
 // slot twice.

@@ -754,6 +754,7 @@ type Exchange struct {
 	q        []queued
 	qh       int
 	qa       [2]queued // q's first backing array
+	qslots   int       // slot frames in q: at most slotWindow
 	closed   bool      // the peer sent typeClose
 	err      error     // the exchange failed or ended on this side
 	drain    bool      // RecvMsg returns err only once the queue is empty
@@ -798,18 +799,36 @@ func newExchange(cn *conn) *Exchange {
 
 func (x *Exchange) push(p *[]byte, slot bool) {
 	x.mu.Lock()
-	if x.err != nil {
+	over := x.err == nil && slot && x.qslots >= slotWindow
+	if x.err != nil || over {
 		x.mu.Unlock()
 		if slot {
 			x.cn.releaseUnread(false, *p)
 		}
 		putBuf(p)
+		if over {
+			// The peer sent more slots than it may have out: a hostile
+			// peer's. The exchange ends, as if the peer had cancelled
+			// it, and the peer is told (the reader only buffers what it
+			// writes).
+			x.cn.hostile("more slot frames queued on an exchange than its slot window", "slot_window", slotWindow)
+			x.failed(errSlotWindow, true, false)
+			_, _ = x.cn.write(x.id, typeCancel, nil, nil, false)
+			x.cn.flushSoon()
+		}
 		return
+	}
+	if slot {
+		x.qslots++
 	}
 	x.q = append(x.q, queued{p, slot})
 	x.mu.Unlock()
 	x.cond.Broadcast()
 }
+
+// errSlotWindow ends an exchange whose peer sent more slot frames than
+// slotWindow before this side read them.
+var errSlotWindow = errors.New("transport: the peer sent more slots than its window")
 
 func (x *Exchange) peerClosed() {
 	x.mu.Lock()
@@ -827,14 +846,18 @@ func (x *Exchange) credited(n int) {
 
 // fail ends the exchange with err; with reset, the peer ended it (the
 // served side's context ends).
-func (x *Exchange) fail(err error, reset bool) {
+func (x *Exchange) fail(err error, reset bool) { x.failed(err, reset, true) }
+
+// failed is fail; without flush, the releases of the slots nobody will
+// read are written by another goroutine (the reader calls it so).
+func (x *Exchange) failed(err error, reset, flush bool) {
 	x.mu.Lock()
 	if x.err == nil {
 		x.err = err
 	}
 	x.drain = false
 	q := x.q[x.qh:]
-	x.q, x.qh = nil, 0
+	x.q, x.qh, x.qslots = nil, 0, 0
 	calls := x.calls
 	x.calls = nil
 	x.mu.Unlock()
@@ -851,7 +874,7 @@ func (x *Exchange) fail(err error, reset bool) {
 		}
 	}
 	if len(unread) > 0 {
-		x.cn.releaseUnread(true, unread...)
+		x.cn.releaseUnread(flush, unread...)
 	}
 	for _, e := range q {
 		putBuf(e.p)
@@ -1017,6 +1040,9 @@ func (x *Exchange) RecvMsg(m any) error {
 	p := e.p
 	x.q[x.qh] = queued{}
 	x.qh++
+	if e.slot {
+		x.qslots--
+	}
 	if x.qh == len(x.q) {
 		x.q, x.qh = x.q[:0], 0
 	}
