@@ -26,7 +26,7 @@ type rawPeer struct {
 	mem   []byte // the whole arena; the peer's half is the second
 	opens chan uint32
 	log   *testsync.Buffer // the host Mux's log
-	// gate, held, stops the peer reading after its next frame.
+	// gate, held, stops the peer reading at its next frame.
 	gate sync.Mutex
 
 	mu       sync.Mutex
@@ -67,13 +67,16 @@ func hostilePair(t *testing.T) (*Mux, *rawPeer) {
 		unmapArena(mem)
 	})
 	p.send(0, typeShm, shmParams())
-	testsync.WaitFor(t, "the peer's mapping announced", func() bool {
-		a := host.conns[0].shm
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		return a.peer
-	})
+	waitPeerMapped(t, host)
 	return host, p
+}
+
+// logged fails the test unless the host's log has want.
+func (p *rawPeer) logged(t *testing.T, want string) {
+	t.Helper()
+	if !strings.Contains(p.log.String(), want) {
+		t.Errorf("the host's log lacks %q:\n%s", want, p.log.String())
+	}
 }
 
 // read records the exchanges the host opens and the slots it releases
@@ -82,13 +85,14 @@ func (p *rawPeer) read() {
 	br := bufio.NewReader(p.c)
 	var hdr [headerLen]byte
 	for {
-		p.gate.Lock() // held by a test that stops the peer reading
-		p.gate.Unlock()
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			return
 		}
+		p.gate.Lock() // held by a test that stops the peer reading
 		b := make([]byte, binary.BigEndian.Uint32(hdr[:4]))
-		if _, err := io.ReadFull(br, b); err != nil {
+		_, err := io.ReadFull(br, b)
+		p.gate.Unlock()
+		if err != nil {
 			return
 		}
 		switch id := binary.BigEndian.Uint32(hdr[4:8]); {
@@ -115,13 +119,6 @@ func (p *rawPeer) send(id uint32, typ byte, payload []byte) {
 	b = binary.BigEndian.AppendUint32(b, id)
 	b = append(append(b, typ), payload...)
 	_, _ = p.c.Write(b)
-}
-
-// releases returns how many releases the peer received.
-func (p *rawPeer) releases() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.released)
 }
 
 // slot returns the peer's slot i, to write a body into.
@@ -269,9 +266,7 @@ func TestHostileLateSlotFlood(t *testing.T) {
 	live.end()
 	p.works(t, host)
 	testsync.WaitFor(t, "nothing held", func() bool { return idle(host) })
-	if want := "slot frame naming a slot whose release is on its way"; !strings.Contains(p.log.String(), want) {
-		t.Errorf("the host's log lacks %q:\n%s", want, p.log.String())
-	}
+	p.logged(t, "slot frame naming a slot whose release is on its way")
 }
 
 // TestHostileSlotQueueFlood: a peer that sends an exchange more slot
@@ -308,8 +303,47 @@ func TestHostileSlotQueueFlood(t *testing.T) {
 	x.end()
 	p.works(t, host)
 	testsync.WaitFor(t, "nothing held", func() bool { return idle(host) })
-	if want := "more slot frames queued on an exchange than its slot window"; !strings.Contains(p.log.String(), want) {
-		t.Errorf("the host's log lacks %q:\n%s", want, p.log.String())
+	p.logged(t, "more slot frames queued on an exchange than its slot window")
+}
+
+// TestHostileWindowUpdate: a window update no honest peer sends (more
+// than was sent, up to 2^64-1, or adding up past it) fails the
+// connection, logged, rather than wrapping the exchange's credit
+// negative, which stalled its sender for good.
+func TestHostileWindowUpdate(t *testing.T) {
+	t.Parallel()
+	for name, updates := range map[string][]uint64{
+		"2^64-1":         {math.MaxUint64},
+		"2^63":           {1 << 63},
+		"2^64-Window":    {math.MaxUint64 - Window + 1},
+		"adding up past": {1 << 62, 1 << 62},
+		"maxCredit":      {maxCredit},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			host, p := hostilePair(t)
+			x := p.open(t, host)
+			for _, v := range updates {
+				p.send(x.id, typeWindow, binary.AppendUvarint(nil, v))
+			}
+			// Once x has this (or failed), the host has read the updates:
+			// the sender starts with what they made of its credit.
+			p.send(x.id, typeMsg, (&wire.Frame{Flags: wire.FlagHead, Status: 200}).AppendTo(nil))
+			var f wire.Frame
+			_ = x.RecvMsg(&f)
+			sent := make(chan error, 1)
+			go func() {
+				body := &wire.Frame{Body: make([]byte, wire.ChunkSize)}
+				for {
+					if err := x.SendMsg(body); err != nil {
+						sent <- err
+						return
+					}
+				}
+			}()
+			testsync.Recv(t, "the sender to fail", sent)
+			p.logged(t, "window update beyond what was sent")
+		})
 	}
 }
 

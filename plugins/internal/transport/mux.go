@@ -384,6 +384,14 @@ func (cn *conn) hostile(what string, args ...any) {
 	}
 }
 
+// violation fails the connection for a frame no honest peer sends, one
+// that leaves no exchange of it to trust (its flow control, its
+// numbering), and logs what the peer did.
+func (cn *conn) violation(what string, args ...any) {
+	cn.m.log.Error("data-plane peer broke the protocol, connection closed: "+what, args...)
+	cn.fail(errors.New("protocol violation: " + what))
+}
+
 // relBuffered has a bit for every slot of a half.
 const _ = uint32(1<<arenaSlots - 1)
 
@@ -664,8 +672,10 @@ func (cn *conn) read() {
 		case typeCancel:
 			x.reset()
 		case typeWindow:
-			if v, k := binary.Uvarint(*p); k > 0 {
-				x.credited(int(v))
+			if v, k := binary.Uvarint(*p); k > 0 && !x.credited(v) {
+				putBuf(p)
+				cn.violation("window update beyond what was sent", "exchange", id, "bytes", v)
+				return
 			}
 		}
 		putBuf(p)
@@ -837,11 +847,23 @@ func (x *Exchange) peerClosed() {
 	x.cond.Broadcast()
 }
 
-func (x *Exchange) credited(n int) {
+// maxCredit bounds an exchange's credit: a peer returns only what it
+// consumed, so the credit is at most Window, and Window plus one message
+// for the moment between a message's write and SendMsg counting it.
+const maxCredit = Window + wire.MaxMessage
+
+// credited adds n bytes the peer consumed to x's credit; it returns false,
+// adding nothing, when that would take the credit past maxCredit (only a
+// hostile peer credits more than was sent).
+func (x *Exchange) credited(n uint64) bool {
 	x.mu.Lock()
-	x.credit += n
+	ok := n <= maxCredit && x.credit+int(n) <= maxCredit
+	if ok {
+		x.credit += int(n)
+	}
 	x.mu.Unlock()
 	x.cond.Broadcast()
+	return ok
 }
 
 // fail ends the exchange with err; with reset, the peer ended it (the

@@ -27,15 +27,21 @@ func shmPair(t *testing.T, h Handler) (*Mux, *Mux) {
 		t.Skip("no shared memory here:", err)
 	}
 	client, server := muxPair(t, 1, h)
-	for _, m := range []*Mux{client, server} {
-		testsync.WaitFor(t, "the peer's shared memory", func() bool {
-			a := m.conns[0].shm
-			a.mu.Lock()
-			defer a.mu.Unlock()
-			return a.peer
-		})
-	}
+	waitPeerMapped(t, client)
+	waitPeerMapped(t, server)
 	return client, server
+}
+
+// waitPeerMapped waits until m's peer has said it mapped the shared
+// memory of m's first connection.
+func waitPeerMapped(t *testing.T, m *Mux) {
+	t.Helper()
+	testsync.WaitFor(t, "the peer's shared memory", func() bool {
+		a := m.conns[0].shm
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.peer
+	})
 }
 
 // idle reports whether m's shared memory has no slot taken, sent or held.
