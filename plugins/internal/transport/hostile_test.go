@@ -347,6 +347,81 @@ func TestHostileWindowUpdate(t *testing.T) {
 	}
 }
 
+// TestHostileWindowFlood: the host counts what the peer sends on an
+// exchange against the Window it gave (each message at least minMessage
+// bytes): tiny messages up to the window are all received, one beyond it
+// fails the connection, logged, instead of queueing without bound (a
+// 3-byte message held a 512-byte buffer).
+func TestHostileWindowFlood(t *testing.T) {
+	t.Parallel()
+	tiny := (&wire.Frame{Flags: wire.FlagFlush}).AppendTo(nil)
+	if len(tiny) != minMessage {
+		t.Fatalf("a flush frame is %d bytes, want %d", len(tiny), minMessage)
+	}
+	// An honest peer sends while less than Window is uncredited: the
+	// last of these goes with one byte of credit left.
+	within := (Window + minMessage - 1) / minMessage
+	for name, n := range map[string]int{"within": within, "beyond": within + 1} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			host, p := hostilePair(t)
+			x := p.open(t, host)
+			var flood bytes.Buffer
+			for range n {
+				flood.Write(binary.BigEndian.AppendUint32(nil, uint32(len(tiny))))
+				flood.Write(binary.BigEndian.AppendUint32(nil, x.id))
+				flood.WriteByte(typeMsg)
+				flood.Write(tiny)
+			}
+			if _, err := p.c.Write(flood.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			p.send(x.id, typeClose, nil)
+			// What the queued messages hold, once all are queued (the
+			// close came after them), unless the connection failed.
+			var held int
+			testsync.WaitFor(t, "the messages queued", func() bool {
+				x.mu.Lock()
+				defer x.mu.Unlock()
+				held = 0
+				for _, e := range x.q[x.qh:] {
+					held += cap(*e.p)
+				}
+				return x.closed || x.err != nil
+			})
+			type result struct {
+				n   int
+				err error
+			}
+			got := make(chan result, 1)
+			go func() {
+				var f wire.Frame
+				for i := 0; ; i++ {
+					if err := x.RecvMsg(&f); err != nil {
+						got <- result{i, err}
+						return
+					}
+				}
+			}()
+			r := testsync.Recv(t, "the exchange to end", got)
+			if name == "within" {
+				if held > 12*Window {
+					t.Fatalf("%d tiny messages queued held %d bytes of buffers, %.0f windows", n, held, float64(held)/Window)
+				}
+				if r.n != n || !errors.Is(r.err, io.EOF) {
+					t.Fatalf("received %d of %d messages within the window, then %v", r.n, n, r.err)
+				}
+				p.works(t, host)
+				return
+			}
+			if !errors.Is(r.err, ErrConnLost) {
+				t.Fatalf("received %d messages, %d of them beyond the window, then %v", r.n, r.n-within, r.err)
+			}
+			p.logged(t, "messages beyond the exchange's window")
+		})
+	}
+}
+
 // TestHostileReleases: releases of slots never sent, out of range, twice,
 // or by the thousand free nothing the host has not sent, and never free a
 // slot twice.

@@ -588,11 +588,14 @@ func (cn *conn) fail(cause error) {
 	}
 }
 
-// bufPools recycle received payloads by size class.
+// bufPools recycle received payloads by size class. The small classes
+// keep what tiny messages cost down: a peer may have Window/minMessage of
+// them queued on an exchange (a 3-byte message in a 512-byte buffer cost
+// 170 times its size, in a 32-byte one 11).
 var bufPools = [...]struct {
 	size int
 	pool sync.Pool
-}{{size: 512}, {size: 4 << 10}, {size: wire.ChunkSize + 4<<10}}
+}{{size: 32}, {size: 128}, {size: 512}, {size: 4 << 10}, {size: wire.ChunkSize + 4<<10}}
 
 // getBuf returns a buffer of n bytes.
 func getBuf(n int) *[]byte {
@@ -665,7 +668,10 @@ func (cn *conn) read() {
 		}
 		switch hdr[8] {
 		case typeMsg, typeSlot:
-			x.push(p, hdr[8] == typeSlot)
+			if !x.push(p, hdr[8] == typeSlot) {
+				cn.violation("messages beyond the exchange's window", "exchange", id, "window", Window)
+				return
+			}
 			continue
 		case typeClose:
 			x.peerClosed()
@@ -770,6 +776,10 @@ type Exchange struct {
 	drain    bool      // RecvMsg returns err only once the queue is empty
 	credit   int
 	consumed int
+	// inflight counts the bytes of messages received and not yet
+	// credited back (at least minMessage each): an honest peer sends a
+	// message only while that is below Window (push).
+	inflight int
 	calls    []*Exchange // calls made for this exchange, served by RecvMsg
 
 	// held is the payload of the last large *wire.Frame RecvMsg returned,
@@ -807,8 +817,24 @@ func newExchange(cn *conn) *Exchange {
 	return x
 }
 
-func (x *Exchange) push(p *[]byte, slot bool) {
+// minMessage is the least a received message counts against Window
+// here: a wire.Frame's encoding is at least 3 bytes (flags, trailer
+// count, body length), and a call's one message each way, which may be
+// empty, is the first of its exchange. It bounds the messages a peer may
+// have queued on an exchange, whatever their size, to Window/minMessage.
+const minMessage = 3
+
+// push queues a message the peer sent (the reader's), or drops it when
+// the exchange has ended here. It returns false, queueing nothing, when
+// the peer sent it beyond the Window it was given: only a hostile peer
+// does (see inflight), and the reader fails the connection.
+func (x *Exchange) push(p *[]byte, slot bool) bool {
 	x.mu.Lock()
+	if x.err == nil && x.inflight >= Window {
+		x.mu.Unlock()
+		putBuf(p)
+		return false
+	}
 	over := x.err == nil && slot && x.qslots >= slotWindow
 	if x.err != nil || over {
 		x.mu.Unlock()
@@ -826,14 +852,16 @@ func (x *Exchange) push(p *[]byte, slot bool) {
 			_, _ = x.cn.write(x.id, typeCancel, nil, nil, false)
 			x.cn.flushSoon()
 		}
-		return
+		return true
 	}
 	if slot {
 		x.qslots++
 	}
+	x.inflight += max(len(*p), minMessage)
 	x.q = append(x.q, queued{p, slot})
 	x.mu.Unlock()
 	x.cond.Broadcast()
+	return true
 }
 
 // errSlotWindow ends an exchange whose peer sent more slot frames than
@@ -1072,6 +1100,7 @@ func (x *Exchange) RecvMsg(m any) error {
 	var credit int
 	if x.consumed >= Window/2 && !x.closed {
 		credit, x.consumed = x.consumed, 0
+		x.inflight -= credit
 	}
 	x.mu.Unlock()
 	var err error
