@@ -11,6 +11,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/hashicorp/go-hclog"
@@ -29,14 +30,22 @@ type rawPeer struct {
 	// gate, held, stops the peer reading at its next frame.
 	gate sync.Mutex
 
-	mu       sync.Mutex
-	released []uint64 // slots of the host's half it released, in order
+	mu        sync.Mutex
+	released  []uint64 // slots of the host's half it released, in order
+	cancelled []uint32 // exchanges the host cancelled, in order
 }
 
 // hostilePair returns a host Mux (the initiator, with shared memory) and
 // the raw peer on the other end of its one connection, which has
-// announced its mapping (typeShm).
+// announced its mapping (typeShm). The host serves nothing the peer opens.
 func hostilePair(t *testing.T) (*Mux, *rawPeer) {
+	t.Helper()
+	refuse := func(context.Context, string, uint64, *Exchange) error { return errors.New("nothing served here") }
+	return hostilePairServing(t, refuse)
+}
+
+// hostilePairServing is hostilePair with h serving what the peer opens.
+func hostilePairServing(t *testing.T, h Handler) (*Mux, *rawPeer) {
 	t.Helper()
 	f, err := NewArena()
 	if err != nil {
@@ -44,9 +53,8 @@ func hostilePair(t *testing.T) (*Mux, *rawPeer) {
 	}
 	defer f.Close()
 	hc, pc := socketPair(t)
-	refuse := func(context.Context, string, uint64, *Exchange) error { return errors.New("nothing served here") }
 	var log testsync.Buffer
-	host := NewMux([]net.Conn{hc}, true, refuse, hclog.New(&hclog.LoggerOptions{Output: &log}), f)
+	host := NewMux([]net.Conn{hc}, true, h, hclog.New(&hclog.LoggerOptions{Output: &log}), f)
 	if host.conns[0].shm == nil {
 		t.Fatal("the host did not map the arena")
 	}
@@ -98,6 +106,10 @@ func (p *rawPeer) read() {
 		switch id := binary.BigEndian.Uint32(hdr[4:8]); {
 		case hdr[8] == typeOpen:
 			p.opens <- id
+		case hdr[8] == typeCancel:
+			p.mu.Lock()
+			p.cancelled = append(p.cancelled, id)
+			p.mu.Unlock()
 		case id == 0 && hdr[8] == typeRelease:
 			p.mu.Lock()
 			for len(b) > 0 {
@@ -238,10 +250,7 @@ func TestHostileLateSlotFlood(t *testing.T) {
 	for i := range n {
 		for _, id := range []uint32{x.id, 1 << 30, 2} {
 			b := slotFrame(uint64(i%arenaSlots), 1, &wire.Frame{})
-			flood.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
-			flood.Write(binary.BigEndian.AppendUint32(nil, id))
-			flood.WriteByte(typeSlot)
-			flood.Write(b)
+			appendFrame(&flood, id, typeSlot, b)
 		}
 	}
 	if _, err := p.c.Write(flood.Bytes()); err != nil {
@@ -281,10 +290,7 @@ func TestHostileSlotQueueFlood(t *testing.T) {
 	var flood bytes.Buffer
 	for i := range n {
 		b := slotFrame(uint64(i%arenaSlots), 1, &wire.Frame{})
-		flood.Write(binary.BigEndian.AppendUint32(nil, uint32(len(b))))
-		flood.Write(binary.BigEndian.AppendUint32(nil, x.id))
-		flood.WriteByte(typeSlot)
-		flood.Write(b)
+		appendFrame(&flood, x.id, typeSlot, b)
 	}
 	if _, err := p.c.Write(flood.Bytes()); err != nil {
 		t.Fatal(err)
@@ -368,10 +374,7 @@ func TestHostileWindowFlood(t *testing.T) {
 			x := p.open(t, host)
 			var flood bytes.Buffer
 			for range n {
-				flood.Write(binary.BigEndian.AppendUint32(nil, uint32(len(tiny))))
-				flood.Write(binary.BigEndian.AppendUint32(nil, x.id))
-				flood.WriteByte(typeMsg)
-				flood.Write(tiny)
+				appendFrame(&flood, x.id, typeMsg, tiny)
 			}
 			if _, err := p.c.Write(flood.Bytes()); err != nil {
 				t.Fatal(err)
@@ -420,6 +423,104 @@ func TestHostileWindowFlood(t *testing.T) {
 			p.logged(t, "messages beyond the exchange's window")
 		})
 	}
+}
+
+// appendFrame appends a raw frame to b.
+func appendFrame(b *bytes.Buffer, id uint32, typ byte, payload []byte) {
+	b.Write(binary.BigEndian.AppendUint32(nil, uint32(len(payload))))
+	b.Write(binary.BigEndian.AppendUint32(nil, id))
+	b.WriteByte(typ)
+	b.Write(payload)
+}
+
+// opens appends n open frames to b, for the peer's exchanges (even IDs)
+// from first on.
+func opens(b *bytes.Buffer, first uint32, n int) {
+	payload := append(binary.AppendUvarint(binary.AppendUvarint(nil, 0), 0), "m"...)
+	for i := range uint32(n) {
+		appendFrame(b, first+2*i, typeOpen, payload)
+	}
+}
+
+// TestHostileExchangeFlood: a peer opening exchanges to the host gets
+// at most maxServed served at once; the rest are refused (reset), logged,
+// and once the served ones end, new ones are served again. A peer that
+// opens on and on without reading the refusals loses the connection.
+func TestHostileExchangeFlood(t *testing.T) {
+	t.Parallel()
+	const limit = 50
+	t.Run("refused", func(t *testing.T) {
+		t.Parallel()
+		var running, peak, calls atomic.Int32
+		release := make(chan struct{})
+		host, p := hostilePairServing(t, func(ctx context.Context, _ string, _ uint64, _ *Exchange) error {
+			calls.Add(1)
+			n := running.Add(1)
+			for old := peak.Load(); n > old && !peak.CompareAndSwap(old, n); old = peak.Load() {
+			}
+			defer running.Add(-1)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return nil
+		})
+		host.maxServed.Store(limit)
+		const extra = 20
+		var b bytes.Buffer
+		opens(&b, 2, limit+extra)
+		if _, err := p.c.Write(b.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		cancelled := func() int {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			return len(p.cancelled)
+		}
+		testsync.WaitFor(t, "every open served or refused", func() bool {
+			return int(running.Load())+cancelled() >= limit+extra
+		})
+		if n := peak.Load(); n > limit {
+			t.Fatalf("%d exchanges the peer opened served at once; the limit is %d", n, limit)
+		}
+		p.mu.Lock()
+		for i, id := range p.cancelled {
+			if want := uint32(2 + 2*(limit+i)); id != want {
+				t.Errorf("refused exchange %d, want %d", id, want)
+			}
+		}
+		p.mu.Unlock()
+		p.logged(t, "more exchanges open at once than the limit; refused")
+		close(release)
+		testsync.WaitFor(t, "the served exchanges ended", func() bool { return running.Load() == 0 })
+		b.Reset()
+		opens(&b, 2+2*(limit+extra), 1)
+		if _, err := p.c.Write(b.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		testsync.WaitFor(t, "an exchange served after the others ended", func() bool {
+			return calls.Load() == limit+1 && running.Load() == 0 && host.conns[0].served.Load() == 0
+		})
+		if n := cancelled(); n != extra {
+			t.Errorf("%d exchanges refused, want %d", n, extra)
+		}
+		p.works(t, host)
+	})
+	t.Run("refusals unread", func(t *testing.T) {
+		t.Parallel()
+		host, p := hostilePairServing(t, func(ctx context.Context, _ string, _ uint64, _ *Exchange) error {
+			<-ctx.Done()
+			return nil
+		})
+		host.maxServed.Store(limit)
+		p.gate.Lock()
+		defer p.gate.Unlock()
+		var b bytes.Buffer
+		opens(&b, 2, 200000)
+		_, _ = p.c.Write(b.Bytes()) // the host may close the connection meanwhile
+		testsync.Recv(t, "the connection to fail", host.Done())
+		p.logged(t, "exchanges opened beyond the limit while the refusals go unread")
+	})
 }
 
 // TestHostileReleases: releases of slots never sent, out of range, twice,

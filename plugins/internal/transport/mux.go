@@ -97,7 +97,19 @@ type Mux struct {
 	reaping bool        // reaper is armed
 	done    chan struct{}
 	dead    atomic.Int32
+	// maxServed: the most exchanges the peer opened that one connection
+	// serves at once (maxPeerExchanges on the host's side; 0, no limit,
+	// on the plugin's). Tests lower it.
+	maxServed atomic.Int64
 }
+
+// maxPeerExchanges is how many exchanges a plugin may have open to the
+// host on one connection at once, served each in a goroutine of the
+// host's: requests to the host's apps, and Core calls not made for a
+// request of the host's (those ride the request's goroutine, at most
+// maxQueuedCalls of them). More are refused (reset). The host does not
+// bound what it opens itself: the plugin does not limit the host.
+const maxPeerExchanges = 1 << 14
 
 // NewMux runs exchanges over conns. initiator is true on exactly one side
 // (the host): the two sides number their exchanges apart. h serves what the
@@ -109,6 +121,9 @@ type Mux struct {
 // arena cannot be mapped, or whose peer has none, carries bodies inline.
 func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arenas ...*os.File) *Mux {
 	m := &Mux{handler: h, log: log, done: make(chan struct{})}
+	if initiator {
+		m.maxServed.Store(maxPeerExchanges)
+	}
 	for i, c := range conns {
 		cn := &conn{m: m, c: c, xs: map[uint32]*Exchange{}}
 		cn.r, cn.w = rawIO(c)
@@ -358,6 +373,9 @@ type conn struct {
 	// release is not buffered twice: a flood of late slot frames costs
 	// the reader, which only buffers, at most one release per slot.
 	relBuffered uint32
+	refusals    int // refusals buffered in wbuf, not yet taken (refuse)
+
+	served atomic.Int64 // exchanges the peer opened being served (accept)
 
 	warnMu sync.Mutex
 	warned map[string]uint64 // hostile's counts
@@ -405,7 +423,11 @@ func (cn *conn) open(ctx context.Context, method string, tag uint64, origin uint
 		cn.mu.Unlock()
 		return nil, cn.err
 	}
-	x.id = cn.nextID
+	// IDs wrap after 2^31 exchanges: 0 is the connection's own, and one
+	// still open (a long-lived tunnel) is skipped.
+	for x.id = cn.nextID; x.id == 0 || cn.xs[x.id] != nil; x.id = cn.nextID {
+		cn.nextID += 2
+	}
 	cn.nextID += 2
 	cn.xs[x.id] = x
 	cn.mu.Unlock()
@@ -505,6 +527,7 @@ func (cn *conn) writeOut(tail []byte) error {
 		cn.wbuf = cn.spare[:0]
 		cn.spare = nil
 		cn.relBuffered = 0
+		cn.refusals = 0
 		cn.wmu.Unlock()
 		var err error
 		if tail != nil {
@@ -646,7 +669,9 @@ func (cn *conn) read() {
 			return
 		}
 		if hdr[8] == typeOpen {
-			cn.accept(id, p)
+			if !cn.accept(id, p) {
+				return
+			}
 			continue
 		}
 		if id == 0 {
@@ -689,7 +714,12 @@ func (cn *conn) read() {
 }
 
 // accept serves an exchange the peer opened.
-func (cn *conn) accept(id uint32, p *[]byte) {
+// accept serves an exchange the peer opened. An open this side cannot
+// take (numbered as this side's, or as one open) is dropped; one beyond
+// the host's limit (maxPeerExchanges) is refused, which the peer sees as
+// a reset. It returns false when the connection failed because the peer
+// does not read the refusals.
+func (cn *conn) accept(id uint32, p *[]byte) bool {
 	tag, k := binary.Uvarint(*p)
 	var origin uint64
 	if k > 0 {
@@ -703,7 +733,8 @@ func (cn *conn) accept(id uint32, p *[]byte) {
 	}
 	if k <= 0 {
 		putBuf(p)
-		return
+		cn.hostile("open frame that does not parse", "exchange", id)
+		return true
 	}
 	var method string
 	if k < len(*p) {
@@ -718,23 +749,72 @@ func (cn *conn) accept(id uint32, p *[]byte) {
 	ctx, cancel := context.WithCancel(context.Background())
 	x.cancel = cancel
 	cn.mu.Lock()
-	if cn.err != nil {
+	var bad string
+	switch {
+	case cn.err != nil:
+	case id == 0 || id%2 == cn.nextID%2:
+		bad = "open of an exchange numbered as this side's"
+	case cn.xs[id] != nil:
+		bad = "open of an exchange already open"
+	}
+	if cn.err != nil || bad != "" {
 		cn.mu.Unlock()
 		cancel()
-		return
+		if bad != "" {
+			cn.hostile(bad, "exchange", id)
+		}
+		return true
 	}
 	cn.xs[id] = x
 	via := cn.xs[uint32(origin)]
 	cn.mu.Unlock()
 	x.method, x.tag, x.ctx = method, tag, ctx
-	if origin == 0 || via == nil || !via.runCall(x) {
-		cn.m.goServe(x)
+	if origin != 0 && via != nil && via.runCall(x) {
+		return true
 	}
+	if max := cn.m.maxServed.Load(); max > 0 {
+		if cn.served.Add(1) > max {
+			cn.served.Add(-1)
+			x.fail(errRefused, true)
+			cn.hostile("more exchanges open at once than the limit; refused", "limit", max)
+			return cn.refuse(id)
+		}
+		x.counted = true
+	}
+	cn.m.goServe(x)
+	return true
 }
+
+// errRefused ends an exchange the peer opened beyond maxPeerExchanges.
+var errRefused = errors.New("transport: too many exchanges open at once")
+
+// refuse tells the peer exchange id is refused: a cancel, which the
+// reader only buffers. A peer that opens on and on beyond the limit
+// without reading the refusals (more than maxRefusals pile up unwritten)
+// fails the connection: it returns false.
+func (cn *conn) refuse(id uint32) bool {
+	cn.wmu.Lock()
+	cn.refusals++
+	over := cn.refusals > maxRefusals
+	cn.wmu.Unlock()
+	if over {
+		cn.violation("exchanges opened beyond the limit while the refusals go unread", "limit", cn.m.maxServed.Load())
+		return false
+	}
+	_, _ = cn.write(id, typeCancel, nil, nil, false)
+	cn.flushSoon()
+	return true
+}
+
+// maxRefusals bounds the refusals buffered and not yet written.
+const maxRefusals = 1024
 
 // serve runs the Handler for x, a served exchange, and ends x.
 func (x *Exchange) serve() {
 	x.finish(x.cn.m.handler(x.ctx, x.method, x.tag, x))
+	if x.counted {
+		x.cn.served.Add(-1)
+	}
 }
 
 // runCall queues c, a call made for x, for the goroutine that waits in x's
@@ -746,19 +826,28 @@ func (x *Exchange) runCall(c *Exchange) bool {
 	if x.stop == nil || x.err != nil {
 		return false
 	}
+	if len(x.calls) >= maxQueuedCalls {
+		return false
+	}
 	x.calls = append(x.calls, c)
 	x.cond.Broadcast()
 	return true
 }
 
+// maxQueuedCalls bounds the calls queued for one exchange's RecvMsg to
+// serve; more run in goroutines of their own, as calls made for no
+// exchange (and count against maxPeerExchanges).
+const maxQueuedCalls = 64
+
 // Exchange is one exchange of a Mux: a Stream of *wire.Frame (HTTP) or
 // *wire.Blob (calls) messages. One goroutine may send while another
 // receives.
 type Exchange struct {
-	cn     *conn
-	id     uint32
-	stop   func() bool        // client side: stops the context watch
-	cancel context.CancelFunc // served side: ends the handler's context
+	cn      *conn
+	id      uint32
+	stop    func() bool        // client side: stops the context watch
+	cancel  context.CancelFunc // served side: ends the handler's context
+	counted bool               // served side: counts in its conn's served
 
 	// The served side's Handler arguments (serve).
 	ctx    context.Context

@@ -172,6 +172,47 @@
 // the Mux and Serve, both ends in one process) inline frames moved 2215
 // and 2743 MB/s, slots of 128 KiB 10742 and 15198 MB/s.
 //
+// # A hostile plugin
+//
+// A plugin may be buggy or hostile, and controls its end of the sockets
+// and of the arenas: whatever it sends, the host's memory stays bounded,
+// no exchange of another plugin stalls, and nothing is held for good.
+// What the host's side of a connection (the Mux's initiator) checks:
+//
+//   - Flow control, both ways: a message arriving on an exchange that
+//     already has Window bytes unconsumed and uncredited (each message
+//     counting at least minMessage, 3 bytes: a wire.Frame is never
+//     shorter), or a window update crediting more than was sent (the
+//     credit past Window plus one message), is a protocol violation: the
+//     connection fails, its requests in flight get 502 or a cut
+//     response, and the host logs Error "data-plane peer broke the
+//     protocol, connection closed: ..." (the plugin's other connection
+//     goes on). Honest senders, this SDK's and older ones, never send
+//     past the window. So an exchange holds at most Window bytes of
+//     messages; of tiny ones up to Window/3, in 32-byte buffers (2.8 MB).
+//   - Slots: more than slotWindow slot frames queued on an exchange end
+//     that exchange (reset); slot frames for exchanges that ended or
+//     never were cost one buffered release per slot at most, whatever
+//     their number, even while the plugin reads nothing; releases,
+//     layouts and slot numbers out of range or twice change nothing.
+//   - Exchanges: at most maxPeerExchanges (16,384) the plugin opened are
+//     served at once per connection (two connections per plugin
+//     process), each in a goroutine of the host's; more are refused (the
+//     plugin sees a reset). Core calls made for a request ride that
+//     request's goroutine (at most maxQueuedCalls, 64, queued per
+//     request; more count as above). A plugin that goes on opening
+//     without reading the refusals (1,024 unwritten) loses the
+//     connection. Opens numbered as the host's own or as one already
+//     open are dropped. The host bounds only what the plugin opens, not
+//     the other way round.
+//
+// What the connection survives is logged as Warn "data-plane peer
+// misbehaved: ..." the 1st, 10th, 100th, ... time per connection, so a
+// flood costs a few lines. The reader goroutine never writes (so two
+// peers writing full sockets still drain each other): what it answers
+// (releases, refusals, resets) is written by another goroutine
+// (flushSoon), at most one at a time.
+//
 // GRPC opens exchanges as gRPC streams instead: the host reaches a plugin
 // built before the data plane so (its manifest lacks DataPlane), and the
 // SDK still serves a host that sends them.
