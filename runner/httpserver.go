@@ -533,7 +533,7 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 		// (those are encrypted beneath it).
 		serveLn = tls.NewListener(serveLn, s.tls)
 	} else {
-		serveLn = watchRejects(serveLn, app)
+		serveLn = watchRejects(serveLn, app, s.cfg.WriteTimeout)
 	}
 	go func() { served <- srv.Serve(serveLn) }()
 	var redirect *http.Server

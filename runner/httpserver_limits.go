@@ -15,7 +15,8 @@ var errResponseReplaced = errors.New("http: request body over max_body_bytes; re
 
 // limitHandler applies the per-request limits of an HTTPServer around the
 // application: the body size limit, the per-request read deadline on the body
-// and the per-write deadline on the response.
+// and the per-write deadline on the response (over plain HTTP/1 the
+// connection's, see rejectConn.armWrite).
 type limitHandler struct {
 	s    *HTTPServer
 	next http.Handler
@@ -32,7 +33,7 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			cs.fresh.FirstRequest()
 		}
 		if rc = cs.reject; rc != nil {
-			rc.requestStarted()
+			rc.requestStarted(r.ProtoMajor == 1)
 			defer rc.requestDone()
 		}
 	}
@@ -57,12 +58,18 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ObserveRejected(h.next, r, http.StatusRequestEntityTooLarge)
 		return
 	}
-	lw := &limitWriter{cfg: &s.cfg, conn: rc}
-	if r.ProtoMajor == 1 {
-		// The write deadline is the connection's (not an HTTP/2
-		// stream's): rc keeps it across requests.
-		lw.connArm = rc
+	connArms := rc != nil && r.ProtoMajor == 1
+	if connArms && (r.Body == nil || r.Body == http.NoBody) {
+		// HTTP/1 on a connection of the server's own without a body:
+		// rc bounds every write by write_timeout, and with no body
+		// there is no read_timeout to keep nor 413 to send, so the
+		// handler gets net/http's own writer (no wrapper to allocate
+		// and go through on every call). rc learns of a hijack and of
+		// the handler's own write deadlines from net/http's calls.
+		h.next.ServeHTTP(w, r)
+		return
 	}
+	lw := &limitWriter{cfg: &s.cfg, conn: rc, connArms: connArms}
 	lw.ResponseWrapper = WrapResponse(w, lw)
 	if d, ok := w.(deadliner); ok {
 		lw.dl = d // the server's own writer: no ResponseController to allocate
@@ -94,8 +101,10 @@ func tooLargeMessage(limit int64) string {
 	return fmt.Sprintf("request body larger than max_body_bytes (%d bytes)", limit)
 }
 
-// limitWriter is the http.ResponseWriter handlers get from an HTTPServer.
-// It moves the write deadline forward on every write and flush, replaces the
+// limitWriter is the http.ResponseWriter handlers get from an HTTPServer,
+// but for HTTP/1 requests without a body on plain connections, whose
+// handlers get net/http's own. It moves the write deadline forward on every
+// write and flush (over plain HTTP/1 the connection does), replaces the
 // response with 413 when the request body went over the limit before the
 // handler sent its header, and passes Flush, Hijack, ReadFrom and the
 // http.ResponseController methods through (Unwrap).
@@ -106,11 +115,12 @@ type limitWriter struct {
 	body *limitBody  // nil when the request has no body
 	conn *rejectConn // nil when not served by ServeListener
 
-	// connArm arms the write deadline over HTTP/1 on a rejectConn (nil
-	// otherwise: armedAt, the clock reading the deadline was last moved
-	// forward at, is this response's own).
-	connArm *rejectConn
-	armedAt int64
+	// connArms: the connection bounds every write by write_timeout
+	// (HTTP/1 on a rejectConn, see rejectConn.armWrite), so armWrite has
+	// nothing to do. Otherwise armedAt is the clock reading the deadline
+	// was last moved forward at.
+	connArms bool
+	armedAt  int64
 
 	// Written by the handler's writing goroutine only.
 	wroteHeader bool
@@ -155,21 +165,16 @@ func (w *limitWriter) reject() {
 }
 
 // armWrite moves the write deadline to now+write_timeout, unless the handler
-// manages the deadline itself. To keep the cost off the hot path it re-arms
-// only when a sixteenth of the timeout has passed since the last time, so a
-// write always has at least 15/16 of write_timeout. Over HTTP/1 "the last
-// time" may be a previous request's on the same connection (see
-// rejectConn.armedAt).
+// manages the deadline itself or the connection arms it at each write
+// (connArms). To keep the cost off the hot path it re-arms only when a
+// sixteenth of the timeout has passed since the last time, so a write
+// always has at least 15/16 of write_timeout.
 func (w *limitWriter) armWrite() {
 	wt := w.cfg.WriteTimeout
-	if wt <= 0 || w.hijacked || w.appWriteDeadline.Load() {
+	if wt <= 0 || w.connArms || w.hijacked || w.appWriteDeadline.Load() {
 		return
 	}
 	now := clock()
-	if w.connArm != nil {
-		w.connArm.armWrite(now, wt)
-		return
-	}
 	if w.armedAt != 0 && time.Duration(now-w.armedAt) < wt/16 {
 		return
 	}
@@ -234,9 +239,8 @@ func (w *limitWriter) BeforeFlush() (bool, error) {
 }
 
 // ReadFrom copies src to the response, moving the write deadline forward
-// every megabyte; it keeps sendfile where the server's writer has it (an
-// *io.LimitedReader around an *os.File, as http.ServeContent passes, is
-// unwrapped so that the chunks stay one LimitedReader deep).
+// every mebibyte (copyArmed, or the connection's ReadFrom over plain
+// HTTP/1); it keeps sendfile where the server's writer has it.
 func (w *limitWriter) ReadFrom(src io.Reader) (int64, error) {
 	if !w.commit() {
 		return 0, errResponseReplaced
@@ -245,6 +249,18 @@ func (w *limitWriter) ReadFrom(src io.Reader) (int64, error) {
 	if !ok {
 		return io.Copy(struct{ io.Writer }{w}, src)
 	}
+	if w.connArms {
+		return rf.ReadFrom(src) // the connection's ReadFrom arms
+	}
+	return copyArmed(rf, src, w)
+}
+
+// copyArmed copies src to dst a mebibyte at a time, calling a.armWrite
+// before each, so that a long copy (a large file) keeps a fresh write
+// deadline. An *io.LimitedReader around an *os.File, as
+// http.ServeContent passes, is unwrapped so that the chunks stay one
+// LimitedReader deep and the copy keeps sendfile.
+func copyArmed(dst io.ReaderFrom, src io.Reader, a interface{ armWrite() }) (int64, error) {
 	const chunk = 1 << 20
 	inner, lr := src, (*io.LimitedReader)(nil)
 	if l, ok := src.(*io.LimitedReader); ok {
@@ -259,8 +275,8 @@ func (w *limitWriter) ReadFrom(src io.Reader) (int64, error) {
 		if n <= 0 {
 			return total, nil
 		}
-		w.armWrite()
-		m, err := rf.ReadFrom(&io.LimitedReader{R: inner, N: n})
+		a.armWrite()
+		m, err := dst.ReadFrom(&io.LimitedReader{R: inner, N: n})
 		total += m
 		if lr != nil {
 			lr.N -= m

@@ -33,7 +33,8 @@ const maxHeadCapture = 4 << 10
 // rejectListener wraps each accepted connection in a rejectConn.
 type rejectListener struct {
 	net.Listener
-	observe func(r *http.Request, code int)
+	observe      func(r *http.Request, code int)
+	writeTimeout time.Duration // write_timeout, armed by each rejectConn (see rejectConn.armWrite)
 }
 
 func (l *rejectListener) Accept() (net.Conn, error) {
@@ -41,7 +42,7 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := &rejectConn{keptConn: keptConn{c}, observe: l.observe}
+	rc := &rejectConn{keptConn: keptConn{c}, observe: l.observe, writeTimeout: l.writeTimeout}
 	if cc, ok := c.(*capConn); ok {
 		// One wrapper on every read and write instead of two: the
 		// rejectConn gives the max_connections slot back itself.
@@ -53,7 +54,8 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 // rejectConn is a connection as net/http uses it. It keeps the bytes read
 // since the last request reached a handler (up to maxHeadCapture), and when
 // net/http writes one of its own error replies on it, reports the rejected
-// request with what those bytes tell about it.
+// request with what those bytes tell about it. Once it has served an HTTP/1
+// request it also bounds each write with write_timeout (armWrite).
 type rejectConn struct {
 	keptConn
 	observe  func(r *http.Request, code int)
@@ -65,17 +67,22 @@ type rejectConn struct {
 	mu   sync.Mutex
 	head []byte
 
-	// The write deadline write_timeout sets (armWrite), kept across the
-	// requests of an HTTP/1 keep-alive connection: net/http clears the
-	// deadline after each request and the next one sets it again, two
-	// runtime timer updates per request for a deadline that has barely
-	// moved. Instead the clearing is put off (staleWrite) until a write
-	// that is not a handler's needs the connection without it, and the
-	// next request's armWrite takes the deadline over while it is fresh.
-	// Used by the connection's serving goroutine only (HTTP/1 runs the
-	// handler on it); a hijack or any deadline set by others ends it.
-	armedAt    atomic.Int64 // clock reading armWrite set the deadline at; 0: the deadline is not armWrite's
-	staleWrite atomic.Bool  // net/http cleared the deadline; armedAt's is still set
+	// write_timeout over HTTP/1 is the connection's: every write to the
+	// socket (a handler's response as net/http flushes it, the final
+	// flush after the handler returned, sendfile, 100 Continue, net/http's
+	// own replies) gets a write deadline at least 15/16 of write_timeout
+	// away (armWrite), so handlers get net/http's own writer with nothing
+	// to add per write. The deadline is kept across requests: net/http
+	// clears it after each response, and the next write would set it
+	// again, two runtime timer updates per request for a deadline that
+	// has barely moved; the clearing is skipped instead and the next write
+	// takes the deadline over while it is fresh. HTTP/1 only (http1: an
+	// h2c connection's HTTP/2 server sets its own deadlines); a hijack,
+	// and a deadline a handler sets for its response (appWrite), end it.
+	writeTimeout time.Duration
+	http1        atomic.Bool  // an HTTP/1 request was served on the connection
+	appWrite     atomic.Bool  // the running response's handler set its own write deadline
+	armedAt      atomic.Int64 // clock reading armWrite set the deadline at; 0: the deadline is not armWrite's
 }
 
 // connState is what the server keeps about one connection, in the
@@ -121,9 +128,13 @@ func (c *rejectConn) Read(p []byte) (int, error) {
 }
 
 // requestStarted forgets the bytes of the request that reached a handler,
-// and notes the handler running until requestDone.
-func (c *rejectConn) requestStarted() {
+// and notes the handler running until requestDone; http1 tells that it is
+// an HTTP/1 request, whose writes the connection bounds (armWrite).
+func (c *rejectConn) requestStarted(http1 bool) {
 	c.active.Add(1)
+	if http1 && !c.http1.Load() {
+		c.http1.Store(true)
+	}
 	c.mu.Lock()
 	c.head = c.head[:0]
 	c.mu.Unlock()
@@ -132,11 +143,16 @@ func (c *rejectConn) requestStarted() {
 // requestDone notes that the handler requestStarted noted has returned.
 func (c *rejectConn) requestDone() { c.active.Add(-1) }
 
-// armWrite sets the write deadline to now+wt for the handler running on
-// the connection (HTTP/1), or keeps the one set at most wt/16 ago, so that
-// a write has at least 15/16 of wt (see limitWriter.armWrite).
-func (c *rejectConn) armWrite(now int64, wt time.Duration) {
-	c.staleWrite.Store(false)
+// armWrite sets the write deadline to now+write_timeout before a write, or
+// keeps the one it set at most write_timeout/16 ago, so that every write
+// has at least 15/16 of write_timeout; it does nothing before the
+// connection served an HTTP/1 request, after a hijack, and while the
+// running response's handler manages the deadline itself.
+func (c *rejectConn) armWrite() {
+	if !c.arming() {
+		return
+	}
+	wt, now := c.writeTimeout, clock()
 	if last := c.armedAt.Load(); last != 0 && time.Duration(now-last) < wt/16 {
 		return
 	}
@@ -144,23 +160,38 @@ func (c *rejectConn) armWrite(now int64, wt time.Duration) {
 	c.Conn.SetWriteDeadline(deadlineAt(now, wt))
 }
 
-// SetWriteDeadline sets the connection's write deadline. net/http's
-// clearing of armWrite's deadline after a request is put off until the
-// next write that is not the next handler's (see armedAt).
+// arming reports whether armWrite bounds the connection's writes.
+func (c *rejectConn) arming() bool {
+	return c.writeTimeout > 0 && c.http1.Load() && !c.hijacked.Load() && !c.appWrite.Load()
+}
+
+// SetWriteDeadline sets the connection's write deadline. One set while a
+// handler runs is the handler's (http.ResponseController): armWrite leaves
+// the deadline to it until the response ends. net/http's clearing after a
+// response ends that and is skipped when the deadline is armWrite's (see
+// armedAt).
 func (c *rejectConn) SetWriteDeadline(t time.Time) error {
-	if t.IsZero() && c.armedAt.Load() != 0 && c.active.Load() == 0 && !c.hijacked.Load() {
-		c.staleWrite.Store(true)
-		return nil
+	if c.http1.Load() && !c.hijacked.Load() {
+		if c.active.Load() > 0 {
+			c.appWrite.Store(true)
+		} else if t.IsZero() {
+			c.appWrite.Store(false)
+			if c.armedAt.Load() != 0 {
+				return nil
+			}
+		}
 	}
 	c.armedAt.Store(0)
-	c.staleWrite.Store(false)
 	return c.Conn.SetWriteDeadline(t)
 }
 
-// SetDeadline sets both deadlines (net/http clears them so on a hijack).
+// SetDeadline sets both deadlines. net/http sets them so on a hijack,
+// while the handler runs: from then on the handler owns the connection.
 func (c *rejectConn) SetDeadline(t time.Time) error {
+	if c.active.Load() > 0 {
+		c.hijacked.Store(true)
+	}
 	c.armedAt.Store(0)
-	c.staleWrite.Store(false)
 	return c.Conn.SetDeadline(t)
 }
 
@@ -172,26 +203,17 @@ func (c *rejectConn) Close() error {
 	return c.Conn.Close()
 }
 
-// clearStaleWrite clears the write deadline net/http cleared and armWrite
-// kept, before a write between requests (net/http's own reply to a request
-// it cannot read, 100 Continue): that write goes out without a deadline,
-// as net/http left the connection.
-func (c *rejectConn) clearStaleWrite() {
-	if c.staleWrite.Load() {
-		c.armedAt.Store(0)
-		c.staleWrite.Store(false)
-		c.Conn.SetWriteDeadline(time.Time{})
-	}
-}
-
-// ReadFrom is keptConn's, after clearStaleWrite.
+// ReadFrom is keptConn's (sendfile where the connection has it), with
+// the write deadline armed every mebibyte (copyArmed).
 func (c *rejectConn) ReadFrom(r io.Reader) (int64, error) {
-	c.clearStaleWrite()
-	return c.keptConn.ReadFrom(r)
+	if !c.arming() {
+		return c.keptConn.ReadFrom(r)
+	}
+	return copyArmed(c.keptConn, r, c)
 }
 
 func (c *rejectConn) Write(p []byte) (int, error) {
-	c.clearStaleWrite()
+	c.armWrite()
 	n, err := c.Conn.Write(p)
 	if c.active.Load() > 0 || c.hijacked.Load() {
 		return n, err
@@ -278,6 +300,7 @@ func validMethod(m string) bool {
 
 // watchRejects wraps ln so that net/http's own error replies on its
 // connections are reported to app (RejectObserver).
-func watchRejects(ln net.Listener, app http.Handler) net.Listener {
-	return &rejectListener{Listener: ln, observe: func(r *http.Request, code int) { ObserveRejected(app, r, code) }}
+// Its connections bound their writes by writeTimeout (rejectConn.armWrite).
+func watchRejects(ln net.Listener, app http.Handler, writeTimeout time.Duration) net.Listener {
+	return &rejectListener{Listener: ln, writeTimeout: writeTimeout, observe: func(r *http.Request, code int) { ObserveRejected(app, r, code) }}
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -561,6 +562,163 @@ func TestWriteTimeoutEveryRequest(t *testing.T) {
 			t.Fatalf("status %d, want 400", resp.StatusCode)
 		}
 	})
+}
+
+// TestWriteTimeoutWriters: write_timeout bounds the writes of handlers of
+// requests with and without a body (over plain HTTP/1 the latter get
+// net/http's own writer and the connection arms the deadline): a client
+// that stops reading cuts a handler's writes and a file sent with
+// sendfile (io.ReaderFrom); it does not cut a file that takes longer than
+// write_timeout to a client that keeps reading (the deadline moves on
+// every mebibyte), a handler that set its own write deadline, nor one
+// that hijacked the connection.
+func TestWriteTimeoutWriters(t *testing.T) {
+	t.Parallel()
+	const writeTimeout = 100 * time.Millisecond
+	const size = 64 << 20 // far more than the loopback socket buffers hold
+	const slowPace = 50 * time.Millisecond
+	file := filepath.Join(t.TempDir(), "big")
+	if f, err := os.Create(file); err != nil {
+		t.Fatal(err)
+	} else if err := errors.Join(f.Truncate(size), f.Close()); err != nil { // sparse: no disk used
+		t.Fatal(err)
+	}
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	writeAll := func(w io.Writer) error {
+		for n := 0; n < size; n += len(chunk) {
+			if _, err := w.Write(chunk); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	sendfile := func(w http.ResponseWriter) error {
+		f, err := os.Open(file)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w.Header().Set("Content-Length", fmt.Sprint(size)) // not chunked: net/http uses the connection's ReadFrom
+		_, err = w.(io.ReaderFrom).ReadFrom(f)
+		return err
+	}
+	modes := []struct {
+		name string
+		cut  bool // the client never reads and the handler's writes must fail
+		slow bool // the client reads a mebibyte every slowPace
+		h    func(w http.ResponseWriter) error
+	}{
+		{"stalled client", true, false, func(w http.ResponseWriter) error {
+			for {
+				if _, err := w.Write(chunk); err != nil {
+					return err
+				}
+			}
+		}},
+		{"sendfile", true, false, sendfile},
+		{"sendfile slow client", false, true, sendfile},
+		{"own deadline", false, false, func(w http.ResponseWriter) error {
+			if err := http.NewResponseController(w).SetWriteDeadline(time.Time{}); err != nil {
+				return err
+			}
+			w.Header().Set("Content-Length", fmt.Sprint(size))
+			return writeAll(w)
+		}},
+		{"hijacked", false, false, func(w http.ResponseWriter) error {
+			c, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", size)
+			if err := brw.Flush(); err != nil {
+				return err
+			}
+			return writeAll(c)
+		}},
+	}
+	for _, mode := range modes {
+		for _, method := range []string{"GET", "POST"} {
+			t.Run(mode.name+"/"+method, func(t *testing.T) {
+				t.Parallel()
+				writeTimeout := writeTimeout
+				if mode.slow {
+					// The whole file takes about two write_timeouts, and
+					// each mebibyte has write_timeout, 32 times the pace.
+					writeTimeout = size / (1 << 20) * slowPace / 2
+				}
+				handlerErr := make(chan error, 1)
+				s := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if _, err := io.ReadAll(r.Body); err != nil {
+						handlerErr <- err
+						return
+					}
+					handlerErr <- mode.h(w)
+				}), "write_timeout", writeTimeout.String())
+				c, err := net.Dial("tcp", s.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				if method == "GET" {
+					fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				} else {
+					fmt.Fprintf(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nping")
+				}
+				if mode.cut {
+					// The client never reads.
+					select {
+					case err := <-handlerErr:
+						if !errors.Is(err, os.ErrDeadlineExceeded) {
+							t.Fatalf("write to a stalled client: %v, want a deadline error", err)
+						}
+					case <-time.After(100 * writeTimeout):
+						t.Fatal("writes to a stalled client never failed: no write deadline")
+					}
+					return
+				}
+				var body io.Reader = c
+				if mode.slow {
+					body = &slowReader{r: c, every: slowPace}
+				} else {
+					// The client stops reading for several write_timeouts
+					// (what the case is about, not synchronisation), then
+					// reads it all.
+					time.Sleep(5 * writeTimeout)
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(body), nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n, err := io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if err != nil || n != size {
+					t.Fatalf("read %d bytes, %v; want %d", n, err, size)
+				}
+				if err := <-handlerErr; err != nil {
+					t.Fatalf("handler's writes: %v; want them to outlast write_timeout", err)
+				}
+			})
+		}
+	}
+}
+
+// slowReader reads a mebibyte from r every period: a client that keeps
+// reading, slowly.
+type slowReader struct {
+	r     io.Reader
+	every time.Duration
+	left  int
+}
+
+func (s *slowReader) Read(p []byte) (int, error) {
+	if s.left <= 0 {
+		time.Sleep(s.every) // the pace the test is about, not synchronisation
+		s.left = 1 << 20
+	}
+	n, err := s.r.Read(p[:min(len(p), s.left)])
+	s.left -= n
+	return n, err
 }
 
 // TestReadTimeoutCutsSlowBody: a body that stops arriving fails the
