@@ -89,6 +89,35 @@
 // in-process, RSS rising 2.0 MiB at most; a parked plugin request 38.9,
 // 38.9, 39.0 KB, and 10,000 of them answered in 227, 297, 284 ms.
 //
+// Where the 200 µs handler's gap to in-process is (CPU time per request of
+// each process from /proc under bench/cmd/load, 16 connections, the lead's
+// quiet run and this session's): in-process 244-252 µs (the server
+// 210-216, the load generator 34-38) against 284-297 through the plugin
+// (host 52-60, plugin 202-208 of which ~206 hashing, load generator 25-26),
+// with 3-5% of the CPUs idle; 0.9x needs at most ~271. A request crosses
+// between processes four times instead of twice, and each crossing costs
+// a write, the wake-up of a sleeping thread on the other CPU (in this VM an
+// IPI and two context switches, which also preempt the hashing: it runs
+// ~5% slower in the plugin) and a read, ~10-15 µs in all; the Mux's own
+// code is a few µs of it (perf: Forward without its write system call,
+// the reader, RecvMsg). Reaching 0.9 means making the two extra crossings
+// nearly free (no system call and no wake-up while the peer is busy, as
+// shared-memory queues would), not tuning this design. Tried and not kept,
+// measured with load average 6-11 from other work (ratios of alternating
+// rounds in one run): the plugin holding a handler's close frame (with
+// the response's last frame) back while other handlers were in progress
+// and goroutines waited for a P (runtime/metrics), one at most, for at
+// most 200 µs, so that responses reach the host in pairs (an autocork;
+// branch cpu-cork): context switches per request fell (host 2.1-3.2 to
+// 1.5-2.5, plugin 0.7-1.05 to 0.54-0.61) but the ratio did not move
+// (bench/run.sh cpu 0.746, 0.837 without, 0.722, 0.744 with; alternating
+// in one run 0.793, 0.821 without, 0.822, 0.815 with; hello unchanged,
+// 2.22 and 2.21x the reverse proxy): the pairs come apart at the next hop
+// (the load generator still woke once per response: 1.0-1.2 switches per
+// request either way), so it saves at most half a host wake-up per
+// request. And the host always on one P instead of switching (procs.go):
+// 0.849 against 0.852 in the same run.
+//
 // # Parked requests
 //
 // A plugin request parked in a Core call (WaitForSignal) holds, in the
