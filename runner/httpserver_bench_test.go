@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"testing"
 	"time"
 
@@ -54,41 +55,44 @@ func benchGet(b *testing.B, addr string) {
 	b.StopTimer()
 }
 
-func BenchmarkPlainNetHTTP(b *testing.B) { benchPlain(b, benchGet) }
+func BenchmarkPlainNetHTTP(b *testing.B) { benchGet(b, startPlain(b)) }
 
-func BenchmarkServeHello(b *testing.B) { benchServe(b, benchGet) }
+func BenchmarkServeHello(b *testing.B) { benchGet(b, startServe(b)) }
 
-// benchPlain runs get against the hello handler on a plain http.Server.
-func benchPlain(b *testing.B, get func(*testing.B, string)) {
+// startPlain serves the hello handler on a plain http.Server until the
+// test ends and returns its address.
+func startPlain(tb testing.TB) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(hello), ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	defer srv.Close()
-	get(b, ln.Addr().String())
+	tb.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
 
-// benchServe runs get against the hello handler on an HTTPServer with
-// default settings.
-func benchServe(b *testing.B, get func(*testing.B, string)) {
+// startServe serves the hello handler on an HTTPServer with default
+// settings until the test ends and returns its address.
+func startServe(tb testing.TB) string {
 	srv, err := NewHTTPServer(localOf("port", "0"), hclog.NewNullLogger())
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	ln, err := srv.Listen()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.ServeListener(ctx, ln, http.HandlerFunc(hello)) }()
-	get(b, ln.Addr().String())
-	cancel()
-	if err := <-done; err != nil {
-		b.Fatal(err)
-	}
+	tb.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Error(err)
+		}
+	})
+	return ln.Addr().String()
 }
 
 // rawGet sends GET / on keep-alive connections of its own and reads each
@@ -156,6 +160,47 @@ func readRawResponse(br *bufio.Reader) error {
 // BenchmarkServerPlainNetHTTP and BenchmarkServerHello are
 // BenchmarkPlainNetHTTP and BenchmarkServeHello with a client that
 // allocates nothing: their allocs/op are the server's per request.
-func BenchmarkServerPlainNetHTTP(b *testing.B) { benchPlain(b, rawGet) }
+func BenchmarkServerPlainNetHTTP(b *testing.B) { rawGet(b, startPlain(b)) }
 
-func BenchmarkServerHello(b *testing.B) { benchServe(b, rawGet) }
+func BenchmarkServerHello(b *testing.B) { rawGet(b, startServe(b)) }
+
+// TestServerAllocsPerRequest: a keep-alive GET costs an HTTPServer with
+// its default settings (every limit on) no more allocations than plain
+// net/http, so that bench/run.sh's gate (paster-http ÷ plain) is not lost
+// to garbage. Not parallel: it counts the whole process's allocations.
+func TestServerAllocsPerRequest(t *testing.T) {
+	const n = 2000
+	perRequest := func(addr string) float64 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		req := []byte("GET / HTTP/1.1\r\nHost: " + addr + "\r\n\r\n")
+		br := bufio.NewReaderSize(c, 4096)
+		get := func() {
+			if _, err := c.Write(req); err != nil {
+				t.Fatal(err)
+			}
+			if err := readRawResponse(br); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 100 { // the server's pools filled
+			get()
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		for range n {
+			get()
+		}
+		runtime.ReadMemStats(&after)
+		return float64(after.Mallocs-before.Mallocs) / n
+	}
+	plain := perRequest(startPlain(t))
+	paster := perRequest(startServe(t))
+	t.Logf("allocations per request: plain net/http %.2f, HTTPServer %.2f", plain, paster)
+	if paster > plain+0.5 {
+		t.Errorf("HTTPServer allocates %.2f times per request, plain net/http %.2f", paster, plain)
+	}
+}
