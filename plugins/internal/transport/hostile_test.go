@@ -523,6 +523,36 @@ func TestHostileExchangeFlood(t *testing.T) {
 	})
 }
 
+// TestHostileBigFrames: a frame larger than wire.MaxMessage, or an open
+// frame larger than maxOpen (whose method name the host would keep as
+// long as the exchange), fails the connection, logged, before the host
+// reads its payload.
+func TestHostileBigFrames(t *testing.T) {
+	t.Parallel()
+	for name, hdr := range map[string]struct {
+		typ byte
+		n   uint32
+		log string
+	}{
+		"message": {typeMsg, wire.MaxMessage + 1, "frame larger than wire.MaxMessage"},
+		"open":    {typeOpen, maxOpen + 1, "open frame larger than maxOpen"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			host, p := hostilePair(t)
+			b := binary.BigEndian.AppendUint32(nil, hdr.n)
+			b = binary.BigEndian.AppendUint32(b, 2)
+			b = append(b, hdr.typ)
+			// The payload: two uvarints of 0 and a long method name.
+			b = append(b, 0, 0)
+			b = append(b, bytes.Repeat([]byte{'m'}, int(min(hdr.n, maxOpen+1))-2)...)
+			_, _ = p.c.Write(b)
+			testsync.Recv(t, "the connection to fail", host.Done())
+			p.logged(t, hdr.log)
+		})
+	}
+}
+
 // TestHostileReleases: releases of slots never sent, out of range, twice,
 // or by the thousand free nothing the host has not sent, and never free a
 // slot twice.

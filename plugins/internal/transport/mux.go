@@ -659,8 +659,13 @@ func (cn *conn) read() {
 		}
 		n := binary.BigEndian.Uint32(hdr[0:4])
 		id := binary.BigEndian.Uint32(hdr[4:8])
-		if n > wire.MaxMessage {
-			cn.fail(fmt.Errorf("frame of %d bytes", n))
+		switch {
+		case n > wire.MaxMessage:
+			cn.violation("frame larger than wire.MaxMessage", "bytes", n)
+			return
+		case hdr[8] == typeOpen && n > maxOpen:
+			// Its method name would be kept as long as the exchange.
+			cn.violation("open frame larger than maxOpen", "bytes", n)
 			return
 		}
 		p := getBuf(int(n))
@@ -713,7 +718,10 @@ func (cn *conn) read() {
 	}
 }
 
-// accept serves an exchange the peer opened.
+// maxOpen bounds an open frame: two uvarints and a method name (a Core
+// call's, or none).
+const maxOpen = 4 << 10
+
 // accept serves an exchange the peer opened. An open this side cannot
 // take (numbered as this side's, or as one open) is dropped; one beyond
 // the host's limit (maxPeerExchanges) is refused, which the peer sees as

@@ -218,7 +218,9 @@
 //     protocol, connection closed: ..." (the plugin's other connection
 //     goes on). Honest senders, this SDK's and older ones, never send
 //     past the window. So an exchange holds at most Window bytes of
-//     messages; of tiny ones up to Window/3, in 32-byte buffers (2.8 MB).
+//     messages and the one that crosses it (a frame is at most
+//     wire.MaxMessage, 64 MiB: larger ones fail the connection too); of
+//     tiny messages up to Window/3, in 32-byte buffers (2.8 MB).
 //   - Slots: more than slotWindow slot frames queued on an exchange end
 //     that exchange (reset); slot frames for exchanges that ended or
 //     never were cost one buffered release per slot at most, whatever
@@ -232,7 +234,8 @@
 //     request; more count as above). A plugin that goes on opening
 //     without reading the refusals (1,024 unwritten) loses the
 //     connection. Opens numbered as the host's own or as one already
-//     open are dropped. The host bounds only what the plugin opens, not
+//     open are dropped; an open frame larger than maxOpen (4 KiB: its
+//     method name is kept as long as the exchange) fails the connection. The host bounds only what the plugin opens, not
 //     the other way round.
 //
 // What the connection survives is logged as Warn "data-plane peer
