@@ -553,6 +553,35 @@ func TestHostileBigFrames(t *testing.T) {
 	}
 }
 
+// TestHostileStopsReading: a plugin that reads nothing (hung, or
+// hostile) while the host has frames for it loses the connection once a
+// write has waited Mux.stall, logged: the writing goroutine is not held
+// for good, nor what other senders buffer meanwhile.
+func TestHostileStopsReading(t *testing.T) {
+	t.Parallel()
+	host, p := hostilePair(t)
+	host.stall.Store(int64(2 * stallCheck))
+	var xs []*Exchange
+	for range 8 {
+		xs = append(xs, p.open(t, host))
+	}
+	p.gate.Lock()
+	defer p.gate.Unlock()
+	// More than the socket holds: a window on each exchange.
+	for _, x := range xs {
+		go func() {
+			body := &wire.Frame{Body: make([]byte, wire.ChunkSize)}
+			for range Window / wire.ChunkSize {
+				if x.SendMsg(body) != nil {
+					return
+				}
+			}
+		}()
+	}
+	testsync.Recv(t, "the connection to fail", host.Done())
+	p.logged(t, "the peer read nothing while a write waited")
+}
+
 // TestHostileReleases: releases of slots never sent, out of range, twice,
 // or by the thousand free nothing the host has not sent, and never free a
 // slot twice.

@@ -101,6 +101,9 @@ type Mux struct {
 	// serves at once (maxPeerExchanges on the host's side; 0, no limit,
 	// on the plugin's). Tests lower it.
 	maxServed atomic.Int64
+	// stall: how long a write may wait before the connection fails
+	// (writeStall on the host's side). Tests lower it.
+	stall atomic.Int64
 }
 
 // maxPeerExchanges is how many exchanges a plugin may have open to the
@@ -123,6 +126,7 @@ func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arena
 	m := &Mux{handler: h, log: log, done: make(chan struct{})}
 	if initiator {
 		m.maxServed.Store(maxPeerExchanges)
+		m.stall.Store(int64(writeStall))
 	}
 	for i, c := range conns {
 		cn := &conn{m: m, c: c, xs: map[uint32]*Exchange{}}
@@ -145,6 +149,9 @@ func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arena
 		go cn.read()
 		if cn.shm != nil {
 			_, _ = cn.write(0, typeShm, shmParams(), nil, true)
+		}
+		if initiator {
+			time.AfterFunc(stallCheck, cn.checkStall)
 		}
 	}
 	return m
@@ -373,7 +380,12 @@ type conn struct {
 	// release is not buffered twice: a flood of late slot frames costs
 	// the reader, which only buffers, at most one release per slot.
 	relBuffered uint32
-	refusals    int // refusals buffered in wbuf, not yet taken (refuse)
+	refusals    int    // refusals buffered in wbuf, not yet taken (refuse)
+	writes      uint64 // writes done, for checkStall
+
+	// checkStall's, under wmu.
+	lastWrites uint64
+	progress   time.Time // when a write was last seen done, or none in progress
 
 	served atomic.Int64 // exchanges the peer opened being served (accept)
 
@@ -538,6 +550,7 @@ func (cn *conn) writeOut(tail []byte) error {
 			_, err = cn.w.Write(buf)
 		}
 		cn.wmu.Lock()
+		cn.writes++
 		if cap(buf) <= 1<<20 {
 			cn.spare = buf[:0]
 		}
@@ -716,6 +729,40 @@ func (cn *conn) read() {
 		}
 		putBuf(p)
 	}
+}
+
+// writeStall is how long the host lets a write to the plugin's socket
+// wait, the plugin reading nothing, before it fails the connection
+// (Mux.stall): a plugin that stopped reading (hung, or hostile) would
+// otherwise hold the writing goroutine for good, and everything other
+// senders append to the buffer meanwhile. An honest plugin's reader
+// never waits for its exchanges. stallCheck is how often the host looks.
+const (
+	writeStall = time.Minute
+	stallCheck = time.Second
+)
+
+// checkStall runs every stallCheck on the host's side, until the
+// connection fails: a write in progress with none done for Mux.stall
+// fails the connection.
+func (cn *conn) checkStall() {
+	now := time.Now()
+	cn.wmu.Lock()
+	if !cn.writing || cn.writes != cn.lastWrites || cn.progress.IsZero() {
+		cn.progress = now
+	}
+	progress := cn.progress
+	cn.lastWrites = cn.writes
+	failed := cn.werr != nil
+	cn.wmu.Unlock()
+	if failed {
+		return
+	}
+	if stall := time.Duration(cn.m.stall.Load()); now.Sub(progress) >= stall {
+		cn.violation("the peer read nothing while a write waited", "waited", stall)
+		return
+	}
+	time.AfterFunc(stallCheck, cn.checkStall)
 }
 
 // maxOpen bounds an open frame: two uvarints and a method name (a Core

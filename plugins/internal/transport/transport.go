@@ -237,6 +237,10 @@
 //     open are dropped; an open frame larger than maxOpen (4 KiB: its
 //     method name is kept as long as the exchange) fails the connection. The host bounds only what the plugin opens, not
 //     the other way round.
+//   - A plugin that reads nothing while a write of the host's waits
+//     (hung, stopped, or hostile) loses the connection after writeStall
+//     (a minute), logged: the writing goroutine is not held for good, nor
+//     what other senders buffer meanwhile.
 //
 // What the connection survives is logged as Warn "data-plane peer
 // misbehaved: ..." the 1st, 10th, 100th, ... time per connection, so a
