@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/internal/testsync"
 	"github.com/paster-dev/paster/plugins/internal/wire"
 )
 
@@ -140,6 +141,52 @@ func TestMuxSlowReader(t *testing.T) {
 	if err := slow.RecvMsg(&f); err != io.EOF {
 		t.Fatalf("after the end: %v", err)
 	}
+}
+
+// TestMuxTinyMessagesWindow: an honest sender of tiny messages fills the
+// window to its last byte while the reader reads nothing, and then goes on
+// as the reader reads: the receiver's count of the window (each message
+// at least minMessage) never takes it for a peer past its window.
+func TestMuxTinyMessagesWindow(t *testing.T) {
+	t.Parallel()
+	const n = 3 * Window / minMessage
+	got := make(chan int, 1)
+	client, _ := muxPair(t, 1, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		// Not a message read until the sender has filled the window.
+		testsync.WaitFor(t, "the window full", func() bool {
+			x.mu.Lock()
+			defer x.mu.Unlock()
+			return x.inflight >= Window
+		})
+		var f wire.Frame
+		i := 0
+		for ; ; i++ {
+			if err := x.RecvMsg(&f); err != nil || f.Flags&wire.FlagEnd != 0 {
+				break
+			}
+		}
+		got <- i
+		return x.SendMsg(&wire.Frame{Flags: wire.FlagEnd})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	x, err := client.open(ctx, "tiny", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tiny := &wire.Frame{Flags: wire.FlagFlush}
+	for i := range n {
+		if err := x.SendMsg(tiny); err != nil {
+			t.Fatal(i, err)
+		}
+	}
+	if err := x.SendMsg(&wire.Frame{Flags: wire.FlagEnd}); err != nil {
+		t.Fatal(err)
+	}
+	if i := testsync.Recv(t, "the reader done", got); i != n {
+		t.Fatalf("received %d of %d tiny messages", i, n)
+	}
+	x.end()
 }
 
 // TestMuxConnLost: when the peer's connections close, exchanges and calls
