@@ -31,6 +31,10 @@ const parkedN = 10000
 //	              answer that it woke 10,000) took to answer, while the
 //	              woken requests are being answered
 //	wake-all-ms   from sending the Signal until every request has its answer
+//	              (each request's client waits for it from before the Signal)
+//	server-cpu-ms CPU time the server's processes used meanwhile (both, for
+//	              plugin)
+//	client-cpu-ms CPU time this process (the clients) used meanwhile
 //
 // Run it alone, without -race (the race detector allows 8,128 goroutines):
 //
@@ -56,17 +60,21 @@ func BenchmarkParkedWaiters(b *testing.B) {
 			// The idle server's memory, once: later rounds reuse what the
 			// first one grew, so each round is measured against this.
 			base := rss(b, benchStats(b, s).Pids)
-			var signal, wake time.Duration
+			var signal, wake, serverCPU, clientCPU time.Duration
 			var perReq float64
 			for i := 0; i < b.N; i++ {
 				r := parkRound(b, s, base)
 				perReq += r.perReq
 				signal += r.signal
 				wake += r.wake
+				serverCPU += r.serverCPU
+				clientCPU += r.clientCPU
 			}
 			b.ReportMetric(perReq/float64(b.N), "B/parked")
 			b.ReportMetric(float64(signal.Microseconds())/1000/float64(b.N), "signal-ms")
 			b.ReportMetric(float64(wake.Microseconds())/1000/float64(b.N), "wake-all-ms")
+			b.ReportMetric(float64(serverCPU.Microseconds())/1000/float64(b.N), "server-cpu-ms")
+			b.ReportMetric(float64(clientCPU.Microseconds())/1000/float64(b.N), "client-cpu-ms")
 		})
 	}
 }
@@ -74,6 +82,37 @@ func BenchmarkParkedWaiters(b *testing.B) {
 type roundResult struct {
 	perReq       float64
 	signal, wake time.Duration
+	// CPU time used during the wake-up: by the server's processes, and
+	// by this one (the clients).
+	serverCPU, clientCPU time.Duration
+}
+
+// cpuTime returns the CPU time the threads of pids have used so far (0 is
+// this process), from /proc/PID/task/*/schedstat (nanoseconds on CPU).
+func cpuTime(b *testing.B, pids ...int) time.Duration {
+	b.Helper()
+	var total time.Duration
+	for _, pid := range pids {
+		dir := fmt.Sprintf("/proc/%d/task", pid)
+		if pid == 0 {
+			dir = "/proc/self/task"
+		}
+		tasks, err := os.ReadDir(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, t := range tasks {
+			data, err := os.ReadFile(dir + "/" + t.Name() + "/schedstat")
+			if err != nil {
+				continue // the thread ended meanwhile
+			}
+			if f := strings.Fields(string(data)); len(f) > 0 {
+				ns, _ := strconv.ParseInt(f[0], 10, 64)
+				total += time.Duration(ns)
+			}
+		}
+	}
+	return total
 }
 
 type stats struct {
@@ -162,24 +201,32 @@ func parkRound(b *testing.B, s *server, before int64) roundResult {
 			}
 		}
 	}()
-	// Every request has its first line: it is at or in WaitForSignal.
-	readUntil := func(marker string) {
-		var wg sync.WaitGroup
+	// startReading has a goroutine per request read until marker, and
+	// returns once all have started; the function it returns waits for
+	// them all to have read it.
+	startReading := func(marker string) (wait func()) {
+		var started, done sync.WaitGroup
 		for i := range conns {
-			wg.Add(1)
+			started.Add(1)
+			done.Add(1)
 			go func() {
-				defer wg.Done()
+				defer done.Done()
+				started.Done()
 				if err := readTo(readers[i], marker); err != nil {
 					fail(fmt.Errorf("request %d: %w", i, err))
 				}
 			}()
 		}
-		wg.Wait()
-		if firstErr != nil {
-			b.Fatal(firstErr)
+		started.Wait()
+		return func() {
+			done.Wait()
+			if firstErr != nil {
+				b.Fatal(firstErr)
+			}
 		}
 	}
-	readUntil("I'm waiting for some signal")
+	// Every request has its first line: it is at or in WaitForSignal.
+	startReading("I'm waiting for some signal")()
 	// Bounded polling of the Core until all are parked.
 	deadline := time.Now().Add(bounded)
 	for benchStats(b, s).Waiters != parkedN {
@@ -190,6 +237,12 @@ func parkRound(b *testing.B, s *server, before int64) roundResult {
 	}
 	after := rss(b, st.Pids)
 
+	// The clients wait for their answers before the Signal, as those of
+	// a server do (reading only once the Signal has its own answer would
+	// make the wake-up wait for that answer, and start 10,000 goroutines
+	// in the time measured).
+	answered := startReading("Someone signaled me with this message: go")
+	server0, client0 := cpuTime(b, st.Pids...), cpuTime(b, 0)
 	b.StartTimer()
 	t0 := time.Now()
 	_, body := get(b, s.url("/signal?message=go"))
@@ -197,10 +250,11 @@ func parkRound(b *testing.B, s *server, before int64) roundResult {
 	if body != fmt.Sprintf("Signalled %d waiter(s)\n", parkedN) {
 		b.Fatalf("the Signal answered %q, want %d woken", body, parkedN)
 	}
-	readUntil("Someone signaled me with this message: go")
+	answered()
 	wake := time.Since(t0)
 	b.StopTimer()
-	return roundResult{perReq: float64(after-before) / parkedN, signal: signal, wake: wake}
+	serverCPU, clientCPU := cpuTime(b, st.Pids...)-server0, cpuTime(b, 0)-client0
+	return roundResult{perReq: float64(after-before) / parkedN, signal: signal, wake: wake, serverCPU: serverCPU, clientCPU: clientCPU}
 }
 
 // readTo reads r until marker has been read.
