@@ -180,13 +180,34 @@ func (cs *coreService) unaries() map[string]wire.Unary {
 
 // call runs f on the Core in names (its request scope's, or the host's).
 func (cs *coreService) call(ctx context.Context, f coreMethod, in coreCall) coreReply {
-	core := cs.h.coreFor()
-	if in.Scope != 0 {
-		core = cs.h.scopes.get(in.Scope)
-	}
-	out, err := f(ctx, core, in)
+	out, err := f(ctx, cs.core(in), in)
 	out.Err = toCoreErr(err)
 	return out
+}
+
+// core returns the Core in names: its request scope's, or the host's.
+func (cs *coreService) core(in coreCall) runner.Core {
+	if in.Scope != 0 {
+		return cs.h.scopes.get(in.Scope)
+	}
+	return cs.h.coreFor()
+}
+
+// waitForSignal runs the WaitForSignal in asks for and gives answer its
+// reply: without a goroutine of its own when the Core is a
+// runner.SignalFuncWaiter (answer then runs in the goroutine that
+// signals), else in the calling one, which waits.
+func (cs *coreService) waitForSignal(ctx context.Context, in coreCall, answer func(coreReply)) {
+	c := cs.core(in)
+	fw, ok := c.(runner.SignalFuncWaiter)
+	if !ok {
+		v, err := c.WaitForSignal(ctx, in.Name, in.Timeout)
+		answer(coreReply{Value: v, Err: toCoreErr(err)})
+		return
+	}
+	fw.WaitForSignalFunc(ctx, in.Name, in.Timeout, func(v []byte, err error) {
+		answer(coreReply{Value: v, Err: toCoreErr(err)})
+	})
 }
 
 // calls are the Core methods by name.

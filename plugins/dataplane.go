@@ -30,13 +30,27 @@ const dataConns = 2
 // A Core call a handler makes for a request runs in the host goroutine that
 // forwards that request (transport.CallFor), so that a request parked in
 // WaitForSignal holds no goroutine of the host's beyond the one an
-// in-process request would; other calls run in the Mux's goroutines.
+// in-process request would; other calls run in the Mux's goroutines. A
+// WaitForSignal on a Core that can (runner.SignalFuncWaiter) does not even
+// hold that goroutine: it is answered later (transport.ServeCallLater) by
+// the goroutine that signals, and the request's goes back to waiting for
+// the plugin's response.
 func (p *proc) dataHandler(cs *coreService) transport.Handler {
 	lookup := observeRejects(p.h.refs.app)
 	calls := cs.calls()
 	return func(ctx context.Context, method string, _ uint64, x *transport.Exchange) error {
 		if method == "" {
 			return transport.Serve(ctx, x, lookup, p.log)
+		}
+		if method == "WaitForSignal" {
+			return transport.ServeCallLater(ctx, x, func(ctx context.Context, data []byte, reply func([]byte, error)) {
+				var in coreCall
+				if err := in.decode(data); err != nil {
+					reply(nil, err)
+					return
+				}
+				cs.waitForSignal(ctx, in, func(out coreReply) { reply(out.appendTo(nil), nil) })
+			})
 		}
 		f := calls[method]
 		return transport.ServeCall(ctx, x, func(ctx context.Context, data []byte) ([]byte, error) {

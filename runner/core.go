@@ -115,6 +115,20 @@ type ManagedCore interface {
 	Close() error
 }
 
+// SignalFuncWaiter is implemented by a Core that parks a WaitForSignal
+// without a goroutine: the plugin host answers a plugin's WaitForSignal so,
+// and so holds, for a request parked in a plugin, no goroutine of its own
+// in the wait, nor wakes one when the signal comes.
+type SignalFuncWaiter interface {
+	// WaitForSignalFunc is WaitForSignal that returns at once: done gets
+	// what WaitForSignal would return, exactly once, in the goroutine
+	// that signals, that of ctx's ending or of the timeout, or in the
+	// caller's before WaitForSignalFunc returns. Unlike WaitForSignal's,
+	// the value is shared by every waiter of the signal: done must not
+	// change it, nor keep it after it returns.
+	WaitForSignalFunc(ctx context.Context, name string, timeout time.Duration, done func(value []byte, err error))
+}
+
 // CoreStarter is implemented by a ManagedCore whose factory leaves to Start
 // what binds a socket (egg:paster#nats with embedded = true runs a
 // nats-server): the factory only validates and prepares, as
@@ -301,7 +315,12 @@ func (c *LocalCore) Close() error {
 	c.closed = true
 	st := c.stats
 	close(c.done)
+	funcs := c.closeFuncsLocked()
 	c.mu.Unlock()
+	for _, w := range funcs {
+		w.stop()
+		w.done(nil, fmt.Errorf("runner: wait for signal %q: %w", w.name, ErrClosed))
+	}
 	c.log.Debug("core closed", "waiters", st.Waiters, "pending_signals", st.PendingSignals,
 		"subscriptions", st.Subscriptions, "fetching", st.Fetching)
 	return nil

@@ -1,8 +1,10 @@
 package runner_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -76,4 +78,47 @@ func TestRetentionByAge(t *testing.T) {
 	if len(m) != 1 || !m[0].Time.Equal(clock.Now()) {
 		t.Fatalf("message time %v, want the core clock's %v", m, clock.Now())
 	}
+}
+
+// TestWaitForSignalFuncContract runs the Core contract suite against the
+// in-memory Core with every WaitForSignal made through WaitForSignalFunc,
+// on the Core itself and through a CoreScope over it: a wait without a
+// goroutine ends as WaitForSignal's does (signalled, timed out, cancelled,
+// closed, pending signals), and its done runs exactly once.
+func TestWaitForSignalFuncContract(t *testing.T) {
+	t.Parallel()
+	for _, scoped := range []bool{false, true} {
+		t.Run(fmt.Sprint("scoped=", scoped), func(t *testing.T) {
+			t.Parallel()
+			coretest.Run(t, func(t testing.TB, opts runner.CoreOptions) coretest.Core {
+				c := runner.NewCore(opts)
+				t.Cleanup(func() { c.Close() })
+				var fw runner.SignalFuncWaiter = c
+				if scoped {
+					fw = runner.NewCoreScope(c)
+				}
+				return funcCore{c, fw}
+			})
+		})
+	}
+}
+
+// funcCore is a LocalCore whose WaitForSignal goes through fw's
+// WaitForSignalFunc.
+type funcCore struct {
+	*runner.LocalCore
+	fw runner.SignalFuncWaiter
+}
+
+func (c funcCore) WaitForSignal(ctx context.Context, name string, timeout time.Duration) ([]byte, error) {
+	done := make(chan coretest.WaitResult, 1)
+	var called atomic.Bool
+	c.fw.WaitForSignalFunc(ctx, name, timeout, func(v []byte, err error) {
+		if called.Swap(true) {
+			panic("WaitForSignalFunc called done twice")
+		}
+		done <- coretest.WaitResult{Val: bytes.Clone(v), Err: err}
+	})
+	r := <-done
+	return r.Val, r.Err
 }

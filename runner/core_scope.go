@@ -92,6 +92,26 @@ func (s *CoreScope) WaitForSignal(ctx context.Context, name string, timeout time
 	return v, s.result(ctx, err)
 }
 
+// WaitForSignalFunc is SignalFuncWaiter's, ended early by the scope's
+// closing: without a goroutine when the scope's Core is a
+// SignalFuncWaiter, else with one that waits in WaitForSignal.
+func (s *CoreScope) WaitForSignalFunc(ctx context.Context, name string, timeout time.Duration, done func([]byte, error)) {
+	fw, ok := s.core.(SignalFuncWaiter)
+	if !ok {
+		go func() { done(s.WaitForSignal(ctx, name, timeout)) }()
+		return
+	}
+	bound, release, err := s.bind(ctx)
+	if err != nil {
+		done(nil, s.closedErr(fmt.Sprintf("wait for signal %q", name)))
+		return
+	}
+	fw.WaitForSignalFunc(bound, name, timeout, func(v []byte, err error) {
+		release()
+		done(v, s.result(ctx, err))
+	})
+}
+
 // Signal is Core.Signal; it fails once the scope is closed.
 func (s *CoreScope) Signal(ctx context.Context, name string, value []byte) (int, error) {
 	if s.ctx.Err() != nil {

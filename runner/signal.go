@@ -26,7 +26,26 @@ type signalState struct {
 type round struct {
 	fired  chan struct{} // closed by the signal, after value is set
 	value  []byte        // the signaller's private copy, never changed
-	parked int
+	parked int           // waiters of both kinds
+	// funcs are the round's WaitForSignalFunc waiters (counted in
+	// parked), which the signal hands its value; signalled is set with
+	// fired, under the core's lock.
+	funcs     *funcWaiter
+	signalled bool
+}
+
+// funcWaiter is a WaitForSignalFunc waiter: an entry in its round's list
+// instead of a parked goroutine.
+type funcWaiter struct {
+	c          *LocalCore
+	name       string
+	st         *signalState
+	g          *round // nil once taken out of the round (closing)
+	prev, next *funcWaiter
+	done       func([]byte, error)
+	timer      *time.Timer
+	stopCtx    func() bool
+	timeout    time.Duration
 }
 
 type pendingSignal struct {
@@ -52,16 +71,7 @@ func (c *LocalCore) WaitForSignal(ctx context.Context, name string, timeout time
 		c.mu.Unlock()
 		return clone(v), nil
 	}
-	if st == nil {
-		st = &signalState{}
-		c.signals[name] = st
-	}
-	if st.round == nil {
-		st.round = &round{fired: make(chan struct{})}
-	}
-	g := st.round
-	g.parked++
-	c.stats.Waiters++
+	st, g := c.parkLocked(name, st)
 	c.mu.Unlock()
 
 	dl := newDeadline(c.timeoutFor(ctx, timeout))
@@ -95,6 +105,141 @@ func (c *LocalCore) WaitForSignal(ctx context.Context, name string, timeout time
 	}
 	c.mu.Unlock()
 	return nil, fmt.Errorf("runner: wait for signal %q: %w", name, err)
+}
+
+// parkLocked counts a waiter into the round of name, whose state is st
+// (nil when name has none yet), and returns the state and round.
+func (c *LocalCore) parkLocked(name string, st *signalState) (*signalState, *round) {
+	if st == nil {
+		st = &signalState{}
+		c.signals[name] = st
+	}
+	if st.round == nil {
+		st.round = &round{fired: make(chan struct{})}
+	}
+	st.round.parked++
+	c.stats.Waiters++
+	return st, st.round
+}
+
+// WaitForSignalFunc is WaitForSignal without a parked goroutine. See
+// SignalFuncWaiter.
+func (c *LocalCore) WaitForSignalFunc(ctx context.Context, name string, timeout time.Duration, done func([]byte, error)) {
+	if err := c.check(ctx); err != nil {
+		done(nil, fmt.Errorf("runner: wait for signal %q: %w", name, err))
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		done(nil, fmt.Errorf("runner: wait for signal %q: %w", name, ErrClosed))
+		return
+	}
+	st := c.signals[name]
+	if st != nil && len(st.pending) > 0 {
+		v := c.deliverPendingLocked(name, st)
+		c.mu.Unlock()
+		done(v, nil)
+		return
+	}
+	st, g := c.parkLocked(name, st)
+	w := &funcWaiter{c: c, name: name, st: st, g: g, done: done, next: g.funcs}
+	if g.funcs != nil {
+		g.funcs.prev = w
+	}
+	g.funcs = w
+	// Both fire in goroutines of their own, which wait for the lock.
+	if d := c.timeoutFor(ctx, timeout); d > 0 {
+		w.timeout = d
+		w.timer = time.AfterFunc(d, w.timedOut)
+	}
+	if ctx.Done() != nil {
+		w.stopCtx = context.AfterFunc(ctx, func() { w.giveUp(ctxErr(ctx)) })
+	}
+	c.mu.Unlock()
+}
+
+func (w *funcWaiter) timedOut() {
+	w.giveUp(fmt.Errorf("%w after %v", ErrTimeout, w.timeout))
+}
+
+// stop stops w's timer and context watch.
+func (w *funcWaiter) stop() {
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	if w.stopCtx != nil {
+		w.stopCtx()
+	}
+}
+
+// giveUp ends w's wait with err, unless a signal or the core's closing
+// ended it first.
+func (w *funcWaiter) giveUp(err error) {
+	c := w.c
+	c.mu.Lock()
+	g := w.g
+	if g == nil || g.signalled {
+		c.mu.Unlock()
+		return
+	}
+	g.unlinkLocked(w)
+	g.parked--
+	c.stats.Waiters--
+	if g.parked == 0 && w.st.round == g {
+		w.st.round = nil
+		c.forgetSignalLocked(w.name, w.st)
+	}
+	c.mu.Unlock()
+	w.stop()
+	w.done(nil, fmt.Errorf("runner: wait for signal %q: %w", w.name, err))
+}
+
+// unlinkLocked takes w out of g's list.
+func (g *round) unlinkLocked(w *funcWaiter) {
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		g.funcs = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	}
+	w.g, w.prev, w.next = nil, nil, nil
+}
+
+// deliver hands value to the waiters of a signalled round's list.
+func deliver(ws *funcWaiter, value []byte) {
+	for w := ws; w != nil; {
+		next := w.next
+		w.stop()
+		w.done(value, nil)
+		w = next
+	}
+}
+
+// closeFuncsLocked takes every WaitForSignalFunc waiter out of its round,
+// for Close to end them.
+func (c *LocalCore) closeFuncsLocked() []*funcWaiter {
+	var ws []*funcWaiter
+	for name, st := range c.signals {
+		g := st.round
+		if g == nil {
+			continue
+		}
+		for g.funcs != nil {
+			w := g.funcs
+			g.unlinkLocked(w)
+			g.parked--
+			c.stats.Waiters--
+			ws = append(ws, w)
+		}
+		if g.parked == 0 {
+			st.round = nil
+			c.forgetSignalLocked(name, st)
+		}
+	}
+	return ws
 }
 
 // deliverPendingLocked gives an arriving waiter the oldest pending value and
@@ -138,17 +283,21 @@ func (c *LocalCore) SignalAtLeast(ctx context.Context, name string, value []byte
 	}
 	st := c.signals[name]
 	woken := 0
+	var funcs *funcWaiter
 	if st != nil && st.round != nil {
 		g := st.round
 		st.round = nil
 		g.value = v
 		woken = g.parked
 		c.stats.Waiters -= woken
+		g.signalled = true
+		funcs, g.funcs = g.funcs, nil
 		close(g.fired)
 		c.forgetSignalLocked(name, st)
 	}
 	if woken >= min {
 		c.mu.Unlock()
+		deliver(funcs, v)
 		return woken, nil
 	}
 	if c.signals[name] != st || st == nil {
@@ -159,6 +308,7 @@ func (c *LocalCore) SignalAtLeast(ctx context.Context, name string, value []byte
 	st.pending = append(st.pending, p)
 	c.stats.PendingSignals++
 	c.mu.Unlock()
+	deliver(funcs, v)
 
 	dl := newDeadline(c.timeoutFor(ctx, 0))
 	defer dl.stop()

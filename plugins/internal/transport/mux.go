@@ -337,6 +337,30 @@ func ServeCall(ctx context.Context, x *Exchange, f func(ctx context.Context, in 
 	return x.sendReply(out, err)
 }
 
+// ServeCallLater is ServeCall for a reply that may come later: f gets the
+// call's one message and answers it by calling reply, exactly once, before
+// it returns or later from any goroutine (until then the exchange stays
+// open, and ctx ends if the peer abandons the call). A reply made later
+// joins the connection's buffer and goes out with the next write, or
+// soon: the replies of many calls answered together (a Signal's waiters)
+// share writes.
+func ServeCallLater(ctx context.Context, x *Exchange, f func(ctx context.Context, in []byte, reply func(out []byte, err error))) error {
+	var in wire.Blob
+	if err := x.RecvMsg(&in); err != nil {
+		return err
+	}
+	x.later = true
+	f(ctx, in.Data, x.replyLater)
+	return nil
+}
+
+// replyLater answers a call served by ServeCallLater and ends it.
+func (x *Exchange) replyLater(out []byte, err error) {
+	_ = x.sendReply(out, err)
+	x.finishWith(nil, false)
+	x.uncount()
+}
+
 func (x *Exchange) sendReply(out []byte, err error) error {
 	reply := make([]byte, 0, 1+len(out))
 	if err != nil {
@@ -866,7 +890,16 @@ const maxRefusals = 1024
 
 // serve runs the Handler for x, a served exchange, and ends x.
 func (x *Exchange) serve() {
-	x.finish(x.cn.m.handler(x.ctx, x.method, x.tag, x))
+	err := x.cn.m.handler(x.ctx, x.method, x.tag, x)
+	if x.later && err == nil {
+		return // replyLater ends it
+	}
+	x.finish(err)
+	x.uncount()
+}
+
+// uncount takes a served exchange that has ended out of its conn's count.
+func (x *Exchange) uncount() {
 	if x.counted {
 		x.cn.served.Add(-1)
 	}
@@ -908,6 +941,9 @@ type Exchange struct {
 	ctx    context.Context
 	method string
 	tag    uint64
+	// later: the Handler answers after it returns (ServeCallLater), and
+	// ends the exchange then. The serving goroutine's.
+	later bool
 
 	mu       sync.Mutex
 	cond     sync.Cond
@@ -1125,7 +1161,11 @@ func (x *Exchange) end() {
 
 // finish ends a served exchange when its handler returned: typeClose after
 // a clean return, typeCancel after a failed one.
-func (x *Exchange) finish(herr error) {
+func (x *Exchange) finish(herr error) { x.finishWith(herr, true) }
+
+// finishWith is finish; without flush the close frame joins the buffer, which
+// goes out soon (flushSoon).
+func (x *Exchange) finishWith(herr error, flush bool) {
 	if herr != nil && !errors.Is(herr, ErrConnLost) && !errors.Is(herr, ErrReset) {
 		x.cn.m.log.Debug("data-plane exchange failed", "method", x.method, "error", herr)
 	}
@@ -1139,7 +1179,10 @@ func (x *Exchange) finish(herr error) {
 		if herr != nil {
 			typ = typeCancel
 		}
-		_, _ = x.cn.write(x.id, typ, nil, nil, true)
+		_, _ = x.cn.write(x.id, typ, nil, nil, flush)
+		if !flush {
+			x.cn.flushSoon()
+		}
 	}
 }
 

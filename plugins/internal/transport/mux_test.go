@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -411,5 +412,82 @@ func TestMuxIdleWorkersEnd(t *testing.T) {
 	}
 	if out, err := client.Call(ctx, "m", []byte("again")); err != nil || string(out) != "again" {
 		t.Fatalf("call after the workers ended: %q, %v", out, err)
+	}
+}
+
+// TestMuxCallLater: calls served by ServeCallLater are answered after the
+// handler returned, all at once from one goroutine (as a Signal answers
+// its waiters), or at once; a call its client abandons ends the context
+// its reply waited with.
+func TestMuxCallLater(t *testing.T) {
+	t.Parallel()
+	const n = 200
+	type parked struct {
+		ctx   context.Context
+		in    string
+		reply func([]byte, error)
+	}
+	calls := make(chan parked, n+1)
+	client, _ := muxPair(t, 2, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		return ServeCallLater(ctx, x, func(ctx context.Context, in []byte, reply func([]byte, error)) {
+			if string(in) == "now" {
+				reply([]byte("at once"), nil)
+				return
+			}
+			calls <- parked{ctx, string(in), reply}
+		})
+	})
+	if out, err := client.Call(context.Background(), "m", []byte("now")); err != nil || string(out) != "at once" {
+		t.Fatalf("call answered at once: %q, %v", out, err)
+	}
+
+	// One call abandoned by its client: its handler's context ends.
+	ctx, cancel := context.WithCancel(context.Background())
+	abandoned := make(chan error, 1)
+	go func() {
+		_, err := client.Call(ctx, "m", []byte("abandoned"))
+		abandoned <- err
+	}()
+	p := <-calls
+	cancel()
+	if err := <-abandoned; !errors.Is(err, context.Canceled) {
+		t.Fatalf("abandoned call: %v", err)
+	}
+	<-p.ctx.Done()
+	p.reply([]byte("too late"), nil) // goes nowhere
+
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			want := fmt.Sprint("call ", i)
+			out, err := client.Call(context.Background(), "m", []byte(want))
+			if err == nil && string(out) != "answer to "+want {
+				err = fmt.Errorf("got %q for %q", out, want)
+			}
+			errs <- err
+		}()
+	}
+	var ps []parked
+	for range n {
+		ps = append(ps, <-calls)
+	}
+	for _, p := range ps {
+		if p.in == "call 7" {
+			p.reply(nil, errors.New("no answer for 7"))
+			continue
+		}
+		p.reply([]byte("answer to "+p.in), nil)
+	}
+	failed := 0
+	for range n {
+		if err := <-errs; err != nil {
+			if err.Error() != "no answer for 7" {
+				t.Error(err)
+			}
+			failed++
+		}
+	}
+	if failed != 1 {
+		t.Errorf("%d calls failed, want the one answered with an error", failed)
 	}
 }
