@@ -5,8 +5,9 @@ import (
 	"sync"
 )
 
-// cancelSet holds the cancel functions of contexts that must end together
-// (a Mount's requests at Cut, a CoreScope's waits at Close) without a
+// cancelSet holds the cancel functions of contexts (or of waits without
+// one) that must end together (a Mount's requests at Cut, a CoreScope's
+// waits at Close) without a
 // context.AfterFunc each on one shared context: that registered every one
 // in a single map under a single lock, and each cost an afterFuncCtx and
 // its removal besides. The set is sharded so that goroutines on different
@@ -21,42 +22,48 @@ const cancelShards = 16
 
 type cancelShard struct {
 	mu      sync.Mutex
-	cancels map[context.Context]context.CancelCauseFunc // made on first add
-	_       [64 - 16]byte                               // a cache line each (a Mutex and a map pointer are 16 bytes)
+	cancels map[any]context.CancelCauseFunc // by key (a context, a wait), made on first add
+	_       [64 - 16]byte                   // a cache line each (a Mutex and a map pointer are 16 bytes)
 }
 
-// add registers cancel, which ends ctx, in shard n (modulo the number of
-// shards) and returns that shard, for remove.
-func (s *cancelSet) add(n uint64, ctx context.Context, cancel context.CancelCauseFunc) *cancelShard {
+// add registers cancel, which ends what key names (a context, a wait), in
+// shard n (modulo the number of shards) and returns that shard, for
+// remove.
+func (s *cancelSet) add(n uint64, key any, cancel context.CancelCauseFunc) *cancelShard {
 	sh := &s.shards[n%cancelShards]
 	sh.mu.Lock()
 	if sh.cancels == nil {
-		sh.cancels = map[context.Context]context.CancelCauseFunc{}
+		sh.cancels = map[any]context.CancelCauseFunc{}
 	}
-	sh.cancels[ctx] = cancel
+	sh.cancels[key] = cancel
 	sh.mu.Unlock()
 	return sh
 }
 
-// remove forgets ctx; removing it again, or what was never added, does
+// remove forgets key; removing it again, or what was never added, does
 // nothing.
-func (sh *cancelShard) remove(ctx context.Context) {
+func (sh *cancelShard) remove(key any) {
 	sh.mu.Lock()
-	delete(sh.cancels, ctx)
+	delete(sh.cancels, key)
 	sh.mu.Unlock()
 }
 
-// cancelAll cancels every registered context with cause. A context added
-// while it runs may be missed: who adds checks afterwards whether the set
-// was cancelled meanwhile (the Mount's cut context, the scope's context)
-// and cancels its own.
+// cancelAll cancels every registered context (or wait) with cause. A
+// context added while it runs may be missed: who adds checks afterwards
+// whether the set was cancelled meanwhile (the Mount's cut context, the
+// scope's context) and cancels its own. The cancel functions run with no
+// lock held: one may remove itself (a wait's done does).
 func (s *cancelSet) cancelAll(cause error) {
+	var cancels []context.CancelCauseFunc
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for _, cancel := range sh.cancels {
-			cancel(cause)
+			cancels = append(cancels, cancel)
 		}
 		sh.mu.Unlock()
+	}
+	for _, cancel := range cancels {
+		cancel(cause)
 	}
 }

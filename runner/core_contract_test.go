@@ -122,3 +122,43 @@ func (c funcCore) WaitForSignal(ctx context.Context, name string, timeout time.D
 	r := <-done
 	return r.Val, r.Err
 }
+
+// TestWaitForSignalFuncScopeClose: closing a CoreScope ends the
+// WaitForSignalFunc waits made through it with ErrClosed, and only
+// those; a wait through it afterwards fails at once.
+func TestWaitForSignalFuncScopeClose(t *testing.T) {
+	t.Parallel()
+	c := runner.NewCore(runner.CoreOptions{})
+	t.Cleanup(func() { c.Close() })
+	scope := runner.NewCoreScope(c)
+	const n = 50
+	results := make(chan error, 2*n)
+	for range n {
+		scope.WaitForSignalFunc(context.Background(), "s", runner.NoTimeout, func(_ []byte, err error) { results <- err })
+		c.WaitForSignalFunc(context.Background(), "s", runner.NoTimeout, func(_ []byte, err error) { results <- err })
+	}
+	if w := c.Stats().Waiters; w != 2*n {
+		t.Fatalf("%d waiters, want %d", w, 2*n)
+	}
+	scope.Close()
+	for range n {
+		if err := <-results; !errors.Is(err, runner.ErrClosed) {
+			t.Fatalf("a wait through the closed scope ended with %v, want ErrClosed", err)
+		}
+	}
+	if w := c.Stats().Waiters; w != n {
+		t.Fatalf("%d waiters after the scope closed, want %d", w, n)
+	}
+	if woken, err := c.Signal(context.Background(), "s", []byte("v")); err != nil || woken != n {
+		t.Fatalf("Signal woke %d (%v), want %d", woken, err, n)
+	}
+	for range n {
+		if err := <-results; err != nil {
+			t.Fatalf("a wait on the Core: %v", err)
+		}
+	}
+	scope.WaitForSignalFunc(context.Background(), "s", runner.NoTimeout, func(_ []byte, err error) { results <- err })
+	if err := <-results; !errors.Is(err, runner.ErrClosed) {
+		t.Fatalf("a wait through the scope after Close: %v, want ErrClosed", err)
+	}
+}

@@ -96,6 +96,10 @@ func (s *CoreScope) WaitForSignal(ctx context.Context, name string, timeout time
 // closing: without a goroutine when the scope's Core is a
 // SignalFuncWaiter, else with one that waits in WaitForSignal.
 func (s *CoreScope) WaitForSignalFunc(ctx context.Context, name string, timeout time.Duration, done func([]byte, error)) {
+	if lc, ok := s.core.(*LocalCore); ok {
+		s.waitLocal(ctx, lc, name, timeout, done)
+		return
+	}
 	fw, ok := s.core.(SignalFuncWaiter)
 	if !ok {
 		go func() { done(s.WaitForSignal(ctx, name, timeout)) }()
@@ -110,6 +114,28 @@ func (s *CoreScope) WaitForSignalFunc(ctx context.Context, name string, timeout 
 		release()
 		done(v, s.result(ctx, err))
 	})
+}
+
+// waitLocal is WaitForSignalFunc over a LocalCore: the wait itself is in
+// the scope's set of waits to end at Close, with no context of its own (a
+// bound context would cost each parked wait a context, its done channel
+// and a context.AfterFunc on it).
+func (s *CoreScope) waitLocal(ctx context.Context, lc *LocalCore, name string, timeout time.Duration, done func([]byte, error)) {
+	if s.ctx.Err() != nil {
+		done(nil, s.closedErr(fmt.Sprintf("wait for signal %q", name)))
+		return
+	}
+	w := &funcWaiter{c: lc, name: name}
+	sh := s.waits.add(s.next.Add(1), w, w.giveUp)
+	w.done = func(v []byte, err error) {
+		sh.remove(w)
+		done(v, s.result(ctx, err))
+	}
+	if s.ctx.Err() != nil {
+		// Close ran before the wait registered: it may have missed it.
+		w.giveUp(ErrClosed)
+	}
+	lc.waitFunc(ctx, w, timeout)
 }
 
 // Signal is Core.Signal; it fails once the scope is closed.

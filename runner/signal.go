@@ -40,12 +40,16 @@ type funcWaiter struct {
 	c          *LocalCore
 	name       string
 	st         *signalState
-	g          *round // nil once taken out of the round (closing)
+	g          *round // nil until parked, and once taken out of the round (closing)
 	prev, next *funcWaiter
 	done       func([]byte, error)
 	timer      *time.Timer
 	stopCtx    func() bool
 	timeout    time.Duration
+	// parked: waitFunc has run; aborted: giveUp's error before it did
+	// (waitFunc then ends the wait with it). Under the core's lock.
+	parked  bool
+	aborted error
 }
 
 type pendingSignal struct {
@@ -125,25 +129,38 @@ func (c *LocalCore) parkLocked(name string, st *signalState) (*signalState, *rou
 // WaitForSignalFunc is WaitForSignal without a parked goroutine. See
 // SignalFuncWaiter.
 func (c *LocalCore) WaitForSignalFunc(ctx context.Context, name string, timeout time.Duration, done func([]byte, error)) {
+	c.waitFunc(ctx, &funcWaiter{c: c, name: name, done: done}, timeout)
+}
+
+// waitFunc parks w, a new funcWaiter of c with its name and done set, as
+// WaitForSignalFunc does. w.giveUp may be called before, from any
+// goroutine: the wait then ends with its error (CoreScope registers it so
+// before it parks).
+func (c *LocalCore) waitFunc(ctx context.Context, w *funcWaiter, timeout time.Duration) {
+	name := w.name
 	if err := c.check(ctx); err != nil {
-		done(nil, fmt.Errorf("runner: wait for signal %q: %w", name, err))
+		w.done(nil, fmt.Errorf("runner: wait for signal %q: %w", name, err))
 		return
 	}
 	c.mu.Lock()
-	if c.closed {
+	w.parked = true
+	if err := w.aborted; err != nil || c.closed {
 		c.mu.Unlock()
-		done(nil, fmt.Errorf("runner: wait for signal %q: %w", name, ErrClosed))
+		if err == nil {
+			err = ErrClosed
+		}
+		w.done(nil, fmt.Errorf("runner: wait for signal %q: %w", name, err))
 		return
 	}
 	st := c.signals[name]
 	if st != nil && len(st.pending) > 0 {
 		v := c.deliverPendingLocked(name, st)
 		c.mu.Unlock()
-		done(v, nil)
+		w.done(v, nil)
 		return
 	}
 	st, g := c.parkLocked(name, st)
-	w := &funcWaiter{c: c, name: name, st: st, g: g, done: done, next: g.funcs}
+	w.st, w.g, w.next = st, g, g.funcs
 	if g.funcs != nil {
 		g.funcs.prev = w
 	}
@@ -174,11 +191,14 @@ func (w *funcWaiter) stop() {
 }
 
 // giveUp ends w's wait with err, unless a signal or the core's closing
-// ended it first.
+// ended it first; before w parks, it makes waitFunc end it.
 func (w *funcWaiter) giveUp(err error) {
 	c := w.c
 	c.mu.Lock()
 	g := w.g
+	if g == nil && !w.parked && w.aborted == nil {
+		w.aborted = err
+	}
 	if g == nil || g.signalled {
 		c.mu.Unlock()
 		return
