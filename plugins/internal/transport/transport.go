@@ -169,6 +169,22 @@
 // new alternated, load average 3-20 from other work: 316, 304, 352, 385,
 // 318, 347, 323, 373, 367 ms before (mean 343), 253, 327, 336, 321, 318,
 // 353, 314, 348, 347 after (mean 324).
+// A WaitForSignal through the runner's CoreScope is the scope's entry
+// itself, with no context of its own (per parked plugin request 38.5-38.7
+// KB, 38.9 with the context). Where it stands, bash bench/run.sh parked,
+// six runs at load average 1-3 (the benchmark's clients now wait for
+// their answers from before the Signal): 10,000 plugin waiters answered
+// in 244, 208, 257, 250, 273, 242 ms, in-process 163, 151, 181, 164, 155,
+// 123; server CPU in the wake-up 333-420 ms against 197-256 in-process.
+// Of the host's CPU (perf -g of one run, 301 ms), about half is its
+// writes of the responses to the clients, as in-process; Forward 70 ms
+// (its exchange's end a third of that: stopping the context.AfterFunc on
+// the request's context, and the exchange map), the Signal's hand-out of
+// the 10,000 replies 20 ms; the plugin used 60 ms. Tried and not kept:
+// the scope's tag passed to Mux.open directly instead of in a context
+// (one context level less under the exchange's AfterFunc): server CPU
+// 365, 455, 420, 376, 403, 320 ms against 326, 364, 290, 310, 364, 386
+// without, alternated.
 //
 // # Bodies in shared memory
 //
