@@ -5,7 +5,7 @@ import (
 	"sync"
 )
 
-// cancelSet holds the cancel functions of contexts (or of waits without
+// cancelSet holds the cancelers of contexts (or of waits without
 // one) that must end together (a Mount's requests at Cut, a CoreScope's
 // waits at Close) without a
 // context.AfterFunc each on one shared context: that registered every one
@@ -22,18 +22,27 @@ const cancelShards = 16
 
 type cancelShard struct {
 	mu      sync.Mutex
-	cancels map[any]context.CancelCauseFunc // by key (a context, a wait), made on first add
-	_       [64 - 16]byte                   // a cache line each (a Mutex and a map pointer are 16 bytes)
+	cancels map[any]canceler // by key (a context, a wait), made on first add
+	_       [64 - 16]byte    // a cache line each (a Mutex and a map pointer are 16 bytes)
 }
+
+// canceler ends what a cancelSet holds it for, with a cause.
+type canceler interface{ cancel(cause error) }
+
+// cancelFunc is a cancel function as a canceler (a func value is one
+// pointer: converting it to the interface allocates nothing).
+type cancelFunc context.CancelCauseFunc
+
+func (f cancelFunc) cancel(cause error) { f(cause) }
 
 // add registers cancel, which ends what key names (a context, a wait), in
 // shard n (modulo the number of shards) and returns that shard, for
 // remove.
-func (s *cancelSet) add(n uint64, key any, cancel context.CancelCauseFunc) *cancelShard {
+func (s *cancelSet) add(n uint64, key any, cancel canceler) *cancelShard {
 	sh := &s.shards[n%cancelShards]
 	sh.mu.Lock()
 	if sh.cancels == nil {
-		sh.cancels = map[any]context.CancelCauseFunc{}
+		sh.cancels = map[any]canceler{}
 	}
 	sh.cancels[key] = cancel
 	sh.mu.Unlock()
@@ -54,7 +63,7 @@ func (sh *cancelShard) remove(key any) {
 // scope's context) and cancels its own. The cancel functions run with no
 // lock held: one may remove itself (a wait's done does).
 func (s *cancelSet) cancelAll(cause error) {
-	var cancels []context.CancelCauseFunc
+	var cancels []canceler
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
@@ -63,7 +72,7 @@ func (s *cancelSet) cancelAll(cause error) {
 		}
 		sh.mu.Unlock()
 	}
-	for _, cancel := range cancels {
-		cancel(cause)
+	for _, c := range cancels {
+		c.cancel(cause)
 	}
 }

@@ -51,7 +51,7 @@ func (s *CoreScope) bind(ctx context.Context) (context.Context, func(), error) {
 		return nil, nil, ErrClosed
 	}
 	bound, cancel := context.WithCancelCause(ctx)
-	sh := s.waits.add(s.next.Add(1), bound, cancel)
+	sh := s.waits.add(s.next.Add(1), bound, cancelFunc(cancel))
 	if s.ctx.Err() != nil {
 		// Close ran before the wait registered: it may have missed it.
 		cancel(ErrClosed)
@@ -126,7 +126,7 @@ func (s *CoreScope) waitLocal(ctx context.Context, lc *LocalCore, name string, t
 		return
 	}
 	w := &funcWaiter{c: lc, name: name}
-	sh := s.waits.add(s.next.Add(1), w, w.giveUp)
+	sh := s.waits.add(s.next.Add(1), w, cancelFunc(w.giveUp))
 	w.done = func(v []byte, err error) {
 		sh.remove(w)
 		done(v, s.result(ctx, err))

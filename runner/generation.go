@@ -119,17 +119,17 @@ func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 	defer m.leave()
 
-	ctx, cancel := context.WithCancelCause(WithCore(r.Context(), m.scope))
-	sh := m.cancels.add(uint64(n), ctx, cancel)
+	c := &mountContext{Context: r.Context(), scope: m.scope}
+	sh := m.cancels.add(uint64(n), c, c)
 	if m.cutCtx.Err() != nil {
 		// Cut ran before the request registered: it may have missed it.
-		cancel(context.Cause(m.cutCtx))
+		c.cancel(context.Cause(m.cutCtx))
 	}
 	defer func() {
-		sh.remove(ctx)
-		cancel(nil)
+		sh.remove(c)
+		c.release()
 	}()
-	r = r.WithContext(ctx)
+	r = r.WithContext(c)
 	if m.wrap != nil {
 		r = m.wrap(r)
 	}
@@ -137,6 +137,106 @@ func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// mountContext is the context of a request a Mount serves: the request's
+// own, with the Mount's CoreScope as its Core, cancelled also by Cut. Its
+// cancellation is built only when asked for (Done, or Cut reaching the
+// request): a request whose handler never waits on its context costs this
+// one allocation and no registration in the request's context, which
+// context.WithCancelCause costs every request (a cancelCtx, its cancel
+// func, an entry in net/http's context's children).
+type mountContext struct {
+	context.Context // the request's own, until cancel is built
+	scope           *CoreScope
+
+	// attached is 0, 1 while Attach writes key and val, 2 once they are
+	// set (Attach).
+	attached atomic.Int32
+	key, val any
+
+	built    atomic.Bool // ctx and cancelFn are set
+	mu       sync.Mutex  // builds ctx and cancelFn once
+	ctx      context.Context
+	cancelFn context.CancelCauseFunc
+}
+
+// Attach makes ctx answer val for key (ctx.Value(key)) when ctx is, or
+// derives from, the context of a request a Mount serves and nothing is
+// attached to that request yet; it reports whether it did. A layer that
+// would add one value to each request's context (observe.Instrument) saves
+// the context and the copy of the request (http.Request.WithContext) that
+// costs, and falls back to them when Attach reports false. key must be
+// comparable; what is attached stays for the request's life.
+func Attach(ctx context.Context, key, val any) bool {
+	c, ok := ctx.Value(mountKey{}).(*mountContext)
+	if !ok || !c.attached.CompareAndSwap(0, 1) {
+		return false
+	}
+	c.key, c.val = key, val
+	c.attached.Store(2)
+	return true
+}
+
+// mountKey finds a request's mountContext (Attach).
+type mountKey struct{}
+
+// cancellable returns the request's context with its own cancellation,
+// built on first use.
+func (c *mountContext) cancellable() context.Context {
+	if c.built.Load() {
+		return c.ctx
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.built.Load() {
+		c.ctx, c.cancelFn = context.WithCancelCause(c.Context)
+		c.built.Store(true)
+	}
+	return c.ctx
+}
+
+// cancel cancels the request's context with cause (Cut).
+func (c *mountContext) cancel(cause error) {
+	c.cancellable()
+	c.cancelFn(cause)
+}
+
+// release releases the cancellation, if built, when the request ends (its
+// context is done then anyway: net/http cancels its own).
+func (c *mountContext) release() {
+	if c.built.Load() {
+		c.cancelFn(nil)
+	}
+}
+
+// Done is the request's context's, or Cut's if it comes first.
+func (c *mountContext) Done() <-chan struct{} { return c.cancellable().Done() }
+
+// Err is Done's.
+func (c *mountContext) Err() error {
+	if c.built.Load() {
+		return c.ctx.Err()
+	}
+	return c.Context.Err()
+}
+
+// Value answers the Core itself (CoreFrom), and what Attach attached, and asks the request's context
+// (with its cancellation, once built, so that context.Cause tells Cut's
+// cause) for anything else.
+func (c *mountContext) Value(key any) any {
+	switch key.(type) {
+	case coreKey:
+		return Core(c.scope)
+	case mountKey:
+		return c
+	}
+	if c.attached.Load() == 2 && c.key == key {
+		return c.val
+	}
+	if c.built.Load() {
+		return c.ctx.Value(key)
+	}
+	return c.Context.Value(key)
+}
 func (m *Mount) leave() {
 	if m.state.Add(-1) == retiredBit {
 		m.idleOnce.Do(func() { close(m.idle) })

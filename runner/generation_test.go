@@ -236,3 +236,69 @@ func TestHTTPServerTakesPoolListener(t *testing.T) {
 		t.Errorf("Serve: %v", err)
 	}
 }
+
+// TestMountRequestContext: the context a Mount's handler gets carries the
+// Mount's CoreScope and ends with cause ErrClosed at Cut, whether the
+// handler waits on Done already or looks only afterwards, and ends when
+// the client goes away.
+func TestMountRequestContext(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		cut     bool // the end is Cut, else the client going away
+		waiting bool // the handler waits on Done before the end
+	}{
+		{name: "cut/waiting", cut: true, waiting: true},
+		{name: "cut/looks after", cut: true},
+		{name: "client gone/waiting", waiting: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			core := newTestCore(t, CoreOptions{})
+			entered, ended := make(chan struct{}), make(chan string, 1)
+			var m *Mount
+			m = NewMount(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				ctx := r.Context()
+				if CoreFrom(ctx) != Core(m.Scope()) {
+					ended <- "the handler's Core is not the Mount's scope"
+					return
+				}
+				close(entered)
+				if tc.waiting {
+					<-ctx.Done()
+				} else {
+					testsync.WaitFor(t, "the request cut", func() bool { return ctx.Err() != nil })
+				}
+				ended <- fmt.Sprintf("err %v, cause %v", ctx.Err(), context.Cause(ctx))
+			}), core, nil)
+			srv := httptest.NewServer(NewFront(m))
+			defer srv.Close()
+			reqCtx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			req, err := http.NewRequestWithContext(reqCtx, "GET", srv.URL, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() {
+				if resp, err := http.DefaultClient.Do(req); err == nil {
+					resp.Body.Close()
+				}
+			}()
+			select {
+			case <-entered:
+			case got := <-ended:
+				t.Fatal(got)
+			}
+			want := "err context canceled, cause context canceled"
+			if tc.cut {
+				m.Cut()
+				want = fmt.Sprintf("err context canceled, cause %v", ErrClosed)
+			} else {
+				cancel()
+			}
+			if got := testsync.Recv(t, "the handler's end", ended); got != want {
+				t.Errorf("handler saw %s, want %s", got, want)
+			}
+		})
+	}
+}

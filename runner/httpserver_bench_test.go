@@ -59,6 +59,38 @@ func BenchmarkPlainNetHTTP(b *testing.B) { benchGet(b, startPlain(b)) }
 
 func BenchmarkServeHello(b *testing.B) { benchGet(b, startServe(b)) }
 
+// allocsPerRequest returns the allocations of the whole process per
+// keep-alive GET / to addr, from a client that allocates nothing per
+// request: the server's, when nothing else runs. Not for parallel tests.
+func allocsPerRequest(t testing.TB, addr string) float64 {
+	const n = 2000
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := []byte("GET / HTTP/1.1\r\nHost: " + addr + "\r\n\r\n")
+	br := bufio.NewReaderSize(c, 4096)
+	get := func() {
+		if _, err := c.Write(req); err != nil {
+			t.Fatal(err)
+		}
+		if err := readRawResponse(br); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 100 { // the server's pools filled
+		get()
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range n {
+		get()
+	}
+	runtime.ReadMemStats(&after)
+	return float64(after.Mallocs-before.Mallocs) / n
+}
+
 // startPlain serves the hello handler on a plain http.Server until the
 // test ends and returns its address.
 func startPlain(tb testing.TB) string {
@@ -74,7 +106,11 @@ func startPlain(tb testing.TB) string {
 
 // startServe serves the hello handler on an HTTPServer with default
 // settings until the test ends and returns its address.
-func startServe(tb testing.TB) string {
+func startServe(tb testing.TB) string { return startServeHandler(tb, http.HandlerFunc(hello)) }
+
+// startServeHandler serves h on an HTTPServer with default settings until
+// the test ends and returns its address.
+func startServeHandler(tb testing.TB, h http.Handler) string {
 	srv, err := NewHTTPServer(localOf("port", "0"), hclog.NewNullLogger())
 	if err != nil {
 		tb.Fatal(err)
@@ -85,7 +121,7 @@ func startServe(tb testing.TB) string {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- srv.ServeListener(ctx, ln, http.HandlerFunc(hello)) }()
+	go func() { done <- srv.ServeListener(ctx, ln, h) }()
 	tb.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -169,34 +205,7 @@ func BenchmarkServerHello(b *testing.B) { rawGet(b, startServe(b)) }
 // net/http, so that bench/run.sh's gate (paster-http ÷ plain) is not lost
 // to garbage. Not parallel: it counts the whole process's allocations.
 func TestServerAllocsPerRequest(t *testing.T) {
-	const n = 2000
-	perRequest := func(addr string) float64 {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		req := []byte("GET / HTTP/1.1\r\nHost: " + addr + "\r\n\r\n")
-		br := bufio.NewReaderSize(c, 4096)
-		get := func() {
-			if _, err := c.Write(req); err != nil {
-				t.Fatal(err)
-			}
-			if err := readRawResponse(br); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for range 100 { // the server's pools filled
-			get()
-		}
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		for range n {
-			get()
-		}
-		runtime.ReadMemStats(&after)
-		return float64(after.Mallocs-before.Mallocs) / n
-	}
+	perRequest := func(addr string) float64 { return allocsPerRequest(t, addr) }
 	plain := perRequest(startPlain(t))
 	paster := perRequest(startServe(t))
 	t.Logf("allocations per request: plain net/http %.2f, HTTPServer %.2f", plain, paster)

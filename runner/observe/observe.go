@@ -284,12 +284,18 @@ func From(ctx context.Context) *Registry {
 	case *requestContext:
 		return v.reg
 	}
+	if c, ok := ctx.Value(labelKey{}).(*requestContext); ok {
+		return c.reg // attached to the request's context (runner.Attach)
+	}
 	return nil
 }
 
 // requestContext is the context of a request Instrument serves: the
 // request's own, with the Registry (From) and the request's app label
 // (SetApp), and the writer that notes the status, all in one allocation.
+// Under a runner.Mount it is not the request's context but attached to
+// it (runner.Attach), as what labelKey finds, which saves the copy of
+// the request a new context costs.
 type requestContext struct {
 	context.Context
 	reg *Registry
@@ -365,7 +371,10 @@ func (h *instrumented) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		h.series(c).observe(code, time.Since(clockBase)-start)
 	}()
-	h.next.ServeHTTP(&c.sw, req.WithContext(c))
+	if !runner.Attach(c.Context, labelKey{}, c) {
+		req = req.WithContext(c)
+	}
+	h.next.ServeHTTP(&c.sw, req)
 }
 
 // ObserveRejected counts a request the server answered with code itself.

@@ -16,22 +16,7 @@ import (
 func TestInstrumentAndExposition(t *testing.T) {
 	t.Parallel()
 	r := New()
-	app := Instrument(r, "main", http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if From(req.Context()) != r {
-			t.Error("no registry in the request context")
-		}
-		if strings.HasPrefix(req.URL.Path, "/sub") {
-			SetApp(req.Context(), "/sub")
-		}
-		if req.URL.Path == "/missing" {
-			http.NotFound(w, req)
-			return
-		}
-		io.WriteString(w, "ok")
-	}))
-	for _, p := range []string{"/", "/", "/missing", "/sub/x"} {
-		app.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
-	}
+	serveCounted(Instrument(r, "main", countedApp(t, r, nil)))
 	r.SetSource(func() Snapshot {
 		return Snapshot{
 			Generation: 3, Draining: []int{2},
@@ -44,13 +29,7 @@ func TestInstrumentAndExposition(t *testing.T) {
 		}
 	})
 	out := scrape(t, r)
-	for _, want := range []string{
-		`paster_http_requests_total{app="main",code="200"} 2`,
-		`paster_http_requests_total{app="main",code="404"} 1`,
-		`paster_http_requests_total{app="/sub",code="200"} 1`,
-		`paster_http_request_duration_seconds_count{app="main"} 3`,
-		`paster_http_request_duration_seconds_bucket{app="main",le="+Inf"} 3`,
-		"paster_http_requests_in_flight 0",
+	for _, want := range append(countedWant,
 		`paster_core_parked{kind="waiters"} 5`,
 		`paster_coroutine_state{coroutine="tick",state="ready"} 1`,
 		`paster_coroutine_restarts_total{coroutine="tick"} 2`,
@@ -68,7 +47,7 @@ func TestInstrumentAndExposition(t *testing.T) {
 		"paster_reload_last_success 0",
 		"paster_reload_last_timestamp_seconds 100",
 		"# TYPE paster_http_request_duration_seconds histogram",
-	} {
+	) {
 		if !strings.Contains(out, want) {
 			t.Errorf("exposition lacks %s", want)
 		}
@@ -251,4 +230,67 @@ func scrape(t *testing.T, r *Registry) string {
 		t.Fatalf("scrape: %d %s", rec.Code, rec.Body)
 	}
 	return rec.Body.String()
+}
+
+// countedApp answers the requests serveCounted sends, checking that the
+// request's context has r, and check's conditions if not nil: 200 but
+// 404 for /missing, counted under the app "/sub" for /sub/x (SetApp).
+func countedApp(t *testing.T, r *Registry, check func(*http.Request)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if From(req.Context()) != r {
+			t.Error("no registry in the request context")
+		}
+		if check != nil {
+			check(req)
+		}
+		if strings.HasPrefix(req.URL.Path, "/sub") {
+			SetApp(req.Context(), "/sub")
+		}
+		if req.URL.Path == "/missing" {
+			http.NotFound(w, req)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+}
+
+// countedWant is what the exposition shows after serveCounted.
+var countedWant = []string{
+	`paster_http_requests_total{app="main",code="200"} 2`,
+	`paster_http_requests_total{app="main",code="404"} 1`,
+	`paster_http_requests_total{app="/sub",code="200"} 1`,
+	`paster_http_request_duration_seconds_count{app="main"} 3`,
+	`paster_http_request_duration_seconds_bucket{app="main",le="+Inf"} 3`,
+	"paster_http_requests_in_flight 0",
+}
+
+// serveCounted sends h GET /, /, /missing and /sub/x.
+func serveCounted(h http.Handler) {
+	for _, p := range []string{"/", "/", "/missing", "/sub/x"} {
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", p, nil))
+	}
+}
+
+// TestInstrumentUnderMount: under the Mount paster serve puts it in,
+// Instrument attaches its request state to the Mount's request context
+// instead of making one (runner.Attach); From, SetApp and the counts work
+// the same, and the handler's context is still the Mount's (its Core).
+func TestInstrumentUnderMount(t *testing.T) {
+	t.Parallel()
+	core := runner.NewCore(runner.CoreOptions{})
+	defer core.Close()
+	r := New()
+	var m *runner.Mount
+	m = runner.NewMount(Instrument(r, "main", countedApp(t, r, func(req *http.Request) {
+		if runner.CoreFrom(req.Context()) != runner.Core(m.Scope()) {
+			t.Error("the request's Core is not the Mount's scope")
+		}
+	})), core, nil)
+	serveCounted(runner.NewFront(m))
+	out := scrape(t, r)
+	for _, want := range countedWant {
+		if !strings.Contains(out, want) {
+			t.Errorf("exposition lacks %s", want)
+		}
+	}
 }

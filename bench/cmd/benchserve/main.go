@@ -6,6 +6,11 @@
 //	benchserve -target plain          net/http's http.Server, nothing else
 //	benchserve -target paster-http    the built-in dist's http runner
 //	                                  (egg:paster#http) with default settings
+//	benchserve -target paster-serve   the same, with the layers paster serve
+//	                                  puts around every app: a runner.Front
+//	                                  over a runner.Mount (reload without
+//	                                  losing a request) over
+//	                                  observe.Instrument (/metrics)
 //	benchserve -target paster-plugin  the same runner serving egg:hello#main
 //	                                  from the plugin binary paster-plugin-hello
 //	                                  in -plugin-dir, as paster serve does
@@ -42,7 +47,9 @@ import (
 	"github.com/paster-dev/paster/bench/benchdist"
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/plugins"
+	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/builtin"
+	"github.com/paster-dev/paster/runner/observe"
 )
 
 var helloBody = []byte("Hello, world!\n")
@@ -53,7 +60,7 @@ func hello(w http.ResponseWriter, r *http.Request) {
 }
 
 func main() {
-	target := flag.String("target", "plain", "what serves: plain, paster-http, paster-plugin, reverse-proxy")
+	target := flag.String("target", "plain", "what serves: plain, paster-http, paster-serve, paster-plugin, reverse-proxy")
 	host := flag.String("host", "127.0.0.1", "address to bind")
 	pluginDir := flag.String("plugin-dir", "", "directory of paster-plugin-hello and paster-plugin-bench (paster-plugin, bench-plugin)")
 	unixSocket := flag.String("unix", "", "serve the plain hello handler on this unix socket (the reverse proxy's backend)")
@@ -68,6 +75,11 @@ func main() {
 		err = servePlain(ctx, *host)
 	case "paster-http":
 		err = servePaster(ctx, *host, http.HandlerFunc(hello))
+	case "paster-serve":
+		core := runner.NewCore(runner.CoreOptions{})
+		defer core.Close()
+		app := observe.Instrument(observe.New(), "main", http.HandlerFunc(hello))
+		err = servePaster(ctx, *host, runner.NewFront(runner.NewMount(app, core, nil)))
 	case "paster-plugin":
 		err = servePlugin(ctx, *host, *pluginDir, "hello", entrypoints.NewLocal("greeting", "Hello", "name", "world"))
 	case "bench-inproc":
@@ -82,7 +94,7 @@ func main() {
 	case "backend":
 		err = serveBackend(ctx, *unixSocket)
 	default:
-		err = fmt.Errorf("unknown target %q (plain, paster-http, paster-plugin, reverse-proxy, bench-inproc, bench-plugin)", *target)
+		err = fmt.Errorf("unknown target %q (plain, paster-http, paster-serve, paster-plugin, reverse-proxy, bench-inproc, bench-plugin)", *target)
 	}
 	if err != nil {
 		logger.Error("serving failed", "target", *target, "error", err)
