@@ -129,7 +129,11 @@ func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
 		sh.remove(c)
 		c.release()
 	}()
-	r = r.WithContext(c)
+	// The request with c as its context is kept in c's allocation: the
+	// copy r.WithContext makes does not escape (it is inlined), so it
+	// costs no allocation of its own.
+	c.req = *r.WithContext(c)
+	r = &c.req
 	if m.wrap != nil {
 		r = m.wrap(r)
 	}
@@ -141,7 +145,8 @@ func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
 // own, with the Mount's CoreScope as its Core, cancelled also by Cut. Its
 // cancellation is built only when asked for (Done, or Cut reaching the
 // request): a request whose handler never waits on its context costs this
-// one allocation and no registration in the request's context, which
+// one allocation (the request the app gets, with this context, is in it)
+// and no registration in the request's context, which
 // context.WithCancelCause costs every request (a cancelCtx, its cancel
 // func, an entry in net/http's context's children).
 type mountContext struct {
@@ -152,6 +157,8 @@ type mountContext struct {
 	// set (Attach).
 	attached atomic.Int32
 	key, val any
+
+	req http.Request // the request with this context, as the app gets it
 
 	built    atomic.Bool // ctx and cancelFn are set
 	mu       sync.Mutex  // builds ctx and cancelFn once

@@ -47,7 +47,7 @@ func TestServeStackAllocsPerRequest(t *testing.T) {
 }
 
 // maxStackAllocs is how many allocations per request the layers may add.
-const maxStackAllocs = 3
+const maxStackAllocs = 2
 
 // BenchmarkServerServeStack is BenchmarkServerHello behind the layers
 // paster serve adds: compare allocs/op with BenchmarkServerPlainNetHTTP.
