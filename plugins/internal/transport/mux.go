@@ -129,7 +129,7 @@ func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arena
 		m.stall.Store(int64(writeStall))
 	}
 	for i, c := range conns {
-		cn := &conn{m: m, c: c, xs: map[uint32]*Exchange{}}
+		cn := &conn{m: m, c: c}
 		cn.r, cn.w = rawIO(c)
 		cn.nextID = 2
 		if initiator {
@@ -264,7 +264,9 @@ func WithTag(ctx context.Context, tag uint64) context.Context {
 }
 
 // Open starts an HTTP exchange (for Forward and Serve); it ends when ctx
-// ends. It fails when the connections are gone.
+// ends (noticed once it is used: registered on ctx by its first SendMsg,
+// or watched by a RecvMsg waiting). It fails when the connections are
+// gone.
 func (m *Mux) Open(ctx context.Context) (Stream, error) {
 	tag, _ := ctx.Value(tagKey{}).(uint64)
 	return m.open(ctx, "", tag)
@@ -292,6 +294,7 @@ func (m *Mux) Call(ctx context.Context, method string, in []byte) ([]byte, error
 	if err != nil {
 		return nil, err
 	}
+	x.selfWatch = true
 	return x.call(ctx, in)
 }
 
@@ -303,6 +306,7 @@ func CallFor(ctx context.Context, via *Exchange, method string, in []byte) ([]by
 	if err != nil {
 		return nil, err
 	}
+	x.selfWatch = true
 	return x.call(ctx, in)
 }
 
@@ -384,7 +388,7 @@ type conn struct {
 
 	mu     sync.Mutex
 	nextID uint32
-	xs     map[uint32]*Exchange
+	xs     xtable
 	err    error // set once the connection failed
 
 	// Writing: whoever sends appends its frame to wbuf; if nobody is
@@ -454,6 +458,11 @@ func (cn *conn) open(ctx context.Context, method string, tag uint64, origin uint
 		return nil, err
 	}
 	x := newExchange(cn)
+	// No watch registered on ctx (a context.AfterFunc cost two
+	// allocations, and stopping it a third of ending the exchange): the
+	// goroutine that receives waits for ctx too (wait), and whoever
+	// holds the exchange ends it (end).
+	x.cctx = ctx
 	cn.mu.Lock()
 	if cn.err != nil {
 		cn.mu.Unlock()
@@ -461,11 +470,11 @@ func (cn *conn) open(ctx context.Context, method string, tag uint64, origin uint
 	}
 	// IDs wrap after 2^31 exchanges: 0 is the connection's own, and one
 	// still open (a long-lived tunnel) is skipped.
-	for x.id = cn.nextID; x.id == 0 || cn.xs[x.id] != nil; x.id = cn.nextID {
+	for x.id = cn.nextID; x.id == 0 || cn.xs.get(x.id) != nil; x.id = cn.nextID {
 		cn.nextID += 2
 	}
 	cn.nextID += 2
-	cn.xs[x.id] = x
+	cn.xs.put(x)
 	cn.mu.Unlock()
 	var p [binary.MaxVarintLen64]byte
 	b := binary.AppendUvarint(p[:0], tag)
@@ -473,17 +482,93 @@ func (cn *conn) open(ctx context.Context, method string, tag uint64, origin uint
 	b = append(b, method...)
 	// The open frame goes out with the first message.
 	if _, err := cn.write(x.id, typeOpen, b, nil, false); err != nil {
-		cn.forget(x.id)
+		cn.forget(x)
 		return nil, err
 	}
-	x.stop = context.AfterFunc(ctx, func() { x.abandon(fmt.Errorf("%w: %w", errCancelled, context.Cause(ctx))) })
 	return x, nil
 }
 
-func (cn *conn) forget(id uint32) {
+// forget takes x out of the exchanges (if it is still there: once the
+// connection failed, a new exchange may have its ID).
+func (cn *conn) forget(x *Exchange) {
 	cn.mu.Lock()
-	delete(cn.xs, id)
+	cn.xs.del(x)
 	cn.mu.Unlock()
+}
+
+// xtable holds a connection's open exchanges by ID: a slice indexed by
+// the ID's low bits, at most half full, and a map for the IDs whose slot
+// is taken. Written by hand rather than a map because IDs come nearly in
+// sequence (each side numbers its own upwards), so they rarely collide,
+// and a slice slot costs less to fill, find and clear than a map entry:
+// ending an exchange (its delete from a map of 10,000) was a visible part
+// of the host's CPU when a Signal woke 10,000 parked requests.
+type xtable struct {
+	slots []*Exchange
+	more  map[uint32]*Exchange // IDs whose slot another holds
+	n     int
+}
+
+func (t *xtable) get(id uint32) *Exchange {
+	if len(t.slots) > 0 {
+		if x := t.slots[id&uint32(len(t.slots)-1)]; x != nil && x.id == id {
+			return x
+		}
+	}
+	return t.more[id]
+}
+
+// put adds x, whose ID is not in t.
+func (t *xtable) put(x *Exchange) {
+	if 2*(t.n+1) > len(t.slots) {
+		old := *t
+		*t = xtable{slots: make([]*Exchange, max(64, 2*len(old.slots)))}
+		for _, y := range old.slots {
+			if y != nil {
+				t.put(y)
+			}
+		}
+		for _, y := range old.more {
+			t.put(y)
+		}
+	}
+	t.n++
+	if i := x.id & uint32(len(t.slots)-1); t.slots[i] == nil {
+		t.slots[i] = x
+		return
+	}
+	if t.more == nil {
+		t.more = map[uint32]*Exchange{}
+	}
+	t.more[x.id] = x
+}
+
+// del removes x, if t holds it.
+func (t *xtable) del(x *Exchange) {
+	if len(t.slots) == 0 {
+		return
+	}
+	if i := x.id & uint32(len(t.slots)-1); t.slots[i] == x {
+		t.slots[i] = nil
+		t.n--
+	} else if t.more[x.id] == x {
+		delete(t.more, x.id)
+		t.n--
+	}
+}
+
+// all returns every exchange in t.
+func (t *xtable) all() []*Exchange {
+	xs := make([]*Exchange, 0, t.n)
+	for _, x := range t.slots {
+		if x != nil {
+			xs = append(xs, x)
+		}
+	}
+	for _, x := range t.more {
+		xs = append(xs, x)
+	}
+	return xs
 }
 
 // write sends one frame: payload p, or m's encoding when m is not nil. It
@@ -630,8 +715,8 @@ func (cn *conn) fail(cause error) {
 		return
 	}
 	cn.err = fmt.Errorf("%w: %w", ErrConnLost, cause)
-	xs := cn.xs
-	cn.xs = map[uint32]*Exchange{}
+	xs := cn.xs.all()
+	cn.xs = xtable{}
 	cn.mu.Unlock()
 	cn.wmu.Lock()
 	if cn.werr == nil {
@@ -722,7 +807,7 @@ func (cn *conn) read() {
 			continue
 		}
 		cn.mu.Lock()
-		x := cn.xs[id]
+		x := cn.xs.get(id)
 		cn.mu.Unlock()
 		if x == nil {
 			// An exchange this side has ended: late frames are dropped
@@ -822,30 +907,39 @@ func (cn *conn) accept(id uint32, p *[]byte) bool {
 	putBuf(p)
 	x := newExchange(cn)
 	x.id = id
-	// Not a child of anything: fail ends every exchange of a failed
-	// connection, so the context needs no parent to end with it (and
-	// costs no registration in one).
-	ctx, cancel := context.WithCancel(context.Background())
-	x.cancel = cancel
 	cn.mu.Lock()
 	var bad string
 	switch {
 	case cn.err != nil:
 	case id == 0 || id%2 == cn.nextID%2:
 		bad = "open of an exchange numbered as this side's"
-	case cn.xs[id] != nil:
+	case cn.xs.get(id) != nil:
 		bad = "open of an exchange already open"
 	}
 	if cn.err != nil || bad != "" {
 		cn.mu.Unlock()
-		cancel()
 		if bad != "" {
 			cn.hostile(bad, "exchange", id)
 		}
 		return true
 	}
-	cn.xs[id] = x
-	via := cn.xs[uint32(origin)]
+	// Not a child of anything, but of the client's context of the
+	// exchange the call is made for: fail ends every exchange of a failed
+	// connection, so the context needs no parent to end with it (and
+	// costs no registration in one); a call the goroutine waiting for
+	// that exchange runs (runCall) ends with the client's context, which
+	// that goroutine is not watching meanwhile.
+	parent := context.Background()
+	var via *Exchange
+	if origin != 0 {
+		via = cn.xs.get(uint32(origin))
+		if via != nil && via.cctx != nil {
+			parent = via.cctx
+		}
+	}
+	ctx, cancel := context.WithCancel(parent)
+	x.cancel = cancel
+	cn.xs.put(x)
 	cn.mu.Unlock()
 	x.method, x.tag, x.ctx = method, tag, ctx
 	if origin != 0 && via != nil && via.runCall(x) {
@@ -911,13 +1005,14 @@ func (x *Exchange) uncount() {
 func (x *Exchange) runCall(c *Exchange) bool {
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if x.stop == nil || x.err != nil {
+	if x.cctx == nil || x.err != nil {
 		return false
 	}
 	if len(x.calls) >= maxQueuedCalls {
 		return false
 	}
 	x.calls = append(x.calls, c)
+	x.wakeRecv()
 	x.cond.Broadcast()
 	return true
 }
@@ -931,11 +1026,19 @@ const maxQueuedCalls = 64
 // *wire.Blob (calls) messages. One goroutine may send while another
 // receives.
 type Exchange struct {
-	cn      *conn
-	id      uint32
-	stop    func() bool        // client side: stops the context watch
-	cancel  context.CancelFunc // served side: ends the handler's context
-	counted bool               // served side: counts in its conn's served
+	cn *conn
+	id uint32
+	// cctx is the client side's context: when it ends, the exchange is
+	// abandoned by the goroutine waiting in RecvMsg (wait), or by stop's
+	// watch, which is registered only once the exchange is used without
+	// that goroutine waiting (watch).
+	cctx context.Context
+	stop func() bool // stops the watch; guarded by mu
+	// selfWatch: the client's own code (Forward, Call) waits in RecvMsg
+	// whenever it waits, and SendMsg needs no watch. The opener's.
+	selfWatch bool
+	cancel    context.CancelFunc // served side: ends the handler's context
+	counted   bool               // served side: counts in its conn's served
 
 	// The served side's Handler arguments (serve).
 	ctx    context.Context
@@ -961,6 +1064,11 @@ type Exchange struct {
 	// message only while that is below Window (push).
 	inflight int
 	calls    []*Exchange // calls made for this exchange, served by RecvMsg
+	// A client's RecvMsg waits on wake (from wakes, while waiting) and
+	// cctx.Done() at once, not on cond: waiting says it is there, and
+	// whoever changes what it waits for sends it one wake-up.
+	waiting bool
+	wake    chan struct{}
 
 	// held is the payload of the last large *wire.Frame RecvMsg returned,
 	// which its Body is a slice of; the next RecvMsg recycles it. Only the
@@ -1039,6 +1147,7 @@ func (x *Exchange) push(p *[]byte, slot bool) bool {
 	}
 	x.inflight += max(len(*p), minMessage)
 	x.q = append(x.q, queued{p, slot})
+	x.wakeRecv()
 	x.mu.Unlock()
 	x.cond.Broadcast()
 	return true
@@ -1051,6 +1160,7 @@ var errSlotWindow = errors.New("transport: the peer sent more slots than its win
 func (x *Exchange) peerClosed() {
 	x.mu.Lock()
 	x.closed = true
+	x.wakeRecv()
 	x.mu.Unlock()
 	x.cond.Broadcast()
 }
@@ -1090,6 +1200,7 @@ func (x *Exchange) failed(err error, reset, flush bool) {
 	x.q, x.qh, x.qslots = nil, 0, 0
 	calls := x.calls
 	x.calls = nil
+	x.wakeRecv()
 	x.mu.Unlock()
 	for _, c := range calls {
 		x.cn.m.goServe(c)
@@ -1114,7 +1225,7 @@ func (x *Exchange) failed(err error, reset, flush bool) {
 		x.cancel()
 	}
 	if reset {
-		x.cn.forget(x.id)
+		x.cn.forget(x)
 	}
 }
 
@@ -1128,6 +1239,7 @@ func (x *Exchange) reset() {
 	}
 	calls := x.calls
 	x.calls = nil
+	x.wakeRecv()
 	x.mu.Unlock()
 	for _, c := range calls {
 		x.cn.m.goServe(c)
@@ -1136,7 +1248,7 @@ func (x *Exchange) reset() {
 	if x.cancel != nil {
 		x.cancel()
 	}
-	x.cn.forget(x.id)
+	x.cn.forget(x)
 }
 
 // abandon ends a client exchange when its context ends: the peer is told
@@ -1151,12 +1263,92 @@ func (x *Exchange) abandon(err error) {
 	}
 }
 
-// end ends a client exchange before its context does (Forward and Call
-// end theirs so, sparing the context's watch a goroutine).
+// end ends a client exchange (Forward and Call end theirs when done with
+// them): the peer is told unless it is done already. Only the receiving
+// goroutine may call it, and it receives no more (another goroutine ends
+// the exchange with cancelled).
 func (x *Exchange) end() {
-	if x.stop != nil && x.stop() {
+	x.mu.Lock()
+	stop := x.stop
+	x.mu.Unlock()
+	if stop == nil || stop() {
 		x.abandon(errCancelled)
 	}
+	x.mu.Lock()
+	w := x.wake
+	x.wake = nil
+	x.mu.Unlock()
+	if w != nil {
+		wakes.Put(w)
+	}
+}
+
+// watch registers a watch on a client's context, unless one is: from
+// now on the exchange is used while nobody waits in its RecvMsg for the
+// context to end (Open's caller sent a message, or Forward writes a
+// response that is not over to the client), and the context's end must
+// still reach the peer promptly.
+func (x *Exchange) watch() {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.stop != nil || x.err != nil || x.cctx.Done() == nil {
+		return
+	}
+	ctx := x.cctx
+	x.stop = context.AfterFunc(ctx, func() { x.abandon(fmt.Errorf("%w: %w", errCancelled, context.Cause(ctx))) })
+}
+
+// cancelled ends a client exchange from a goroutine other than the one
+// receiving (Forward's body pump, when the client is gone).
+func (x *Exchange) cancelled() { x.abandon(errCancelled) }
+
+// wakes recycle client exchanges' wake channels, empty.
+var wakes = sync.Pool{New: func() any { return make(chan struct{}, 1) }}
+
+// wakeRecv wakes a client's RecvMsg waiting in wait. Called with mu held.
+func (x *Exchange) wakeRecv() {
+	if x.waiting {
+		x.waiting = false
+		x.wake <- struct{}{}
+	}
+}
+
+// wait waits, called by RecvMsg with mu held, until what RecvMsg waits
+// for may have changed. A client's RecvMsg waits for its context too,
+// and when that ends abandons the exchange (the peer's handler sees its
+// context end).
+func (x *Exchange) wait() {
+	var done <-chan struct{}
+	if x.cctx != nil {
+		done = x.cctx.Done()
+	}
+	if done == nil {
+		x.cond.Wait()
+		return
+	}
+	if x.wake == nil {
+		x.wake = wakes.Get().(chan struct{})
+	}
+	w := x.wake
+	x.waiting = true
+	x.mu.Unlock()
+	select {
+	case <-w:
+		x.mu.Lock()
+		return
+	case <-done:
+	}
+	x.mu.Lock()
+	if !x.waiting {
+		<-w // sent by a wakeRecv meanwhile
+	}
+	x.waiting = false
+	if x.err != nil {
+		return
+	}
+	x.mu.Unlock()
+	x.abandon(fmt.Errorf("%w: %w", errCancelled, context.Cause(x.cctx)))
+	x.mu.Lock()
 }
 
 // finish ends a served exchange when its handler returned: typeClose after
@@ -1194,6 +1386,9 @@ func (x *Exchange) SendMsg(m any) error {
 	// A served side's last message goes out with the close frame that
 	// follows it as the handler returns.
 	f, _ := m.(*wire.Frame)
+	if x.cctx != nil && !x.selfWatch {
+		x.watch()
+	}
 	return x.send(m, x.cancel != nil && f != nil && f.Flags&wire.FlagEnd != 0)
 }
 
@@ -1260,7 +1455,7 @@ func (x *Exchange) RecvMsg(m any) error {
 			x.mu.Lock()
 			continue
 		}
-		x.cond.Wait()
+		x.wait()
 	}
 	if x.err != nil && !(x.drain && x.qh < len(x.q)) {
 		err := x.err
@@ -1330,6 +1525,11 @@ func (x *Exchange) RecvMsg(m any) error {
 		var b [binary.MaxVarintLen64]byte
 		_, _ = x.cn.write(x.id, typeWindow, binary.AppendUvarint(b[:0], uint64(credit)), nil, true)
 		x.relPending = 0
+	}
+	if f, ok := m.(*wire.Frame); ok && x.cctx != nil && f.Flags&wire.FlagEnd == 0 {
+		// The caller goes to pass the message on (Forward, to its
+		// client) and the exchange is not over.
+		x.watch()
 	}
 	return err
 }
