@@ -39,7 +39,7 @@ func (f cancelFunc) cancel(cause error) { f(cause) }
 // shard n (modulo the number of shards) and returns that shard, for
 // remove.
 func (s *cancelSet) add(n uint64, key any, cancel canceler) *cancelShard {
-	sh := &s.shards[n%cancelShards]
+	sh := s.shard(n)
 	sh.mu.Lock()
 	if sh.cancels == nil {
 		sh.cancels = map[any]canceler{}
@@ -48,6 +48,10 @@ func (s *cancelSet) add(n uint64, key any, cancel canceler) *cancelShard {
 	sh.mu.Unlock()
 	return sh
 }
+
+// shard returns shard n (modulo the number of shards), where add(n, ...)
+// registers.
+func (s *cancelSet) shard(n uint64) *cancelShard { return &s.shards[n%cancelShards] }
 
 // remove forgets key; removing it again, or what was never added, does
 // nothing.

@@ -78,8 +78,7 @@ type Mount struct {
 	scope *CoreScope
 	wrap  func(*http.Request) *http.Request
 
-	cutCtx context.Context
-	cut    context.CancelCauseFunc
+	isCut atomic.Bool // Cut ran
 
 	// state counts the requests in flight, plus retiredBit once retired:
 	// one atomic add per request on entry and one on leaving.
@@ -87,9 +86,10 @@ type Mount struct {
 	idleOnce sync.Once
 	idle     chan struct{} // closed when retired and no request is in flight
 
-	// cancels holds the cancel functions of the requests in flight, for
-	// Cut. A request registers in the shard its entry count picks, so
-	// that requests served at once on different CPUs rarely share a lock.
+	// cancels holds the requests in flight whose context's cancellation
+	// is built (mountContext), for Cut. A request registers in the shard
+	// its entry count picks, so that requests served at once on different
+	// CPUs rarely share a lock.
 	cancels cancelSet
 }
 
@@ -100,8 +100,7 @@ const retiredBit = 1 << 62
 // if not nil, may add to each request's context before app sees it (paster
 // serve adds its observability registry).
 func NewMount(app http.Handler, core Core, wrap func(*http.Request) *http.Request) *Mount {
-	ctx, cancel := context.WithCancelCause(context.Background())
-	return &Mount{app: app, scope: NewCoreScope(core), wrap: wrap, cutCtx: ctx, cut: cancel, idle: make(chan struct{})}
+	return &Mount{app: app, scope: NewCoreScope(core), wrap: wrap, idle: make(chan struct{})}
 }
 
 // Scope returns the CoreScope the Mount's requests get as their Core.
@@ -119,16 +118,8 @@ func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
 	}
 	defer m.leave()
 
-	c := &mountContext{Context: r.Context(), scope: m.scope}
-	sh := m.cancels.add(uint64(n), c, c)
-	if m.cutCtx.Err() != nil {
-		// Cut ran before the request registered: it may have missed it.
-		c.cancel(context.Cause(m.cutCtx))
-	}
-	defer func() {
-		sh.remove(c)
-		c.release()
-	}()
+	c := &mountContext{Context: r.Context(), m: m, n: uint64(n)}
+	defer c.release()
 	// The request with c as its context is kept in c's allocation: the
 	// copy r.WithContext makes does not escape (it is inlined), so it
 	// costs no allocation of its own.
@@ -143,25 +134,30 @@ func (m *Mount) serve(w http.ResponseWriter, r *http.Request) bool {
 
 // mountContext is the context of a request a Mount serves: the request's
 // own, with the Mount's CoreScope as its Core, cancelled also by Cut. Its
-// cancellation is built only when asked for (Done, or Cut reaching the
-// request): a request whose handler never waits on its context costs this
-// one allocation (the request the app gets, with this context, is in it)
-// and no registration in the request's context, which
-// context.WithCancelCause costs every request (a cancelCtx, its cancel
-// func, an entry in net/http's context's children).
+// cancellation is built only when asked for (Done, or Err or Value once
+// the Mount is cut), and only then is the request registered for Cut: a
+// request whose handler never waits on its context costs this one
+// allocation (the request the app gets, with this context, is in it), no
+// registration in the request's context, which context.WithCancelCause
+// costs every request (a cancelCtx, its cancel func, an entry in
+// net/http's context's children), and no registration in the Mount's.
+// Cut marks the Mount cut before it cancels the registered ones, and a
+// context building its cancellation registers before it looks at the
+// mark, so none is missed.
 type mountContext struct {
 	context.Context // the request's own, until cancel is built
-	scope           *CoreScope
+	m               *Mount
+	n               uint64 // the request's entry count: its shard in m.cancels
 
 	// attached is 0, 1 while Attach writes key and val, 2 once they are
 	// set (Attach).
 	attached atomic.Int32
+	built    atomic.Bool // ctx and cancelFn are set, the request registered for Cut
 	key, val any
 
 	req http.Request // the request with this context, as the app gets it
 
-	built    atomic.Bool // ctx and cancelFn are set
-	mu       sync.Mutex  // builds ctx and cancelFn once
+	mu       sync.Mutex // builds ctx and cancelFn once
 	ctx      context.Context
 	cancelFn context.CancelCauseFunc
 }
@@ -193,10 +189,15 @@ func (c *mountContext) cancellable() context.Context {
 		return c.ctx
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if !c.built.Load() {
 		c.ctx, c.cancelFn = context.WithCancelCause(c.Context)
+		c.m.cancels.add(c.n, c, c)
 		c.built.Store(true)
+	}
+	c.mu.Unlock()
+	if c.m.isCut.Load() {
+		// Cut ran before the request registered: it may have missed it.
+		c.cancelFn(ErrClosed)
 	}
 	return c.ctx
 }
@@ -211,6 +212,7 @@ func (c *mountContext) cancel(cause error) {
 // context is done then anyway: net/http cancels its own).
 func (c *mountContext) release() {
 	if c.built.Load() {
+		c.m.cancels.shard(c.n).remove(c)
 		c.cancelFn(nil)
 	}
 }
@@ -220,8 +222,8 @@ func (c *mountContext) Done() <-chan struct{} { return c.cancellable().Done() }
 
 // Err is Done's.
 func (c *mountContext) Err() error {
-	if c.built.Load() {
-		return c.ctx.Err()
+	if c.built.Load() || c.m.isCut.Load() {
+		return c.cancellable().Err()
 	}
 	return c.Context.Err()
 }
@@ -232,15 +234,15 @@ func (c *mountContext) Err() error {
 func (c *mountContext) Value(key any) any {
 	switch key.(type) {
 	case coreKey:
-		return Core(c.scope)
+		return Core(c.m.scope)
 	case mountKey:
 		return c
 	}
 	if c.attached.Load() == 2 && c.key == key {
 		return c.val
 	}
-	if c.built.Load() {
-		return c.ctx.Value(key)
+	if c.built.Load() || c.m.isCut.Load() {
+		return c.cancellable().Value(key)
 	}
 	return c.Context.Value(key)
 }
@@ -267,8 +269,8 @@ func (m *Mount) Retire() <-chan struct{} {
 // contexts are cancelled with cause ErrClosed, which ends requests forwarded
 // to plugins. Cut is idempotent.
 func (m *Mount) Cut() {
+	m.isCut.Store(true)
 	m.scope.Close()
-	m.cut(ErrClosed)
 	m.cancels.cancelAll(ErrClosed)
 }
 

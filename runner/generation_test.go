@@ -247,15 +247,17 @@ func TestMountRequestContext(t *testing.T) {
 		name    string
 		cut     bool // the end is Cut, else the client going away
 		waiting bool // the handler waits on Done before the end
+		after   bool // the handler waits on Done only once the end has come
 	}{
 		{name: "cut/waiting", cut: true, waiting: true},
 		{name: "cut/looks after", cut: true},
+		{name: "cut/waits after", cut: true, after: true},
 		{name: "client gone/waiting", waiting: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			core := newTestCore(t, CoreOptions{})
-			entered, ended := make(chan struct{}), make(chan string, 1)
+			entered, ended, cut := make(chan struct{}), make(chan string, 1), make(chan struct{})
 			var m *Mount
 			m = NewMount(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				ctx := r.Context()
@@ -264,9 +266,13 @@ func TestMountRequestContext(t *testing.T) {
 					return
 				}
 				close(entered)
-				if tc.waiting {
+				switch {
+				case tc.waiting:
 					<-ctx.Done()
-				} else {
+				case tc.after:
+					<-cut
+					<-ctx.Done()
+				default:
 					testsync.WaitFor(t, "the request cut", func() bool { return ctx.Err() != nil })
 				}
 				ended <- fmt.Sprintf("err %v, cause %v", ctx.Err(), context.Cause(ctx))
@@ -292,6 +298,7 @@ func TestMountRequestContext(t *testing.T) {
 			want := "err context canceled, cause context canceled"
 			if tc.cut {
 				m.Cut()
+				close(cut)
 				want = fmt.Sprintf("err context canceled, cause %v", ErrClosed)
 			} else {
 				cancel()
