@@ -8,7 +8,10 @@
 #                                net/http (goal >= GOAL), paster-plugin
 #                                against httputil.ReverseProxy in front of
 #                                a separate app server (goal >= 2.0) and
-#                                against paster-http (aim >= 0.5)
+#                                against paster-http (aim >= 0.5); and
+#                                paster-serve (paster-http with the layers
+#                                paster serve puts around every app: reload
+#                                Mount, /metrics instrument), reported only
 #   bench/run.sh cpu             a handler doing ~200 us of CPU work, in a
 #                                plugin against compiled in (goal >= 0.9)
 #   bench/run.sh bulk            1 GiB up and 1 GiB down through a plugin app
@@ -73,7 +76,7 @@ if [[ ${1:-} == cluster ]]; then
 fi
 
 BASELINE=plain
-TARGETS=(paster-http paster-plugin reverse-proxy)
+TARGETS=(paster-http paster-serve paster-plugin reverse-proxy)
 # Targets of the cpu and bulk sets (their own baselines): bench/benchdist's
 # app compiled in and from its plugin.
 SETS=(hello cpu bulk)
@@ -106,6 +109,7 @@ build() {
 # Targets. Each start_NAME serves hello and prints "listening ADDR".
 start_plain() { exec "$WORK/benchserve" -target plain; }
 start_paster-http() { exec "$WORK/benchserve" -target paster-http; }
+start_paster-serve() { exec "$WORK/benchserve" -target paster-serve; }
 start_paster-plugin() { exec "$WORK/benchserve" -target paster-plugin -plugin-dir "$WORK/plugins"; }
 start_reverse-proxy() { exec "$WORK/benchserve" -target reverse-proxy; }
 start_bench-inproc() { exec "$WORK/benchserve" -target bench-inproc; }

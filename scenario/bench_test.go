@@ -36,6 +36,7 @@ func TestBenchScript(t *testing.T) {
 	}
 	for _, want := range []string{
 		`(?m)^paster-http +\d+ +[\d.]+ +0 +0 +\(goal ≥ 0.95: (ok|BELOW)\)$`,
+		`(?m)^paster-serve +\d+ +[\d.]+ +0 +0\b`,
 		`(?m)^paster-plugin / reverse-proxy = [\d.]+  \(goal ≥ 2: (ok|BELOW)\)$`,
 		`(?m)^paster-plugin / paster-http = [\d.]+  \(goal ≥ 0.5: (ok|BELOW)\)$`,
 		`(?m)^cpu-plugin +\d+ +[\d.]+ +0 +0 +\(goal ≥ 0.9: (ok|BELOW)\)$`,
