@@ -221,16 +221,20 @@ func (c *mountContext) release() {
 func (c *mountContext) Done() <-chan struct{} { return c.cancellable().Done() }
 
 // Err is Done's.
-func (c *mountContext) Err() error {
+func (c *mountContext) Err() error { return c.current().Err() }
+
+// current is the context that answers Err and Value: the one with the
+// request's own cancellation once built or once the Mount is cut (which
+// builds it), else the request's own.
+func (c *mountContext) current() context.Context {
 	if c.built.Load() || c.m.isCut.Load() {
-		return c.cancellable().Err()
+		return c.cancellable()
 	}
-	return c.Context.Err()
+	return c.Context
 }
 
-// Value answers the Core itself (CoreFrom), and what Attach attached, and asks the request's context
-// (with its cancellation, once built, so that context.Cause tells Cut's
-// cause) for anything else.
+// Value answers the Core itself (CoreFrom) and what Attach attached, and
+// asks current for anything else (so that context.Cause tells Cut's cause).
 func (c *mountContext) Value(key any) any {
 	switch key.(type) {
 	case coreKey:
@@ -241,11 +245,9 @@ func (c *mountContext) Value(key any) any {
 	if c.attached.Load() == 2 && c.key == key {
 		return c.val
 	}
-	if c.built.Load() || c.m.isCut.Load() {
-		return c.cancellable().Value(key)
-	}
-	return c.Context.Value(key)
+	return c.current().Value(key)
 }
+
 func (m *Mount) leave() {
 	if m.state.Add(-1) == retiredBit {
 		m.idleOnce.Do(func() { close(m.idle) })
