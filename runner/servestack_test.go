@@ -41,7 +41,11 @@ func TestServeStackAllocsPerRequest(t *testing.T) {
 	plain := least(runner.StartPlain(t))
 	stack := least(startServeStack(t))
 	t.Logf("allocations per request: plain net/http %.2f, paster serve's stack %.2f", plain, stack)
-	if stack > plain+maxStackAllocs {
+	// Half an allocation of slack, as TestServerAllocsPerRequest has: the
+	// layers add exactly maxStackAllocs, and the two measurements move by
+	// up to a few tenths each (under -race plain measured 18.74 against
+	// its usual 19.2 once, failing a stack at 20.89).
+	if stack > plain+maxStackAllocs+0.5 {
 		t.Errorf("paster serve's stack allocates %.2f times per request, plain net/http %.2f (at most %d more)", stack, plain, maxStackAllocs)
 	}
 }
