@@ -198,16 +198,13 @@ func (cs *coreService) core(in coreCall) runner.Core {
 // runner.SignalFuncWaiter (answer then runs in the goroutine that
 // signals), else in the calling one, which waits.
 func (cs *coreService) waitForSignal(ctx context.Context, in coreCall, answer func(coreReply)) {
+	done := func(v []byte, err error) { answer(coreReply{Value: v, Err: toCoreErr(err)}) }
 	c := cs.core(in)
-	fw, ok := c.(runner.SignalFuncWaiter)
-	if !ok {
-		v, err := c.WaitForSignal(ctx, in.Name, in.Timeout)
-		answer(coreReply{Value: v, Err: toCoreErr(err)})
+	if fw, ok := c.(runner.SignalFuncWaiter); ok {
+		fw.WaitForSignalFunc(ctx, in.Name, in.Timeout, done)
 		return
 	}
-	fw.WaitForSignalFunc(ctx, in.Name, in.Timeout, func(v []byte, err error) {
-		answer(coreReply{Value: v, Err: toCoreErr(err)})
-	})
+	done(c.WaitForSignal(ctx, in.Name, in.Timeout))
 }
 
 // calls are the Core methods by name.

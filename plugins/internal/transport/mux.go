@@ -362,7 +362,6 @@ func ServeCallLater(ctx context.Context, x *Exchange, f func(ctx context.Context
 func (x *Exchange) replyLater(out []byte, err error) {
 	_ = x.sendReply(out, err)
 	x.finishWith(nil, false)
-	x.uncount()
 }
 
 func (x *Exchange) sendReply(out []byte, err error) error {
@@ -968,13 +967,12 @@ var errRefused = errors.New("transport: too many exchanges open at once")
 func (cn *conn) refuse(id uint32) bool {
 	cn.wmu.Lock()
 	cn.refusals++
-	over := cn.refusals > maxRefusals
-	cn.wmu.Unlock()
-	if over {
+	if cn.refusals > maxRefusals {
+		cn.wmu.Unlock()
 		cn.violation("exchanges opened beyond the limit while the refusals go unread", "limit", cn.m.maxServed.Load())
 		return false
 	}
-	_, _ = cn.write(id, typeCancel, nil, nil, false)
+	_, _ = cn.writeLocked(id, typeCancel, nil, nil, false)
 	cn.flushSoon()
 	return true
 }
@@ -985,11 +983,10 @@ const maxRefusals = 1024
 // serve runs the Handler for x, a served exchange, and ends x.
 func (x *Exchange) serve() {
 	err := x.cn.m.handler(x.ctx, x.method, x.tag, x)
-	if x.later && err == nil {
-		return // replyLater ends it
+	if x.later {
+		return // replyLater ends it (ServeCallLater returned nil)
 	}
-	x.finish(err)
-	x.uncount()
+	x.finishWith(err, true)
 }
 
 // uncount takes a served exchange that has ended out of its conn's count.
@@ -1268,16 +1265,15 @@ func (x *Exchange) abandon(err error) {
 // goroutine may call it, and it receives no more (another goroutine ends
 // the exchange with cancelled).
 func (x *Exchange) end() {
+	// The receiving goroutine is not waiting (it is here), so nothing
+	// sends on wake once it is taken, abandon's wake-up included.
 	x.mu.Lock()
-	stop := x.stop
+	stop, w := x.stop, x.wake
+	x.wake = nil
 	x.mu.Unlock()
 	if stop == nil || stop() {
 		x.abandon(errCancelled)
 	}
-	x.mu.Lock()
-	w := x.wake
-	x.wake = nil
-	x.mu.Unlock()
 	if w != nil {
 		wakes.Put(w)
 	}
@@ -1351,12 +1347,10 @@ func (x *Exchange) wait() {
 	x.mu.Lock()
 }
 
-// finish ends a served exchange when its handler returned: typeClose after
-// a clean return, typeCancel after a failed one.
-func (x *Exchange) finish(herr error) { x.finishWith(herr, true) }
-
-// finishWith is finish; without flush the close frame joins the buffer, which
-// goes out soon (flushSoon).
+// finishWith ends a served exchange when its handler returned (or its
+// later reply was sent): typeClose after a clean return, typeCancel after
+// a failed one, and takes it out of its conn's count (uncount). Without
+// flush the close frame joins the buffer, which goes out soon (flushSoon).
 func (x *Exchange) finishWith(herr error, flush bool) {
 	if herr != nil && !errors.Is(herr, ErrConnLost) && !errors.Is(herr, ErrReset) {
 		x.cn.m.log.Debug("data-plane exchange failed", "method", x.method, "error", herr)
@@ -1376,6 +1370,7 @@ func (x *Exchange) finishWith(herr error, flush bool) {
 			x.cn.flushSoon()
 		}
 	}
+	x.uncount()
 }
 
 // SendMsg sends m (*wire.Frame or *wire.Blob). It waits while the peer has
