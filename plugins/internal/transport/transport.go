@@ -465,21 +465,21 @@ func Forward(w http.ResponseWriter, r *http.Request, o Opener, target uint64) er
 	// The exchange ends when Forward returns, or earlier when the client
 	// is gone (the body pump ends it).
 	cancel := func() {}
-	if e, ok := s.(ender); ok {
-		defer e.end()
-		if pump {
-			cancel = e.end
-		}
-	}
 	if x, ok := s.(*Exchange); ok {
 		// Forward waits in RecvMsg (which watches the request's context)
 		// or, when a response streams, has RecvMsg register a watch.
 		x.selfWatch = true
+		defer x.end()
 		// The last response frame's slot, once it is written.
 		defer x.release(true)
 		if pump {
 			// end is the receiving goroutine's.
 			cancel = x.cancelled
+		}
+	} else if e, ok := s.(ender); ok {
+		defer e.end()
+		if pump {
+			cancel = e.end
 		}
 	}
 	err = s.SendMsg(head)
