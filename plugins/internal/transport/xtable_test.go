@@ -1,0 +1,122 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/paster-dev/paster/internal/testsync"
+)
+
+// tableOf returns how many exchanges m's first connection holds and how
+// many slots its table has.
+func tableOf(m *Mux) (n, slots int) {
+	cn := m.conns[0]
+	cn.mu.Lock()
+	defer cn.mu.Unlock()
+	return cn.xs.n, len(cn.xs.slots)
+}
+
+// TestXtableShrinksAfterPeak: thousands of calls parked at once on one
+// connection grow both sides' exchange tables; once they are answered,
+// both tables are back to their least size (nothing of the peak is held).
+func TestXtableShrinksAfterPeak(t *testing.T) {
+	t.Parallel()
+	const parked = 5000
+	replies := make(chan func([]byte, error), parked)
+	client, server := muxPair(t, 1, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		return ServeCallLater(ctx, x, func(_ context.Context, in []byte, reply func([]byte, error)) {
+			replies <- reply
+		})
+	})
+	errs := make(chan error, parked)
+	for range parked {
+		go func() {
+			_, err := client.Call(context.Background(), "park", []byte("x"))
+			errs <- err
+		}()
+	}
+	answer := make([]func([]byte, error), 0, parked)
+	for range parked {
+		answer = append(answer, testsync.Recv(t, "a parked call", replies))
+	}
+	for _, m := range []*Mux{client, server} {
+		if n, slots := tableOf(m); n != parked || slots < 2*parked {
+			t.Fatalf("at the peak: %d exchanges in %d slots, want %d in at least %d", n, slots, parked, 2*parked)
+		}
+	}
+	for _, reply := range answer {
+		reply([]byte("y"), nil)
+	}
+	for range parked {
+		if err := testsync.Recv(t, "a call's answer", errs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for side, m := range map[string]*Mux{"client": client, "server": server} {
+		testsync.WaitFor(t, side+"'s exchanges to end", func() bool { n, _ := tableOf(m); return n == 0 })
+		if _, slots := tableOf(m); slots != minSlots {
+			t.Errorf("%s: %d slots after the peak, want %d", side, slots, minSlots)
+		}
+	}
+}
+
+// TestXtableSteady: a workload whose open exchanges swing back and forth
+// (within a factor of two) around a size, before or after a peak, rebuilds
+// the table at most in its first swing: not on every crossing of a size at
+// which the table grows or shrinks.
+func TestXtableSteady(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		peak, low, high int
+	}{
+		{peak: 0, low: 24, high: 40},        // the first growth (at 32)
+		{peak: 5000, low: 1000, high: 1100}, // a shrink after a peak (at 1024)
+		{peak: 5000, low: 2000, high: 2100}, // a shrink after a peak (at 2048)
+		{peak: 5000, low: 0, high: 3},       // idle after a peak
+	} {
+		t.Run(fmt.Sprintf("peak %d, %d to %d", c.peak, c.low, c.high), func(t *testing.T) {
+			t.Parallel()
+			client, _ := muxPair(t, 1, func(context.Context, string, uint64, *Exchange) error { return nil })
+			var open []*Exchange // oldest first
+			_, last := tableOf(client)
+			rebuilds := 0
+			step := func() {
+				if _, slots := tableOf(client); slots != last {
+					rebuilds++
+					last = slots
+				}
+			}
+			to := func(n int) {
+				for len(open) < n {
+					x, err := client.open(context.Background(), "m", 0)
+					if err != nil {
+						t.Fatal(err)
+					}
+					open = append(open, x)
+					step()
+				}
+				for len(open) > n {
+					open[0].end()
+					open = open[1:]
+					step()
+				}
+			}
+			to(c.peak)
+			to(c.low)
+			to(c.high) // the first swing may rebuild
+			to(c.low)
+			rebuilds = 0
+			const swings = 10
+			for range swings {
+				to(c.high)
+				to(c.low)
+			}
+			if rebuilds > 0 {
+				n, slots := tableOf(client)
+				t.Errorf("%d rebuilds in %d swings between %d and %d exchanges; now %d in %d slots", rebuilds, swings, c.low, c.high, n, slots)
+			}
+			to(0)
+		})
+	}
+}
