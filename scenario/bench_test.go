@@ -28,7 +28,7 @@ func TestBenchScript(t *testing.T) {
 	cmd := exec.CommandContext(ctx, "bash", filepath.Join(root, "bench", "run.sh"))
 	cmd.Dir = root
 	cmd.Env = append(cmd.Environ(), "ROUNDS=1", "DURATION=100ms", "WARMUP=50ms", "CONNS=2",
-		"BULK_SIZE=4194304", "BULK_ROUNDS=1")
+		"BULK_SIZE=4194304", "BULK_ROUNDS=1", "HOP_TRIPS=200")
 	out, err := cmd.CombinedOutput()
 	var exit *exec.ExitError
 	if err != nil && !(errors.As(err, &exit) && exit.ExitCode() == 3) {
@@ -40,6 +40,8 @@ func TestBenchScript(t *testing.T) {
 		`(?m)^paster-plugin / reverse-proxy = [\d.]+  \(goal ≥ 2: (ok|BELOW)\)$`,
 		`(?m)^paster-plugin / paster-http = [\d.]+  \(goal ≥ 0.5: (ok|BELOW)\)$`,
 		`(?m)^cpu-plugin +\d+ +[\d.]+ +0 +0 +\(goal ≥ 0.9: (ok|BELOW)\)$`,
+		`(?m)^hop socket +[\d.]+ us of CPU per round trip to another process \(a byte on a unix socket pair: the floor\)$`,
+		`(?m)^hop http +[\d.]+ us of CPU per round trip to another process \(a small HTTP exchange through the Mux\)$`,
 		`(?m)^plugin +upload +\d+ +[\d.]+  \(goal ≥ 0.8: (ok|BELOW)\)$`,
 		`(?m)^plugin +download +\d+ +[\d.]+  \(goal ≥ 0.8: (ok|BELOW)\)$`,
 		`(?m)^  plugin +paster-plugin-bench\[\d+\] +[\d.]+ MiB  (ok|ABOVE)$`,
