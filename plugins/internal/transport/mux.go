@@ -659,6 +659,12 @@ func (cn *conn) writeLocked(id uint32, typ byte, p []byte, m any, flush bool) (i
 	return n, cn.writeOut(tail)
 }
 
+// keepWrite is the largest write buffer a connection keeps once its
+// writer is idle (it keeps two): a load whose writes stay under it
+// allocates none, and a burst's larger buffers (up to 1 MiB, reused
+// while the burst lasts) are not held after it.
+const keepWrite = 64 << 10
+
 // writeOut writes the buffer, then tail, then whatever was buffered
 // meanwhile, until nothing is left. It is called with wmu held and nobody
 // writing, and returns with wmu released; a failed write fails the
@@ -690,6 +696,16 @@ func (cn *conn) writeOut(tail []byte) error {
 		}
 	}
 	cn.writing = false
+	// Buffers a burst grew (replies answered together, many exchanges'
+	// frames) are reused while the writer finds more to write, and go
+	// back once it is idle: a connection holds no more than its usual
+	// load's.
+	if cap(cn.spare) > keepWrite {
+		cn.spare = nil
+	}
+	if len(cn.wbuf) == 0 && cap(cn.wbuf) > keepWrite {
+		cn.wbuf = nil
+	}
 	err := cn.werr
 	cn.wmu.Unlock()
 	if err != nil {

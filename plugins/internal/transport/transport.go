@@ -31,7 +31,11 @@
 // many exchanges share each write system call and each wake-up of the
 // peer's reader. The open frame waits for the first message and a served
 // side's last message for its close frame, so a small exchange is one
-// write each way at most. One reader goroutine per connection
+// write each way at most. The buffers a burst grows (10,000 replies
+// answered at once: about 190 KiB each way) are reused while the writer
+// finds more to write and go back once it is idle: a connection keeps
+// two of at most 64 KiB (keepWrite), where it kept any up to 1 MiB for
+// good (TestWriteBuffersAfterBurst). One reader goroutine per connection
 // demultiplexes into per-exchange queues and never blocks on an exchange
 // (nor writes). Exchanges the peer opens run in goroutines kept while idle
 // (a handler's stack grows once; the last idled is reused first, so the

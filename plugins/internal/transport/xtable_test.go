@@ -17,29 +17,48 @@ func tableOf(m *Mux) (n, slots int) {
 	return cn.xs.n, len(cn.xs.slots)
 }
 
+// parkCalls makes n calls at once over a Mux pair of one connection,
+// whose server holds them (ServeCallLater) until the test answers them
+// with the replies it returns; each call's result comes on errs.
+func parkCalls(t *testing.T, n int) (client, server *Mux, replies []func([]byte, error), errs <-chan error) {
+	t.Helper()
+	parked := make(chan func([]byte, error), n)
+	client, server = muxPair(t, 1, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
+		return ServeCallLater(ctx, x, func(_ context.Context, in []byte, reply func([]byte, error)) {
+			parked <- reply
+		})
+	})
+	results := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := client.Call(context.Background(), "park", []byte("x"))
+			results <- err
+		}()
+	}
+	for range n {
+		replies = append(replies, testsync.Recv(t, "a parked call", parked))
+	}
+	return client, server, replies, results
+}
+
+// answered waits for n calls' results on errs, failing the test on an
+// error.
+func answered(t *testing.T, errs <-chan error, n int) {
+	t.Helper()
+	for range n {
+		if err := testsync.Recv(t, "a call's answer", errs); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestXtableShrinksAfterPeak: thousands of calls parked at once on one
 // connection grow both sides' exchange tables; once they are answered,
 // both tables are back to their least size (nothing of the peak is held).
 func TestXtableShrinksAfterPeak(t *testing.T) {
 	t.Parallel()
 	const parked = 5000
-	replies := make(chan func([]byte, error), parked)
-	client, server := muxPair(t, 1, func(ctx context.Context, _ string, _ uint64, x *Exchange) error {
-		return ServeCallLater(ctx, x, func(_ context.Context, in []byte, reply func([]byte, error)) {
-			replies <- reply
-		})
-	})
-	errs := make(chan error, parked)
-	for range parked {
-		go func() {
-			_, err := client.Call(context.Background(), "park", []byte("x"))
-			errs <- err
-		}()
-	}
-	answer := make([]func([]byte, error), 0, parked)
-	for range parked {
-		answer = append(answer, testsync.Recv(t, "a parked call", replies))
-	}
+	client, server, answer, errs := parkCalls(t, parked)
 	for _, m := range []*Mux{client, server} {
 		if n, slots := tableOf(m); n != parked || slots < 2*parked {
 			t.Fatalf("at the peak: %d exchanges in %d slots, want %d in at least %d", n, slots, parked, 2*parked)
@@ -48,11 +67,7 @@ func TestXtableShrinksAfterPeak(t *testing.T) {
 	for _, reply := range answer {
 		reply([]byte("y"), nil)
 	}
-	for range parked {
-		if err := testsync.Recv(t, "a call's answer", errs); err != nil {
-			t.Fatal(err)
-		}
-	}
+	answered(t, errs, parked)
 	for side, m := range map[string]*Mux{"client": client, "server": server} {
 		testsync.WaitFor(t, side+"'s exchanges to end", func() bool { n, _ := tableOf(m); return n == 0 })
 		if _, slots := tableOf(m); slots != minSlots {
@@ -118,5 +133,40 @@ func TestXtableSteady(t *testing.T) {
 			}
 			to(0)
 		})
+	}
+}
+
+// writeBuffers returns the capacity of m's first connection's write
+// buffers once its writer is idle.
+func writeBuffers(t *testing.T, m *Mux) int {
+	t.Helper()
+	cn := m.conns[0]
+	var held int
+	testsync.WaitFor(t, "the writer to be idle", func() bool {
+		cn.wmu.Lock()
+		defer cn.wmu.Unlock()
+		held = cap(cn.wbuf) + cap(cn.spare)
+		return !cn.writing && !cn.flushing && len(cn.wbuf) == 0
+	})
+	return held
+}
+
+// TestWriteBuffersAfterBurst: replies answered together (a Signal's
+// waiters) pile up in the connection's write buffer, which grows to
+// hundreds of KiB; once written, the writer keeps no more than keepWrite
+// a buffer.
+func TestWriteBuffersAfterBurst(t *testing.T) {
+	t.Parallel()
+	const parked = 100
+	client, server, answer, errs := parkCalls(t, parked)
+	big := make([]byte, 4<<10)
+	for _, reply := range answer {
+		reply(big, nil)
+	}
+	answered(t, errs, parked)
+	for side, m := range map[string]*Mux{"client": client, "server": server} {
+		if held := writeBuffers(t, m); held > 2*keepWrite {
+			t.Errorf("%s: write buffers of %d bytes held after the burst, want at most %d", side, held, 2*keepWrite)
+		}
 	}
 }
