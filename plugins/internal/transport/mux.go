@@ -1511,6 +1511,13 @@ func (x *Exchange) RecvMsg(m any) error {
 	}
 	if x.qh == len(x.q) {
 		x.q, x.qh = x.q[:0], 0
+	} else if 2*x.qh >= len(x.q) {
+		// A reader that stays behind (flow control waits for it) may
+		// never empty the queue: what it has taken goes, else the queue
+		// would keep an entry for every message the exchange received.
+		n := copy(x.q, x.q[x.qh:])
+		clear(x.q[n:])
+		x.q, x.qh = x.q[:n], 0
 	}
 	x.consumed += len(*p)
 	var credit int

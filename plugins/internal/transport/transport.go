@@ -37,7 +37,9 @@
 // two of at most 64 KiB (keepWrite), where it kept any up to 1 MiB for
 // good (TestWriteBuffersAfterBurst). One reader goroutine per connection
 // demultiplexes into per-exchange queues and never blocks on an exchange
-// (nor writes). Exchanges the peer opens run in goroutines kept while idle
+// (nor writes); a queue holds what is pending, not what was taken before
+// (a reader that flow control waits for may never empty it: the queue
+// had an entry for every message since, TestQueueNeverEmpty). Exchanges the peer opens run in goroutines kept while idle
 // (a handler's stack grows once; the last idled is reused first, so the
 // others end after one to two seconds, ended by one reaper timer rather
 // than a timer per idle spell). A served exchange is handed to its

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/paster-dev/paster/internal/testsync"
+	"github.com/paster-dev/paster/plugins/internal/wire"
 )
 
 // tableOf returns how many exchanges m's first connection holds and how
@@ -168,5 +169,58 @@ func TestWriteBuffersAfterBurst(t *testing.T) {
 		if held := writeBuffers(t, m); held > 2*keepWrite {
 			t.Errorf("%s: write buffers of %d bytes held after the burst, want at most %d", side, held, 2*keepWrite)
 		}
+	}
+}
+
+// TestQueueNeverEmpty: an exchange whose reader stays behind (its queue
+// never empties, as under flow control with a slow reader) keeps a queue
+// as long as what is pending, not one entry for every message received.
+func TestQueueNeverEmpty(t *testing.T) {
+	t.Parallel()
+	served := make(chan *Exchange, 1)
+	done := make(chan struct{})
+	defer close(done)
+	client, _ := muxPair(t, 1, func(_ context.Context, _ string, _ uint64, x *Exchange) error {
+		served <- x
+		<-done
+		return nil
+	})
+	s, err := client.open(context.Background(), "m", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &wire.Blob{Data: make([]byte, 64)}
+	send := func(n int) {
+		for range n {
+			if err := s.SendMsg(msg); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	send(1)
+	x := testsync.Recv(t, "the served exchange", served)
+	queue := func() (pending, capacity int) {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		return len(x.q) - x.qh, cap(x.q)
+	}
+	const batch, batches = 100, 200
+	send(batch - 1)
+	var in wire.Blob
+	most := 0
+	for range batches {
+		send(batch)
+		testsync.WaitFor(t, "the batch to arrive", func() bool { p, _ := queue(); return p >= 2*batch })
+		for range batch {
+			if err := x.RecvMsg(&in); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, c := queue(); c > most {
+			most = c
+		}
+	}
+	if most > 8*batch {
+		t.Errorf("queue of %d entries for at most %d pending (%d received)", most, 2*batch, batch*(batches+1))
 	}
 }
