@@ -130,6 +130,7 @@ func inheritedFiles(env, name string, log hclog.Logger) []*os.File {
 // serveData serves a request the host sends on the data plane; tag is the
 // request's Core scope (see requestScope).
 func (s *sdk) serveData(ctx context.Context, method string, tag uint64, x *transport.Exchange) error {
+	procsRequest()
 	if method != "" {
 		return noMethod(ctx, method, x)
 	}

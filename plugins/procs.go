@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -24,6 +25,24 @@ import (
 // from 0.79 and 0.78x the in-process app to 0.83 and 0.85x (perf: the host,
 // light there, spent 30% of its CPU in the scheduler and futex).
 //
+// An idle process on one P samples less and less often: each sample
+// without a request, a long scheduling wait or more than procsIdle CPUs
+// used doubles the wait before the next, up to procsTickMax, and any load
+// brings it back to procsTick. Ticking every procsTick, an idle host and
+// each of its plugin processes woke ~150 times a second (the tick, and
+// the threads it wakes) for nothing. Requests are where the load of a
+// host and its plugins comes from, and the one sign of it that costs
+// nothing to watch (the runtime tells of no goroutine becoming runnable
+// or CPU use rising without being polled): the first request after a
+// long wait wakes the sampling (procsRequest; one atomic load per request
+// otherwise), which measures from then on every procsTick, so a plugin
+// that a burst of requests makes busy gets all Ps as quickly as before.
+// Measured (bench/cmd/benchserve -target paster-plugin, idle, voluntary
+// context switches of all threads over 10 s, three runs): the host
+// 1591, 1581, 1642 before, 272, 264, 246 after; the hello plugin 1440,
+// 1531, 1531 before, 280, 261, 290 after (253-256 with the switching
+// off: watchParent's ticker is most of the rest).
+//
 // The setting is the process's own: a GOMAXPROCS in the environment is
 // left alone; a program that sets it itself is overridden at the next
 // switch (set GOMAXPROCS in the environment instead).
@@ -42,18 +61,34 @@ const (
 	// handler computing for long keeps the others waiting) gets the
 	// plugin all Ps at the next tick, however little CPU it used.
 	procsWait = 2e-3
+	// procsIdle: CPUs used below which a sample on one P without a
+	// request or a long wait is idle; each idle sample doubles the wait
+	// before the next, up to procsTickMax. A request wakes the sampling
+	// at once; load that comes without one (a plugin's own server or
+	// background work, the host's compiled-in apps) is seen at the next
+	// sample, so such a process, busy all of a sudden, stays on one P
+	// for up to procsTickMax (plus a procsTick to measure it, unless it
+	// kept a goroutine waiting procsWait). 400 ms: 2.5 samples a second,
+	// a sixteenth of procsTick's, as few as an idle plugin's other
+	// wake-ups (watchParent's 5 a second); longer would save little more.
+	procsIdle    = 0.05
+	procsTickMax = 400 * time.Millisecond
 )
 
-// procsPolicy decides, tick by tick, whether the plugin runs on one P.
+// procsPolicy decides, sample by sample, whether the plugin runs on one P
+// and how long to wait before the next sample.
 type procsPolicy struct {
 	one  bool
 	calm int
+	wait time.Duration
 }
 
-// next takes the CPUs the process used over the last tick and how many
-// goroutines waited procsWait or longer to run, and reports whether the
-// plugin should run on one P from now on.
-func (p *procsPolicy) next(used float64, waits uint64) bool {
+// next takes the CPUs the process used since the last sample, how many
+// goroutines waited procsWait or longer to run meanwhile and whether a
+// request came, and reports whether the plugin should run on one P from
+// now on and how long to wait before the next sample: procsTick, doubled
+// by every idle sample on one P up to procsTickMax.
+func (p *procsPolicy) next(used float64, waits uint64, requests bool) (one bool, wait time.Duration) {
 	switch {
 	case p.one && (used >= procsUp || waits > 0):
 		p.one, p.calm = false, 0
@@ -65,7 +100,47 @@ func (p *procsPolicy) next(used float64, waits uint64) bool {
 	case !p.one:
 		p.calm = 0
 	}
-	return p.one
+	if p.one && !requests && waits == 0 && used < procsIdle {
+		p.wait = min(2*max(p.wait, procsTick), procsTickMax)
+	} else {
+		p.wait = procsTick
+	}
+	return p.one, p.wait
+}
+
+// procsReqs is what requests tell the switching goroutine (procsRequest);
+// reqsHeard also while nothing holds the switching, so that a request
+// then costs one atomic load.
+var procsReqs atomic.Int32
+
+const (
+	reqsHeard  = iota // a request came since the last sample
+	reqsNone          // none yet
+	reqsAsleep        // none yet, and the wait is longer than procsTick: the next one wakes the goroutine (procsWake)
+)
+
+// procsWake is how procsRequest wakes the switching goroutine from a long
+// wait.
+var procsWake = make(chan struct{}, 1)
+
+// procsStats counts the switching goroutine's samples and those a request
+// woke it for, and holds the last wait it chose, for tests.
+var procsStats struct {
+	samples, woken atomic.Uint64
+	wait           atomic.Int64
+}
+
+// procsRequest tells the switching that a request came: the goroutine
+// keeps sampling every procsTick, and if it was waiting longer, it wakes
+// to measure from now. While requests keep coming (or nothing holds the
+// switching), it costs one atomic load.
+func procsRequest() {
+	if s := procsReqs.Load(); s != reqsHeard && procsReqs.CompareAndSwap(s, reqsHeard) && s == reqsAsleep {
+		select {
+		case procsWake <- struct{}{}:
+		default:
+		}
+	}
 }
 
 var procs struct {
@@ -121,24 +196,39 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 			runtime.SetDefaultGOMAXPROCS()
 		}
 	}()
+	defer procsReqs.Store(reqsHeard)
 	sample := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
 	lastCPU, _ := processCPU()
 	lastWaits := longWaits(sample)
 	last := time.Now()
-	t := time.NewTicker(procsTick)
-	defer t.Stop()
+	procsReqs.Store(reqsNone)
+	timer := time.NewTimer(procsTick)
+	defer timer.Stop()
 	for {
 		var now time.Time
 		select {
 		case <-stop:
 			return
-		case now = <-t.C:
+		case <-procsWake:
+			// A request came during a long wait: measure from now, and
+			// sample after procsTick (a sample now would measure nothing
+			// but the long wait, or a moment).
+			procsStats.woken.Add(1)
+			lastCPU, _ = processCPU()
+			last = time.Now()
+			procsStats.wait.Store(int64(procsTick))
+			timer.Reset(procsTick)
+			continue
+		case now = <-timer.C:
 		}
+		procsStats.samples.Add(1)
+		requests := procsReqs.Swap(reqsNone) == reqsHeard
 		cpu, _ := processCPU()
 		waits := longWaits(sample)
 		used := float64(cpu-lastCPU) / float64(now.Sub(last))
 		was := p.one
-		switch one := p.next(used, waits-lastWaits); {
+		one, next := p.next(used, waits-lastWaits, requests)
+		switch {
 		case one && !was:
 			runtime.GOMAXPROCS(1)
 			log.Trace("light: running on one P", "cpus", used)
@@ -146,6 +236,15 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 			runtime.SetDefaultGOMAXPROCS()
 			log.Trace("busy: running on all Ps", "cpus", used, "long waits", waits-lastWaits, "procs", runtime.GOMAXPROCS(0))
 		}
+		select { // a wake-up that raced with the timer: this sample is it
+		case <-procsWake:
+		default:
+		}
+		if next > procsTick && !procsReqs.CompareAndSwap(reqsNone, reqsAsleep) {
+			next = procsTick // a request came just now
+		}
+		procsStats.wait.Store(int64(next))
+		timer.Reset(next)
 		lastCPU, lastWaits, last = cpu, waits, now
 	}
 }

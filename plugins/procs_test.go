@@ -1,10 +1,13 @@
 package plugins
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"runtime"
 	"runtime/metrics"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/internal/testsync"
@@ -44,8 +47,73 @@ func TestProcsPolicy(t *testing.T) {
 			t.Parallel()
 			var p procsPolicy
 			for i, tk := range c.ticks {
-				if got := p.next(tk.used, tk.waits); got != tk.one {
+				// Requests keep the ticks at procsTick: the switching
+				// alone is what this test follows.
+				if got, _ := p.next(tk.used, tk.waits, true); got != tk.one {
 					t.Fatalf("tick %d (%.1f CPUs, %d long waits): one P %v, want %v", i, tk.used, tk.waits, got, tk.one)
+				}
+			}
+		})
+	}
+}
+
+// TestProcsBackoff: on one P, each sample without a request, a long wait
+// or more than procsIdle CPUs used doubles the wait before the next
+// sample, up to procsTickMax; any sign of load (a request, CPU used, a
+// long wait, running on all Ps) brings it back to procsTick at once.
+func TestProcsBackoff(t *testing.T) {
+	t.Parallel()
+	type sample struct {
+		used     float64
+		waits    uint64
+		requests bool
+		wait     time.Duration // the wait the policy chooses after it
+	}
+	idle := func(waits ...time.Duration) []sample {
+		var out []sample
+		for _, w := range waits {
+			out = append(out, sample{wait: w})
+		}
+		return out
+	}
+	tick, max := procsTick, procsTickMax
+	ramp := []time.Duration{2 * tick}
+	for ramp[len(ramp)-1] < max {
+		ramp = append(ramp, min(2*ramp[len(ramp)-1], max))
+	}
+	cat := func(parts ...[]sample) []sample {
+		var out []sample
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	cases := []struct {
+		name    string
+		samples []sample
+	}{
+		{"idle on one P backs off to the bound and stays there", cat(idle(ramp...), idle(max, max, max))},
+		{"a request brings it back", cat(idle(ramp...), []sample{{requests: true, wait: tick}}, idle(ramp...))},
+		{"CPU used brings it back", cat(idle(ramp...), []sample{{used: 2 * procsIdle, wait: tick}}, idle(2*tick))},
+		{"a long wait brings it back (and all Ps)", cat(idle(ramp...), []sample{{waits: 1, wait: tick}}, idle(tick, tick))},
+		{"a trace of CPU is idle", cat(idle(2*tick), []sample{{used: procsIdle / 2, wait: 4 * tick}})},
+		{"light but not idle keeps procsTick", []sample{{used: 0.2, wait: tick}, {used: 0.2, wait: tick}}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			var p procsPolicy
+			for range procsCalm { // on one P, lightly used
+				if one, wait := p.next(0.1, 0, true); wait != tick {
+					t.Fatalf("light on all Ps: wait %v (one P %v), want %v", wait, one, tick)
+				}
+			}
+			if !p.one {
+				t.Fatal("not on one P after procsCalm light ticks")
+			}
+			for i, s := range c.samples {
+				if _, got := p.next(s.used, s.waits, s.requests); got != s.wait {
+					t.Fatalf("sample %d (%.2f CPUs, %d long waits, requests %v): wait %v, want %v", i, s.used, s.waits, s.requests, got, s.wait)
 				}
 			}
 		})
@@ -67,30 +135,89 @@ func TestLongWaits(t *testing.T) {
 
 // TestHoldProcs: a light process that holds the switching goes to one P;
 // released by its last holder, it is back on the default number of Ps and
-// the switching goroutine has ended.
+// the switching goroutine has ended. It runs in a child process, where
+// no other test holds the switching, so that every check runs.
 func TestHoldProcs(t *testing.T) {
-	// Not parallel: sets the process's GOMAXPROCS, counts its goroutines.
-	if _, set := os.LookupEnv("GOMAXPROCS"); set || runtime.GOMAXPROCS(0) < 2 {
-		t.Skip("GOMAXPROCS is set, or one P is the default")
-	}
-	procs.mu.Lock()
-	held := procs.users > 0
-	procs.mu.Unlock()
-	if held {
-		t.Skip("held by plugin processes of other tests")
+	t.Parallel()
+	if !inProcsChild(t) {
+		return
 	}
 	def, base := runtime.GOMAXPROCS(0), runtime.NumGoroutine()
 	release := holdProcs(hclog.NewNullLogger())
 	testsync.WaitFor(t, "one P while light", func() bool { return runtime.GOMAXPROCS(0) == 1 })
 	release()
-	procs.mu.Lock()
-	held = procs.users > 0
-	procs.mu.Unlock()
-	if held {
-		t.Skip("held meanwhile by a plugin process another test started")
-	}
 	if n := runtime.GOMAXPROCS(0); n != def {
 		t.Fatalf("GOMAXPROCS %d after the release, want the default %d", n, def)
 	}
 	testsync.WaitFor(t, "the switching goroutine to end", func() bool { return runtime.NumGoroutine() <= base })
+}
+
+// TestProcsIdle: an idle process that holds the switching samples at most
+// once every procsTickMax once it has backed off (its switching goroutine
+// wakes that rarely), and a request wakes it at once. In a child process,
+// which is idle and where nothing else holds the switching.
+func TestProcsIdle(t *testing.T) {
+	t.Parallel()
+	if !inProcsChild(t) {
+		return
+	}
+	release := holdProcs(hclog.NewNullLogger())
+	defer release()
+	testsync.WaitFor(t, "one P while idle", func() bool { return runtime.GOMAXPROCS(0) == 1 })
+	testsync.WaitFor(t, "the wait to reach procsTickMax", func() bool { return procsStats.wait.Load() == int64(procsTickMax) })
+	// Timers never fire early: waits of procsTickMax allow at most
+	// window/procsTickMax+1 samples. Were a sample not idle (nothing here
+	// uses CPU), one ramp back up adds at most len(ramp) more; at
+	// procsTick there would be window/procsTick (80).
+	const window = 2 * time.Second
+	ramp := 0
+	for w := procsTick; w < procsTickMax; w *= 2 {
+		ramp++
+	}
+	start, n0 := time.Now(), procsStats.samples.Load()
+	<-time.After(window)
+	n, elapsed := procsStats.samples.Load()-n0, time.Since(start)
+	if limit := uint64(elapsed/procsTickMax) + 1 + uint64(ramp); n > limit {
+		t.Fatalf("%d samples in %v of idleness, want at most %d (one per %v)", n, elapsed, limit, procsTickMax)
+	}
+	t.Logf("%d samples in %v of idleness", n, elapsed)
+	// A request while the goroutine waits procsTickMax wakes it. A request
+	// that comes between a sample and the next wait is only heard (the
+	// wait goes back to procsTick, then up again): try again then.
+	testsync.WaitFor(t, "a request to wake the switching", func() bool {
+		if procsStats.wait.Load() == int64(procsTickMax) {
+			procsRequest()
+		}
+		return procsStats.woken.Load() > 0
+	})
+}
+
+// envProcsChild names the test a child process of the test binary runs
+// (inProcsChild).
+const envProcsChild = "PASTER_TEST_PROCS_CHILD"
+
+// inProcsChild reports whether this process is the child that runs t's
+// checks. In the test process (where other tests start plugin processes,
+// which hold the switching too) it runs t alone in a child process of the
+// test binary instead, fails t if the child failed or did not run t, and
+// skips t with the child's reason if the child skipped it.
+func inProcsChild(t *testing.T) bool {
+	t.Helper()
+	if os.Getenv(envProcsChild) == t.Name() {
+		if _, set := os.LookupEnv("GOMAXPROCS"); set || runtime.GOMAXPROCS(0) < 2 {
+			t.Skip("GOMAXPROCS is set, or one P is the default")
+		}
+		return true
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^"+t.Name()+"$", "-test.count=1", "-test.v", "-test.timeout=5m")
+	cmd.Env = append(os.Environ(), envProcsChild+"="+t.Name())
+	out, err := cmd.CombinedOutput()
+	switch {
+	case bytes.Contains(out, []byte("--- SKIP: "+t.Name())):
+		t.Skipf("the child skipped:\n%s", out)
+	case err != nil || !bytes.Contains(out, []byte("--- PASS: "+t.Name())):
+		t.Fatalf("the child process running %s: %v\n%s", t.Name(), err, out)
+	}
+	t.Logf("the child process:\n%s", out)
+	return false
 }

@@ -135,6 +135,7 @@ func (a *remoteApp) remote() (*proc, uint64) { return a.p, a.id }
 // handed to the plugin is measured in the observe.Registry of its context
 // (observe.Hop: the hop's latency and body bytes, by dist).
 func (a *remoteApp) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	procsRequest()
 	a.p.h.adoptCore(r.Context())
 	g, st := a.p.acquire()
 	if g == nil {

@@ -613,6 +613,7 @@ func (s *sdk) lookup(id uint64) http.Handler {
 }
 
 func (s *sdk) serveHTTP(_ any, stream grpc.ServerStream) error {
+	procsRequest()
 	return transport.Serve(runner.WithCore(stream.Context(), &remoteCore{s: s, scope: scopeOf(stream.Context())}), stream, s.lookup, s.log)
 }
 
