@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/paster-dev/paster/internal/testsync"
@@ -699,4 +701,139 @@ func TestHostileSlotRewritten(t *testing.T) {
 	x.end()
 	testsync.WaitFor(t, "nothing held", func() bool { return idle(host) })
 	_ = sum
+}
+
+// TestHostileLargeMessages: a peer that sends a large message (over
+// maxSmallMessage, within its window) on each of many exchanges, where
+// nothing reads them, makes the host hold at most Mux.budget of them
+// (or one message) however many exchanges: its reader waits for them to
+// be consumed, and when none is through Mux.stall the connection fails,
+// logged, and every exchange on it with ErrConnLost. On exchanges the host
+// opened (requests it forwarded, whose answers nobody reads yet) and on
+// exchanges the peer opened (whose handlers read nothing).
+func TestHostileLargeMessages(t *testing.T) {
+	t.Parallel()
+	const (
+		exchanges = 24
+		size      = 2 << 20 // each message
+		budget    = 5 << 20 // two messages fit, not three
+	)
+	msg := (&wire.Frame{Flags: wire.FlagHead, Status: 200, Body: make([]byte, size)}).AppendTo(nil)
+	for _, opened := range []string{"by the host", "by the peer"} {
+		t.Run(opened, func(t *testing.T) {
+			t.Parallel()
+			var served sync.WaitGroup
+			host, p := hostilePairServing(t, func(ctx context.Context, _ string, _ uint64, _ *Exchange) error {
+				served.Done()
+				<-ctx.Done() // reads nothing
+				return nil
+			})
+			host.budget.Store(budget)
+			// Nothing is ever consumed: how long the reader waits does
+			// not matter.
+			host.stall.Store(int64(100 * time.Millisecond))
+			var ids []uint32
+			var xs []*Exchange
+			var flood bytes.Buffer
+			if opened == "by the host" {
+				for range exchanges {
+					x := p.open(t, host)
+					xs = append(xs, x)
+					ids = append(ids, x.id)
+				}
+			} else {
+				served.Add(exchanges)
+				opens(&flood, 2, exchanges)
+				for i := range uint32(exchanges) {
+					ids = append(ids, 2+2*i)
+				}
+			}
+			for _, id := range ids {
+				appendFrame(&flood, id, typeMsg, msg)
+			}
+			wrote := make(chan struct{})
+			go func() {
+				defer close(wrote)
+				_, _ = p.c.Write(flood.Bytes()) // fails once the host closes
+			}()
+			// Before the host's reader waited, it took every message.
+			select {
+			case <-host.Done():
+			case <-wrote:
+			}
+			cn := host.conns[0]
+			cn.lmu.Lock()
+			peak := cn.peak
+			cn.lmu.Unlock()
+			if peak > budget {
+				t.Fatalf("the host held %d bytes of large messages (%.1f messages of %d exchanges); the budget is %d", peak, float64(peak)/float64(len(msg)), exchanges, budget)
+			}
+			testsync.Recv(t, "the connection to fail", host.Done())
+			p.logged(t, "data-plane peer broke the protocol, connection closed: large messages left unconsumed beyond the connection's budget")
+			for _, x := range xs {
+				var f wire.Frame
+				if err := x.RecvMsg(&f); !errors.Is(err, ErrConnLost) {
+					t.Fatalf("an exchange of the failed connection: %v", err)
+				}
+			}
+			testsync.WaitFor(t, "the queues dropped", func() bool {
+				cn.lmu.Lock()
+				defer cn.lmu.Unlock()
+				return cn.large == 0
+			})
+		})
+	}
+}
+
+// TestHostileOddSizes: messages just over a receive buffer's size class,
+// a window of them on an exchange nobody reads, hold at most about twice
+// the window in buffers: the classes are close enough together that no
+// size makes the host hold many times what the window allows.
+func TestHostileOddSizes(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{33, 129, 513, 4<<10 + 1, 16<<10 + 1, 64<<10 + 1} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			t.Parallel()
+			host, p := hostilePair(t)
+			x := p.open(t, host)
+			msg := (&wire.Frame{Body: make([]byte, bodyFor(size))}).AppendTo(nil)
+			if len(msg) != size {
+				t.Fatalf("a message of %d bytes, want %d", len(msg), size)
+			}
+			// As many as an honest sender sends: while less than Window
+			// is uncredited.
+			n := (Window + size - 1) / size
+			var flood bytes.Buffer
+			for range n {
+				appendFrame(&flood, x.id, typeMsg, msg)
+			}
+			if _, err := p.c.Write(flood.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+			var held, queued int
+			testsync.WaitFor(t, "the messages queued", func() bool {
+				x.mu.Lock()
+				defer x.mu.Unlock()
+				held, queued = 0, len(x.q)-x.qh
+				for _, e := range x.q[x.qh:] {
+					held += cap(*e.p)
+				}
+				return queued == n
+			})
+			if held > 5*Window/2 {
+				t.Fatalf("%d messages of %d bytes held %d bytes of buffers, %.1f windows", n, size, held, float64(held)/Window)
+			}
+		})
+	}
+}
+
+// bodyFor returns the body length of a body-only wire.Frame of size
+// bytes.
+func bodyFor(size int) int {
+	for b := size; b >= 0; b-- {
+		if len((&wire.Frame{Body: make([]byte, b)}).AppendTo(nil)) == size {
+			return b
+		}
+	}
+	panic("no body gives that size")
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"net"
 	"os"
 	"runtime"
@@ -102,8 +103,14 @@ type Mux struct {
 	// on the plugin's). Tests lower it.
 	maxServed atomic.Int64
 	// stall: how long a write may wait before the connection fails
-	// (writeStall on the host's side). Tests lower it.
+	// (writeStall on the host's side), and how long the reader may wait
+	// for budget with no large message consumed meanwhile. Tests lower it.
 	stall atomic.Int64
+	// budget: the most bytes of large messages (over maxSmallMessage)
+	// one connection may have read and its exchanges not yet consumed;
+	// its reader waits for more until they are (maxLarge on the host's
+	// side; 0, no limit, on the plugin's). Tests lower it.
+	budget atomic.Int64
 }
 
 // maxPeerExchanges is how many exchanges a plugin may have open to the
@@ -127,6 +134,7 @@ func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arena
 	if initiator {
 		m.maxServed.Store(maxPeerExchanges)
 		m.stall.Store(int64(writeStall))
+		m.budget.Store(maxLarge)
 	}
 	for i, c := range conns {
 		cn := &conn{m: m, c: c}
@@ -415,6 +423,14 @@ type conn struct {
 	progress   time.Time // when a write was last seen done, or none in progress
 
 	served atomic.Int64 // exchanges the peer opened being served (accept)
+
+	// Large messages (over maxSmallMessage) read and not yet consumed
+	// (reserve, consumed).
+	lmu   sync.Mutex
+	large int           // their bytes: at most Mux.budget, or one message
+	peak  int           // the most large has been (tests read it)
+	lwait chan struct{} // closed when large drops, while the reader waits
+	ldead bool          // the connection failed: the reader waits no more
 
 	warnMu sync.Mutex
 	warned map[string]uint64 // hostile's counts
@@ -763,6 +779,14 @@ func (cn *conn) fail(cause error) {
 	cn.wmu.Unlock()
 	cn.c.Close()
 	cn.shm.kill()
+	cn.lmu.Lock()
+	cn.ldead = true
+	w := cn.lwait
+	cn.lwait = nil
+	cn.lmu.Unlock()
+	if w != nil {
+		close(w)
+	}
 	for _, x := range xs {
 		x.fail(cn.err, false)
 	}
@@ -771,44 +795,155 @@ func (cn *conn) fail(cause error) {
 	}
 }
 
-// bufPools recycle received payloads by size class. The small classes
-// keep what tiny messages cost down: a peer may have Window/minMessage of
-// them queued on an exchange (a 3-byte message in a 512-byte buffer cost
-// 170 times its size, in a 32-byte one 11).
-var bufPools = [...]struct {
-	size int
-	pool sync.Pool
-}{{size: 32}, {size: 128}, {size: 512}, {size: 4 << 10}, {size: wire.ChunkSize + 4<<10}}
+// bufPools recycle received payloads by size class: powers of two from
+// 32 bytes to 64 KiB, then a chunk's frame. The small classes keep what
+// tiny messages cost down: a peer may have Window/minMessage of them
+// queued on an exchange (a 3-byte message in a 512-byte buffer cost 170
+// times its size, in a 32-byte one 11). Classes a factor of two apart
+// keep any size from costing more than about twice its bytes: a window
+// of messages one byte over the classes' sizes before (4 KiB + 1 in a
+// buffer of a chunk's frame) held 33 windows of buffers.
+var bufPools [13]sync.Pool
+
+// bufSizes are bufPools' buffer sizes.
+var bufSizes = [len(bufPools)]int{32, 64, 128, 256, 512, 1 << 10, 2 << 10, 4 << 10, 8 << 10, 16 << 10, 32 << 10, 64 << 10, wire.ChunkSize + 4<<10}
+
+// bufClass returns the class of the buffers for n bytes, or -1 when n is
+// larger than any (such a buffer is made to measure, not recycled).
+func bufClass(n int) int {
+	switch {
+	case n <= 32:
+		return 0
+	case n <= 64<<10:
+		return bits.Len(uint(n-1)) - 5
+	case n <= bufSizes[len(bufSizes)-1]:
+		return len(bufSizes) - 1
+	}
+	return -1
+}
 
 // getBuf returns a buffer of n bytes.
 func getBuf(n int) *[]byte {
-	for i := range bufPools {
-		if n <= bufPools[i].size {
-			if b, ok := bufPools[i].pool.Get().(*[]byte); ok {
-				*b = (*b)[:n]
-				return b
-			}
-			b := make([]byte, n, bufPools[i].size)
-			return &b
-		}
+	i := bufClass(n)
+	if i < 0 {
+		b := make([]byte, n)
+		return &b
 	}
-	b := make([]byte, n)
+	if b, ok := bufPools[i].Get().(*[]byte); ok {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, bufSizes[i])
 	return &b
 }
 
 func putBuf(b *[]byte) {
-	for i := range bufPools {
-		if cap(*b) == bufPools[i].size {
-			bufPools[i].pool.Put(b)
-			return
-		}
+	if i := bufClass(cap(*b)); i >= 0 && cap(*b) == bufSizes[i] {
+		bufPools[i].Put(b)
 	}
+}
+
+// maxSmallMessage bounds the messages that count only against their
+// exchange's Window: every body frame an honest sender sends (at most
+// wire.ChunkSize of body: Forward's request bodies, a handler's response
+// writer, a hijacked connection's tunnel; larger bodies go in slots)
+// with its few bytes of flags and lengths, and a head or last frame with
+// such a body and up to 64 KiB of headers or trailers. Larger messages
+// (heads with larger headers, calls with larger values: up to
+// wire.MaxMessage) are large: they come out of their connection's
+// budget too (Mux.budget, reserve). So one exchange holds at most Window
+// plus one message of at most maxSmallMessage (the one that crosses the
+// window), whatever the peer sends, and a connection at most maxLarge of
+// large messages besides, whatever the number of its exchanges.
+const maxSmallMessage = wire.ChunkSize + 64<<10
+
+// maxLarge is the host's Mux.budget: what a connection may hold of large
+// messages unconsumed, however many exchanges they came on. A message up
+// to wire.MaxMessage is always taken when nothing else large is held.
+const maxLarge = wire.MaxMessage
+
+// reserve counts a large message of n bytes the reader is about to read
+// against the connection's budget (Mux.budget). While the message does
+// not fit beside those held (and some are held), the reader waits for
+// exchanges to consume them: honest large messages (heads, calls) are
+// consumed at once, by the goroutine waiting for them or serving them.
+// A wait through Mux.stall with none consumed is a protocol violation
+// (the peer sent large messages where they are not read). It returns
+// false, the connection failed, then.
+func (cn *conn) reserve(n int) bool {
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
+	cn.lmu.Lock()
+	for {
+		budget := int(cn.m.budget.Load())
+		if cn.ldead {
+			cn.lmu.Unlock()
+			return false
+		}
+		if budget <= 0 || cn.large == 0 || cn.large+n <= budget {
+			break
+		}
+		if cn.lwait == nil {
+			cn.lwait = make(chan struct{})
+		}
+		w := cn.lwait
+		cn.lmu.Unlock()
+		var expired <-chan time.Time
+		if stall := time.Duration(cn.m.stall.Load()); stall > 0 {
+			if timer == nil {
+				timer = time.NewTimer(stall)
+			} else {
+				timer.Reset(stall)
+			}
+			expired = timer.C
+		}
+		select {
+		case <-w:
+		case <-expired:
+			cn.violation("large messages left unconsumed beyond the connection's budget", "budget", budget, "message", n)
+			return false
+		}
+		cn.lmu.Lock()
+	}
+	cn.large += n
+	cn.peak = max(cn.peak, cn.large)
+	cn.lmu.Unlock()
+	return true
+}
+
+// consumed uncounts a message of n bytes the reader read that left the
+// connection's hands (its exchange consumed it, or dropped it): a large
+// one gives its budget back and wakes the reader waiting for it.
+func (cn *conn) consumed(n int) {
+	if n <= maxSmallMessage {
+		return
+	}
+	cn.lmu.Lock()
+	cn.large -= n
+	w := cn.lwait
+	cn.lwait = nil
+	cn.lmu.Unlock()
+	if w != nil {
+		close(w)
+	}
+}
+
+// drop gives back a payload the reader read that nobody consumes.
+func (cn *conn) drop(p *[]byte) {
+	cn.consumed(len(*p))
+	putBuf(p)
 }
 
 // read demultiplexes the connection's frames until it fails. It never
 // writes (so that two peers that both write a full socket still drain each
 // other) and never waits for an exchange (flow control bounds what it
-// queues).
+// queues), except, on the host's side, for room for a large message in
+// the connection's budget (reserve), which honest peers' large messages
+// leave at once.
 func (cn *conn) read() {
 	br := bufio.NewReaderSize(cn.r, 64<<10)
 	var hdr [headerLen]byte
@@ -828,8 +963,12 @@ func (cn *conn) read() {
 			cn.violation("open frame larger than maxOpen", "bytes", n)
 			return
 		}
+		if n > maxSmallMessage && !cn.reserve(int(n)) {
+			return
+		}
 		p := getBuf(int(n))
 		if _, err := io.ReadFull(br, *p); err != nil {
+			cn.consumed(int(n))
 			cn.fail(err)
 			return
 		}
@@ -841,7 +980,7 @@ func (cn *conn) read() {
 		}
 		if id == 0 {
 			cn.control(hdr[8], *p)
-			putBuf(p)
+			cn.drop(p)
 			continue
 		}
 		cn.mu.Lock()
@@ -853,7 +992,7 @@ func (cn *conn) read() {
 			if hdr[8] == typeSlot {
 				cn.releaseUnread(false, *p)
 			}
-			putBuf(p)
+			cn.drop(p)
 			continue
 		}
 		switch hdr[8] {
@@ -869,12 +1008,12 @@ func (cn *conn) read() {
 			x.reset()
 		case typeWindow:
 			if v, k := binary.Uvarint(*p); k > 0 && !x.credited(v) {
-				putBuf(p)
+				cn.drop(p)
 				cn.violation("window update beyond what was sent", "exchange", id, "bytes", v)
 				return
 			}
 		}
-		putBuf(p)
+		cn.drop(p)
 	}
 }
 
@@ -1156,7 +1295,7 @@ func (x *Exchange) push(p *[]byte, slot bool) bool {
 	x.mu.Lock()
 	if x.err == nil && x.inflight >= Window {
 		x.mu.Unlock()
-		putBuf(p)
+		x.cn.drop(p)
 		return false
 	}
 	over := x.err == nil && slot && x.qslots >= slotWindow
@@ -1165,7 +1304,7 @@ func (x *Exchange) push(p *[]byte, slot bool) bool {
 		if slot {
 			x.cn.releaseUnread(false, *p)
 		}
-		putBuf(p)
+		x.cn.drop(p)
 		if over {
 			// The peer sent more slots than it may have out: a hostile
 			// peer's. The exchange ends, as if the peer had cancelled
@@ -1254,7 +1393,7 @@ func (x *Exchange) failed(err error, reset, flush bool) {
 		x.cn.releaseUnread(flush, unread...)
 	}
 	for _, e := range q {
-		putBuf(e.p)
+		x.cn.drop(e.p)
 	}
 	x.cond.Broadcast()
 	if x.cancel != nil {
@@ -1526,6 +1665,7 @@ func (x *Exchange) RecvMsg(m any) error {
 		x.inflight -= credit
 	}
 	x.mu.Unlock()
+	x.cn.consumed(len(*p))
 	var err error
 	switch v := m.(type) {
 	case *wire.Frame:

@@ -491,3 +491,150 @@ func TestMuxCallLater(t *testing.T) {
 		t.Errorf("%d calls failed, want the one answered with an error", failed)
 	}
 }
+
+// TestMuxHonestPeak: honest peak traffic never trips the host's budget
+// for large messages. Many exchanges each way, opened by the host and by
+// the plugin, each start with a head larger than maxSmallMessage (large
+// headers) and then fill their window with the largest body frames an
+// honest sender sends (wire.ChunkSize), which nobody reads until every
+// window is full; the heads, many times the budget together, are read as
+// they come (as Forward and Serve read them). The host's reader waits
+// for them at times, and the connection carries everything.
+func TestMuxHonestPeak(t *testing.T) {
+	t.Parallel()
+	const (
+		exchanges = 24 // each way
+		budget    = 1 << 20
+		chunks    = 3 // a window of them and one more
+	)
+	header := http.Header{"X-Big": {strings.Repeat("h", maxSmallMessage)}}
+	// send sends a large head, then body chunks and the end.
+	send := func(x *Exchange) error {
+		if err := x.SendMsg(&wire.Frame{Flags: wire.FlagHead, Status: 200, Header: header}); err != nil {
+			return err
+		}
+		body := &wire.Frame{Body: make([]byte, wire.ChunkSize)}
+		for range chunks {
+			if err := x.SendMsg(body); err != nil {
+				return err
+			}
+		}
+		return x.SendMsg(&wire.Frame{Flags: wire.FlagEnd})
+	}
+	full := make(chan *Exchange, 2*exchanges) // windows full, head read
+	proceed := make(chan struct{})
+	// recv reads x's head, waits until its window is full and proceed,
+	// then reads the rest.
+	recv := func(x *Exchange) error {
+		var f wire.Frame
+		if err := x.RecvMsg(&f); err != nil {
+			return err
+		}
+		if len(f.Header.Get("X-Big")) != maxSmallMessage {
+			return errors.New("head lost its header")
+		}
+		full <- x
+		<-proceed
+		n := 0
+		for {
+			if err := x.RecvMsg(&f); err != nil {
+				return err
+			}
+			n += len(f.Body)
+			if f.Flags&wire.FlagEnd != 0 {
+				break
+			}
+		}
+		if n != chunks*wire.ChunkSize {
+			return fmt.Errorf("received %d body bytes, want %d", n, chunks*wire.ChunkSize)
+		}
+		return nil
+	}
+	errs := make(chan error, 4*exchanges)
+	var log testsync.Buffer
+	var a, b []net.Conn
+	c0, c1 := socketPair(t)
+	a, b = append(a, c0), append(b, c1)
+	// The host serves what the plugin opens: it receives.
+	host := NewMux(a, true, func(_ context.Context, _ string, _ uint64, x *Exchange) error {
+		err := recv(x)
+		errs <- err
+		return err
+	}, hclog.New(&hclog.LoggerOptions{Output: &log}))
+	// The plugin serves what the host opens: it sends.
+	plugin := NewMux(b, false, func(_ context.Context, _ string, _ uint64, x *Exchange) error {
+		var f wire.Frame
+		if err := x.RecvMsg(&f); err != nil {
+			return err
+		}
+		err := send(x)
+		errs <- err
+		return err
+	}, hclog.NewNullLogger())
+	t.Cleanup(func() { host.Close(); plugin.Close() })
+	host.budget.Store(budget)
+	ctx := context.Background()
+	for range exchanges {
+		go func() {
+			x, err := plugin.open(ctx, "", 0)
+			if err == nil {
+				defer x.end()
+				err = send(x)
+			}
+			if err == nil {
+				// The host's handler answers nothing and returns.
+				if err = x.RecvMsg(new(wire.Frame)); err == io.EOF {
+					err = nil
+				}
+			}
+			errs <- err
+		}()
+		go func() {
+			x, err := host.open(ctx, "", 0)
+			if err == nil {
+				defer x.end()
+				err = x.SendMsg(&wire.Frame{Flags: wire.FlagHead | wire.FlagEnd})
+			}
+			if err == nil {
+				err = recv(x)
+			}
+			errs <- err
+		}()
+	}
+	var xs []*Exchange
+	for range 2 * exchanges {
+		xs = append(xs, testsync.Recv(t, "a head read", full))
+	}
+	testsync.WaitFor(t, "every window full", func() bool {
+		for _, x := range xs {
+			x.mu.Lock()
+			n := x.inflight
+			x.mu.Unlock()
+			if n < Window {
+				return false
+			}
+		}
+		return true
+	})
+	cn := host.conns[0]
+	cn.lmu.Lock()
+	peak := cn.peak
+	cn.lmu.Unlock()
+	if peak > budget {
+		t.Errorf("the host held %d bytes of large messages; the budget is %d", peak, budget)
+	}
+	close(proceed)
+	for range 4 * exchanges {
+		if err := testsync.Recv(t, "an exchange done", errs); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-host.Done():
+		t.Fatal("the connection failed")
+	default:
+	}
+	if s := log.String(); s != "" {
+		t.Fatalf("the host logged:\n%s", s)
+	}
+}

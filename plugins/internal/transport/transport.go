@@ -37,12 +37,13 @@
 // two of at most 64 KiB (keepWrite), where it kept any up to 1 MiB for
 // good (TestWriteBuffersAfterBurst). One reader goroutine per connection
 // demultiplexes into per-exchange queues and never blocks on an exchange
-// (nor writes); a queue holds what is pending, not what was taken before
-// (a reader that flow control waits for may never empty it: the queue
-// had an entry for every message since, TestQueueNeverEmpty). Exchanges the peer opens run in goroutines kept while idle
-// (a handler's stack grows once; the last idled is reused first, so the
-// others end after one to two seconds, ended by one reaper timer rather
-// than a timer per idle spell). A served exchange is handed to its
+// (nor writes; but see "A hostile plugin" for large messages); a queue
+// holds what is pending, not what was taken before (a reader that flow
+// control waits for may never empty it: the queue had an entry for every
+// message since, TestQueueNeverEmpty). Exchanges the peer opens run in
+// goroutines kept while idle (a handler's stack grows once; the last
+// idled is reused first, so the others end after one to two seconds,
+// ended by one reaper timer rather than a timer per idle spell). A served exchange is handed to its
 // goroutine as itself, with no closure of its own.
 //
 // Why, measured on the 2-CPU machine of bench/run.sh (load average above
@@ -294,10 +295,39 @@
 //     response, and the host logs Error "data-plane peer broke the
 //     protocol, connection closed: ..." (the plugin's other connection
 //     goes on). Honest senders, this SDK's and older ones, never send
-//     past the window. So an exchange holds at most Window bytes of
-//     messages and the one that crosses it (a frame is at most
-//     wire.MaxMessage, 64 MiB: larger ones fail the connection too); of
-//     tiny messages up to Window/3, in 32-byte buffers (2.8 MB).
+//     past the window. Received messages are kept in buffers of size
+//     classes a factor of two apart, so whatever their sizes they hold
+//     at most about twice their bytes (of tiny messages up to Window/3,
+//     in 32-byte buffers: 2.8 MB).
+//   - Message sizes: the largest message an honest sender sends in the
+//     body of an exchange is a body frame of wire.ChunkSize (128 KiB)
+//     and a few bytes (Forward's request bodies, a handler's response
+//     writer, a hijacked connection's tunnel; more goes in slots); only
+//     heads (headers as large as the servers' limits allow, which
+//     max_header_bytes may raise), last frames (trailers) and Core calls
+//     (values of any size) may be larger, up to wire.MaxMessage (64 MiB;
+//     a larger frame fails the connection). A message over
+//     maxSmallMessage (a chunk's frame with 64 KiB of headers, 192 KiB)
+//     is large: it needs room in its connection's budget (maxLarge, 64
+//     MiB of large messages read and not yet consumed by their
+//     exchanges; one message is always taken when none is held). While
+//     there is none, the connection's reader waits for the exchanges to
+//     consume what it holds, which honest large messages (heads, calls)
+//     are at once, by the goroutine waiting for or serving them; a
+//     reader that waits through writeStall (a minute) with none consumed
+//     is a protocol violation (logged as above: "large messages left
+//     unconsumed beyond the connection's budget"). So whatever the
+//     plugin sends, the host holds at most Window plus maxSmallMessage
+//     (448 KiB) of messages per exchange, in buffers of at most about
+//     twice that (tiny messages aside, above), and 64 MiB of large
+//     messages per connection, however many exchanges they came on. What honest
+//     traffic itself may fill is a window per exchange: on the exchanges
+//     the host opened (requests it forwards: as many as its clients
+//     make) and on those the plugin opened (requests to the host's apps,
+//     up to maxPeerExchanges at once per connection, below), so that
+//     many slow readers at once (uploads to a host app, downloads to
+//     slow clients) never stall each other; the budget bounds only what
+//     honest senders never use: messages beyond the largest body frame.
 //   - Slots: more than slotWindow slot frames queued on an exchange end
 //     that exchange (reset); slot frames for exchanges that ended or
 //     never were cost one buffered release per slot at most, whatever
