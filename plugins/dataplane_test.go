@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -267,6 +268,74 @@ func TestDataPlaneIsDefault(t *testing.T) {
 		p.mu.Unlock()
 		if _, ok := g.http.(*transport.Mux); !ok {
 			t.Fatalf("requests to %s go through %T, not the data plane", p.path, g.http)
+		}
+	}
+}
+
+// TestDataPlaneBrokenRestarts: a plugin that breaks the data-plane
+// protocol is killed and restarted as after a crash. Here it stops reading
+// (SIGSTOP) while the host has more to write to it than its sockets hold
+// (requests with large headers), so that the host's writes wait past the
+// stall (lowered for the test) and the connections fail, logged. The
+// requests in flight get 502 (503 once the restart is under way), and the
+// restarted plugin answers.
+func TestDataPlaneBrokenRestarts(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{RestartBackoff: time.Millisecond})
+	h.dataStall = 2 * time.Second
+	_, srv := probe(t, h, "broken")
+	_, pid := get(t, srv.URL+"/pid")
+	n, err := strconv.Atoi(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inflight := getLater(srv.URL + "/block?id=b")
+	mustGet(t, srv.URL+"/started?id=b", "yes")
+	if err := syscall.Kill(n, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(n, syscall.SIGCONT) })
+	const big = 16
+	pad := strings.Repeat("p", 256<<10)
+	codes := make(chan int, big)
+	for range big {
+		go func() {
+			req, err := http.NewRequest(http.MethodGet, srv.URL+"/name", nil)
+			if err != nil {
+				codes <- -1
+				return
+			}
+			req.Header.Set("X-Pad", pad)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				codes <- -1
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	for range big {
+		if code := testsync.Recv(t, "an answer", codes); code != http.StatusBadGateway && code != http.StatusServiceUnavailable {
+			t.Errorf("a request to the stopped plugin got %d, want 502 or 503", code)
+		}
+	}
+	if code := testsync.Recv(t, "the parked request's answer", inflight); code != http.StatusBadGateway {
+		t.Errorf("the request parked in the stopped plugin got %d, want 502", code)
+	}
+	testsync.WaitFor(t, "the restarted plugin to serve", func() bool {
+		code, _ := get(t, srv.URL+"/name")
+		return code == http.StatusOK
+	})
+	if _, pid2 := get(t, srv.URL+"/pid"); pid2 == pid {
+		t.Fatal("same pid after the restart")
+	}
+	for _, want := range []string{
+		"data-plane peer broke the protocol, connection closed: the peer read nothing while a write waited",
+		"plugin broke the data-plane protocol; killing it to restart it",
+	} {
+		if !strings.Contains(h.logs.String(), want) {
+			t.Errorf("the host's log lacks %q", want)
 		}
 	}
 }

@@ -209,6 +209,8 @@ type Host struct {
 
 	// restartGate, when set (tests), holds restarts until it yields.
 	restartGate chan struct{}
+	// dataStall, when set (tests), is the data plane's Mux.SetStall.
+	dataStall time.Duration
 }
 
 // NewHost returns a Host with opts; it starts nothing until a dist is asked for.

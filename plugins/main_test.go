@@ -151,6 +151,22 @@ func get(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// getLater GETs url in a goroutine of its own; the channel gets the
+// response's status code, or -1 when the request failed.
+func getLater(url string) <-chan int {
+	code := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(url)
+		if err != nil {
+			code <- -1
+			return
+		}
+		resp.Body.Close()
+		code <- resp.StatusCode
+	}()
+	return code
+}
+
 func mustGet(t *testing.T, url string, want string) {
 	t.Helper()
 	code, body := get(t, url)

@@ -556,16 +556,7 @@ func TestCrashAndRestart(t *testing.T) {
 	_, pid := get(t, srv.URL+"/pid")
 
 	// A request in flight when the plugin dies gets 502.
-	inflight := make(chan int, 1)
-	go func() {
-		resp, err := http.Get(srv.URL + "/block?id=k")
-		if err != nil {
-			inflight <- -1
-			return
-		}
-		resp.Body.Close()
-		inflight <- resp.StatusCode
-	}()
+	inflight := getLater(srv.URL + "/block?id=k")
 	mustGet(t, srv.URL+"/started?id=k", "yes")
 	n, _ := strconv.Atoi(pid)
 	if err := syscall.Kill(n, syscall.SIGKILL); err != nil {

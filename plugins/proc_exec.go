@@ -132,7 +132,16 @@ func (p *proc) launch(first bool) (*incarnation, error) {
 	cs := newCoreService(p.h, r.pc.done)
 	switch {
 	case m.DataPlane && dp != nil:
-		g.http = dp.mux(p.dataHandler(cs), p.log)
+		mux := dp.mux(p.dataHandler(cs), p.log)
+		if p.h.dataStall > 0 {
+			mux.SetStall(p.h.dataStall)
+		}
+		g.http = mux
+		pid := g.pid // what the plugin says; the process's own when known
+		if cmd.Process != nil {
+			pid = cmd.Process.Pid
+		}
+		go p.restartWhenBroken(g, pid, mux)
 	case dp != nil:
 		dp.closeArenas()
 	}
@@ -207,4 +216,22 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// restartWhenBroken kills g's process (pid, and its process group) when
+// it breaks the data-plane protocol (a frame beyond its window, large
+// messages nobody reads past the budget, a socket it stopped reading: see
+// package transport's "A hostile plugin"), so that it restarts as after a
+// crash: the connection the violation closed is gone, its requests got
+// 502, and the plugin is not to be trusted with the others. SIGKILL
+// first: go-plugin's graceful Kill waits for the plugin to answer, which
+// a hung one never does.
+func (p *proc) restartWhenBroken(g *incarnation, pid int, mux *transport.Mux) {
+	select {
+	case <-mux.Broken():
+		p.log.Error("plugin broke the data-plane protocol; killing it to restart it", "path", p.path, "pid", pid)
+		killGroup(pid)
+		g.kill()
+	case <-g.exited:
+	}
 }

@@ -769,6 +769,7 @@ func TestHostileLargeMessages(t *testing.T) {
 				t.Fatalf("the host held %d bytes of large messages (%.1f messages of %d exchanges); the budget is %d", peak, float64(peak)/float64(len(msg)), exchanges, budget)
 			}
 			testsync.Recv(t, "the connection to fail", host.Done())
+			testsync.Recv(t, "the Mux to say so", host.Broken())
 			p.logged(t, "data-plane peer broke the protocol, connection closed: large messages left unconsumed beyond the connection's budget")
 			for _, x := range xs {
 				var f wire.Frame

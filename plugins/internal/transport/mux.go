@@ -98,6 +98,9 @@ type Mux struct {
 	reaping bool        // reaper is armed
 	done    chan struct{}
 	dead    atomic.Int32
+	// broken is closed at the first protocol violation (violation).
+	broken    chan struct{}
+	brokeOnce sync.Once
 	// maxServed: the most exchanges the peer opened that one connection
 	// serves at once (maxPeerExchanges on the host's side; 0, no limit,
 	// on the plugin's). Tests lower it.
@@ -130,7 +133,7 @@ const maxPeerExchanges = 1 << 14
 // connection fails and nothing uses them any more. A connection whose
 // arena cannot be mapped, or whose peer has none, carries bodies inline.
 func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arenas ...*os.File) *Mux {
-	m := &Mux{handler: h, log: log, done: make(chan struct{})}
+	m := &Mux{handler: h, log: log, done: make(chan struct{}), broken: make(chan struct{})}
 	if initiator {
 		m.maxServed.Store(maxPeerExchanges)
 		m.stall.Store(int64(writeStall))
@@ -167,6 +170,19 @@ func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arena
 
 // Done is closed when every connection has failed or the Mux is closed.
 func (m *Mux) Done() <-chan struct{} { return m.done }
+
+// Broken is closed when the peer broke the protocol on one of the
+// connections (logged at Error as "data-plane peer broke the protocol,
+// connection closed: ..."; that connection failed, the others go on):
+// a peer that does so is buggy or hostile, and the host restarts it.
+func (m *Mux) Broken() <-chan struct{} { return m.broken }
+
+// SetStall sets, to d > 0, how long a write may wait, the peer reading
+// nothing, before its connection fails as a protocol violation, and how
+// long the reader may wait for room for a large message with none
+// consumed (writeStall on the initiator's side by default; 0, no limit,
+// on the other's).
+func (m *Mux) SetStall(d time.Duration) { m.stall.Store(int64(d)) }
 
 // Close closes every connection; exchanges in flight fail with ErrConnLost.
 func (m *Mux) Close() error {
@@ -463,6 +479,7 @@ func (cn *conn) hostile(what string, args ...any) {
 func (cn *conn) violation(what string, args ...any) {
 	cn.m.log.Error("data-plane peer broke the protocol, connection closed: "+what, args...)
 	cn.fail(errors.New("protocol violation: " + what))
+	cn.m.brokeOnce.Do(func() { close(cn.m.broken) })
 }
 
 // relBuffered has a bit for every slot of a half.

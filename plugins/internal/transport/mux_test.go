@@ -632,6 +632,8 @@ func TestMuxHonestPeak(t *testing.T) {
 	select {
 	case <-host.Done():
 		t.Fatal("the connection failed")
+	case <-host.Broken():
+		t.Fatal("the host took the plugin for a hostile one")
 	default:
 	}
 	if s := log.String(); s != "" {
