@@ -302,8 +302,9 @@
 //     connection get 502 too). Honest senders, this SDK's and older ones, never send
 //     past the window. Received messages are kept in buffers of size
 //     classes a factor of two apart, so whatever their sizes they hold
-//     at most about twice their bytes (of tiny messages up to Window/3,
-//     in 32-byte buffers: 2.8 MB).
+//     at most about twice their bytes; tiny messages cost more: up to
+//     Window/3 of them, about 50 bytes each with their buffer and queue
+//     entry (4.3 MB an exchange, measured with runtime.MemStats).
 //   - Message sizes: the largest message an honest sender sends in the
 //     body of an exchange is a body frame of wire.ChunkSize (128 KiB)
 //     and a few bytes (Forward's request bodies, a handler's response
@@ -347,8 +348,11 @@
 //     without reading the refusals (1,024 unwritten) loses the
 //     connection. Opens numbered as the host's own or as one already
 //     open are dropped; an open frame larger than maxOpen (4 KiB: its
-//     method name is kept as long as the exchange) fails the connection. The host bounds only what the plugin opens, not
-//     the other way round.
+//     method name is kept as long as the exchange) fails the
+//     connection, and so does a frame that carries no message (close,
+//     cancel, window, shm, release: a few bytes when honest) larger than
+//     maxControl (4 KiB), before the host allocates its payload. The
+//     host bounds only what the plugin opens, not the other way round.
 //   - A plugin that reads nothing while a write of the host's waits
 //     (hung, stopped, or hostile) loses the connection after writeStall
 //     (a minute), logged, and is restarted (above): the writing goroutine
