@@ -147,7 +147,8 @@ type HTTPServer struct {
 	logger hclog.Logger
 
 	served   atomic.Bool
-	inflight atomic.Int64
+	inflight atomic.Int64    // requests in flight but for those rejects counts
+	rejects  *rejectListener // the connections of plain HTTP, set by ServeListener; nil over TLS
 
 	tls            *tls.Config  // nil: plain HTTP
 	acme           *acmeManager // made by ServeListener with acme = true
@@ -533,7 +534,8 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 		// (those are encrypted beneath it).
 		serveLn = tls.NewListener(serveLn, s.tls)
 	} else {
-		serveLn = watchRejects(serveLn, app, s.cfg.WriteTimeout)
+		s.rejects = watchRejects(serveLn, app, s.cfg.WriteTimeout, s.cfg.IdleTimeout)
+		serveLn = s.rejects
 	}
 	go func() { served <- srv.Serve(serveLn) }()
 	var redirect *http.Server
@@ -564,7 +566,7 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 	case <-ctx.Done():
 	}
 
-	s.logger.Info("shutting down", "addr", addr.String(), "in_flight", s.inflight.Load(), "shutdown_timeout", s.cfg.ShutdownTimeout)
+	s.logger.Info("shutting down", "addr", addr.String(), "in_flight", s.inFlight(), "shutdown_timeout", s.cfg.ShutdownTimeout)
 	sctx := context.Background()
 	if s.cfg.ShutdownTimeout > 0 {
 		var cancel context.CancelFunc
@@ -587,7 +589,7 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 	err := srv.Shutdown(sctx)
 	<-served // http.ErrServerClosed, now that Shutdown has closed the listener
 	if err != nil {
-		cut := s.inflight.Load()
+		cut := s.inFlight()
 		srv.Close()
 		s.logger.Error("shutdown timeout passed; connections closed", "requests_cut", cut)
 		return fmt.Errorf("http: %w (%s) on %s: %d requests still in flight; their connections were closed",
@@ -600,6 +602,15 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 	}
 	s.logger.Info("stopped", "addr", addr.String())
 	return nil
+}
+
+// inFlight returns the number of requests whose handlers are running.
+func (s *HTTPServer) inFlight() int64 {
+	n := s.inflight.Load()
+	if s.rejects != nil {
+		n += s.rejects.inFlight()
+	}
+	return n
 }
 
 func (s *HTTPServer) runHooks() <-chan struct{} {

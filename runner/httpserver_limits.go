@@ -24,18 +24,22 @@ type limitHandler struct {
 
 func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s := h.s
-	s.inflight.Add(1)
-	defer s.inflight.Add(-1)
 	cs := connStateOf(r)
 	var rc *rejectConn
 	if cs != nil {
 		if cs.fresh != nil {
 			cs.fresh.FirstRequest()
 		}
-		if rc = cs.reject; rc != nil {
-			rc.requestStarted(r.ProtoMajor == 1)
-			defer rc.requestDone()
-		}
+		rc = cs.reject
+	}
+	if rc != nil {
+		// Counted by the connection (rejectListener.inFlight): no
+		// counter every request on every CPU would write.
+		rc.requestStarted(r.ProtoMajor == 1)
+		defer rc.requestDone(r.ProtoMajor == 1)
+	} else {
+		s.inflight.Add(1)
+		defer s.inflight.Add(-1)
 	}
 
 	if s.unseenReplies() && headerSize(r) > s.cfg.MaxHeaderBytes {

@@ -30,11 +30,99 @@ const ownReplyHeaders = "\r\nContent-Type: text/plain; charset=utf-8\r\nConnecti
 // keeps to name the request line of a request net/http rejects.
 const maxHeadCapture = 4 << 10
 
-// rejectListener wraps each accepted connection in a rejectConn.
+// rejectListener wraps each accepted connection in a rejectConn, and
+// keeps the open ones: so that the requests in flight on them can be
+// counted (inFlight) without a counter shared by every request, and so
+// that one timer ends those idle past idle_timeout (expireIdle).
 type rejectListener struct {
 	net.Listener
 	observe      func(r *http.Request, code int)
 	writeTimeout time.Duration // write_timeout, armed by each rejectConn (see rejectConn.armWrite)
+	idleTimeout  time.Duration // idle_timeout, kept by each rejectConn (see rejectConn.idle)
+
+	mu        sync.Mutex
+	conns     map[*rejectConn]struct{} // open: accepted and not closed
+	idleTimer *time.Timer              // runs expireIdle; pending while conns is not empty
+	idleArmed bool
+	closed    bool // Close was called: once conns is empty, nothing is left to watch
+}
+
+// inFlight returns the number of handlers running on the listener's
+// connections.
+func (l *rejectListener) inFlight() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var n int64
+	for c := range l.conns {
+		v := c.reqs.Load()
+		n += int64(uint32(v>>32) - uint32(v))
+	}
+	return n
+}
+
+// armIdle has expireIdle run in d, unless it is pending or idle_timeout
+// is off. l.mu is held.
+func (l *rejectListener) armIdle(d time.Duration) {
+	if l.idleArmed || l.idleTimeout <= 0 {
+		return
+	}
+	if l.idleTimer == nil {
+		l.idleTimer = time.AfterFunc(d, l.expireIdle)
+	} else {
+		l.idleTimer.Reset(d)
+	}
+	l.idleArmed = true
+}
+
+// expireIdle ends the connections idle until their idle deadline (see
+// rejectConn.idle) by setting a read deadline in the past: net/http's wait
+// for the next request fails as at its own idle deadline, and it closes
+// the connection. It runs again at the next idle deadline, or an
+// idle_timeout from now (one that starts later ends later), while the
+// listener has connections. A request arriving just as the idle time
+// ends may be cut, as at net/http's own deadline.
+func (l *rejectListener) expireIdle() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.idleArmed = false
+	now, next := clock(), l.idleTimeout
+	for c := range l.conns {
+		until := c.idle.Load()
+		if until <= 0 {
+			continue
+		}
+		if wait := time.Duration(until - now); wait > 0 {
+			next = min(next, wait)
+		} else if c.idle.CompareAndSwap(until, 0) {
+			c.Conn.SetReadDeadline(aLongTimeAgo)
+		}
+	}
+	if len(l.conns) > 0 {
+		l.armIdle(next)
+	}
+}
+
+// aLongTimeAgo is a deadline that has passed: set, it makes a waiting
+// read fail at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// Close closes the listener; its connections stay open, and idle_timeout
+// still ends them.
+func (l *rejectListener) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	l.stopIdle()
+	l.mu.Unlock()
+	return l.Listener.Close()
+}
+
+// stopIdle stops the timer of expireIdle once the listener is closed and
+// has no connections left. l.mu is held.
+func (l *rejectListener) stopIdle() {
+	if l.closed && len(l.conns) == 0 && l.idleTimer != nil {
+		l.idleTimer.Stop()
+		l.idleArmed = false
+	}
 }
 
 func (l *rejectListener) Accept() (net.Conn, error) {
@@ -42,12 +130,19 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := &rejectConn{keptConn: keptConn{c}, observe: l.observe, writeTimeout: l.writeTimeout}
+	rc := &rejectConn{keptConn: keptConn{c}, l: l, observe: l.observe, writeTimeout: l.writeTimeout, idleTimeout: l.idleTimeout}
 	if cc, ok := c.(*capConn); ok {
 		// One wrapper on every read and write instead of two: the
 		// rejectConn gives the max_connections slot back itself.
 		rc.keptConn, rc.capped = cc.keptConn, cc
 	}
+	l.mu.Lock()
+	if l.conns == nil {
+		l.conns = map[*rejectConn]struct{}{}
+	}
+	l.conns[rc] = struct{}{}
+	l.armIdle(l.idleTimeout)
+	l.mu.Unlock()
 	return rc, nil
 }
 
@@ -55,17 +150,28 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 // since the last request reached a handler (up to maxHeadCapture), and when
 // net/http writes one of its own error replies on it, reports the rejected
 // request with what those bytes tell about it. Once it has served an HTTP/1
-// request it also bounds each write with write_timeout (armWrite).
+// request it also bounds each write with write_timeout (armWrite) and
+// keeps idle_timeout between requests (idle).
 type rejectConn struct {
 	keptConn
+	l        *rejectListener
 	observe  func(r *http.Request, code int)
 	capped   *capConn        // the capListener's connection, closed by Close; nil without max_connections
 	ctx      context.Context // the connection's context (ConnContext)
 	hijacked atomic.Bool     // a handler owns the connection; stop watching
-	active   atomic.Int32    // handlers running on the connection
 
-	mu   sync.Mutex
-	head []byte
+	// reqs counts the handlers started on the connection (high 32 bits)
+	// and those returned (low 32 bits): one atomic add for each.
+	reqs atomic.Uint64
+
+	// head holds the bytes read since the request numbered headGen (reqs'
+	// high half) reached its handler. Only Read and net/http's own replies
+	// (Write) touch it, and net/http never has them run at once on an
+	// HTTP/1 connection (its background read ends before it writes; on an
+	// HTTP/2 one Write never sees an HTTP/1 reply), so it needs no lock: a
+	// Read that finds a newer request started drops what it holds first.
+	head    []byte
+	headGen uint32
 
 	// write_timeout over HTTP/1 is the connection's: every write to the
 	// socket (a handler's response as net/http flushes it, the final
@@ -83,6 +189,20 @@ type rejectConn struct {
 	http1        atomic.Bool  // an HTTP/1 request was served on the connection
 	appWrite     atomic.Bool  // the running response's handler set its own write deadline
 	armedAt      atomic.Int64 // clock reading armWrite set the deadline at; 0: the deadline is not armWrite's
+
+	// idle_timeout over HTTP/1 is kept by the connection too. net/http
+	// sets a read deadline of now+idle_timeout after each response, and
+	// the next request's header deadline replaces it: two runtime timer
+	// updates per request, and a timer pending between requests on every
+	// connection. Instead the connection takes that idle deadline (the
+	// first one in the future after an HTTP/1 handler returned, while no
+	// deadline a handler set is in force) into idle without arming it,
+	// and the listener's one timer ends the connection if it is still idle
+	// then (rejectListener.expireIdle). Any other read deadline ends the
+	// idle time.
+	idleTimeout     time.Duration
+	idle            atomic.Int64 // afterResponse, or the clock reading the idle connection ends at (> 0), or 0
+	handlerDeadline atomic.Bool  // a handler set a read deadline and it was not cleared since
 }
 
 // connState is what the server keeps about one connection, in the
@@ -118,30 +238,76 @@ func connStateOf(r *http.Request) *connState {
 func (c *rejectConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 && !c.hijacked.Load() {
-		c.mu.Lock()
+		if gen := c.started(); gen != c.headGen {
+			c.head, c.headGen = c.head[:0], gen
+		}
 		if room := maxHeadCapture - len(c.head); room > 0 {
 			c.head = append(c.head, p[:min(n, room)]...)
 		}
-		c.mu.Unlock()
 	}
 	return n, err
 }
 
-// requestStarted forgets the bytes of the request that reached a handler,
-// and notes the handler running until requestDone; http1 tells that it is
-// an HTTP/1 request, whose writes the connection bounds (armWrite).
+// started is the number of handlers started on the connection (mod 2^32).
+func (c *rejectConn) started() uint32 { return uint32(c.reqs.Load() >> 32) }
+
+// running reports whether a handler runs on the connection.
+func (c *rejectConn) running() bool {
+	v := c.reqs.Load()
+	return uint32(v>>32) != uint32(v)
+}
+
+// requestStarted notes a handler running until requestDone, which makes
+// the bytes read before it no longer the head of a request net/http may
+// reject (see head); http1 tells that it is an HTTP/1 request, whose
+// writes the connection bounds (armWrite).
 func (c *rejectConn) requestStarted(http1 bool) {
-	c.active.Add(1)
+	c.reqs.Add(1 << 32)
 	if http1 && !c.http1.Load() {
 		c.http1.Store(true)
 	}
-	c.mu.Lock()
-	c.head = c.head[:0]
-	c.mu.Unlock()
 }
 
-// requestDone notes that the handler requestStarted noted has returned.
-func (c *rejectConn) requestDone() { c.active.Add(-1) }
+// requestDone notes that the handler requestStarted noted has returned;
+// after an HTTP/1 one the connection waits for net/http's idle deadline,
+// unless the handler hijacked it.
+func (c *rejectConn) requestDone(http1 bool) {
+	c.reqs.Add(1)
+	if http1 && c.idleTimeout > 0 && !c.hijacked.Load() {
+		c.idle.Store(afterResponse)
+	}
+}
+
+// afterResponse is rejectConn.idle after an HTTP/1 handler returned,
+// until net/http sets its idle deadline.
+const afterResponse = -1
+
+// SetReadDeadline sets the connection's read deadline, but for the idle
+// deadline net/http sets after an HTTP/1 response, which the connection
+// keeps itself (see idle).
+func (c *rejectConn) SetReadDeadline(t time.Time) error {
+	if t.IsZero() {
+		if c.handlerDeadline.Load() {
+			c.handlerDeadline.Store(false)
+		}
+	} else if t.After(clockBase) { // in the future: not net/http's aLongTimeAgo
+		if c.idle.Load() == afterResponse {
+			// net/http's idle deadline: the only read deadline it sets
+			// between a response and the next request's header.
+			if !c.handlerDeadline.Load() {
+				c.idle.Store(max(int64(t.Sub(clockBase)), 1))
+				return nil
+			}
+			c.idle.Store(0)
+		} else if c.running() {
+			c.handlerDeadline.Store(true)
+		}
+	}
+	if c.idle.Load() > 0 {
+		c.idle.Store(0) // the next request's header deadline
+	}
+	return c.Conn.SetReadDeadline(t)
+}
 
 // armWrite sets the write deadline to now+write_timeout before a write, or
 // keeps the one it set at most write_timeout/16 ago, so that every write
@@ -172,7 +338,7 @@ func (c *rejectConn) arming() bool {
 // armedAt).
 func (c *rejectConn) SetWriteDeadline(t time.Time) error {
 	if c.http1.Load() && !c.hijacked.Load() {
-		if c.active.Load() > 0 {
+		if c.running() {
 			c.appWrite.Store(true)
 		} else if t.IsZero() {
 			c.appWrite.Store(false)
@@ -188,15 +354,20 @@ func (c *rejectConn) SetWriteDeadline(t time.Time) error {
 // SetDeadline sets both deadlines. net/http sets them so on a hijack,
 // while the handler runs: from then on the handler owns the connection.
 func (c *rejectConn) SetDeadline(t time.Time) error {
-	if c.active.Load() > 0 {
+	if c.running() {
 		c.hijacked.Store(true)
 	}
 	c.armedAt.Store(0)
+	c.idle.Store(0)
 	return c.Conn.SetDeadline(t)
 }
 
 // Close closes the connection and gives its max_connections slot back.
 func (c *rejectConn) Close() error {
+	c.l.mu.Lock()
+	delete(c.l.conns, c)
+	c.l.stopIdle()
+	c.l.mu.Unlock()
 	if c.capped != nil {
 		return c.capped.Close()
 	}
@@ -215,14 +386,16 @@ func (c *rejectConn) ReadFrom(r io.Reader) (int64, error) {
 func (c *rejectConn) Write(p []byte) (int, error) {
 	c.armWrite()
 	n, err := c.Conn.Write(p)
-	if c.active.Load() > 0 || c.hijacked.Load() {
+	if c.running() || c.hijacked.Load() {
 		return n, err
 	}
 	if code, ok := ownReply(p); ok {
-		c.mu.Lock()
-		r := requestFromHead(c.head, c.RemoteAddr())
+		head := c.head
+		if c.headGen != c.started() {
+			head = nil // read before the last request reached its handler
+		}
+		r := requestFromHead(head, c.RemoteAddr())
 		c.head = c.head[:0]
-		c.mu.Unlock()
 		ctx := c.ctx
 		if ctx == nil {
 			ctx = context.Background()
@@ -300,7 +473,10 @@ func validMethod(m string) bool {
 
 // watchRejects wraps ln so that net/http's own error replies on its
 // connections are reported to app (RejectObserver).
-// Its connections bound their writes by writeTimeout (rejectConn.armWrite).
-func watchRejects(ln net.Listener, app http.Handler, writeTimeout time.Duration) net.Listener {
-	return &rejectListener{Listener: ln, writeTimeout: writeTimeout, observe: func(r *http.Request, code int) { ObserveRejected(app, r, code) }}
+// Its connections bound their writes by writeTimeout (rejectConn.armWrite)
+// and keep the idle timeout, idleTimeout, between HTTP/1 requests
+// (rejectConn.idle).
+func watchRejects(ln net.Listener, app http.Handler, writeTimeout, idleTimeout time.Duration) *rejectListener {
+	return &rejectListener{Listener: ln, writeTimeout: writeTimeout, idleTimeout: idleTimeout,
+		observe: func(r *http.Request, code int) { ObserveRejected(app, r, code) }}
 }

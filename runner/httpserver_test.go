@@ -257,32 +257,60 @@ func TestServeGracefulShutdown(t *testing.T) {
 	}
 }
 
+// TestServeShutdownTimeoutCutsRequests: requests still running after
+// shutdown_timeout are cut and counted in Serve's error, over HTTP/1 (whose
+// connections count their requests), HTTP/2 over cleartext and over TLS.
 func TestServeShutdownTimeoutCutsRequests(t *testing.T) {
 	t.Parallel()
-	entered := make(chan struct{})
-	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		close(entered)
-		<-r.Context().Done() // only the cut ends this request
-	})
-	s := serve(t, app, "shutdown_timeout", "50ms")
-	clientErr := make(chan error, 1)
-	go func() {
-		resp, err := newClient().Get(s.url)
-		if err == nil {
-			resp.Body.Close()
-		}
-		clientErr <- err
-	}()
-	<-entered
-	err := s.stop()
-	if !errors.Is(err, ErrShutdownTimeout) {
-		t.Fatalf("Serve = %v, want an error wrapping ErrShutdownTimeout", err)
-	}
-	if !strings.Contains(err.Error(), "1 requests still in flight") {
-		t.Errorf("error %q does not say how many requests were cut", err)
-	}
-	if err := <-clientErr; err == nil {
-		t.Error("client of the cut request got a response")
+	for _, tc := range []struct {
+		name   string
+		pairs  []string
+		scheme string
+		client func() *http.Client
+	}{
+		{"http1", nil, "http", newClient},
+		{"h2c", []string{"h2c", "true"}, "http", h2cClient},
+		{"tls", []string{"ssl_pem", "*"}, "https", func() *http.Client { return insecureClient(false) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			const requests = 2
+			entered := make(chan struct{}, requests)
+			app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				entered <- struct{}{}
+				<-r.Context().Done() // only the cut ends this request
+			})
+			s := serve(t, app, append([]string{"shutdown_timeout", "50ms"}, tc.pairs...)...)
+			clientErr := make(chan error, requests)
+			client := tc.client()
+			for range requests {
+				go func() {
+					resp, err := client.Get(tc.scheme + "://" + s.addr)
+					if err == nil {
+						resp.Body.Close()
+					}
+					clientErr <- err
+				}()
+			}
+			for range requests {
+				<-entered
+			}
+			err := s.stop()
+			if !errors.Is(err, ErrShutdownTimeout) {
+				t.Fatalf("Serve = %v, want an error wrapping ErrShutdownTimeout", err)
+			}
+			if want := fmt.Sprintf("%d requests still in flight", requests); !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not say how many requests were cut (%s)", err, want)
+			}
+			if !strings.Contains(s.log.String(), fmt.Sprintf("in_flight=%d", requests)) {
+				t.Errorf("shutdown log does not count %d requests in flight:\n%s", requests, s.log.String())
+			}
+			for range requests {
+				if err := <-clientErr; err == nil {
+					t.Error("client of a cut request got a response")
+				}
+			}
+		})
 	}
 }
 
