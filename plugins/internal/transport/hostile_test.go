@@ -525,10 +525,12 @@ func TestHostileExchangeFlood(t *testing.T) {
 	})
 }
 
-// TestHostileBigFrames: a frame larger than wire.MaxMessage, or an open
+// TestHostileBigFrames: a frame larger than wire.MaxMessage, an open
 // frame larger than maxOpen (whose method name the host would keep as
-// long as the exchange), fails the connection, logged, before the host
-// reads its payload.
+// long as the exchange), or a frame that carries no message (close,
+// cancel, window, shm, release: a few bytes when honest) larger than
+// maxControl fails the connection, logged, before the host reads (and
+// allocates) its payload.
 func TestHostileBigFrames(t *testing.T) {
 	t.Parallel()
 	for name, hdr := range map[string]struct {
@@ -538,6 +540,11 @@ func TestHostileBigFrames(t *testing.T) {
 	}{
 		"message": {typeMsg, wire.MaxMessage + 1, "frame larger than wire.MaxMessage"},
 		"open":    {typeOpen, maxOpen + 1, "open frame larger than maxOpen"},
+		"close":   {typeClose, maxControl + 1, "control frame larger than maxControl"},
+		"cancel":  {typeCancel, maxControl + 1, "control frame larger than maxControl"},
+		"window":  {typeWindow, wire.MaxMessage, "control frame larger than maxControl"},
+		"shm":     {typeShm, maxControl + 1, "control frame larger than maxControl"},
+		"release": {typeRelease, maxControl + 1, "control frame larger than maxControl"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -547,7 +554,7 @@ func TestHostileBigFrames(t *testing.T) {
 			b = append(b, hdr.typ)
 			// The payload: two uvarints of 0 and a long method name.
 			b = append(b, 0, 0)
-			b = append(b, bytes.Repeat([]byte{'m'}, int(min(hdr.n, maxOpen+1))-2)...)
+			b = append(b, bytes.Repeat([]byte{'m'}, int(min(hdr.n, max(maxOpen, maxControl)+1))-2)...)
 			_, _ = p.c.Write(b)
 			testsync.Recv(t, "the connection to fail", host.Done())
 			p.logged(t, hdr.log)
@@ -602,8 +609,16 @@ func TestHostileReleases(t *testing.T) {
 	for _, i := range []uint64{uint64(si), uint64(si), uint64(fi), arenaSlots, 1 << 63, math.MaxUint64} {
 		rel = binary.AppendUvarint(rel, i)
 	}
+	p.send(0, typeRelease, rel)
+	// By the thousand, in frames of at most maxControl bytes (larger ones
+	// fail the connection: TestHostileBigFrames).
+	rel = nil
 	for i := range 5000 {
 		rel = binary.AppendUvarint(rel, uint64(i%(2*arenaSlots)))
+		if len(rel) == maxControl {
+			p.send(0, typeRelease, rel)
+			rel = nil
+		}
 	}
 	rel = append(rel, 0x80) // a varint that does not end
 	p.send(0, typeRelease, rel)

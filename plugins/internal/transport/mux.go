@@ -979,6 +979,9 @@ func (cn *conn) read() {
 			// Its method name would be kept as long as the exchange.
 			cn.violation("open frame larger than maxOpen", "bytes", n)
 			return
+		case n > maxControl && hdr[8] >= typeClose && hdr[8] <= typeRelease && hdr[8] != typeSlot:
+			cn.violation("control frame larger than maxControl", "type", hdr[8], "bytes", n)
+			return
 		}
 		if n > maxSmallMessage && !cn.reserve(int(n)) {
 			return
@@ -1071,6 +1074,12 @@ func (cn *conn) checkStall() {
 // maxOpen bounds an open frame: two uvarints and a method name (a Core
 // call's, or none).
 const maxOpen = 4 << 10
+
+// maxControl bounds the frames that carry no message: close and cancel
+// (empty), window (a uvarint), shm (shmParams), release (a uvarint per
+// slot, arenaSlots at most). Larger ones would cost the reader an
+// allocation of up to wire.MaxMessage each, for nothing.
+const maxControl = 4 << 10
 
 // accept serves an exchange the peer opened. An open this side cannot
 // take (numbered as this side's, or as one open) is dropped; one beyond

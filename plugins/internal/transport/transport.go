@@ -43,8 +43,9 @@
 // message since, TestQueueNeverEmpty). Exchanges the peer opens run in
 // goroutines kept while idle (a handler's stack grows once; the last
 // idled is reused first, so the others end after one to two seconds,
-// ended by one reaper timer rather than a timer per idle spell). A served exchange is handed to its
-// goroutine as itself, with no closure of its own.
+// ended by one reaper timer rather than a timer per idle spell). A
+// served exchange is handed to its goroutine as itself, with no closure
+// of its own.
 //
 // Why, measured on the 2-CPU machine of bench/run.sh (load average above
 // 20 from other work during these runs: read ratios of one run, not
@@ -293,12 +294,17 @@
 //     credit past Window plus one message), is a protocol violation: the
 //     connection fails, its requests in flight get 502 or a cut
 //     response, and the host logs Error "data-plane peer broke the
-//     protocol, connection closed: ..." (the plugin's other connection
-//     goes on). Honest senders, this SDK's and older ones, never send
+//     protocol, connection closed: ...". Every violation closes
+//     Mux.Broken, on which the host (package plugins) kills the plugin's
+//     process, logged as Error "plugin broke the data-plane protocol;
+//     killing it to restart it", and restarts it as after a crash (503
+//     with Retry-After meanwhile; requests in flight on its other
+//     connection get 502 too). Honest senders, this SDK's and older ones, never send
 //     past the window. Received messages are kept in buffers of size
 //     classes a factor of two apart, so whatever their sizes they hold
-//     at most about twice their bytes (of tiny messages up to Window/3,
-//     in 32-byte buffers: 2.8 MB).
+//     at most about twice their bytes; tiny messages cost more: up to
+//     Window/3 of them, about 50 bytes each with their buffer and queue
+//     entry (4.3 MB an exchange, measured with runtime.MemStats).
 //   - Message sizes: the largest message an honest sender sends in the
 //     body of an exchange is a body frame of wire.ChunkSize (128 KiB)
 //     and a few bytes (Forward's request bodies, a handler's response
@@ -342,12 +348,17 @@
 //     without reading the refusals (1,024 unwritten) loses the
 //     connection. Opens numbered as the host's own or as one already
 //     open are dropped; an open frame larger than maxOpen (4 KiB: its
-//     method name is kept as long as the exchange) fails the connection. The host bounds only what the plugin opens, not
-//     the other way round.
+//     method name is kept as long as the exchange) fails the
+//     connection, and so does a frame that carries no message (close,
+//     cancel, window, shm, release: a few bytes when honest) larger than
+//     maxControl (4 KiB), before the host allocates its payload. The
+//     host bounds only what the plugin opens, not the other way round.
 //   - A plugin that reads nothing while a write of the host's waits
 //     (hung, stopped, or hostile) loses the connection after writeStall
-//     (a minute), logged: the writing goroutine is not held for good, nor
-//     what other senders buffer meanwhile.
+//     (a minute), logged, and is restarted (above): the writing goroutine
+//     is not held for good, nor what other senders buffer meanwhile
+//     (TestDataPlaneBrokenRestarts in package plugins: a plugin stopped
+//     with SIGSTOP).
 //
 // What the connection survives is logged as Warn "data-plane peer
 // misbehaved: ..." the 1st, 10th, 100th, ... time per connection, so a
