@@ -302,9 +302,14 @@
 //     connection get 502 too). Honest senders, this SDK's and older ones, never send
 //     past the window. Received messages are kept in buffers of size
 //     classes a factor of two apart, so whatever their sizes they hold
-//     at most about twice their bytes; tiny messages cost more: up to
-//     Window/3 of them, about 50 bytes each with their buffer and queue
-//     entry (4.3 MB an exchange, measured with runtime.MemStats).
+//     at most about twice their bytes (three times with their queue
+//     entries); tiny ones (up to maxPacked, 64 bytes) queued behind
+//     packAfter (16) others are packed into one buffer of their
+//     exchange's, each after its length, which holds at most twice their
+//     bytes: a window of 3-byte messages (Window/3 of them) costs about
+//     2.5 windows of heap, 650 KB an exchange (TestHostileTinyFlood,
+//     runtime.MemStats; in buffers of their own, about 50 bytes each
+//     with its queue entry, they cost 6.7 MB).
 //   - Message sizes: the largest message an honest sender sends in the
 //     body of an exchange is a body frame of wire.ChunkSize (128 KiB)
 //     and a few bytes (Forward's request bodies, a handler's response
@@ -324,8 +329,8 @@
 //     is a protocol violation (logged as above: "large messages left
 //     unconsumed beyond the connection's budget"). So whatever the
 //     plugin sends, the host holds at most Window plus maxSmallMessage
-//     (448 KiB) of messages per exchange, in buffers of at most about
-//     twice that (tiny messages aside, above), and 64 MiB of large
+//     (448 KiB) of messages per exchange, in buffers and queue entries
+//     of at most about three times that (tiny ones packed, above), and 64 MiB of large
 //     messages per connection, however many exchanges they came on. What honest
 //     traffic itself may fill is a window per exchange: on the exchanges
 //     the host opened (requests it forwards: as many as its clients
