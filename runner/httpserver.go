@@ -534,7 +534,7 @@ func (s *HTTPServer) ServeListener(ctx context.Context, ln net.Listener, app htt
 		// (those are encrypted beneath it).
 		serveLn = tls.NewListener(serveLn, s.tls)
 	} else {
-		s.rejects = watchRejects(serveLn, app, s.cfg.WriteTimeout, s.cfg.IdleTimeout)
+		s.rejects = watchRejects(serveLn, app, s.cfg.WriteTimeout)
 		serveLn = s.rejects
 	}
 	go func() { served <- srv.Serve(serveLn) }()

@@ -36,7 +36,7 @@ func (h *limitHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Counted by the connection (rejectListener.inFlight): no
 		// counter every request on every CPU would write.
 		rc.requestStarted(r.ProtoMajor == 1)
-		defer rc.requestDone(r.ProtoMajor == 1)
+		defer rc.requestDone()
 	} else {
 		s.inflight.Add(1)
 		defer s.inflight.Add(-1)

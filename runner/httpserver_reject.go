@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -33,18 +34,21 @@ const maxHeadCapture = 4 << 10
 // rejectListener wraps each accepted connection in a rejectConn, and
 // keeps the open ones: so that the requests in flight on them can be
 // counted (inFlight) without a counter shared by every request, and so
-// that one timer ends those idle past idle_timeout (expireIdle).
+// that one timer ends those whose read deadline the connection kept
+// without arming it (see rejectConn.lazy) once it passes (expire).
 type rejectListener struct {
 	net.Listener
 	observe      func(r *http.Request, code int)
 	writeTimeout time.Duration // write_timeout, armed by each rejectConn (see rejectConn.armWrite)
-	idleTimeout  time.Duration // idle_timeout, kept by each rejectConn (see rejectConn.idle)
 
-	mu        sync.Mutex
-	conns     map[*rejectConn]struct{} // open: accepted and not closed
-	idleTimer *time.Timer              // runs expireIdle; pending while conns is not empty
-	idleArmed bool
-	closed    bool // Close was called: once conns is empty, nothing is left to watch
+	// nextFire is the clock reading the timer fires at, math.MaxInt64
+	// when it is not pending: a connection that keeps a deadline before
+	// it has the timer moved (armBy).
+	nextFire atomic.Int64
+
+	mu    sync.Mutex
+	conns map[*rejectConn]struct{} // open: accepted and not closed
+	timer *time.Timer              // runs expire
 }
 
 // inFlight returns the number of handlers running on the listener's
@@ -60,68 +64,55 @@ func (l *rejectListener) inFlight() int64 {
 	return n
 }
 
-// armIdle has expireIdle run in d, unless it is pending or idle_timeout
-// is off. l.mu is held.
-func (l *rejectListener) armIdle(d time.Duration) {
-	if l.idleArmed || l.idleTimeout <= 0 {
-		return
-	}
-	if l.idleTimer == nil {
-		l.idleTimer = time.AfterFunc(d, l.expireIdle)
-	} else {
-		l.idleTimer.Reset(d)
-	}
-	l.idleArmed = true
-}
-
-// expireIdle ends the connections idle until their idle deadline (see
-// rejectConn.idle) by setting a read deadline in the past: net/http's wait
-// for the next request fails as at its own idle deadline, and it closes
-// the connection. It runs again at the next idle deadline, or an
-// idle_timeout from now (one that starts later ends later), while the
-// listener has connections. A request arriving just as the idle time
-// ends may be cut, as at net/http's own deadline.
-func (l *rejectListener) expireIdle() {
+// armBy has expire run at the clock reading at the latest.
+func (l *rejectListener) armBy(at int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.idleArmed = false
-	now, next := clock(), l.idleTimeout
-	for c := range l.conns {
-		until := c.idle.Load()
-		if until <= 0 {
-			continue
-		}
-		if wait := time.Duration(until - now); wait > 0 {
-			next = min(next, wait)
-		} else if c.idle.CompareAndSwap(until, 0) {
-			c.Conn.SetReadDeadline(aLongTimeAgo)
-		}
-	}
-	if len(l.conns) > 0 {
-		l.armIdle(next)
+	if at < l.nextFire.Load() {
+		l.arm(at)
 	}
 }
 
-// aLongTimeAgo is a deadline that has passed: set, it makes a waiting
-// read fail at once.
-var aLongTimeAgo = time.Unix(1, 0)
+// arm has expire run at the clock reading at. l.mu is held.
+func (l *rejectListener) arm(at int64) {
+	d := time.Duration(at - clock())
+	if l.timer == nil {
+		l.timer = time.AfterFunc(d, l.expire)
+	} else {
+		l.timer.Reset(d)
+	}
+	l.nextFire.Store(at)
+}
 
-// Close closes the listener; its connections stay open, and idle_timeout
-// still ends them.
-func (l *rejectListener) Close() error {
+// expire closes the connections whose kept read deadline has passed: the
+// read net/http waits in fails, as at the deadline itself, and it ends the
+// connection without a reply (a client that sent a request just as the
+// deadline passed may lose it, as at the deadline itself). It runs again
+// at the next kept deadline, if any; a connection that keeps an earlier
+// one moves it (armBy).
+func (l *rejectListener) expire() {
+	var ended []net.Conn
 	l.mu.Lock()
-	l.closed = true
-	l.stopIdle()
+	// Not pending from here: a deadline kept while the connections are
+	// looked at moves the timer itself.
+	l.nextFire.Store(math.MaxInt64)
+	now, next := clock(), int64(math.MaxInt64)
+	for c := range l.conns {
+		at := c.lazy.Load()
+		switch {
+		case at <= 0:
+		case at > now:
+			next = min(next, at)
+		case c.lazy.CompareAndSwap(at, 0):
+			ended = append(ended, c.Conn)
+		}
+	}
+	if next < l.nextFire.Load() {
+		l.arm(next)
+	}
 	l.mu.Unlock()
-	return l.Listener.Close()
-}
-
-// stopIdle stops the timer of expireIdle once the listener is closed and
-// has no connections left. l.mu is held.
-func (l *rejectListener) stopIdle() {
-	if l.closed && len(l.conns) == 0 && l.idleTimer != nil {
-		l.idleTimer.Stop()
-		l.idleArmed = false
+	for _, c := range ended {
+		c.Close() // the socket: net/http closes the rejectConn as it ends
 	}
 }
 
@@ -130,7 +121,7 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := &rejectConn{keptConn: keptConn{c}, l: l, observe: l.observe, writeTimeout: l.writeTimeout, idleTimeout: l.idleTimeout}
+	rc := &rejectConn{keptConn: keptConn{c}, l: l, observe: l.observe, writeTimeout: l.writeTimeout}
 	if cc, ok := c.(*capConn); ok {
 		// One wrapper on every read and write instead of two: the
 		// rejectConn gives the max_connections slot back itself.
@@ -141,7 +132,6 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 		l.conns = map[*rejectConn]struct{}{}
 	}
 	l.conns[rc] = struct{}{}
-	l.armIdle(l.idleTimeout)
 	l.mu.Unlock()
 	return rc, nil
 }
@@ -150,8 +140,8 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 // since the last request reached a handler (up to maxHeadCapture), and when
 // net/http writes one of its own error replies on it, reports the rejected
 // request with what those bytes tell about it. Once it has served an HTTP/1
-// request it also bounds each write with write_timeout (armWrite) and
-// keeps idle_timeout between requests (idle).
+// request it also bounds each write with write_timeout (armWrite), and it
+// keeps the read deadlines net/http sets between requests (lazy).
 type rejectConn struct {
 	keptConn
 	l        *rejectListener
@@ -190,19 +180,20 @@ type rejectConn struct {
 	appWrite     atomic.Bool  // the running response's handler set its own write deadline
 	armedAt      atomic.Int64 // clock reading armWrite set the deadline at; 0: the deadline is not armWrite's
 
-	// idle_timeout over HTTP/1 is kept by the connection too. net/http
-	// sets a read deadline of now+idle_timeout after each response, and
-	// the next request's header deadline replaces it: two runtime timer
-	// updates per request, and a timer pending between requests on every
-	// connection. Instead the connection takes that idle deadline (the
-	// first one in the future after an HTTP/1 handler returned, while no
-	// deadline a handler set is in force) into idle without arming it,
-	// and the listener's one timer ends the connection if it is still idle
-	// then (rejectListener.expireIdle). Any other read deadline ends the
-	// idle time.
-	idleTimeout     time.Duration
-	idle            atomic.Int64 // afterResponse, or the clock reading the idle connection ends at (> 0), or 0
-	handlerDeadline atomic.Bool  // a handler set a read deadline and it was not cleared since
+	// The read deadlines net/http sets while no handler runs, in the
+	// future (read_header_timeout for a request's header, idle_timeout
+	// between requests), are kept by the connection in lazy, not armed
+	// on the socket: net/http sets one or two per request and clears
+	// them, a runtime timer update each, and a timer pending between
+	// requests. The listener's one timer closes a connection still
+	// waiting when its kept deadline passes (rejectListener.expire), and
+	// the next read deadline set replaces it. Deadlines set while a
+	// handler runs (read_timeout, the handler's own) and after a hijack
+	// go to the socket, as do those in the past (net/http's way to wake
+	// its background read); realRead tells whether the socket has one,
+	// so that clearing it is skipped when it has none.
+	lazy     atomic.Int64 // the kept deadline, a clock reading; 0: none
+	realRead atomic.Bool  // the socket may have a read deadline
 }
 
 // connState is what the server keeps about one connection, in the
@@ -268,43 +259,31 @@ func (c *rejectConn) requestStarted(http1 bool) {
 	}
 }
 
-// requestDone notes that the handler requestStarted noted has returned;
-// after an HTTP/1 one the connection waits for net/http's idle deadline,
-// unless the handler hijacked it.
-func (c *rejectConn) requestDone(http1 bool) {
-	c.reqs.Add(1)
-	if http1 && c.idleTimeout > 0 && !c.hijacked.Load() {
-		c.idle.Store(afterResponse)
-	}
-}
+// requestDone notes that the handler requestStarted noted has returned.
+func (c *rejectConn) requestDone() { c.reqs.Add(1) }
 
-// afterResponse is rejectConn.idle after an HTTP/1 handler returned,
-// until net/http sets its idle deadline.
-const afterResponse = -1
-
-// SetReadDeadline sets the connection's read deadline, but for the idle
-// deadline net/http sets after an HTTP/1 response, which the connection
-// keeps itself (see idle).
+// SetReadDeadline sets the connection's read deadline: one in the future
+// set while no handler runs is kept by the connection (lazy).
 func (c *rejectConn) SetReadDeadline(t time.Time) error {
-	if t.IsZero() {
-		if c.handlerDeadline.Load() {
-			c.handlerDeadline.Store(false)
+	if !t.IsZero() && t.After(clockBase) && // in the future: not net/http's aLongTimeAgo
+		!c.realRead.Load() && !c.running() && !c.hijacked.Load() {
+		at := max(int64(t.Sub(clockBase)), 1)
+		c.lazy.Store(at)
+		if at < c.l.nextFire.Load() {
+			c.l.armBy(at)
 		}
-	} else if t.After(clockBase) { // in the future: not net/http's aLongTimeAgo
-		if c.idle.Load() == afterResponse {
-			// net/http's idle deadline: the only read deadline it sets
-			// between a response and the next request's header.
-			if !c.handlerDeadline.Load() {
-				c.idle.Store(max(int64(t.Sub(clockBase)), 1))
-				return nil
-			}
-			c.idle.Store(0)
-		} else if c.running() {
-			c.handlerDeadline.Store(true)
-		}
+		return nil
 	}
-	if c.idle.Load() > 0 {
-		c.idle.Store(0) // the next request's header deadline
+	if c.lazy.Load() != 0 {
+		c.lazy.Store(0)
+	}
+	if t.IsZero() {
+		if !c.realRead.Load() && !c.running() {
+			return nil // the socket has no read deadline to clear
+		}
+		c.realRead.Store(false)
+	} else {
+		c.realRead.Store(true)
 	}
 	return c.Conn.SetReadDeadline(t)
 }
@@ -358,7 +337,8 @@ func (c *rejectConn) SetDeadline(t time.Time) error {
 		c.hijacked.Store(true)
 	}
 	c.armedAt.Store(0)
-	c.idle.Store(0)
+	c.lazy.Store(0)
+	c.realRead.Store(!t.IsZero())
 	return c.Conn.SetDeadline(t)
 }
 
@@ -366,7 +346,6 @@ func (c *rejectConn) SetDeadline(t time.Time) error {
 func (c *rejectConn) Close() error {
 	c.l.mu.Lock()
 	delete(c.l.conns, c)
-	c.l.stopIdle()
 	c.l.mu.Unlock()
 	if c.capped != nil {
 		return c.capped.Close()
@@ -474,9 +453,11 @@ func validMethod(m string) bool {
 // watchRejects wraps ln so that net/http's own error replies on its
 // connections are reported to app (RejectObserver).
 // Its connections bound their writes by writeTimeout (rejectConn.armWrite)
-// and keep the idle timeout, idleTimeout, between HTTP/1 requests
-// (rejectConn.idle).
-func watchRejects(ln net.Listener, app http.Handler, writeTimeout, idleTimeout time.Duration) *rejectListener {
-	return &rejectListener{Listener: ln, writeTimeout: writeTimeout, idleTimeout: idleTimeout,
+// and keep the read deadlines net/http sets between requests
+// (rejectConn.lazy).
+func watchRejects(ln net.Listener, app http.Handler, writeTimeout time.Duration) *rejectListener {
+	l := &rejectListener{Listener: ln, writeTimeout: writeTimeout,
 		observe: func(r *http.Request, code int) { ObserveRejected(app, r, code) }}
+	l.nextFire.Store(math.MaxInt64)
+	return l
 }
