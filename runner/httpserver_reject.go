@@ -84,15 +84,15 @@ func (l *rejectListener) arm(at int64) {
 	l.nextFire.Store(at)
 }
 
-// expire closes the connections whose kept read deadline has passed: the
-// read net/http waits in fails, as at the deadline itself, and it ends the
-// connection without a reply (a client that sent a request just as the
-// deadline passed may lose it, as at the deadline itself). It runs again
-// at the next kept deadline, if any; a connection that keeps an earlier
-// one moves it (armBy).
+// expire sets a read deadline in the past on the connections whose kept
+// read deadline has passed: the read net/http waits in fails as at the
+// deadline itself, and net/http does what it does then (ends the
+// connection, with 400 for a header cut short). It runs again at the next
+// kept deadline, if any; a connection that keeps an earlier one moves it
+// (armBy).
 func (l *rejectListener) expire() {
-	var ended []net.Conn
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	// Not pending from here: a deadline kept while the connections are
 	// looked at moves the timer itself.
 	l.nextFire.Store(math.MaxInt64)
@@ -103,18 +103,25 @@ func (l *rejectListener) expire() {
 		case at <= 0:
 		case at > now:
 			next = min(next, at)
-		case c.lazy.CompareAndSwap(at, 0):
-			ended = append(ended, c.Conn)
+		case c.lazy.CompareAndSwap(at, expiring):
+			// A SetReadDeadline meanwhile waits for l.mu (see
+			// rejectConn.takeLazy), so that this one goes first.
+			c.realRead.Store(true)
+			c.Conn.SetReadDeadline(aLongTimeAgo)
 		}
 	}
 	if next < l.nextFire.Load() {
 		l.arm(next)
 	}
-	l.mu.Unlock()
-	for _, c := range ended {
-		c.Close() // the socket: net/http closes the rejectConn as it ends
-	}
 }
+
+// expiring is rejectConn.lazy once expire set the passed deadline on the
+// socket (or while it does), until the next read deadline set.
+const expiring = -1
+
+// aLongTimeAgo is a deadline that has passed: set, it makes a waiting
+// read fail at once.
+var aLongTimeAgo = time.Unix(1, 0)
 
 func (l *rejectListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
@@ -192,7 +199,7 @@ type rejectConn struct {
 	// go to the socket, as do those in the past (net/http's way to wake
 	// its background read); realRead tells whether the socket has one,
 	// so that clearing it is skipped when it has none.
-	lazy     atomic.Int64 // the kept deadline, a clock reading; 0: none
+	lazy     atomic.Int64 // the kept deadline, a clock reading; 0: none; expiring
 	realRead atomic.Bool  // the socket may have a read deadline
 }
 
@@ -265,6 +272,7 @@ func (c *rejectConn) requestDone() { c.reqs.Add(1) }
 // SetReadDeadline sets the connection's read deadline: one in the future
 // set while no handler runs is kept by the connection (lazy).
 func (c *rejectConn) SetReadDeadline(t time.Time) error {
+	c.takeLazy()
 	if !t.IsZero() && t.After(clockBase) && // in the future: not net/http's aLongTimeAgo
 		!c.realRead.Load() && !c.running() && !c.hijacked.Load() {
 		at := max(int64(t.Sub(clockBase)), 1)
@@ -273,9 +281,6 @@ func (c *rejectConn) SetReadDeadline(t time.Time) error {
 			c.l.armBy(at)
 		}
 		return nil
-	}
-	if c.lazy.Load() != 0 {
-		c.lazy.Store(0)
 	}
 	if t.IsZero() {
 		if !c.realRead.Load() && !c.running() {
@@ -286,6 +291,19 @@ func (c *rejectConn) SetReadDeadline(t time.Time) error {
 		c.realRead.Store(true)
 	}
 	return c.Conn.SetReadDeadline(t)
+}
+
+// takeLazy drops the kept read deadline; if the listener's timer set it
+// on the socket as it passed (expire), it waits for that to be done, so
+// that the deadline set next replaces it.
+func (c *rejectConn) takeLazy() {
+	if at := c.lazy.Load(); at != 0 {
+		if at == expiring || !c.lazy.CompareAndSwap(at, 0) {
+			c.l.mu.Lock() // held by expire until the socket has the deadline
+			c.lazy.Store(0)
+			c.l.mu.Unlock()
+		}
+	}
 }
 
 // armWrite sets the write deadline to now+write_timeout before a write, or
@@ -337,7 +355,7 @@ func (c *rejectConn) SetDeadline(t time.Time) error {
 		c.hijacked.Store(true)
 	}
 	c.armedAt.Store(0)
-	c.lazy.Store(0)
+	c.takeLazy()
 	c.realRead.Store(!t.IsZero())
 	return c.Conn.SetDeadline(t)
 }
