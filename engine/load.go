@@ -34,8 +34,7 @@ func coreKey(spec *entrypoints.CoreSpec, local entrypoints.Local) string {
 
 // makeCore makes the Core a server section names with its core key (spec),
 // or without one the in-memory Core configured by the section's own keys
-// (runner.CoreOptionsFromLocal: sched_default_timeout, pubsub_retain_count,
-// pubsub_retain_age), and with start starts it if it is a
+// (runner.CoreOptionsFromLocal: runner.CoreKeys), and with start starts it if it is a
 // runner.CoreStarter (check does not: starting may bind). A factory that
 // makes something other than a runner.ManagedCore is an error naming the
 // core key; a Start error names the core section.

@@ -82,6 +82,7 @@ var coreKinds = [...]struct {
 	{"timeout", runner.ErrTimeout}, {"closed", runner.ErrClosed}, {"gap", runner.ErrGap},
 	{"nocore", runner.ErrNoCore}, {"position", runner.ErrBadPosition},
 	{"canceled", context.Canceled}, {"deadline", context.DeadlineExceeded},
+	{"toolarge", runner.ErrTooLarge},
 }
 
 func toCoreErr(err error) *coreErr {

@@ -878,6 +878,43 @@ func TestCore(t *testing.T) {
 	testsync.WaitFor(t, "subscriptions to close", func() bool { return core.Stats().Subscriptions == 0 })
 }
 
+// TestCoreLimits: a plugin cannot make the host's Core hold more than its
+// limits allow. A value over MaxValue is refused with an error the plugin
+// sees as ErrTooLarge, for Publish and Signal alike, and a flood of large
+// messages over many topics keeps the retained bytes within
+// RetainTotalBytes, the topics emptied by it forgotten.
+func TestCoreLimits(t *testing.T) {
+	t.Parallel()
+	h := newHost(t, HostOptions{})
+	const maxValue, total = 64 << 10, 1 << 20
+	core := runner.NewCore(runner.CoreOptions{MaxValue: maxValue, RetainTotalBytes: total})
+	defer core.Close()
+	h.SetCore(core)
+	_, a := probe(t, h, "limits")
+
+	for _, op := range []string{"publish", "signal"} {
+		mustGet(t, fmt.Sprintf("%s/big-value?op=%s&name=n&size=%d", a.URL, op, maxValue), "ok")
+		resp, err := http.Get(fmt.Sprintf("%s/big-value?op=%s&name=n&size=%d", a.URL, op, maxValue+1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.HasPrefix(string(body), "error too-large=true: ") || !strings.Contains(string(body), "65537 bytes") {
+			t.Fatalf("%s of %d bytes through the plugin: %q, want an error wrapping runner.ErrTooLarge naming the size", op, maxValue+1, body)
+		}
+	}
+	for i := range 64 {
+		mustGet(t, fmt.Sprintf("%s/big-value?name=flood%d&size=%d", a.URL, i, maxValue), "ok")
+		if st := core.Stats(); st.RetainedBytes > total {
+			t.Fatalf("after %d publishes of %d bytes the Core retains %d bytes, over its bound of %d", i+1, maxValue, st.RetainedBytes, total)
+		}
+	}
+	if st := core.Stats(); st.Topics > total/maxValue+1 {
+		t.Fatalf("the Core keeps %d topics; topics emptied by the bound should be forgotten", st.Topics)
+	}
+}
+
 func TestCloseDrains(t *testing.T) {
 	t.Parallel()
 	h := newHost(t, HostOptions{})

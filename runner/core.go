@@ -44,6 +44,12 @@ var (
 	// stay parked and are still woken by Signals sent here.
 	ErrUnavailable = errors.New("core unavailable")
 
+	// ErrTooLarge: a value given to Publish, Signal or SignalAtLeast is
+	// larger than the Core's MaxValue (core_max_value), or a signal or
+	// topic name is longer than MaxNameSize. Nothing of the call was kept
+	// and nobody was woken.
+	ErrTooLarge = errors.New("too large")
+
 	// ErrNodesMissing: a Signal over several machines did not hear from
 	// every live machine in time; the count it returned is what answered.
 	ErrNodesMissing = errors.New("nodes did not answer")
@@ -77,8 +83,9 @@ type Core interface {
 
 	// Signal wakes every waiter parked on name with value and returns how
 	// many it woke. Signals are not sticky: with no waiter the signal is
-	// lost and Signal returns 0. It fails only when ctx is done or the core
-	// is closed.
+	// lost and Signal returns 0. It fails only when ctx is done, the core
+	// is closed, or value is over the Core's MaxValue (ErrTooLarge, and
+	// nobody is woken).
 	Signal(ctx context.Context, name string, value []byte) (woken int, err error)
 
 	// SignalAtLeast wakes every waiter parked on name and, if fewer than min
@@ -92,7 +99,11 @@ type Core interface {
 	SignalAtLeast(ctx context.Context, name string, value []byte, min int) (woken int, err error)
 
 	// Publish appends msg to topic and returns its sequence number. Numbers
-	// start at 1 for each topic and are never reused or renumbered.
+	// start at 1 for each topic and are never reused or renumbered while
+	// the topic retains a message or has a subscription; an in-memory
+	// Core forgets a topic left with neither (see RetainTotalBytes), and
+	// its numbers then start again at 1, as after a restart. A msg over
+	// the Core's MaxValue is refused with an error wrapping ErrTooLarge.
 	Publish(ctx context.Context, topic string, msg []byte) (seq uint64, err error)
 
 	// Subscribe opens a subscription to topic starting at from. The
@@ -196,6 +207,28 @@ func (noCore) Subscribe(_ context.Context, topic string, _ Position) (Subscripti
 const (
 	DefaultRetainCount = 1000
 	DefaultRetainAge   = 10 * time.Minute
+	// DefaultRetainBytes is what one topic keeps at most.
+	DefaultRetainBytes = 64 << 20
+	// DefaultRetainTotalBytes is what all topics of an in-memory Core keep
+	// at most together.
+	DefaultRetainTotalBytes = 256 << 20
+)
+
+// DefaultMaxValue is the largest value Publish, Signal and SignalAtLeast
+// accept when CoreOptions leaves MaxValue zero: 1 MiB, NATS's default
+// largest message too.
+const DefaultMaxValue = 1 << 20
+
+// MaxNameSize is the longest signal or topic name, in bytes, a Core
+// accepts; a longer one is refused with an error wrapping ErrTooLarge.
+const MaxNameSize = 1024
+
+// What the in-memory Core counts, besides the data, for each retained
+// message and each topic it keeps, towards RetainBytes and
+// RetainTotalBytes: about what it holds for them in memory.
+const (
+	MessageOverhead = 64
+	TopicOverhead   = 256
 )
 
 // CoreOptions configures NewCore. The zero value is usable.
@@ -215,6 +248,28 @@ type CoreOptions struct {
 	// DefaultRetainAge and a negative value no limit by age.
 	RetainAge time.Duration
 
+	// MaxValue is the largest value, in bytes, that Publish, Signal and
+	// SignalAtLeast accept; a larger one is refused with an error wrapping
+	// ErrTooLarge. 0 means DefaultMaxValue and a negative value no limit.
+	// The server section's core_max_value.
+	MaxValue int
+
+	// RetainBytes bounds the bytes a topic keeps, counting each message's
+	// data and a per-message overhead (MessageOverhead in memory; NATS
+	// counts its own); the oldest messages are dropped first, as by
+	// RetainCount. 0 means DefaultRetainBytes and a negative value no
+	// limit. The server section's pubsub_retain_bytes.
+	RetainBytes int64
+
+	// RetainTotalBytes bounds the bytes all topics of an in-memory Core
+	// keep together (each topic's messages as for RetainBytes, plus its
+	// name and TopicOverhead): past it the oldest message of any topic is
+	// dropped first, and a topic left with no message and no subscription
+	// is forgotten. 0 means DefaultRetainTotalBytes and a negative value
+	// no limit. The NATS Core keeps topics in JetStream, not in memory,
+	// and does not apply it. The server section's pubsub_retain_total_bytes.
+	RetainTotalBytes int64
+
 	// Logger receives the core's debug and warning messages; nil means none.
 	Logger hclog.Logger
 
@@ -231,6 +286,10 @@ type CoreStats struct {
 	Fetching       int // Fetch calls parked waiting for messages
 	Topics         int // topics ever used
 	Retained       int // messages retained over all topics
+	// RetainedBytes is what RetainTotalBytes bounds: the retained
+	// messages' data and overheads, and the topics' names and overheads
+	// (an in-memory Core only).
+	RetainedBytes int64
 
 	// A Core spread over several machines (Distributed) also reports
 	// whether its connection is up, how many other machines it knows
@@ -273,6 +332,13 @@ type LocalCore struct {
 	signals map[string]*signalState
 	topics  map[string]*topic
 	stats   CoreStats // Waiters, PendingSignals, Subscriptions, Fetching
+	// total is what RetainTotalBytes bounds (CoreStats.RetainedBytes),
+	// retained the number of messages retained; order lists them in
+	// publish order, for dropping the oldest of all topics first (see
+	// evictLocked).
+	total    int64
+	retained int
+	order    retainOrder
 }
 
 // NewCore returns an open LocalCore configured by opts.
@@ -285,6 +351,15 @@ func NewCore(opts CoreOptions) *LocalCore {
 	}
 	if opts.DefaultTimeout < 0 {
 		opts.DefaultTimeout = 0
+	}
+	if opts.MaxValue == 0 {
+		opts.MaxValue = DefaultMaxValue
+	}
+	if opts.RetainBytes == 0 {
+		opts.RetainBytes = DefaultRetainBytes
+	}
+	if opts.RetainTotalBytes == 0 {
+		opts.RetainTotalBytes = DefaultRetainTotalBytes
 	}
 	c := &LocalCore{
 		opts:    opts,
@@ -333,9 +408,8 @@ func (c *LocalCore) Stats() CoreStats {
 	defer c.mu.Unlock()
 	st := c.stats
 	st.Topics = len(c.topics)
-	for _, t := range c.topics {
-		st.Retained += len(t.msgs)
-	}
+	st.Retained = c.retained
+	st.RetainedBytes = c.total
 	return st
 }
 
@@ -360,6 +434,24 @@ func (c *LocalCore) Sleep(ctx context.Context, d time.Duration) error {
 	case <-c.done:
 		return fmt.Errorf("runner: sleep: %w", ErrClosed)
 	}
+}
+
+// CheckSize returns nil when name and value are within the limits of a Core
+// configured by o (defaults filled in, as LocalCore.Options returns them):
+// name at most MaxNameSize bytes, value at most MaxValue. Otherwise it
+// returns an error wrapping ErrTooLarge that starts with op (such as
+// "runner: publish to") and names the name (cut short when it is the one
+// too long), the size and the limit. Every Core checks its calls with it.
+func (o CoreOptions) CheckSize(op, name string, value []byte) error {
+	if len(name) > MaxNameSize {
+		return fmt.Errorf("%s %q...: a name of %d bytes is over the limit of %d bytes: %w",
+			op, name[:32], len(name), MaxNameSize, ErrTooLarge)
+	}
+	if o.MaxValue > 0 && len(value) > o.MaxValue {
+		return fmt.Errorf("%s %q: a value of %d bytes is over the core's limit of %d bytes (core_max_value): %w",
+			op, name, len(value), o.MaxValue, ErrTooLarge)
+	}
+	return nil
 }
 
 // check returns the error for an operation started on a done ctx or a closed

@@ -162,3 +162,52 @@ func TestWaitForSignalFuncScopeClose(t *testing.T) {
 		t.Fatalf("a wait through the scope after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestRetainTotalBytes is the in-memory Core's own bound over all topics
+// (a Core on a message store keeps topics there, not in memory): many large
+// publishes over many topics keep the retained bytes within
+// RetainTotalBytes, dropping the oldest message of any topic first; a
+// subscriber on a topic emptied so gets the gap, and an emptied topic with
+// no subscription is forgotten (its numbers start again at 1).
+func TestRetainTotalBytes(t *testing.T) {
+	t.Parallel()
+	const size, total = 10_000, 100_000
+	c := runner.NewCore(runner.CoreOptions{RetainTotalBytes: total})
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	watch, err := c.Subscribe(ctx, "t0", runner.FromOldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := make([]byte, size)
+	var lastSeq uint64
+	for i := range 200 {
+		seq, err := c.Publish(ctx, fmt.Sprint("t", i%50), value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lastSeq = seq
+		if st := c.Stats(); st.RetainedBytes > total || st.RetainedBytes < int64(st.Retained)*size {
+			t.Fatalf("after %d publishes of %d bytes: %d messages in %d bytes, want at most %d", i+1, size, st.Retained, st.RetainedBytes, total)
+		}
+	}
+	st := c.Stats()
+	if st.Retained < total/size/2 {
+		t.Fatalf("retains %d messages of %d bytes under a bound of %d: too few", st.Retained, size, total)
+	}
+	// Topics that lost their messages to the bound and have no subscriber
+	// are forgotten; t0, subscribed, is kept and its subscriber sees the gap.
+	if st.Topics > st.Retained+1 {
+		t.Fatalf("%d topics kept for %d retained messages", st.Topics, st.Retained)
+	}
+	_, err = watch.Fetch(ctx)
+	var gap *runner.GapError
+	if !errors.As(err, &gap) || gap.Want != 1 || gap.First != 5 {
+		t.Fatalf("Fetch on t0, all 4 of its messages dropped = %v, want a gap 1..4", err)
+	}
+	// The newest message survives.
+	last, _ := c.Subscribe(ctx, "t49", runner.FromOldest)
+	if msgs, err := last.Fetch(ctx); err != nil || len(msgs) != 1 || msgs[0].Seq != lastSeq {
+		t.Fatalf("t49 after the flood: %d messages, %v; want its last one, %d", len(msgs), err, lastSeq)
+	}
+}

@@ -120,10 +120,20 @@ func ParsePosition(s string) (Position, error) {
 
 // topic is a retained, contiguous log: msgs[i].Seq == msgs[0].Seq+i.
 type topic struct {
+	name   string
 	msgs   []Message
 	next   uint64        // the number the next Publish gets
 	notify chan struct{} // closed by Publish; made by a Fetch that parks
+	bytes  int64         // msgs' sizes (msgSize)
+	subs   int           // open subscriptions
 }
+
+// msgSize is what a retained message counts towards RetainBytes and
+// RetainTotalBytes.
+func msgSize(m Message) int64 { return int64(len(m.Data)) + MessageOverhead }
+
+// topicSize is what a topic itself counts towards RetainTotalBytes.
+func topicSize(name string) int64 { return int64(len(name)) + TopicOverhead }
 
 // first returns the oldest retained number, or next when none is retained.
 func (t *topic) first() uint64 {
@@ -133,43 +143,140 @@ func (t *topic) first() uint64 {
 	return t.next
 }
 
-// prune drops what retention no longer allows.
-func (t *topic) prune(now time.Time, count int, age time.Duration) {
-	drop := 0
-	if count > 0 && len(t.msgs) > count {
-		drop = len(t.msgs) - count
+// dropLocked drops t's oldest n messages.
+func (c *LocalCore) dropLocked(t *topic, n int) {
+	var freed int64
+	for _, m := range t.msgs[:n] {
+		freed += msgSize(m)
 	}
-	if age > 0 {
-		cutoff := now.Add(-age)
-		for drop < len(t.msgs) && !t.msgs[drop].Time.After(cutoff) {
-			drop++
-		}
-	}
-	if drop == 0 {
-		return
-	}
-	clear(t.msgs[:drop])
-	t.msgs = t.msgs[drop:]
+	clear(t.msgs[:n])
+	t.msgs = t.msgs[n:]
 	if len(t.msgs) == 0 {
 		t.msgs = nil
 	}
+	t.bytes -= freed
+	c.total -= freed
+	c.retained -= n
+}
+
+// retainOrder lists retained messages in publish order, oldest from head:
+// evictLocked drops from there. Entries of messages already dropped by a
+// topic's own retention stay until they reach the head or compactLocked
+// removes them.
+type retainOrder struct {
+	q    []retainEntry
+	head int
+}
+
+type retainEntry struct {
+	t   *topic
+	seq uint64
+}
+
+func (o *retainOrder) push(e retainEntry) { o.q = append(o.q, e) }
+
+func (o *retainOrder) len() int { return len(o.q) - o.head }
+
+func (o *retainOrder) pop() retainEntry {
+	e := o.q[o.head]
+	o.q[o.head] = retainEntry{}
+	o.head++
+	if o.head >= 64 && o.head >= len(o.q)/2 {
+		// Move the live entries to the front, so that appends do not
+		// grow the array under a dead prefix.
+		n := copy(o.q, o.q[o.head:])
+		clear(o.q[n:])
+		o.q, o.head = o.q[:n], 0
+	}
+	return e
 }
 
 func (c *LocalCore) topicLocked(name string) *topic {
 	t := c.topics[name]
 	if t == nil {
-		t = &topic{next: 1}
+		t = &topic{name: name, next: 1}
 		c.topics[name] = t
+		c.total += topicSize(name)
 	}
 	return t
 }
 
+// forgetLocked forgets t when it holds nothing: no message and no
+// subscription. Its numbers then start again at 1.
+func (c *LocalCore) forgetLocked(t *topic) {
+	if len(t.msgs) > 0 || t.subs > 0 || c.topics[t.name] != t {
+		return
+	}
+	delete(c.topics, t.name)
+	c.total -= topicSize(t.name)
+}
+
+// pruneLocked drops what t's own retention (count, age, bytes) no longer
+// allows, oldest first.
 func (c *LocalCore) pruneLocked(t *topic) {
-	t.prune(c.now(), c.opts.RetainCount, c.opts.RetainAge)
+	drop := 0
+	if n := c.opts.RetainCount; n > 0 && len(t.msgs) > n {
+		drop = len(t.msgs) - n
+	}
+	if age := c.opts.RetainAge; age > 0 {
+		cutoff := c.now().Add(-age)
+		for drop < len(t.msgs) && !t.msgs[drop].Time.After(cutoff) {
+			drop++
+		}
+	}
+	if limit := c.opts.RetainBytes; limit > 0 {
+		bytes := t.bytes
+		for i := range drop {
+			bytes -= msgSize(t.msgs[i])
+		}
+		for drop < len(t.msgs) && bytes > limit {
+			bytes -= msgSize(t.msgs[drop])
+			drop++
+		}
+	}
+	if drop > 0 {
+		c.dropLocked(t, drop)
+	}
+}
+
+// evictLocked drops the oldest messages of all topics until the total is
+// within RetainTotalBytes, forgetting the topics it leaves holding
+// nothing, and keeps order's stale entries from outgrowing the retained
+// messages.
+func (c *LocalCore) evictLocked() {
+	limit := c.opts.RetainTotalBytes
+	for limit > 0 && c.total > limit && c.order.len() > 0 {
+		e := c.order.pop()
+		if t := e.t; c.topics[t.name] == t && len(t.msgs) > 0 && t.msgs[0].Seq == e.seq {
+			c.dropLocked(t, 1)
+		}
+		c.forgetLocked(e.t)
+	}
+	if n := c.order.len(); n > 1024 && n > 2*c.retained {
+		c.compactLocked()
+	}
+}
+
+// compactLocked removes order's entries of messages no longer retained,
+// forgetting their topics when they hold nothing.
+func (c *LocalCore) compactLocked() {
+	live := make([]retainEntry, 0, c.order.len()/2)
+	for _, e := range c.order.q[c.order.head:] {
+		t := e.t
+		if c.topics[t.name] == t && len(t.msgs) > 0 && e.seq >= t.msgs[0].Seq {
+			live = append(live, e)
+			continue
+		}
+		c.forgetLocked(t)
+	}
+	c.order = retainOrder{q: live}
 }
 
 // Publish appends a copy of msg to topic. See Core.
 func (c *LocalCore) Publish(ctx context.Context, topic string, msg []byte) (uint64, error) {
+	if err := c.opts.CheckSize("runner: publish to", topic, msg); err != nil {
+		return 0, err
+	}
 	if err := c.check(ctx); err != nil {
 		return 0, fmt.Errorf("runner: publish to %q: %w", topic, err)
 	}
@@ -182,17 +289,26 @@ func (c *LocalCore) Publish(ctx context.Context, topic string, msg []byte) (uint
 	t := c.topicLocked(topic)
 	seq := t.next
 	t.next++
-	t.msgs = append(t.msgs, Message{Seq: seq, Time: c.now(), Data: data})
+	m := Message{Seq: seq, Time: c.now(), Data: data}
+	t.msgs = append(t.msgs, m)
+	t.bytes += msgSize(m)
+	c.total += msgSize(m)
+	c.retained++
+	c.order.push(retainEntry{t: t, seq: seq})
 	c.pruneLocked(t)
 	if t.notify != nil {
 		close(t.notify)
 		t.notify = nil
 	}
+	c.evictLocked()
 	return seq, nil
 }
 
 // Subscribe opens a subscription to topic. See Core.
 func (c *LocalCore) Subscribe(ctx context.Context, topic string, from Position) (Subscription, error) {
+	if err := c.opts.CheckSize("runner: subscribe to", topic, nil); err != nil {
+		return nil, err
+	}
 	if err := c.check(ctx); err != nil {
 		return nil, fmt.Errorf("runner: subscribe to %q: %w", topic, err)
 	}
@@ -212,10 +328,12 @@ func (c *LocalCore) Subscribe(ctx context.Context, topic string, from Position) 
 	default:
 		s.next = max(from.seq, 1)
 		if s.next > t.next {
+			c.forgetLocked(t)
 			c.mu.Unlock()
 			return nil, fmt.Errorf("runner: subscribe to %q from %d: the next message will be %d: %w", topic, from.seq, t.next, ErrBadPosition)
 		}
 	}
+	t.subs++
 	c.stats.Subscriptions++
 	c.mu.Unlock()
 	s.stop = context.AfterFunc(ctx, s.close)
@@ -314,5 +432,7 @@ func (s *localSub) close() {
 	}
 	s.closed = true
 	s.c.stats.Subscriptions--
+	s.t.subs--
+	s.c.forgetLocked(s.t)
 	close(s.done)
 }

@@ -89,8 +89,9 @@ type Runner struct {
 // New reads a server section's configuration and returns a Runner that
 // will serve app, with an empty scheduler and a new LocalCore. It binds
 // nothing. Keys it reads, besides the HTTP server's (see NewHTTPServer) and
-// the Core's (sched_default_timeout, pubsub_retain_count and
-// pubsub_retain_age; see CoreOptionsFromLocal):
+// the Core's (sched_default_timeout, pubsub_retain_count,
+// pubsub_retain_age, core_max_value, pubsub_retain_bytes and
+// pubsub_retain_total_bytes; see CoreOptionsFromLocal):
 //
 //	ready_timeout          how long to wait for required coroutines before
 //	                       serving (default 30s; 0: no limit)

@@ -284,6 +284,14 @@ func TestNew(t *testing.T) {
 			if r.ReadyTimeout != DefaultReadyTimeout || o.DefaultTimeout != 0 || o.RetainCount != DefaultRetainCount || o.RetainAge != DefaultRetainAge {
 				t.Errorf("ready %v, core options %+v", r.ReadyTimeout, o)
 			}
+			if o.MaxValue != DefaultMaxValue || o.RetainBytes != DefaultRetainBytes || o.RetainTotalBytes != DefaultRetainTotalBytes {
+				t.Errorf("size limits %+v, want the defaults", o)
+			}
+		}},
+		{"size limits", serverLocal("core_max_value", "64k", "pubsub_retain_bytes", "1m", "pubsub_retain_total_bytes", "0"), "", func(t *testing.T, r *Runner) {
+			if o := r.own.Options(); o.MaxValue != 64<<10 || o.RetainBytes != 1<<20 || o.RetainTotalBytes != -1 {
+				t.Errorf("size limits %+v, want 64k, 1m and none", o)
+			}
 		}},
 		{"set", serverLocal("sched_default_timeout", "5", "ready_timeout", "0", "pubsub_retain_count", "0",
 			"pubsub_retain_age", "1h", "sched_default_priority", "3", "shutdown_timeout", "2s"), "", func(t *testing.T, r *Runner) {
@@ -304,6 +312,9 @@ func TestNew(t *testing.T) {
 		{"negative ready timeout", serverLocal("ready_timeout", "-1"), "ready_timeout: negative", nil},
 		{"bad retain count", serverLocal("pubsub_retain_count", "lots"), "pubsub_retain_count: bad integer", nil},
 		{"unbounded retention", serverLocal("pubsub_retain_count", "0", "pubsub_retain_age", "0"), "cannot both be 0", nil},
+		{"bad max value", serverLocal("core_max_value", "huge"), "dev.ini:3 [server:main] core_max_value: bad size", nil},
+		{"max value over a topic", serverLocal("core_max_value", "2m", "pubsub_retain_bytes", "1m"), "core_max_value (2097152 bytes) is over pubsub_retain_bytes", nil},
+		{"max value over all topics", serverLocal("core_max_value", "2m", "pubsub_retain_total_bytes", "1m"), "over pubsub_retain_total_bytes", nil},
 		{"bad http key", serverLocal("port", "http"), "port: bad integer", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

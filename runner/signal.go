@@ -61,6 +61,9 @@ type pendingSignal struct {
 
 // WaitForSignal parks until name is signalled. See Core.
 func (c *LocalCore) WaitForSignal(ctx context.Context, name string, timeout time.Duration) ([]byte, error) {
+	if err := c.opts.CheckSize("runner: wait for signal", name, nil); err != nil {
+		return nil, err
+	}
 	if err := c.check(ctx); err != nil {
 		return nil, fmt.Errorf("runner: wait for signal %q: %w", name, err)
 	}
@@ -138,6 +141,10 @@ func (c *LocalCore) WaitForSignalFunc(ctx context.Context, name string, timeout 
 // before it parks).
 func (c *LocalCore) waitFunc(ctx context.Context, w *funcWaiter, timeout time.Duration) {
 	name := w.name
+	if err := c.opts.CheckSize("runner: wait for signal", name, nil); err != nil {
+		w.done(nil, err)
+		return
+	}
 	if err := c.check(ctx); err != nil {
 		w.done(nil, fmt.Errorf("runner: wait for signal %q: %w", name, err))
 		return
@@ -292,6 +299,9 @@ func (c *LocalCore) Signal(ctx context.Context, name string, value []byte) (int,
 // SignalAtLeast wakes every waiter parked on name and waits, if needed, for
 // late ones until min received value. See Core.
 func (c *LocalCore) SignalAtLeast(ctx context.Context, name string, value []byte, min int) (int, error) {
+	if err := c.opts.CheckSize("runner: signal", name, value); err != nil {
+		return 0, err
+	}
 	if err := c.check(ctx); err != nil {
 		return 0, fmt.Errorf("runner: signal %q: %w", name, err)
 	}

@@ -47,6 +47,8 @@ func Run(t *testing.T, newCore NewCore) {
 		{"CoreScope", testCoreScope},
 		{"SubscribePositions", testSubscribePositions},
 		{"RetentionByCount", testRetentionByCount},
+		{"RetentionByBytes", testRetentionByBytes},
+		{"ValueTooLarge", testValueTooLarge},
 		{"PubSubNoAliasing", testPubSubNoAliasing},
 		{"FetchBlocksAndWakes", testFetchBlocksAndWakes},
 		{"FetchEnds", testFetchEnds},
@@ -94,15 +96,34 @@ func PublishN(t testing.TB, c runner.Core, topic string, from, to int) {
 // each message's data matches its number (as PublishN made them).
 func FetchSeqs(t testing.TB, sub runner.Subscription) []uint64 {
 	t.Helper()
-	msgs, err := sub.Fetch(context.Background())
-	if err != nil {
-		t.Fatalf("Fetch: %v", err)
-	}
-	var seqs []uint64
+	msgs := fetchOnce(t, sub)
 	for _, m := range msgs {
 		if string(m.Data) != fmt.Sprint("m", m.Seq) {
 			t.Fatalf("message %d carries %q", m.Seq, m.Data)
 		}
+	}
+	return seqsOf(msgs)
+}
+
+// fetchAnySeqs fetches once and returns the sequence numbers, whatever the
+// messages carry.
+func fetchAnySeqs(t testing.TB, sub runner.Subscription) []uint64 {
+	t.Helper()
+	return seqsOf(fetchOnce(t, sub))
+}
+
+func fetchOnce(t testing.TB, sub runner.Subscription) []runner.Message {
+	t.Helper()
+	msgs, err := sub.Fetch(context.Background())
+	if err != nil {
+		t.Fatalf("Fetch: %v", err)
+	}
+	return msgs
+}
+
+func seqsOf(msgs []runner.Message) []uint64 {
+	var seqs []uint64
+	for _, m := range msgs {
 		seqs = append(seqs, m.Seq)
 	}
 	return seqs
@@ -654,6 +675,82 @@ func testRetentionByCount(t *testing.T, newCore NewCore) {
 	PublishN(t, c, "t", 6, 6)
 	if got := FetchSeqs(t, late); !slices.Equal(got, []uint64{6}) {
 		t.Fatalf("Fetch = %v, want [6]", got)
+	}
+}
+
+// testRetentionByBytes: a topic keeps at most RetainBytes of messages
+// (what a Core counts per message beyond its data may differ), dropping the
+// oldest first, and a subscriber behind them gets the gap.
+func testRetentionByBytes(t *testing.T, newCore NewCore) {
+	t.Parallel()
+	const size, bound = 1000, 10_000
+	c := newCore(t, runner.CoreOptions{RetainBytes: bound})
+	ctx := context.Background()
+	behind, err := c.Subscribe(ctx, "t", runner.FromOldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 20; i++ {
+		if _, err := c.Publish(ctx, "t", []byte(strings.Repeat(fmt.Sprint(i%10), size))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late, _ := c.Subscribe(ctx, "t", runner.FromOldest)
+	got := fetchAnySeqs(t, late)
+	if len(got) == 0 || got[len(got)-1] != 20 || len(got)*size > bound || len(got) < bound/size/2 {
+		t.Fatalf("a topic bounded to %d bytes, after 20 messages of %d, retains %v: want the newest, within the bound", bound, size, got)
+	}
+	if !slices.Equal(got, SeqRange(got[0], 20)) {
+		t.Fatalf("retained %v, want a contiguous run ending at 20", got)
+	}
+	_, err = behind.Fetch(ctx)
+	var gap *runner.GapError
+	if !errors.As(err, &gap) || gap.Want != 1 || gap.First != got[0] {
+		t.Fatalf("Fetch behind the bytes bound = %v, want a gap 1..%d", err, got[0]-1)
+	}
+}
+
+// testValueTooLarge: Publish, Signal and SignalAtLeast refuse a value over
+// MaxValue with an error wrapping ErrTooLarge that names the size, keep
+// nothing of it and wake nobody with it; a value of MaxValue bytes passes.
+func testValueTooLarge(t *testing.T, newCore NewCore) {
+	t.Parallel()
+	const limit = 1000
+	c := newCore(t, runner.CoreOptions{MaxValue: limit})
+	ctx := context.Background()
+	ok, big := make([]byte, limit), make([]byte, limit+1)
+	if _, err := c.Publish(ctx, "t", ok); err != nil {
+		t.Fatalf("Publish of %d bytes (the limit) = %v", limit, err)
+	}
+	if _, err := c.Signal(ctx, "s", ok); err != nil {
+		t.Fatalf("Signal of %d bytes (the limit) = %v", limit, err)
+	}
+	parked := Park(t, c, ctx, "s", time.Hour, 1)
+	for _, tc := range []struct {
+		op   string
+		call func() error
+	}{
+		{"Publish", func() error { _, err := c.Publish(ctx, "t", big); return err }},
+		{"Signal", func() error { _, err := c.Signal(ctx, "s", big); return err }},
+		{"SignalAtLeast", func() error { _, err := c.SignalAtLeast(ctx, "s", big, 2); return err }},
+	} {
+		err := tc.call()
+		if !errors.Is(err, runner.ErrTooLarge) || !strings.Contains(err.Error(), fmt.Sprint(limit+1)) {
+			t.Fatalf("%s of %d bytes over a limit of %d = %v, want an error wrapping ErrTooLarge naming the size", tc.op, limit+1, limit, err)
+		}
+	}
+	if st := c.Stats(); st.Waiters != 1 || st.PendingSignals != 0 {
+		t.Fatalf("after refused signals: %d waiters, %d pending, want the waiter still parked", st.Waiters, st.PendingSignals)
+	}
+	if n, err := c.Signal(ctx, "s", []byte("v")); n != 1 || err != nil {
+		t.Fatalf("Signal = %d, %v", n, err)
+	}
+	if r := <-parked; r.Err != nil || string(r.Val) != "v" {
+		t.Fatalf("the parked waiter got %q, %v; want the value of the signal that was not refused", r.Val, r.Err)
+	}
+	sub, _ := c.Subscribe(ctx, "t", runner.FromOldest)
+	if got := fetchAnySeqs(t, sub); !slices.Equal(got, []uint64{1}) {
+		t.Fatalf("topic holds %v after a refused Publish, want [1]", got)
 	}
 }
 

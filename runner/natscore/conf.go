@@ -41,8 +41,10 @@ var token = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 //	tls_cert        client certificate file (with tls_key)
 //	tls_key         client key file (with tls_cert)
 //
-// and sched_default_timeout, pubsub_retain_count and pubsub_retain_age as
-// runner.CoreOptionsFromLocal does. A bad value, or a key not listed here,
+// and the Core's keys (runner.CoreKeys: sched_default_timeout,
+// pubsub_retain_count, pubsub_retain_age, core_max_value,
+// pubsub_retain_bytes; pubsub_retain_total_bytes is accepted and not used)
+// as runner.CoreOptionsFromLocal does. A bad value, or a key not listed here,
 // is an error naming the file, line, section and key.
 func OptionsFromLocal(local entrypoints.Local) (Options, error) {
 	var o Options

@@ -70,9 +70,17 @@ type Options struct {
 	Heartbeat time.Duration
 	// Replicas is how many JetStream servers keep each topic; default 1.
 	Replicas int
-	// Core configures the local part (DefaultTimeout, Logger) and topic
-	// retention (RetainCount, RetainAge, as runner.CoreOptions says). Now
-	// is not used: message times and retention are the NATS server's.
+	// Core configures the local part (DefaultTimeout, Logger), the
+	// largest value (MaxValue) and topic retention (RetainCount,
+	// RetainAge, RetainBytes, as runner.CoreOptions says; RetainBytes
+	// is the stream's MaxBytes, which counts what JetStream stores of a
+	// message: its data, subject and headers). Now is not used: message
+	// times and retention are the NATS server's. RetainTotalBytes is
+	// not used: topics are JetStream streams, kept by the NATS server
+	// (on disk, within its own limits such as max_file_store), not in
+	// this process's memory. A value is also bounded by the NATS
+	// server's max_payload (1 MiB by default, headers included): a
+	// larger one fails with an error wrapping runner.ErrTooLarge.
 	Core runner.CoreOptions
 	// NATS are extra nats.go options (credentials, TLS, reconnect waits).
 	NATS []nats.Option
@@ -474,6 +482,9 @@ func (c *Core) WaitForSignal(ctx context.Context, name string, timeout time.Dura
 // node does not answer within the gather timeout the count is what answered
 // and the error wraps runner.ErrNodesMissing.
 func (c *Core) Signal(ctx context.Context, name string, value []byte) (int, error) {
+	if err := c.local.Options().CheckSize("natscore: signal", name, value); err != nil {
+		return 0, err
+	}
 	if err := c.check(ctx); err != nil {
 		return 0, fmt.Errorf("natscore: signal %q: %w", name, err)
 	}
@@ -599,6 +610,9 @@ func (c *Core) errorf(err error, format string, args ...any) error {
 		errors.Is(err, jetstream.ErrNoStreamResponse), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, nats.ErrConnectionReconnecting):
 		return fmt.Errorf("natscore: %s: %w: %w", msg, runner.ErrUnavailable, err)
+	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return fmt.Errorf("natscore: %s: over the NATS server's max_payload: %w: %w", msg, runner.ErrTooLarge, err)
 	}
 	return fmt.Errorf("natscore: %s: %w", msg, err)
 }

@@ -50,6 +50,9 @@ func (c *Core) stream(ctx context.Context, topic string) (jetstream.Stream, erro
 	if a := c.opts.Core.RetainAge; a > 0 {
 		cfg.MaxAge = a
 	}
+	if b := c.local.Options().RetainBytes; b > 0 {
+		cfg.MaxBytes = b
+	}
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	s, err := c.js.CreateOrUpdateStream(octx, cfg)
@@ -128,6 +131,9 @@ func bounds(st jetstream.StreamState) (first, next uint64) {
 // Publish appends msg to topic's stream and returns its sequence number once
 // JetStream has stored it. See runner.Core.
 func (c *Core) Publish(ctx context.Context, topic string, msg []byte) (uint64, error) {
+	if err := c.local.Options().CheckSize("natscore: publish to", topic, msg); err != nil {
+		return 0, err
+	}
 	if err := c.check(ctx); err != nil {
 		return 0, fmt.Errorf("natscore: publish to %q: %w", topic, err)
 	}
@@ -159,6 +165,9 @@ func (c *Core) opError(ctx context.Context, err error, format string, args ...an
 
 // Subscribe opens a cursor into topic's stream. See runner.Core.
 func (c *Core) Subscribe(ctx context.Context, topic string, from runner.Position) (runner.Subscription, error) {
+	if err := c.local.Options().CheckSize("natscore: subscribe to", topic, nil); err != nil {
+		return nil, err
+	}
 	if err := c.check(ctx); err != nil {
 		return nil, fmt.Errorf("natscore: subscribe to %q: %w", topic, err)
 	}

@@ -34,6 +34,9 @@ type sal struct {
 // across the cluster until min received value. See runner.Core. When NATS is
 // down it wakes the waiters here and fails with runner.ErrUnavailable.
 func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min int) (int, error) {
+	if err := c.local.Options().CheckSize("natscore: signal", name, value); err != nil {
+		return 0, err
+	}
 	if min <= 0 {
 		return c.Signal(ctx, name, value)
 	}

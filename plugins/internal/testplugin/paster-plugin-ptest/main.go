@@ -4,6 +4,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -200,6 +201,25 @@ func newProbe(_ map[string]string, local entrypoints.Local) (http.Handler, error
 	mux.HandleFunc("/signal", func(w http.ResponseWriter, r *http.Request) {
 		n, err := runner.CoreFrom(r.Context()).Signal(r.Context(), r.URL.Query().Get("name"), []byte(r.URL.Query().Get("value")))
 		fmt.Fprint(w, n, err)
+	})
+	// /big-value publishes (op=publish) or signals (op=signal) a value of
+	// size bytes on name, answering "ok" or "error too-large=BOOL: ERR".
+	mux.HandleFunc("/big-value", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		size, _ := strconv.Atoi(q.Get("size"))
+		value := bytes.Repeat([]byte("x"), size)
+		core := runner.CoreFrom(r.Context())
+		var err error
+		if q.Get("op") == "signal" {
+			_, err = core.Signal(r.Context(), q.Get("name"), value)
+		} else {
+			_, err = core.Publish(r.Context(), q.Get("name"), value)
+		}
+		if err != nil {
+			fmt.Fprintf(w, "error too-large=%v: %v", errors.Is(err, runner.ErrTooLarge), err)
+			return
+		}
+		fmt.Fprint(w, "ok")
 	})
 	mux.HandleFunc("/pubsub", func(w http.ResponseWriter, r *http.Request) {
 		core := runner.CoreFrom(r.Context())
