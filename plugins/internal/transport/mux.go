@@ -1614,6 +1614,16 @@ func (x *Exchange) wait() {
 		x.cond.Wait()
 		return
 	}
+	if x.stop != nil {
+		// This goroutine watches the context while it waits: the watch
+		// registered for while nobody does (watch) goes now, not when the
+		// exchange ends, which for a request parked in the peer is when
+		// one signal wakes thousands (watch registers it again if the
+		// exchange is used so again). stop runs no callback, so mu may
+		// be held; if the watch fired, its abandon ends the wait below.
+		x.stop()
+		x.stop = nil
+	}
 	if x.wake == nil {
 		x.wake = wakes.Get().(chan struct{})
 	}

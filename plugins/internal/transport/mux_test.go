@@ -640,3 +640,105 @@ func TestMuxHonestPeak(t *testing.T) {
 		t.Fatalf("the host logged:\n%s", s)
 	}
 }
+
+// watchedCtx is a context whose watches are counted: context.AfterFunc and
+// WithCancel register on it through its AfterFunc method (it is not a
+// context package's cancelCtx), and watches reports how many are
+// registered and not stopped.
+type watchedCtx struct {
+	done chan struct{}
+	mu   sync.Mutex
+	err  error
+	fs   map[*func()]bool
+}
+
+func newWatchedCtx() *watchedCtx {
+	return &watchedCtx{done: make(chan struct{}), fs: map[*func()]bool{}}
+}
+
+func (c *watchedCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *watchedCtx) Done() <-chan struct{}       { return c.done }
+func (c *watchedCtx) Value(any) any               { return nil }
+
+func (c *watchedCtx) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func (c *watchedCtx) AfterFunc(f func()) func() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		go f()
+		return func() bool { return false }
+	}
+	k := &f
+	c.fs[k] = true
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		ok := c.fs[k]
+		delete(c.fs, k)
+		return ok
+	}
+}
+
+func (c *watchedCtx) cancel() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.err = context.Canceled
+	close(c.done)
+	for k := range c.fs {
+		go (*k)()
+	}
+	clear(c.fs)
+}
+
+func (c *watchedCtx) watches() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.fs)
+}
+
+// flushWriter is a ResponseWriter that another goroutine may read.
+type flushWriter struct {
+	h    http.Header
+	body testsync.Buffer
+}
+
+func (w *flushWriter) Header() http.Header         { return w.h }
+func (w *flushWriter) Write(p []byte) (int, error) { return w.body.Write(p) }
+func (w *flushWriter) WriteHeader(int)             {}
+func (w *flushWriter) Flush()                      {}
+
+// TestForwardParkedHoldsNoWatch: a response that parks in the plugin after
+// a first flush (a request waiting in WaitForSignal) leaves no watch on
+// the request's context while Forward waits for the rest (Forward's wait
+// watches it), so waking thousands at once stops none; the context's end
+// still reaches the handler.
+func TestForwardParkedHoldsNoWatch(t *testing.T) {
+	t.Parallel()
+	ended := make(chan error, 1)
+	client := httpPair(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "waiting\n")
+		_ = http.NewResponseController(w).Flush()
+		<-r.Context().Done()
+		ended <- r.Context().Err()
+	}))
+	ctx := newWatchedCtx()
+	w := &flushWriter{h: http.Header{}}
+	forwarded := make(chan error, 1)
+	go func() {
+		forwarded <- Forward(w, httptest.NewRequest("GET", "/", nil).WithContext(ctx), client, 0)
+	}()
+	testsync.WaitFor(t, "the first flush at the client", func() bool { return w.body.String() == "waiting\n" })
+	testsync.WaitFor(t, "no watch on the parked request's context", func() bool { return ctx.watches() == 0 })
+	ctx.cancel()
+	if err := testsync.Recv(t, "the handler's context end", ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("handler's context: %v", err)
+	}
+	if err := testsync.Recv(t, "Forward's return", forwarded); err == nil {
+		t.Fatal("Forward of a cancelled request returned no error")
+	}
+}

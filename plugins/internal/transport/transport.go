@@ -227,6 +227,42 @@
 // runs). bench/run.sh cpu did not move (0.874, 0.837 before, 0.851,
 // 0.842 after, alternated): its gap is the crossings, not this.
 //
+// The wake-up is CPU-bound: in a quiet run (BenchmarkParkedWaiters/plugin
+// -benchtime 3x) the server used 302 ms of CPU and the benchmark's
+// clients 80 ms in 195 ms of wall time, 1.96 of the 2 CPUs; under other
+// work it follows the machine's load. Where it goes (perf -g of host,
+// plugin and clients, recording only from the Signal to the last answer,
+// 3 rounds, load average 4-6): host 67% of the samples, clients 19% (half
+// of theirs the scheduler: 10,000 goroutines woken once each), plugin
+// 13%. Of the host's: its writes of the responses to the clients 49% (the
+// in-process path, function for function; each about 1.3 times the
+// samples of in-process runs: the memory of 10,000 requests parked for
+// long is cold), Forward 19%, net/http's own serving 9%, the Signal's
+// hand-out of the replies 7% (two thirds of that context and map
+// removals: each call's context from the request's, the wait's
+// context.AfterFunc from the call's, the scope's set of waits), the
+// scheduler 6%, the connection's reader 4%. The watch Forward registers
+// when a response's first frame is not its last (for a parked request,
+// its first flush) is stopped as soon as Forward waits again (wait: the
+// waiting goroutine watches the context itself), not when the exchange
+// ends, which for a parked request is in the wake-up: Forward's end went
+// from 4.3% to 0.9% of the host's samples in the wake-up (3 rounds each);
+// server CPU, base and new alternated at load average 5-14, 336, 325,
+// 331, 335 ms before and 339, 345, 375, 336 after, within the noise;
+// bash bench/run.sh parked, alternated at load average 3-4: 10,000 plugin
+// waiters answered in 163, 165 ms before, 151, 156 after (in-process 108,
+// 127 and 110, 130), server CPU 264, 257 and 240, 252 ms.
+// Tried and not kept: the clients on one P through the wake-up (their CPU
+// 77, 81 ms against 84, 76); the clients reading in one epoll loop, their
+// connections taken off Go's poller (their CPU 141 ms against 73-100: the
+// loop's EpollWait, a blocking system call, hands its P off each time);
+// host and plugin on GOMAXPROCS=2 (server CPU 356, 400, 392 ms against
+// 348, 375, 358 switching). Not done: the call's context is a child of
+// the request's and the wait registers a context.AfterFunc on it, each
+// removed in the Signal's serial hand-out; a call context that the
+// transport cancels itself (Forward's wait, the exchange's end) would
+// take both out of it.
+//
 // The exchange table follows the exchanges open, both ways: it doubles
 // past half full and halves under an eighth full (down to 64 slots), so
 // what a peak took (32,768 slots, 256 KiB, for 10,000 exchanges open at
