@@ -38,7 +38,7 @@ func Timeout(local entrypoints.Local, key string, def time.Duration) (time.Durat
 // NewHTTPServer (HTTPServerKeys). A server runner built on Runner that reads
 // keys of its own removes them from local (Local.Without) before New, so
 // that they are not reported as unknown.
-var RunnerKeys = []string{"sched_default_timeout", "ready_timeout", "pubsub_retain_count", "pubsub_retain_age"}
+var RunnerKeys = append([]string{"ready_timeout"}, CoreKeys...)
 
 // ignoredSchedKeys are cogen scheduler options that mean nothing here; New
 // warns about each and does not pass it on.
