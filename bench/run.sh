@@ -15,7 +15,7 @@
 #   bench/run.sh cpu             a handler doing ~200 us of CPU work, in a
 #                                plugin against compiled in (goal >= 0.9),
 #                                and the CPU a round trip to another
-#                                process costs on this machine (its floor)
+#                                process costs on this machine
 #   bench/run.sh bulk            1 GiB up and 1 GiB down through a plugin app
 #                                (sink, source) against the same app compiled
 #                                in (goal >= 0.8) with flat RSS in every
@@ -30,7 +30,7 @@
 # baseline. Knobs (environment): CONNS (16), DURATION (1s), ROUNDS (20),
 # WARMUP (1s), GOAL (0.95), PIN=1 to pin servers to CPU 0 and the load
 # generator to the other CPUs with taskset; BULK_SIZE (1073741824),
-# BULK_ROUNDS (3) for bulk; HOP_TRIPS (20000) for the hop floor.
+# BULK_ROUNDS (3) for bulk; HOP_TRIPS (20000) for the process hop.
 #
 # Adding a target: add its name to TARGETS and a start_NAME function that
 # runs, in the foreground, a command serving GET / on a free loopback port
@@ -183,7 +183,7 @@ run_cpu() {
 	plugin=$URL
 	"${LOAD_PIN[@]}" "$WORK/load" -c "$CONNS" -d "$DURATION" -rounds "$ROUNDS" -warmup "$WARMUP" \
 		-goal 0.9 "cpu-inproc=${inproc}cpu" "cpu-plugin=${plugin}cpu"
-	# The floor under that ratio on this machine: the CPU one round trip
+	# What sits under that ratio on this machine: the CPU one round trip
 	# to another process costs both processes, on one P each as light
 	# processes run (transport's BenchmarkProcessHop; its package doc).
 	# The plugin path makes one such round trip per request more than
@@ -193,7 +193,7 @@ run_cpu() {
 			for (i = 1; i < NF; i++) if ($(i+1) == "cpu-us/op") v = $i
 			name = $1; sub(/^BenchmarkProcessHop\//, "", name); sub(/-[0-9]+$/, "", name)
 			printf "hop %-6s %6.1f us of CPU per round trip to another process (%s)\n", name, v,
-				name == "socket" ? "a byte on a unix socket pair: the floor" : "a small HTTP exchange through the Mux"
+				name == "socket" ? "a byte each way on a unix socket pair" : "a small HTTP exchange through the Mux"
 		}'
 }
 

@@ -40,7 +40,7 @@ func TestBenchScript(t *testing.T) {
 		`(?m)^paster-plugin / reverse-proxy = [\d.]+  \(goal ≥ 2: (ok|BELOW)\)$`,
 		`(?m)^paster-plugin / paster-http = [\d.]+  \(goal ≥ 0.5: (ok|BELOW)\)$`,
 		`(?m)^cpu-plugin +\d+ +[\d.]+ +0 +0 +\(goal ≥ 0.9: (ok|BELOW)\)$`,
-		`(?m)^hop socket +[\d.]+ us of CPU per round trip to another process \(a byte on a unix socket pair: the floor\)$`,
+		`(?m)^hop socket +[\d.]+ us of CPU per round trip to another process \(a byte each way on a unix socket pair\)$`,
 		`(?m)^hop http +[\d.]+ us of CPU per round trip to another process \(a small HTTP exchange through the Mux\)$`,
 		`(?m)^plugin +upload +\d+ +[\d.]+  \(goal ≥ 0.8: (ok|BELOW)\)$`,
 		`(?m)^plugin +download +\d+ +[\d.]+  \(goal ≥ 0.8: (ok|BELOW)\)$`,

@@ -128,16 +128,18 @@
 //
 // What a crossing costs here (BenchmarkProcessHop: one round trip at a
 // time to a child process, the CPU both processes used per round trip
-// from /proc, three runs, load average 5-8 from other work): a one-byte
-// ping-pong on the socket pair 22-28 µs on one P each; one small HTTP
-// exchange through Forward, the Mux and Serve 29-39 µs on one P, but
-// 60-87 µs on two, where every goroutine the reader readies wakes a second
-// thread that spins and sleeps again (a Core-sized call 24-55 and 52-62).
-// The plugin path makes one such round trip per request more than the
-// in-process path (host to plugin and back); with the 200 µs handler
-// (250-290 µs of CPU per request in-process, load generator included),
-// 0.9x leaves room for 28-32 µs more per request: about the floor of one
-// round trip on this VM, with nothing left for the hop's own work.
+// from /proc). Three runs with load average 5-8 from other work: one
+// small HTTP exchange through Forward, the Mux and Serve cost 29-39 µs on
+// one P each, but 60-87 µs on two, where every goroutine the reader
+// readies wakes a second thread that spins and sleeps again (a Core-sized
+// call 24-55 and 52-62). Three quiet runs on one P: a bare byte each way
+// on the socket pair, read and written as the Mux does, 35.6-36.0 µs, the
+// HTTP exchange 26.3-40.2: the Mux adds no measurable CPU to the crossing
+// itself, whose cost is the two wake-ups. The plugin path makes one such
+// round trip per request more than the in-process path (host to plugin
+// and back); with the 200 µs handler (250-290 µs of CPU per request
+// in-process, load generator included), 0.9x leaves room for 28-32 µs
+// more per request: about what one round trip costs on this VM.
 //
 // # Parked requests
 //
