@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"container/heap"
 	"context"
 	"io"
 	"math"
@@ -36,19 +37,28 @@ const maxHeadCapture = 4 << 10
 // counted (inFlight) without a counter shared by every request, and so
 // that one timer ends those whose read deadline the connection kept
 // without arming it (see rejectConn.lazy) once it passes (expire).
+//
+// The timer looks only at the connections that are due: queue is a
+// min-heap of the connections that may keep a deadline, by the clock
+// reading each is due at (rejectConn.due), never later than the deadline
+// it keeps. Looking at every open connection whenever the timer fires, as
+// it once did, cost O(N²) per idle_timeout for N idle connections whose
+// kept deadlines are staggered (each one's request came at another moment,
+// as they do, and as a hostile client makes them), since the timer fires
+// at each of those deadlines: 100k idle connections cost tens of seconds
+// of CPU every idle_timeout. With the heap each connection is looked at
+// about once per deadline period, O(log N) each: O(N log N) per period.
 type rejectListener struct {
 	net.Listener
 	observe      func(r *http.Request, code int)
 	writeTimeout time.Duration // write_timeout, armed by each rejectConn (see rejectConn.armWrite)
 
-	// nextFire is the clock reading the timer fires at, math.MaxInt64
-	// when it is not pending: a connection that keeps a deadline before
-	// it has the timer moved (armBy).
-	nextFire atomic.Int64
-
-	mu    sync.Mutex
-	conns map[*rejectConn]struct{} // open: accepted and not closed
-	timer *time.Timer              // runs expire
+	mu       sync.Mutex
+	conns    map[*rejectConn]struct{} // open: accepted and not closed
+	queue    dueQueue                 // the open connections expire is to look at, earliest due first
+	timer    *time.Timer              // runs expire
+	fireAt   int64                    // the clock reading timer fires at; math.MaxInt64: not pending
+	examined int64                    // connections expire looked at, for the tests
 }
 
 // inFlight returns the number of handlers running on the listener's
@@ -64,13 +74,37 @@ func (l *rejectListener) inFlight() int64 {
 	return n
 }
 
-// armBy has expire run at the clock reading at the latest.
-func (l *rejectListener) armBy(at int64) {
+// keep queues c, which keeps a read deadline at the clock reading at, to
+// be looked at then (expire), unless it is due before (see rejectConn.due)
+// or closed.
+func (l *rejectListener) keep(c *rejectConn, at int64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if at < l.nextFire.Load() {
-		l.arm(at)
+	if due := c.due.Load(); !c.closed && (due == 0 || at < due) {
+		l.setDue(c, at)
+		if at < l.fireAt {
+			l.arm(at)
+		}
 	}
+}
+
+// setDue queues c to be looked at at the clock reading at, or moves it
+// there. l.mu is held.
+func (l *rejectListener) setDue(c *rejectConn, at int64) {
+	c.due.Store(at)
+	if c.index < 0 {
+		heap.Push(&l.queue, c)
+	} else {
+		heap.Fix(&l.queue, c.index)
+	}
+}
+
+// unqueue takes c out of the queue, if it is there. l.mu is held.
+func (l *rejectListener) unqueue(c *rejectConn) {
+	if c.index >= 0 {
+		heap.Remove(&l.queue, c.index)
+	}
+	c.due.Store(0)
 }
 
 // arm has expire run at the clock reading at. l.mu is held.
@@ -81,38 +115,90 @@ func (l *rejectListener) arm(at int64) {
 	} else {
 		l.timer.Reset(d)
 	}
-	l.nextFire.Store(at)
+	l.fireAt = at
 }
 
 // expire sets a read deadline in the past on the connections whose kept
 // read deadline has passed: the read net/http waits in fails as at the
 // deadline itself, and net/http does what it does then (ends the
-// connection, with 400 for a header cut short). It runs again at the next
-// kept deadline, if any; a connection that keeps an earlier one moves it
-// (armBy).
+// connection, with 400 for a header cut short). It looks only at the
+// connections due by now (queue), each once (look), and runs again when
+// the next one is due, if any; a connection that keeps an earlier
+// deadline moves it (keep).
 func (l *rejectListener) expire() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	// Not pending from here: a deadline kept while the connections are
-	// looked at moves the timer itself.
-	l.nextFire.Store(math.MaxInt64)
-	now, next := clock(), int64(math.MaxInt64)
-	for c := range l.conns {
-		at := c.lazy.Load()
-		switch {
-		case at <= 0:
+	// Not pending from here; armed again below for the first connection
+	// due then.
+	l.fireAt = math.MaxInt64
+	now := clock()
+	for len(l.queue) > 0 && l.queue[0].due.Load() <= now {
+		l.examined++
+		l.look(l.queue[0], now)
+	}
+	if len(l.queue) > 0 {
+		l.arm(l.queue[0].due.Load())
+	}
+}
+
+// look ends c's wait for a request if the read deadline it keeps passed
+// by now, and takes c out of the queue then, as when c keeps none; when c
+// keeps a later deadline, c is due at it. l.mu is held.
+//
+// A SetReadDeadline running meanwhile stores its deadline (lazy), then
+// reads c.due, and queues c itself (keep, which waits for l.mu) when c is
+// not due by then; look stores c.due, then reads lazy again, and starts
+// over when c keeps a deadline its new due time does not cover. Go's
+// atomics being sequentially consistent, one of the two sees the other's
+// store: a deadline is never left with c due after it.
+func (l *rejectListener) look(c *rejectConn, now int64) {
+	for {
+		switch at := c.lazy.Load(); {
 		case at > now:
-			next = min(next, at)
+			l.setDue(c, at)
+		case at <= 0: // none kept, or expiring
+			l.unqueue(c)
 		case c.lazy.CompareAndSwap(at, expiring):
 			// A SetReadDeadline meanwhile waits for l.mu (see
-			// rejectConn.takeLazy), so that this one goes first.
+			// rejectConn.takeLazy), so that this one goes first; the one
+			// it sets then goes to the socket (realRead).
 			c.realRead.Store(true)
 			c.Conn.SetReadDeadline(aLongTimeAgo)
+			l.unqueue(c)
+			return
+		default:
+			continue // another deadline kept meanwhile
+		}
+		if at, due := c.lazy.Load(), c.due.Load(); at <= 0 || (due != 0 && at >= due) {
+			return
 		}
 	}
-	if next < l.nextFire.Load() {
-		l.arm(next)
-	}
+}
+
+// dueQueue is a min-heap (container/heap) of connections by their due
+// time; each knows its index in it.
+type dueQueue []*rejectConn
+
+func (q dueQueue) Len() int           { return len(q) }
+func (q dueQueue) Less(i, j int) bool { return q[i].due.Load() < q[j].due.Load() }
+func (q dueQueue) Swap(i, j int) {
+	q[i], q[j] = q[j], q[i]
+	q[i].index, q[j].index = i, j
+}
+
+func (q *dueQueue) Push(x any) {
+	c := x.(*rejectConn)
+	c.index = len(*q)
+	*q = append(*q, c)
+}
+
+func (q *dueQueue) Pop() any {
+	old := *q
+	c := old[len(old)-1]
+	old[len(old)-1] = nil // not retained past its close
+	*q = old[:len(old)-1]
+	c.index = -1
+	return c
 }
 
 // expiring is rejectConn.lazy once expire set the passed deadline on the
@@ -128,7 +214,7 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := &rejectConn{keptConn: keptConn{c}, l: l, observe: l.observe, writeTimeout: l.writeTimeout}
+	rc := &rejectConn{keptConn: keptConn{c}, l: l, observe: l.observe, writeTimeout: l.writeTimeout, index: -1}
 	if cc, ok := c.(*capConn); ok {
 		// One wrapper on every read and write instead of two: the
 		// rejectConn gives the max_connections slot back itself.
@@ -193,14 +279,32 @@ type rejectConn struct {
 	// on the socket: net/http sets one or two per request and clears
 	// them, a runtime timer update each, and a timer pending between
 	// requests. The listener's one timer closes a connection still
-	// waiting when its kept deadline passes (rejectListener.expire), and
-	// the next read deadline set replaces it. Deadlines set while a
-	// handler runs (read_timeout, the handler's own) and after a hijack
-	// go to the socket, as do those in the past (net/http's way to wake
-	// its background read); realRead tells whether the socket has one,
-	// so that clearing it is skipped when it has none.
+	// waiting when its kept deadline passes (rejectListener.expire, which
+	// finds the connection by its due time, below, not by looking at
+	// every open connection), and the next read deadline set replaces
+	// it. Deadlines set while a handler runs (read_timeout, the
+	// handler's own) and after a hijack go to the socket, as do those in
+	// the past (net/http's way to wake its background read); realRead
+	// tells whether the socket has one, so that clearing it is skipped
+	// when it has none.
 	lazy     atomic.Int64 // the kept deadline, a clock reading; 0: none; expiring
 	realRead atomic.Bool  // the socket may have a read deadline
+
+	// due is the clock reading the listener's timer looks at the
+	// connection at (its place in rejectListener.queue), 0 while it is
+	// not queued; a deadline kept in lazy is never before it (once the
+	// SetReadDeadline that kept it returned).
+	// SetReadDeadline queues the connection, which takes the listener's
+	// lock, only when it keeps a deadline before due or due is 0; a later
+	// one, as net/http sets them request after request (the idle deadline,
+	// then the next header's), is found when due comes and the timer moves
+	// due to it (rejectListener.look). So in steady keep-alive traffic the
+	// per-request path takes no lock, and an idle connection is looked at
+	// about once per deadline it keeps. Written under the listener's lock,
+	// read without it.
+	due    atomic.Int64
+	index  int  // in the listener's queue; -1: not queued. Under the listener's lock.
+	closed bool // Close ran: not to be queued again. Under the listener's lock.
 }
 
 // connState is what the server keeps about one connection, in the
@@ -277,8 +381,10 @@ func (c *rejectConn) SetReadDeadline(t time.Time) error {
 		!c.realRead.Load() && !c.running() && !c.hijacked.Load() {
 		at := max(int64(t.Sub(clockBase)), 1)
 		c.lazy.Store(at)
-		if at < c.l.nextFire.Load() {
-			c.l.armBy(at)
+		// Then due (see there): queued by a deadline at or before this
+		// one, the connection needs nothing more.
+		if due := c.due.Load(); due == 0 || at < due {
+			c.l.keep(c, at)
 		}
 		return nil
 	}
@@ -364,6 +470,8 @@ func (c *rejectConn) SetDeadline(t time.Time) error {
 func (c *rejectConn) Close() error {
 	c.l.mu.Lock()
 	delete(c.l.conns, c)
+	c.l.unqueue(c)
+	c.closed = true
 	c.l.mu.Unlock()
 	if c.capped != nil {
 		return c.capped.Close()
@@ -476,6 +584,6 @@ func validMethod(m string) bool {
 func watchRejects(ln net.Listener, app http.Handler, writeTimeout time.Duration) *rejectListener {
 	l := &rejectListener{Listener: ln, writeTimeout: writeTimeout,
 		observe: func(r *http.Request, code int) { ObserveRejected(app, r, code) }}
-	l.nextFire.Store(math.MaxInt64)
+	l.fireAt = math.MaxInt64
 	return l
 }
