@@ -41,7 +41,8 @@ import (
 // context switches of all threads over 10 s, three runs): the host
 // 1591, 1581, 1642 before, 272, 264, 246 after; the hello plugin 1440,
 // 1531, 1531 before, 280, 261, 290 after (253-256 with the switching
-// off: watchParent's ticker is most of the rest).
+// off: watchParent's ticker was most of the rest, until it waited on a
+// pidfd instead: see watchParent).
 //
 // The setting is the process's own: a GOMAXPROCS in the environment is
 // left alone; a program that sets it itself is overridden at the next
@@ -70,7 +71,7 @@ const (
 	// for up to procsTickMax (plus a procsTick to measure it, unless it
 	// kept a goroutine waiting procsWait). 400 ms: 2.5 samples a second,
 	// a sixteenth of procsTick's, as few as an idle plugin's other
-	// wake-ups (watchParent's 5 a second); longer would save little more.
+	// wake-ups were (watchParent's 5 a second, before its pidfd).
 	procsIdle    = 0.05
 	procsTickMax = 400 * time.Millisecond
 )
