@@ -11,6 +11,9 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -52,7 +55,10 @@ var transloggerKeys = []string{"format", "logger_name", "logging_level", "output
 // there is one.
 // In an INI file every % is written %%. With format = json, hclog gets the
 // fields as key/value pairs and other outputs get one JSON object per line.
-// Quotes, backslashes and control characters from the request are escaped.
+// Quotes, backslashes and every byte outside printable ASCII (UTF-8
+// included) from the request are escaped, as \" \\ and \xHH, as Apache
+// and nginx do; JSON lines written to output write characters outside
+// ASCII that are not printable as \uXXXX.
 //
 // setup_console_handler and set_logger_level are accepted for Paste
 // compatibility and ignored (hclog's setup belongs to the command). Errors,
@@ -196,8 +202,8 @@ func (t *translogger) write(e *logEntry) {
 			t.logger.Log(t.level, "request", args...)
 			return
 		}
-		b, _ := json.Marshal(rec)
-		t.out.write(append(b, '\n'))
+		j, _ := json.Marshal(rec)
+		t.out.write(append(appendJSONEscaped(make([]byte, 0, len(j)+1), j), '\n'))
 		return
 	}
 	b := make([]byte, 0, 256)
@@ -293,19 +299,47 @@ func dashIfEmpty(b []byte, s string) []byte {
 	return appendEscaped(b, s)
 }
 
-// appendEscaped appends s with quotes, backslashes and control characters
-// escaped, as Apache does, so that a request cannot forge log lines.
+// appendEscaped appends s with quotes and backslashes escaped by a
+// backslash, and every byte outside printable ASCII (controls, DEL and
+// all bytes from 0x80: UTF-8 too) written \xHH, as Apache and nginx do,
+// so that a request cannot forge log lines: neither with a line break nor
+// with what a log reader may take for one (NEL U+0085, U+2028) or a
+// terminal for a control sequence (the C1 CSI U+009B).
 func appendEscaped(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
 		case c == '"' || c == '\\':
 			b = append(b, '\\', c)
-		case c < 0x20 || c == 0x7f:
-			b = append(b, fmt.Sprintf(`\x%02x`, c)...)
+		case c < 0x20 || c >= 0x7f:
+			b = append(b, '\\', 'x', hex[c>>4], hex[c&0xf])
 		default:
 			b = append(b, c)
 		}
+	}
+	return b
+}
+
+// appendJSONEscaped appends j, the output of json.Marshal, with every
+// character outside ASCII that is not printable (unicode.IsPrint: the C1
+// controls, NEL, U+2028 and U+2029, format characters such as U+202E)
+// written as a \uXXXX escape, so that a JSON log line carries nothing a
+// log reader or terminal may act on. Outside strings JSON is ASCII, so
+// the escapes land inside strings and the values are unchanged.
+// encoding/json escapes only C0 controls, U+2028 and U+2029, and replaces
+// invalid UTF-8 with U+FFFD.
+func appendJSONEscaped(b, j []byte) []byte {
+	for len(j) > 0 {
+		r, n := utf8.DecodeRune(j)
+		if r < utf8.RuneSelf || unicode.IsPrint(r) {
+			b = append(b, j[:n]...)
+		} else {
+			for _, u := range utf16.AppendRune(nil, r) {
+				b = fmt.Appendf(b, `\u%04x`, u)
+			}
+		}
+		j = j[n:]
 	}
 	return b
 }

@@ -162,3 +162,75 @@ func TestTransloggerHclog(t *testing.T) {
 		t.Errorf("bad output: %v", err)
 	}
 }
+
+// TestTransloggerEscapesNonASCII sends, on a real connection, a request
+// whose target and headers carry bytes a log reader may take for a line
+// break or a terminal control (U+2028, NEL U+0085, the C1 CSI U+009B) or
+// that are not UTF-8 at all. The text formats write them as \xHH, as
+// Apache and nginx do, so a line is printable ASCII; the JSON format
+// writes non-printable characters as \uXXXX and stays valid JSON with the
+// same values.
+func TestTransloggerEscapesNonASCII(t *testing.T) {
+	t.Parallel()
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hi")) })
+	head := "GET /a\xe2\x80\xa8b\xc2\x9b[31m HTTP/1.1\r\nHost: h\r\nUser-Agent: ua\xc2\x85forged\xff\r\nReferer: caf\u00e9\r\nConnection: close"
+	tests := []struct {
+		format string
+		check  func(t *testing.T, line string)
+	}{
+		{"combined", func(t *testing.T, line string) {
+			want := `"GET /a\xe2\x80\xa8b\xc2\x9b[31m HTTP/1.1" 200 2 "caf\xc3\xa9" "ua\xc2\x85forged\xff"`
+			if !strings.Contains(line, want) {
+				t.Errorf("line %q lacks %q", line, want)
+			}
+		}},
+		{"%v %U", func(t *testing.T, line string) {
+			if want := `h /a\xe2\x80\xa8b\xc2\x9b[31m`; line != want {
+				t.Errorf("line %q, want %q", line, want)
+			}
+		}},
+		{"json", func(t *testing.T, line string) {
+			for _, want := range []string{`\u2028`, `\u009b`, `\u0085`, `"referer":"café"`} {
+				if !strings.Contains(line, want) {
+					t.Errorf("line %q lacks %q", line, want)
+				}
+			}
+			var rec logRecord
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("%q: %v", line, err)
+			}
+			if rec.URI != "/a\u2028b\u009b[31m" || rec.UserAgent != "ua\u0085forged\ufffd" || rec.Host != "h" {
+				t.Errorf("json record %+v", rec)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.format, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			h, err := transloggerFactory(app, map[string]string{"here": dir}, localOf("output", "access.log", "format", tt.format))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp, _ := rawRequest(t, start(t, h).Listener.Addr().String(), head); resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "access.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			line, ok := strings.CutSuffix(string(b), "\n")
+			if !ok {
+				t.Fatalf("log %q does not end in a newline", b)
+			}
+			if tt.format != "json" {
+				for i := 0; i < len(line); i++ {
+					if c := line[i]; c < 0x20 || c > 0x7e {
+						t.Fatalf("byte %#x at %d of %q is not printable ASCII", c, i, line)
+					}
+				}
+			}
+			tt.check(t, line)
+		})
+	}
+}
