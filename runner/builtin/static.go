@@ -37,8 +37,8 @@ var staticKeys = []string{"document_root", "cache_max_age", "serve_hidden", "pre
 // index.html; a directory asked for without a trailing slash is first
 // redirected (301) to the slash form of its cleaned path under
 // ScriptName(r), always a path on this site (GET //host/.. is redirected to
-// /, never to //host/../); a missing file or
-// a directory without index.html is 404 (no listings).
+// /, never to //host/../); a missing file, a name too long for the file
+// system or a directory without index.html is 404 (no listings).
 //
 // Every file is sent with a strong ETag (its modification time and size)
 // and Last-Modified; If-None-Match and If-Modified-Since are answered 304,
@@ -278,13 +278,16 @@ func isHidden(name string) bool {
 	return false
 }
 
-// error answers 404 for anything that does not exist or lies outside the
-// root, 403 for permissions, 500 otherwise (without details).
+// error answers 404 for anything that does not exist, lies outside the
+// root or has a name the file system refuses as too long (as nginx: a
+// client choosing such names must not fill the log with warnings), 403 for
+// permissions, 500 otherwise (without details, and logged).
 func (s *static) error(w http.ResponseWriter, err error) {
 	switch {
 	case errors.Is(err, fs.ErrPermission):
 		http.Error(w, "403 Forbidden", http.StatusForbidden)
-	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrInvalid), errors.Is(err, syscall.ENOTDIR), isEscape(err):
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrInvalid), errors.Is(err, syscall.ENOTDIR),
+		errors.Is(err, syscall.ENAMETOOLONG), isEscape(err):
 		http.Error(w, "404 Not Found", http.StatusNotFound)
 	default:
 		logger().Warn("static: cannot open file", "error", err)

@@ -88,6 +88,12 @@ func TestStatic(t *testing.T) {
 		{"GET", "/static/..%2fsecret.txt", 404, "", ""},
 		{"GET", "/static/sub/..%2f..%2f..%2fsecret.txt", 404, "", ""},
 		{"GET", "/static/a%00b", 400, "", ""},
+		// Names the file system refuses as too long are not found, not
+		// a 500 with a warning logged for every such request.
+		{"GET", "/static/" + strings.Repeat("n", 300), 404, "", ""},
+		{"GET", "/static/sub/" + strings.Repeat("n", 300) + "/x.txt", 404, "", ""},
+		{"GET", "/static/" + strings.Repeat("sub/../", 700) + strings.Repeat("d/", 2100), 404, "", ""},
+		{"GET", "/static/" + strings.Repeat("nodir/", 800) + "x.txt", 404, "", ""},
 		{"POST", "/static/sub/file.txt", 405, "", ""},
 		{"HEAD", "/static/sub/file.txt", 200, "", ""},
 		{"GET", "/", 200, "<h1>home</h1>", ""},
