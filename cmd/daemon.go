@@ -55,10 +55,11 @@ func alive(pid int) bool {
 	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
-// livePID returns the pid in file when that process is alive, else 0.
+// livePID returns the pid in file when that process is alive and holds
+// the file (a paster serving with it: see pidFile), else 0.
 func livePID(file string) int {
 	pid, err := readPIDFile(file)
-	if err != nil || !alive(pid) {
+	if err != nil || !alive(pid) || !pidFileHeld(file) {
 		return 0
 	}
 	return pid
@@ -79,6 +80,10 @@ func daemonStatus(file string, stdout io.Writer) int {
 	}
 	if !alive(pid) {
 		fmt.Fprintf(stdout, "PID %d in %s is not running\n", pid, file)
+		return 1
+	}
+	if !pidFileHeld(file) {
+		fmt.Fprintf(stdout, "PID %d in %s is not a running paster (no process holds the file: it is stale, and the PID another program's)\n", pid, file)
 		return 1
 	}
 	fmt.Fprintf(stdout, "Server running in PID %d\n", pid)
@@ -112,7 +117,9 @@ func stopDaemon(file, cmd string, stdout io.Writer) (code int) {
 		fmt.Fprintf(stdout, "Not a valid PID file in %s\n", file)
 		return 1
 	}
-	if !alive(pid) {
+	if !alive(pid) || !pidFileHeld(file) {
+		// A live PID in a file no process holds belongs to another
+		// program now: it is not signalled.
 		fmt.Fprintf(stdout, "PID in %s is not valid (deleting)\n", file)
 		os.Remove(file)
 		return 1
@@ -260,11 +267,12 @@ func signalReady() {
 // any, holds the monitor's pid.
 func monitorRestart(opts *serveOptions, stdout, stderr io.Writer) int {
 	if opts.pidFile != "" {
-		if err := writePIDFile(opts.pidFile); err != nil {
+		pf, err := writePIDFile(opts.pidFile)
+		if err != nil {
 			fmt.Fprintf(stderr, "Error: Unable to write to pid file: %v\n", err)
 			return 1
 		}
-		defer removePIDFile(opts.pidFile, hclog.NewNullLogger()) // the monitor keeps its user
+		defer pf.remove(hclog.NewNullLogger()) // the monitor keeps its user
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)

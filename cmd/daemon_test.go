@@ -3,6 +3,7 @@ package pastercmd
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -119,6 +120,76 @@ func TestDaemonStartStatusStop(t *testing.T) {
 	expect([]string{"serve", "dev.ini", "status"}, 1, "No PID in file paster.pid")
 	expect([]string{"serve", "dev.ini", "restart"}, 1, "Not a valid PID file in paster.pid")
 	expect([]string{"serve", "dev.ini", "restart"}, 1, "Could not stop daemon; aborting")
+}
+
+// TestDaemonStalePIDFileReused: a pid file left behind by a server that
+// died (SIGKILL, a crash, a reboot) names a PID the system may have given
+// to another program since. status must not call that program a running
+// server, stop must not signal it, and start must not refuse to start;
+// only a PID file a live paster holds counts.
+func TestDaemonStalePIDFileReused(t *testing.T) {
+	t.Parallel()
+	dir, port := daemonDir(t)
+	pidFile := killPIDFileAtEnd(t, filepath.Join(dir, "paster.pid"))
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+	otherDone := make(chan error, 1)
+	go func() { otherDone <- other.Wait() }()
+	if err := os.WriteFile(pidFile, fmt.Appendf(nil, "%d\n", other.Process.Pid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	stdout, stderr, code := paster(t, dir, "serve", "dev.ini", "status")
+	if code != 1 || !strings.Contains(stdout, fmt.Sprintf("PID %d in paster.pid is not a running paster", other.Process.Pid)) {
+		t.Errorf("status with another program's PID: exit %d, output %q %q", code, stdout, stderr)
+	}
+	stdout, stderr, code = paster(t, dir, "serve", "dev.ini", "stop")
+	if code != 1 || !strings.Contains(stdout, "PID in paster.pid is not valid (deleting)") {
+		t.Errorf("stop with another program's PID: exit %d, output %q %q", code, stdout, stderr)
+	}
+	select {
+	case err := <-otherDone:
+		t.Fatalf("stop signalled another program named by a stale pid file: %v", err)
+	default:
+	}
+	if _, err := os.Stat(pidFile); !os.IsNotExist(err) {
+		t.Errorf("stale pid file not deleted: %v", err)
+	}
+
+	// start is not refused by such a file either.
+	if err := os.WriteFile(pidFile, fmt.Appendf(nil, "%d\n", other.Process.Pid), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if stdout, stderr, code := paster(t, dir, "serve", "dev.ini", "start"); code != 0 {
+		t.Fatalf("start over a stale pid file: exit %d: %s %s", code, stdout, stderr)
+	}
+	server, err := readPIDFile(pidFile)
+	if err != nil || server == other.Process.Pid {
+		t.Fatalf("pid file after start names %d (%v)", server, err)
+	}
+	p := &serveProc{t: t, base: fmt.Sprintf("http://127.0.0.1:%d", port), done: make(chan error, 1)}
+	if got := p.healthPID(); got != server {
+		t.Errorf("the server answering is PID %d; pid file says %d", got, server)
+	}
+	if stdout, _, code := paster(t, dir, "serve", "dev.ini", "status"); code != 0 || !strings.Contains(stdout, fmt.Sprintf("Server running in PID %d", server)) {
+		t.Errorf("status of the new server: exit %d, %q", code, stdout)
+	}
+	// A second server cannot take over the file of one that runs.
+	want := fmt.Sprintf("paster.pid is held by the running paster with PID %d", server)
+	if _, stderr, code := paster(t, dir, "serve", "dev.ini", "--pid-file", "paster.pid"); code != 1 || !strings.Contains(stderr, want) {
+		t.Errorf("second server on a held pid file: exit %d, stderr %q, want %q", code, stderr, want)
+	}
+	if _, _, code := paster(t, dir, "serve", "dev.ini", "stop"); code != 0 || !waitGone(server, 10*time.Second) {
+		t.Errorf("stop: exit %d, server %d alive=%v", code, server, alive(server))
+	}
+	select {
+	case err := <-otherDone:
+		t.Fatalf("the other program ended: %v", err)
+	default:
+	}
 }
 
 // TestMonitorRestart kills the server under --monitor-restart and sees the

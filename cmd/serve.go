@@ -181,11 +181,12 @@ func serveCommand(args []string, stdout, stderr io.Writer) int {
 		logger.Warn("running as root: give --user and --group to run as an unprivileged user once the sockets are bound (or User= in a systemd unit)")
 	}
 	if opts.pidFile != "" && !monitorChild {
-		if err := writePIDFile(opts.pidFile); err != nil {
+		pf, err := writePIDFile(opts.pidFile)
+		if err != nil {
 			logger.Error("cannot write pid file", "file", opts.pidFile, "error", err)
 			return 1
 		}
-		defer removePIDFile(opts.pidFile, logger)
+		defer pf.remove(logger)
 	}
 
 	if err := serve(context.Background(), cfg, vars, &opts, interval, monitorChild, logger); err != nil {
