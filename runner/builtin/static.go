@@ -43,8 +43,9 @@ var staticKeys = []string{"document_root", "cache_max_age", "serve_hidden", "pre
 // Every file is sent with a strong ETag (its modification time and size)
 // and Last-Modified; If-None-Match and If-Modified-Since are answered 304,
 // Range with 206 and If-Range honoured (http.ServeContent does these, see
-// serveFile). When the client accepts br or gzip and the file has a
-// regular sibling name.br or name.gz, the sibling is sent instead, with
+// serveFile); a Range of more than 200 ranges gets the whole file (200).
+// When the client accepts br or gzip and the file has a regular sibling
+// name.br or name.gz, the sibling is sent instead, with
 // Content-Encoding, the original's Content-Type and an ETag of its own;
 // ranges then count compressed bytes (see servePrecompressed). Every
 // response for a file with a sibling carries "Vary: Accept-Encoding". A
@@ -194,6 +195,12 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // (If-None-Match, If-Modified-Since, If-Match, If-Unmodified-Since: 304 or
 // 412), Range and If-Range, and the Content-Type (from the name's
 // extension, else sniffed) unless one is set.
+//
+// A Range header listing more than maxRanges ranges is ignored and the
+// whole file sent (200), as Apache's MaxRanges does: ServeContent would
+// write a multipart part, with a seek and a read, for each of them, so
+// that one request of many tiny ranges costs far more CPU and output than
+// the file itself.
 func serveFile(w http.ResponseWriter, r *http.Request, f fs.File, fi fs.FileInfo, coding string) {
 	rs, ok := f.(io.ReadSeeker)
 	if !ok {
@@ -205,8 +212,19 @@ func serveFile(w http.ResponseWriter, r *http.Request, f fs.File, fi fs.FileInfo
 		tag += "-" + coding
 	}
 	w.Header().Set("ETag", tag+`"`)
+	if rg := r.Header.Get("Range"); strings.Count(rg, ",") >= maxRanges {
+		// A copy: handlers outside (the access log) see the request as sent.
+		r2 := *r
+		r2.Header = r.Header.Clone()
+		r2.Header.Del("Range")
+		r = &r2
+	}
 	http.ServeContent(w, r, fi.Name(), fi.ModTime(), rs)
 }
+
+// maxRanges is the most ranges one Range header may ask static for; past
+// it the whole file is sent (see serveFile). Apache's MaxRanges default.
+const maxRanges = 200
 
 // servePrecompressed answers with name's precompressed sibling (name.br,
 // name.gz) when there is one, as a regular file, for a coding the client's
