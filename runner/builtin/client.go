@@ -133,28 +133,37 @@ func withSlot(r *http.Request) (*http.Request, *requestSlot) {
 // walk with the zero Addr: the client is unknown. ok reports whether the
 // peer is trusted (and so whether the other X-Forwarded-* headers may be
 // believed).
+//
+// The walk cuts one entry at a time from the right and allocates nothing:
+// the header can be as long as max_header_bytes, mostly written by the
+// client, and only its rightmost entries are usually read.
 func forwardedClient(peer netip.Addr, peerTrusted bool, xff []string, trusted peers) (client netip.Addr, ok bool) {
 	if !peerTrusted {
 		return peer, false
 	}
-	var hops []string
-	for _, line := range xff {
-		for _, f := range strings.Split(line, ",") {
-			if f = strings.TrimSpace(f); f != "" {
-				hops = append(hops, f)
+	seen := false
+	for i := len(xff) - 1; i >= 0; i-- {
+		for line := xff[i]; line != ""; {
+			f := line
+			if j := strings.LastIndexByte(line, ','); j >= 0 {
+				f, line = line[j+1:], line[:j]
+			} else {
+				line = ""
+			}
+			if f = strings.TrimSpace(f); f == "" {
+				continue
+			}
+			seen = true
+			client = peerAddr(f)
+			if !client.IsValid() {
+				return netip.Addr{}, true
+			}
+			if !trusted.has(client) {
+				return client, true
 			}
 		}
 	}
-	for i := len(hops) - 1; i >= 0; i-- {
-		client = peerAddr(hops[i])
-		if !client.IsValid() {
-			return netip.Addr{}, true
-		}
-		if !trusted.has(client) {
-			return client, true
-		}
-	}
-	if len(hops) == 0 {
+	if !seen {
 		return peer, true
 	}
 	return client, true
