@@ -38,7 +38,8 @@ var staticKeys = []string{"document_root", "cache_max_age", "serve_hidden", "pre
 // redirected (301) to the slash form of its cleaned path under
 // ScriptName(r), always a path on this site (GET //host/.. is redirected to
 // /, never to //host/../); a missing file, a name too long for the file
-// system or a directory without index.html is 404 (no listings).
+// system (over 4096 bytes once cleaned, or a component the file system
+// refuses) or a directory without index.html is 404 (no listings).
 //
 // Every file is sent with a strong ETag (its modification time and size)
 // and Last-Modified; If-None-Match and If-Modified-Since are answered 304,
@@ -138,6 +139,12 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if name == "" {
 		name = "."
 	}
+	if len(name) > maxPathLen {
+		// No file has such a name; splitting it into its components
+		// (isHidden, os.Root) would cost dozens of times its length.
+		http.Error(w, "404 Not Found", http.StatusNotFound)
+		return
+	}
 	if !s.serveHidden && isHidden(name) {
 		http.Error(w, "404 Not Found", http.StatusNotFound)
 		return
@@ -221,6 +228,10 @@ func serveFile(w http.ResponseWriter, r *http.Request, f fs.File, fi fs.FileInfo
 	}
 	http.ServeContent(w, r, fi.Name(), fi.ModTime(), rs)
 }
+
+// maxPathLen is the longest name static looks up: Linux's PATH_MAX. A
+// request path can be as long as max_header_bytes.
+const maxPathLen = 4096
 
 // maxRanges is the most ranges one Range header may ask static for; past
 // it the whole file is sent (see serveFile). Apache's MaxRanges default.
