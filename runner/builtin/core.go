@@ -1,6 +1,8 @@
 package builtin
 
 import (
+	"errors"
+
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/runner"
 	"github.com/paster-dev/paster/runner/natscore"
@@ -39,7 +41,11 @@ func natsCoreFactory(_ map[string]string, local entrypoints.Local) (entrypoints.
 	}
 	if err := c.Start(); err != nil {
 		c.Close()
-		return nil, local.Errorf("url", "%v", err)
+		key := "url"
+		if _, set := local.Lookup("core_max_value"); set && errors.Is(err, natscore.ErrServerMaxPayload) {
+			key = "core_max_value"
+		}
+		return nil, local.Errorf(key, "%v", err)
 	}
 	return c, nil
 }

@@ -7,6 +7,7 @@
 package coretest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +50,7 @@ func Run(t *testing.T, newCore NewCore) {
 		{"RetentionByCount", testRetentionByCount},
 		{"RetentionByBytes", testRetentionByBytes},
 		{"ValueTooLarge", testValueTooLarge},
+		{"ValueAtDefaultLimit", testValueAtDefaultLimit},
 		{"PubSubNoAliasing", testPubSubNoAliasing},
 		{"FetchBlocksAndWakes", testFetchBlocksAndWakes},
 		{"FetchEnds", testFetchEnds},
@@ -751,6 +753,59 @@ func testValueTooLarge(t *testing.T, newCore NewCore) {
 	sub, _ := c.Subscribe(ctx, "t", runner.FromOldest)
 	if got := fetchAnySeqs(t, sub); !slices.Equal(got, []uint64{1}) {
 		t.Fatalf("topic holds %v after a refused Publish, want [1]", got)
+	}
+}
+
+// testValueAtDefaultLimit: with the default options a value of exactly
+// DefaultMaxValue bytes goes through Publish and Fetch, Signal and
+// WaitForSignal, and SignalAtLeast unchanged, and one byte more is refused
+// with ErrTooLarge by each of them: every Core has the same default limit.
+func testValueAtDefaultLimit(t *testing.T, newCore NewCore) {
+	t.Parallel()
+	c := newCore(t, runner.CoreOptions{})
+	ctx := context.Background()
+	v := make([]byte, runner.DefaultMaxValue)
+	for i := range v {
+		v[i] = byte(i % 251)
+	}
+	if _, err := c.Publish(ctx, "t", v); err != nil {
+		t.Fatalf("Publish of %d bytes (the default limit) = %v", len(v), err)
+	}
+	sub, err := c.Subscribe(ctx, "t", runner.FromOldest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if msgs := fetchOnce(t, sub); len(msgs) != 1 || !bytes.Equal(msgs[0].Data, v) {
+		t.Fatalf("Fetch after a Publish of %d bytes returned %d messages, or other data", len(v), len(msgs))
+	}
+	for _, tc := range []struct {
+		op   string
+		call func(value []byte) (int, error)
+	}{
+		{"Signal", func(value []byte) (int, error) { return c.Signal(ctx, "s", value) }},
+		{"SignalAtLeast", func(value []byte) (int, error) { return c.SignalAtLeast(ctx, "s", value, 1) }},
+	} {
+		parked := Park(t, c, ctx, "s", time.Hour, 1)
+		if n, err := tc.call(v); n != 1 || err != nil {
+			t.Fatalf("%s of %d bytes (the default limit) = %d, %v; want 1, nil", tc.op, len(v), n, err)
+		}
+		if r := testsync.Recv(t, "the woken waiter", parked); r.Err != nil || !bytes.Equal(r.Val, v) {
+			t.Fatalf("the waiter woken by %s of %d bytes got %d bytes, %v", tc.op, len(v), len(r.Val), r.Err)
+		}
+	}
+	over := append(v, 0)
+	for _, tc := range []struct {
+		op   string
+		call func() error
+	}{
+		{"Publish", func() error { _, err := c.Publish(ctx, "t", over); return err }},
+		{"Signal", func() error { _, err := c.Signal(ctx, "s", over); return err }},
+		{"SignalAtLeast", func() error { _, err := c.SignalAtLeast(ctx, "s", over, 1); return err }},
+	} {
+		if err := tc.call(); !errors.Is(err, runner.ErrTooLarge) {
+			t.Fatalf("%s of %d bytes (one over the default limit) = %v, want ErrTooLarge", tc.op, len(over), err)
+		}
 	}
 }
 

@@ -44,8 +44,11 @@ var token = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // and the Core's keys (runner.CoreKeys: sched_default_timeout,
 // pubsub_retain_count, pubsub_retain_age, core_max_value,
 // pubsub_retain_bytes; pubsub_retain_total_bytes is accepted and not used)
-// as runner.CoreOptionsFromLocal does. A bad value, or a key not listed here,
-// is an error naming the file, line, section and key.
+// as runner.CoreOptionsFromLocal does, except that core_max_value may be
+// at most 16m (MaxValueLimit), and when it is not set Options.Core.MaxValue
+// is 0: the largest value is then what the NATS server's max_payload
+// carries, at most 1m (see Options.Core). A bad value, or a key not listed
+// here, is an error naming the file, line, section and key.
 func OptionsFromLocal(local entrypoints.Local) (Options, error) {
 	var o Options
 	var err error
@@ -54,6 +57,11 @@ func OptionsFromLocal(local entrypoints.Local) (Options, error) {
 	}
 	if o.Core, err = runner.CoreOptionsFromLocal(local); err != nil {
 		return Options{}, err
+	}
+	if _, set := local.Lookup("core_max_value"); !set {
+		o.Core.MaxValue = 0 // what the NATS server carries, at most the default: see Options.Core
+	} else if o.Core.MaxValue > MaxValueLimit {
+		return Options{}, local.Errorf("core_max_value", "core_max_value of %d bytes is over the largest value a NATS core carries, %d bytes (16m)", o.Core.MaxValue, MaxValueLimit)
 	}
 	embedded, err := local.Bool("embedded", false)
 	if err != nil {

@@ -78,13 +78,41 @@ type Options struct {
 	// times and retention are the NATS server's. RetainTotalBytes is
 	// not used: topics are JetStream streams, kept by the NATS server
 	// (on disk, within its own limits such as max_file_store), not in
-	// this process's memory. A value is also bounded by the NATS
-	// server's max_payload (1 MiB by default, headers included): a
-	// larger one fails with an error wrapping runner.ErrTooLarge.
+	// this process's memory.
+	//
+	// A value travels in one NATS message with natscore's headers, and
+	// the NATS server's max_payload bounds the two together. An
+	// embedded server is started with a max_payload that carries
+	// MaxValue (at least DefaultMaxValue) and the headers. Against
+	// another server, Start compares: a MaxValue set (above 0) that the
+	// server cannot carry fails Start with an error naming core_max_value
+	// and the server's max_payload; MaxValue 0 (the default) or negative
+	// (no limit) becomes what the server carries, at most
+	// runner.DefaultMaxValue, or MaxValueLimit when negative (MaxValue
+	// says which). Either way every value up to MaxValue goes through and
+	// a larger one is refused with runner.ErrTooLarge. A MaxValue over
+	// MaxValueLimit fails Start. Every node and every NATS server of a
+	// cluster should have the same limits: a stream's leader refuses a
+	// message over its own server's max_payload (also ErrTooLarge).
 	Core runner.CoreOptions
 	// NATS are extra nats.go options (credentials, TLS, reconnect waits).
 	NATS []nats.Option
 }
+
+// MaxValueLimit is the largest Options.Core.MaxValue (core_max_value) a
+// NATS Core takes: 16 MiB. Fetch reads a message in one JetStream
+// response, base64 encoded, which must stay well within nats.go's 64 MiB
+// of pending bytes per subscription; nats-server itself advises against a
+// max_payload over 8 MiB.
+const MaxValueLimit = 16 << 20
+
+// ErrServerMaxPayload is wrapped by Start's error when the NATS server's
+// max_payload cannot carry a value of core_max_value bytes.
+var ErrServerMaxPayload = errors.New("the NATS server's max_payload is too small for core_max_value")
+
+// embeddedHeaderRoom is what an embedded nats-server's max_payload has
+// beyond the largest value, for natscore's headers (headerRoom).
+const embeddedHeaderRoom = 64 << 10
 
 // Core is a runner.Core over NATS. Make it with New; it is safe for
 // concurrent use.
@@ -102,6 +130,14 @@ type Core struct {
 	// its callbacks: Close waits for it, so that nothing of the
 	// connection logs after Close returns.
 	ncClosed chan struct{}
+	// sizes are the limits Publish, Signal and SignalAtLeast check: the
+	// local Core's options with the MaxValue Start settled on.
+	sizes runner.CoreOptions
+	// maxValueSet is whether Options.Core.MaxValue was set (above 0).
+	maxValueSet bool
+	// payloadNeed is the max_payload that the largest value and the
+	// headers need, once Start has settled it.
+	payloadNeed atomic.Int64
 
 	mu      sync.Mutex
 	started bool
@@ -183,7 +219,9 @@ func Prepare(opts Options) *Core {
 	if c.log == nil {
 		c.log = hclog.NewNullLogger()
 	}
+	c.maxValueSet = opts.Core.MaxValue > 0
 	c.opts.Core = c.local.Options()
+	c.sizes = c.opts.Core
 	return c
 }
 
@@ -205,6 +243,9 @@ func (c *Core) Start() error {
 		return nil
 	}
 	opts := c.opts
+	if c.maxValueSet && opts.Core.MaxValue > MaxValueLimit {
+		return fmt.Errorf("natscore: core_max_value of %d bytes is over the largest value a NATS core carries, %d bytes", opts.Core.MaxValue, MaxValueLimit)
+	}
 	nopts := append([]nats.Option{
 		nats.Name("paster " + opts.Name),
 		nats.NoEcho(),
@@ -213,6 +254,10 @@ func (c *Core) Start() error {
 		nats.ReconnectHandler(func(*nats.Conn) {
 			c.reconnects.Add(1)
 			c.log.Info("nats reconnected", "node", opts.Name)
+			if need, mp := c.payloadNeed.Load(), c.nc.MaxPayload(); mp < need {
+				c.log.Error("the NATS server reconnected to cannot carry the largest values: give every server of the cluster the same max_payload",
+					"node", opts.Name, "server", c.nc.ConnectedUrlRedacted(), "max_payload", mp, "needed", need)
+			}
 			c.heartbeat("hb")
 		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
@@ -226,7 +271,8 @@ func (c *Core) Start() error {
 	nopts = append(nopts, nats.ClosedHandler(func(*nats.Conn) { close(c.ncClosed) }))
 	var err error
 	if opts.Embedded != nil {
-		if c.srv, err = acquireEmbedded(*opts.Embedded, opts.Name, c.log); err != nil {
+		payload := int32(max(opts.Core.MaxValue, runner.DefaultMaxValue) + embeddedHeaderRoom)
+		if c.srv, err = acquireEmbedded(*opts.Embedded, opts.Name, payload, c.log); err != nil {
 			return err
 		}
 		opts.URL = strings.Trim(c.srv.ClientURL()+","+opts.URL, ",")
@@ -237,6 +283,9 @@ func (c *Core) Start() error {
 		return fmt.Errorf("natscore: connect to %s: %w", opts.URL, err)
 	}
 	c.nc = nc
+	if err := c.fitMaxValue(); err != nil {
+		return err
+	}
 	if c.js, err = jetstream.New(nc); err != nil {
 		return fmt.Errorf("natscore: jetstream on %s: %w", opts.URL, err)
 	}
@@ -259,6 +308,9 @@ func (c *Core) Start() error {
 		if err != nil {
 			return fmt.Errorf("natscore: subscribe to %s on %s: %w", subj, opts.URL, err)
 		}
+		// As many signals of the largest size may wait for the handler
+		// as of NATS's default size before any is dropped.
+		s.SetPendingLimits(nats.DefaultSubPendingMsgsLimit, int(max(nats.DefaultSubPendingBytesLimit, 64*nc.MaxPayload())))
 		c.nsubs = append(c.nsubs, s)
 	}
 	// Heartbeats start before the join, which takes a gather timeout:
@@ -266,6 +318,53 @@ func (c *Core) Start() error {
 	go c.heartbeats()
 	return c.join()
 }
+
+// headerRoom is the most natscore's headers take in a message beside its
+// value: a signal's name or a topic's stream name (its name hex encoded),
+// each at most runner.MaxNameSize bytes before encoding, this node's id,
+// the subject prefix, and the header keys and numbers.
+func (c *Core) headerRoom() int64 {
+	return 2*runner.MaxNameSize + int64(len(c.prefix)+len(c.id)) + 256
+}
+
+// fitMaxValue settles the largest value against the connected server's
+// max_payload: a MaxValue set must fit in it (with the headers), else the
+// error names core_max_value and the server's limit; an unset or negative
+// one becomes what fits, at most DefaultMaxValue (MaxValueLimit when
+// negative).
+func (c *Core) fitMaxValue() error {
+	mp, room := c.nc.MaxPayload(), c.headerRoom()
+	mv := int64(c.sizes.MaxValue)
+	if c.maxValueSet {
+		if mv+room > mp {
+			return fmt.Errorf("natscore: core_max_value of %d bytes needs a max_payload of at least %d bytes (with natscore's headers), and the NATS server %s has max_payload %d: raise max_payload in its configuration, or lower core_max_value: %w",
+				mv, mv+room, c.nc.ConnectedUrlRedacted(), mp, ErrServerMaxPayload)
+		}
+		c.payloadNeed.Store(mv + room)
+		return nil
+	}
+	if mv < 0 {
+		mv = MaxValueLimit
+	}
+	fit := min(mv, mp-room)
+	if fit <= 0 {
+		return fmt.Errorf("natscore: the NATS server %s has max_payload %d, which leaves no room for a value beside natscore's headers (%d bytes): raise max_payload in its configuration",
+			c.nc.ConnectedUrlRedacted(), mp, room)
+	}
+	if fit < mv {
+		c.log.Info("the largest value is what the NATS server's max_payload carries (set core_max_value to require more)",
+			"node", c.opts.Name, "server", c.nc.ConnectedUrlRedacted(), "max_payload", mp, "core_max_value", fit)
+	}
+	c.sizes.MaxValue = int(fit)
+	c.payloadNeed.Store(fit + room)
+	return nil
+}
+
+// MaxValue returns the largest value Publish, Signal and SignalAtLeast
+// accept once Start has settled it (see Options.Core): core_max_value when
+// set, else what the NATS server's max_payload carries, at most
+// runner.DefaultMaxValue (MaxValueLimit with no limit).
+func (c *Core) MaxValue() int { return c.sizes.MaxValue }
 
 func (c *Core) subject(parts ...string) string {
 	s := c.prefix
@@ -482,7 +581,7 @@ func (c *Core) WaitForSignal(ctx context.Context, name string, timeout time.Dura
 // node does not answer within the gather timeout the count is what answered
 // and the error wraps runner.ErrNodesMissing.
 func (c *Core) Signal(ctx context.Context, name string, value []byte) (int, error) {
-	if err := c.local.Options().CheckSize("natscore: signal", name, value); err != nil {
+	if err := c.sizes.CheckSize("natscore: signal", name, value); err != nil {
 		return 0, err
 	}
 	if err := c.check(ctx); err != nil {
@@ -517,7 +616,7 @@ func (c *Core) gather(ctx context.Context, m *nats.Msg, each func(from string, n
 		// Nobody to wait for, but a node not known (yet, or any more)
 		// still wakes its waiters: no lost wake-up.
 		if err := c.nc.PublishMsg(m); err != nil {
-			return 0, fmt.Errorf("%w: %w", runner.ErrUnavailable, err)
+			return 0, sendError(err)
 		}
 		return 0, nil
 	}
@@ -531,7 +630,7 @@ func (c *Core) gather(ctx context.Context, m *nats.Msg, each func(from string, n
 	m.Reply = inbox
 	start := time.Now()
 	if err := c.nc.PublishMsg(m); err != nil {
-		return 0, fmt.Errorf("%w: %w", runner.ErrUnavailable, err)
+		return 0, sendError(err)
 	}
 	t := time.NewTimer(c.opts.GatherTimeout)
 	defer t.Stop()
@@ -564,6 +663,17 @@ func (c *Core) gather(ctx context.Context, m *nats.Msg, each func(from string, n
 	}
 	c.crossNode.observe(time.Since(start))
 	return sum, nil
+}
+
+// sendError is the error of a message to the other nodes that could not be
+// sent: ErrTooLarge when it is over the NATS server's max_payload (a
+// server reconnected to has a smaller one than the server at Start), else
+// ErrUnavailable.
+func sendError(err error) error {
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return fmt.Errorf("over the NATS server's max_payload: %w: %w", runner.ErrTooLarge, err)
+	}
+	return fmt.Errorf("%w: %w", runner.ErrUnavailable, err)
 }
 
 // onSignal wakes this node's waiters for another node's Signal and answers
@@ -611,7 +721,7 @@ func (c *Core) errorf(err error, format string, args ...any) error {
 		errors.Is(err, nats.ErrConnectionReconnecting):
 		return fmt.Errorf("natscore: %s: %w: %w", msg, runner.ErrUnavailable, err)
 	}
-	if errors.Is(err, nats.ErrMaxPayload) {
+	if errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, jetstream.ErrStreamMessageExceedsMaximum) {
 		return fmt.Errorf("natscore: %s: over the NATS server's max_payload: %w: %w", msg, runner.ErrTooLarge, err)
 	}
 	return fmt.Errorf("natscore: %s: %w", msg, err)

@@ -31,8 +31,15 @@ type testServer struct {
 
 func startServer(t testing.TB) *testServer {
 	t.Helper()
+	return startServerWith(t, func(*server.Options) {})
+}
+
+// startServerWith is startServer with options changed by mod.
+func startServerWith(t testing.TB, mod func(*server.Options)) *testServer {
+	t.Helper()
 	ts := &testServer{t: t, store: t.TempDir()}
 	ts.opts = server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: ts.store, NoLog: true, NoSigs: true}
+	mod(&ts.opts)
 	ts.start()
 	t.Cleanup(ts.stop)
 	return ts
@@ -89,13 +96,26 @@ func newNode(t testing.TB, ts *testServer, prefix, name string, opts runner.Core
 }
 
 // TestNATSCoreContract runs the Core contract suite, unchanged, against a
-// NATS Core on a real nats-server (one node per Core).
+// NATS Core (one node per Core) on an embedded nats-server, started as
+// paster starts it (so with a max_payload for core_max_value) and shared by
+// the Cores, as a reload shares it.
 func TestNATSCoreContract(t *testing.T) {
 	t.Parallel()
-	ts := startServer(t)
-	coretest.Run(t, func(t testing.TB, opts runner.CoreOptions) coretest.Core {
-		return newNode(t, ts, newPrefix(), "solo", opts)
-	})
+	emb := &Embedded{Listen: "127.0.0.1:0", StoreDir: t.TempDir()}
+	newCore := func(t testing.TB, opts runner.CoreOptions) coretest.Core {
+		t.Helper()
+		c, err := New(Options{
+			Embedded: emb, Name: "solo", SubjectPrefix: newPrefix(), Core: opts,
+			GatherTimeout: time.Second, Heartbeat: 100 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	newCore(t, runner.CoreOptions{}) // holds the server between subtests
+	coretest.Run(t, newCore)
 }
 
 // cluster starts n nodes sharing a prefix on ts and waits until each knows

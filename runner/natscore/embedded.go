@@ -49,17 +49,19 @@ var servers = struct {
 
 // sharedServer is an embedded nats-server and the Cores using it.
 type sharedServer struct {
-	srv  *server.Server
-	conf Embedded
-	name string
-	refs int
+	srv     *server.Server
+	conf    Embedded
+	name    string
+	payload int32 // its max_payload
+	refs    int
 }
 
-// acquireEmbedded returns the embedded server e describes, named name:
-// the one this process runs for e's store directory, or a new one. A
-// server running there with other settings is an error: changing them
-// takes a restart of the process. releaseEmbedded gives it back.
-func acquireEmbedded(e Embedded, name string, log hclog.Logger) (*server.Server, error) {
+// acquireEmbedded returns the embedded server e describes, named name,
+// whose max_payload is at least payload: the one this process runs for e's
+// store directory, or a new one. A server running there with other
+// settings, or a smaller max_payload, is an error: changing them takes a
+// restart of the process. releaseEmbedded gives it back.
+func acquireEmbedded(e Embedded, name string, payload int32, log hclog.Logger) (*server.Server, error) {
 	if e.StoreDir == "" {
 		return nil, fmt.Errorf("natscore: embedded nats-server: no store directory")
 	}
@@ -73,14 +75,17 @@ func acquireEmbedded(e Embedded, name string, log hclog.Logger) (*server.Server,
 		if sh.name != name || !reflect.DeepEqual(sh.conf, e) {
 			return nil, fmt.Errorf("natscore: the embedded nats-server of store_dir %s runs in this process with other settings (listen, cluster_listen, routes, cluster_name or name); changing them takes a restart", key)
 		}
+		if sh.payload < payload {
+			return nil, fmt.Errorf("natscore: the embedded nats-server of store_dir %s runs in this process with max_payload %d, started for a smaller core_max_value than this one, which needs %d; raising core_max_value takes a restart", key, sh.payload, payload)
+		}
 		sh.refs++
 		return sh.srv, nil
 	}
-	srv, err := startEmbedded(e, name, log)
+	srv, err := startEmbedded(e, name, payload, log)
 	if err != nil {
 		return nil, err
 	}
-	servers.m[key] = &sharedServer{srv: srv, conf: e, name: name, refs: 1}
+	servers.m[key] = &sharedServer{srv: srv, conf: e, name: name, payload: payload, refs: 1}
 	return srv, nil
 }
 
@@ -105,15 +110,20 @@ func releaseEmbedded(srv *server.Server) {
 	}
 }
 
-// startEmbedded starts the server e describes, named name, and returns it
-// once it accepts clients. It fails at once, with the server's reason, when
-// the server cannot listen (an address in use).
-func startEmbedded(e Embedded, name string, log hclog.Logger) (*server.Server, error) {
+// startEmbedded starts the server e describes, named name, with
+// max_payload payload, and returns it once it accepts clients. It fails at
+// once, with the server's reason, when the server cannot listen (an
+// address in use).
+func startEmbedded(e Embedded, name string, payload int32, log hclog.Logger) (*server.Server, error) {
 	host, port, err := splitHostPort(e.Listen, "127.0.0.1", 4222)
 	if err != nil {
 		return nil, fmt.Errorf("natscore: embedded nats-server listen %q: %w", e.Listen, err)
 	}
-	o := &server.Options{ServerName: name, Host: host, Port: port, JetStream: true, StoreDir: e.StoreDir, NoSigs: true, NoLog: true}
+	o := &server.Options{ServerName: name, Host: host, Port: port, JetStream: true, StoreDir: e.StoreDir, NoSigs: true, NoLog: true,
+		// max_pending, the bytes the server holds for a client that
+		// reads slowly, must be at least max_payload: room for a few
+		// Fetch answers of the largest value (base64 encoded).
+		MaxPayload: payload, MaxPending: max(server.MAX_PENDING_SIZE, 4*int64(payload))}
 	if e.ClusterListen != "" {
 		ch, cp, err := splitHostPort(e.ClusterListen, "127.0.0.1", 6222)
 		if err != nil {

@@ -34,7 +34,7 @@ type sal struct {
 // across the cluster until min received value. See runner.Core. When NATS is
 // down it wakes the waiters here and fails with runner.ErrUnavailable.
 func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min int) (int, error) {
-	if err := c.local.Options().CheckSize("natscore: signal", name, value); err != nil {
+	if err := c.sizes.CheckSize("natscore: signal", name, value); err != nil {
 		return 0, err
 	}
 	if min <= 0 {
@@ -81,7 +81,7 @@ func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min
 		}
 		m.Data = v
 		if err := c.nc.PublishMsg(m); err != nil {
-			return total, fmt.Errorf("natscore: signal %q: woke %d on this node: %w: %w", name, total, runner.ErrUnavailable, err)
+			return total, fmt.Errorf("natscore: signal %q: woke %d on this node: %w", name, total, sendError(err))
 		}
 	}
 
