@@ -76,29 +76,53 @@ func acceptsGzip(values []string) bool { return encodingQ(values, "gzip") > 0 }
 // encodingQ returns the quality Accept-Encoding (the header's values) gives
 // coding: its own entry's q (x-gzip counts as gzip), else that of "*", else
 // 0. An entry without q has 1; an unreadable q counts as 1, as before.
+//
+// The header is read in place, one entry and parameter at a time, and a
+// q is parsed only for the entries that matter: any client may send a
+// header as long as max_header_bytes, and splitting it cost some 15 times
+// its length.
 func encodingQ(values []string, coding string) float64 {
 	star := 0.0
 	for _, v := range values {
-		for _, part := range strings.Split(v, ",") {
-			name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-			name = strings.ToLower(strings.TrimSpace(name))
+		for v != "" {
+			var entry string
+			entry, v, _ = strings.Cut(v, ",")
+			name, params, _ := strings.Cut(entry, ";")
+			name = strings.TrimSpace(name)
+			match := strings.EqualFold(name, coding) || (coding == "gzip" && strings.EqualFold(name, "x-gzip"))
+			if !match && name != "*" {
+				continue
+			}
 			q := 1.0
-			for _, p := range strings.Split(params, ";") {
-				if k, val, ok := strings.Cut(strings.TrimSpace(p), "="); ok && strings.EqualFold(strings.TrimSpace(k), "q") {
-					if f, err := strconv.ParseFloat(strings.TrimSpace(val), 64); err == nil {
-						q = f
-					}
+			for params != "" {
+				var p string
+				p, params, _ = strings.Cut(params, ";")
+				if k, val, ok := strings.Cut(p, "="); ok && strings.EqualFold(strings.TrimSpace(k), "q") {
+					q = qValue(val)
 				}
 			}
-			switch {
-			case name == coding, coding == "gzip" && name == "x-gzip":
+			if match {
 				return q
-			case name == "*":
-				star = q
 			}
+			star = q
 		}
 	}
 	return star
+}
+
+// qValue reads a q parameter's value: 1 when it is not a number. Only
+// digits with at most one dot, 8 characters at most, reach ParseFloat,
+// which then cannot fail (its errors allocate).
+func qValue(s string) float64 {
+	s = strings.TrimSpace(s)
+	if len(s) > 8 || strings.Count(s, ".") > 1 || strings.Trim(s, "0123456789.") != "" || strings.Trim(s, ".") == "" {
+		return 1
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 1
+	}
+	return f
 }
 
 // compressible reports whether a Content-Type is worth compressing.

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -104,4 +105,17 @@ func wantErr(t *testing.T, err error, key, substr string) {
 			t.Errorf("error %q does not contain %q", err, want)
 		}
 	}
+}
+
+// allocated returns the bytes this process allocated while fn ran. Tests
+// using it measure what a request costs the server in their own process,
+// against a baseline request, and must not be parallel, so that other
+// tests' allocations do not count.
+func allocated(fn func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fn()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
 }

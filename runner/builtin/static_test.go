@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -471,25 +470,24 @@ func TestStaticLongPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
-	allocated := func(h http.Handler, path string) (uint64, int) {
+	get := func(h http.Handler, path string) (bytes uint64, status int) {
 		addr := start(t, h).Listener.Addr().String()
-		var before, after runtime.MemStats
-		runtime.GC()
-		runtime.ReadMemStats(&before)
-		resp, _ := rawRequest(t, addr, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close")
-		runtime.ReadMemStats(&after)
-		return after.TotalAlloc - before.TotalAlloc, resp.StatusCode
+		bytes = allocated(func() {
+			resp, _ := rawRequest(t, addr, "GET "+path+" HTTP/1.1\r\nHost: x\r\nConnection: close")
+			status = resp.StatusCode
+		})
+		return bytes, status
 	}
 	long := "/" + strings.Repeat("a/", 500<<10) + "x.txt"
-	base, _ := allocated(plain, long)
-	got, status := allocated(h, long)
+	base, _ := get(plain, long)
+	got, status := get(h, long)
 	if status != http.StatusNotFound {
 		t.Errorf("status %d, want 404", status)
 	}
 	if extra := int64(got) - int64(base); extra > 8<<20 {
 		t.Errorf("a %d-byte path cost static %d bytes of allocation more than a plain app", len(long), extra)
 	}
-	if _, status := allocated(h, "/a/a/x.txt"); status != 200 {
+	if _, status := get(h, "/a/a/x.txt"); status != 200 {
 		t.Errorf("short path: status %d", status)
 	}
 }
