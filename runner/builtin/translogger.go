@@ -58,7 +58,9 @@ var transloggerKeys = []string{"format", "logger_name", "logging_level", "output
 // Quotes, backslashes and every byte outside printable ASCII (UTF-8
 // included) from the request are escaped, as \" \\ and \xHH, as Apache
 // and nginx do; JSON lines written to output write characters outside
-// ASCII that are not printable as \uXXXX.
+// ASCII that are not printable as \uXXXX. A value from the request longer
+// than 8 KiB is cut there and ends with "...", so that a line stays short
+// whatever the client sends.
 //
 // setup_console_handler and set_logger_level are accepted for Paste
 // compatibility and ignored (hclog's setup belongs to the command). Errors,
@@ -248,15 +250,15 @@ func (e *logEntry) record() logRecord {
 	return logRecord{
 		Time:       e.start.Format(time.RFC3339Nano),
 		RemoteAddr: e.remoteHost(),
-		User:       e.user(),
-		Method:     e.r.Method,
-		URI:        e.requestURI(),
-		Proto:      e.r.Proto,
+		User:       clipped(e.user()),
+		Method:     clipped(e.r.Method),
+		URI:        clipped(e.requestURI()),
+		Proto:      clipped(e.r.Proto),
 		Status:     e.status,
 		Bytes:      e.bytes,
-		Referer:    e.r.Header.Get("Referer"),
-		UserAgent:  e.r.Header.Get("User-Agent"),
-		Host:       e.r.Host,
+		Referer:    clipped(e.r.Header.Get("Referer")),
+		UserAgent:  clipped(e.r.Header.Get("User-Agent")),
+		Host:       clipped(e.r.Host),
 		DurationMS: float64(e.dur.Microseconds()) / 1000,
 		RequestID:  RequestID(e.r),
 	}
@@ -304,9 +306,11 @@ func dashIfEmpty(b []byte, s string) []byte {
 // all bytes from 0x80: UTF-8 too) written \xHH, as Apache and nginx do,
 // so that a request cannot forge log lines: neither with a line break nor
 // with what a log reader may take for one (NEL U+0085, U+2028) or a
-// terminal for a control sequence (the C1 CSI U+009B).
+// terminal for a control sequence (the C1 CSI U+009B). A value longer
+// than maxLogField bytes is cut there and ends with "...".
 func appendEscaped(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
+	s, cut := clipField(s)
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
@@ -318,7 +322,32 @@ func appendEscaped(b []byte, s string) []byte {
 			b = append(b, c)
 		}
 	}
+	if cut {
+		b = append(b, "..."...)
+	}
 	return b
+}
+
+// maxLogField is the most bytes of one value from the request that a log
+// line carries (Apache's limit on a request line or header is 8190 bytes;
+// paster's max_header_bytes allows 1 MiB, which escaped would be 4 MB).
+const maxLogField = 8 << 10
+
+// clipField returns s cut to maxLogField bytes, and whether it was cut.
+func clipField(s string) (string, bool) {
+	if len(s) <= maxLogField {
+		return s, false
+	}
+	return s[:maxLogField], true
+}
+
+// clipped is s cut to maxLogField bytes and marked "..." when longer, for
+// the JSON format (which escapes by itself).
+func clipped(s string) string {
+	if c, cut := clipField(s); cut {
+		return c + "..."
+	}
+	return s
 }
 
 // appendJSONEscaped appends j, the output of json.Marshal, with every

@@ -234,3 +234,48 @@ func TestTransloggerEscapesNonASCII(t *testing.T) {
 		})
 	}
 }
+
+// TestTransloggerLongFields: a request line and headers may be as long as
+// max_header_bytes (1 MiB), and an escaped byte takes four: one request
+// with a long User-Agent wrote a 4 MB access log line, a disk filled at
+// four times the rate a client sends. Each field from the request is cut
+// at 8 KiB, marked with "...".
+func TestTransloggerLongFields(t *testing.T) {
+	t.Parallel()
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hi")) })
+	path := "/" + strings.Repeat("p", 300<<10)
+	ua := strings.Repeat("\xff", 300<<10)
+	for _, format := range []string{"combined", "json", "%{X-Long}i"} {
+		t.Run(format, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			h, err := transloggerFactory(app, map[string]string{"here": dir}, localOf("output", "access.log", "format", format))
+			if err != nil {
+				t.Fatal(err)
+			}
+			head := "GET " + path + " HTTP/1.1\r\nHost: h\r\nUser-Agent: " + ua + "\r\nX-Long: " + ua + "\r\nConnection: close"
+			if resp, _ := rawRequest(t, start(t, h).Listener.Addr().String(), head); resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			b, err := os.ReadFile(filepath.Join(dir, "access.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > 3*4*maxLogField {
+				t.Errorf("a %d-byte request wrote a %d-byte log line", len(head), len(b))
+			}
+			if !strings.Contains(string(b), `...`) || !strings.Contains(string(b), strings.Repeat(map[bool]string{true: `\ufffd`, false: `\xff`}[format == "json"], 100)) {
+				t.Errorf("log line %.200q... lacks the cut field", b)
+			}
+			if format == "json" {
+				var rec logRecord
+				if err := json.Unmarshal(b, &rec); err != nil {
+					t.Fatalf("json line: %v", err)
+				}
+				if !strings.HasPrefix(rec.URI, "/ppp") || !strings.HasSuffix(rec.URI, "...") || len(rec.URI) > maxLogField+3 {
+					t.Errorf("json uri of %d bytes: %.40q", len(rec.URI), rec.URI)
+				}
+			}
+		})
+	}
+}
