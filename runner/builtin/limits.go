@@ -111,8 +111,9 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// limitedWriter turns the app's first status into 413 when the body was
-// over the limit before the header went out.
+// limitedWriter turns the app's first final status into 413 when the body
+// was over the limit before the header went out. Informational responses
+// (1xx but 101) pass through and leave the final status to come.
 type limitedWriter struct {
 	runner.ResponseWrapper
 	msg         string
@@ -123,6 +124,10 @@ type limitedWriter struct {
 
 func (w *limitedWriter) WriteHeader(code int) {
 	if w.wroteHeader {
+		return
+	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		w.ResponseWriter.WriteHeader(code)
 		return
 	}
 	w.wroteHeader = true

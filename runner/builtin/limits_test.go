@@ -98,3 +98,38 @@ func TestLimitsRequestTimeout(t *testing.T) {
 		t.Fatal("the app's context was not cancelled")
 	}
 }
+
+// TestLimitsInformational: an app behind egg:paster#limits that sends an
+// informational response (103 Early Hints, 100 Continue) before its final
+// one keeps its final status. Before, the 1xx counted as the header: the
+// app's 404 was dropped and the client got 200, and a body over the limit
+// read after a 103 no longer turned the answer into 413.
+func TestLimitsInformational(t *testing.T) {
+	t.Parallel()
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</style.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		if _, err := io.ReadAll(r.Body); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		http.Error(w, "not here", http.StatusNotFound)
+	})
+	h, err := limitsFactory(app, nil, localOf("max_body_bytes", "1k"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := start(t, h).URL
+	for _, tt := range []struct {
+		body   io.Reader
+		status int
+	}{
+		{strings.NewReader("small"), 404},
+		{io.MultiReader(strings.NewReader(strings.Repeat("x", 2048))), 413},
+	} {
+		status, body, _ := do(t, nil, newRequest(t, "POST", url, tt.body))
+		if status != tt.status {
+			t.Errorf("status %d %q, want %d", status, body, tt.status)
+		}
+	}
+}
