@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/paster-dev/paster/entrypoints"
 	"github.com/paster-dev/paster/runner"
@@ -16,9 +17,21 @@ import (
 // gzipKeys are the local keys egg:paster#gzip reads (Keys).
 var gzipKeys = []string{"compress_level"}
 
+// gzipMaxConcurrent is the most responses one gzip filter compresses at
+// once: at about 1 MB a compressor, a quarter of a gigabyte at most.
+const gzipMaxConcurrent = 256
+
 // gzipFactory is egg:paster#gzip, Paste's GzipMiddleware. compress_level
 // (1-9, default 6) is the gzip level; any other value is an error naming
 // the key.
+//
+// A response being compressed holds a compressor (about 0.8 MB at levels
+// 2-9, 1.2 MB at level 1) until the app has written all of it, so as long
+// as a slow client takes to read it, or a stream runs. To bound that
+// memory whatever clients do, at most gzipMaxConcurrent (256) responses
+// are compressed at once; one that would be compressed while that many
+// others are is sent as it is (uncompressed is always a valid answer; it
+// still carries Vary: Accept-Encoding).
 //
 // A response is compressed when the client accepts gzip (Accept-Encoding,
 // honouring q=0), its Content-Type is text/* or application/* without "zip"
@@ -42,7 +55,7 @@ func gzipFactory(next http.Handler, global map[string]string, local entrypoints.
 	if level < 1 || level > 9 {
 		return nil, local.Errorf("compress_level", "level %d out of range 1-9", level)
 	}
-	g := &gzipFilter{next: next, level: level}
+	g := &gzipFilter{next: next, level: level, max: gzipMaxConcurrent}
 	g.pool.New = func() any {
 		w, _ := gzip.NewWriterLevel(io.Discard, level)
 		return w
@@ -51,10 +64,24 @@ func gzipFactory(next http.Handler, global map[string]string, local entrypoints.
 }
 
 type gzipFilter struct {
-	next  http.Handler
-	level int
-	pool  sync.Pool // *gzip.Writer
+	next   http.Handler
+	level  int
+	pool   sync.Pool    // *gzip.Writer
+	max    int64        // gzipMaxConcurrent (tests lower it)
+	active atomic.Int64 // responses being compressed
 }
+
+// acquire reports whether a response may be compressed now, taking one of
+// the max_concurrent slots; release gives it back.
+func (g *gzipFilter) acquire() bool {
+	if g.active.Add(1) > g.max {
+		g.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+func (g *gzipFilter) release() { g.active.Add(-1) }
 
 // ObserveRejected passes a request the server answered itself on
 // (runner.RejectObserver).
@@ -180,7 +207,7 @@ func (w *gzipWriter) decide(first []byte) {
 		if !varyHas(h, "Accept-Encoding") {
 			h.Add("Vary", "Accept-Encoding")
 		}
-		if w.accepts && len(first) > 0 {
+		if w.accepts && len(first) > 0 && w.g.acquire() {
 			if h.Get("Content-Type") == "" {
 				h.Set("Content-Type", ct) // sniffing compressed bytes would fail
 			}
@@ -238,18 +265,19 @@ func (w *gzipWriter) BeforeFlush() (bool, error) {
 // compressed afterwards (runner.ResponseHooks).
 func (w *gzipWriter) Hijacked() { w.hijacked, w.decided = true, true }
 
-// finish ends the gzip stream and returns the writer to the pool.
+// finish ends the gzip stream (unless the connection was hijacked: then
+// it is the app's) and returns the writer to the pool and its slot.
 func (w *gzipWriter) finish() {
-	if w.hijacked {
-		return
-	}
-	if !w.decided {
+	if !w.decided && !w.hijacked {
 		w.decide(nil)
 	}
 	if w.gz != nil {
-		w.gz.Close()
+		if !w.hijacked {
+			w.gz.Close()
+		}
 		w.gz.Reset(io.Discard)
 		w.g.pool.Put(w.gz)
 		w.gz = nil
+		w.g.release()
 	}
 }

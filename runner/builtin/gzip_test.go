@@ -3,6 +3,7 @@ package builtin
 import (
 	"bufio"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -200,4 +201,67 @@ func TestAcceptEncodingLong(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestGzipMaxConcurrent: a response being compressed holds a compressor,
+// about 800 KB at levels 2-9, for as long as the app writes it: a slow
+// reader or a stream keeps it. Past gzipMaxConcurrent such responses
+// (lowered to 2 here), others are sent uncompressed (still with Vary:
+// Accept-Encoding), so that clients opening many slow connections cannot
+// make the filter hold memory without bound; a slot is free again when its
+// response ends. Before, there was no bound.
+func TestGzipMaxConcurrent(t *testing.T) {
+	t.Parallel()
+	releases := make(chan chan struct{}, 8)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		release := make(chan struct{})
+		releases <- release
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: one\n\n")
+		w.(http.Flusher).Flush()
+		<-release
+		io.WriteString(w, "data: two\n\n")
+	})
+	h, err := gzipFactory(app, nil, localOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := h.(*gzipFilter); g.max != gzipMaxConcurrent {
+		t.Fatalf("max %d, want gzipMaxConcurrent", g.max)
+	} else {
+		g.max = 2
+	}
+	url := start(t, h).URL
+	tr := &http.Transport{DisableCompression: true}
+	t.Cleanup(tr.CloseIdleConnections)
+	open := func() (*http.Response, chan struct{}) {
+		req := newRequest(t, "GET", url, nil)
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp, <-releases
+	}
+	finish := func(resp *http.Response, release chan struct{}) {
+		close(release)
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	r1, rel1 := open()
+	r2, rel2 := open()
+	r3, rel3 := open()
+	got := fmt.Sprintf("%q", []string{r1.Header.Get("Content-Encoding"), r2.Header.Get("Content-Encoding"), r3.Header.Get("Content-Encoding"), r3.Header.Get("Vary")})
+	if want := `["gzip" "gzip" "" "Accept-Encoding"]`; got != want {
+		t.Errorf("three streams at once with a bound of 2: Content-Encoding, and Vary of the third, %s, want %s", got, want)
+	}
+	finish(r1, rel1)
+	finish(r3, rel3)
+	r4, rel4 := open()
+	if ce := r4.Header.Get("Content-Encoding"); ce != "gzip" {
+		t.Errorf("after one compressed stream ended: Content-Encoding %q, want gzip", ce)
+	}
+	finish(r2, rel2)
+	finish(r4, rel4)
 }
