@@ -94,19 +94,26 @@ func TestGzip(t *testing.T) {
 	}
 }
 
-// TestGzipStreams: each Flush through the filter delivers what was written
-// so far, decodable, while the app still runs.
-func TestGzipStreams(t *testing.T) {
-	t.Parallel()
-	release := make(chan struct{})
-	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// eventStream is an app sending two server-sent events: the first at
+// once, flushed, the second when the channel that wait returns (called
+// once per request) is closed.
+func eventStream(wait func() <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		release := wait()
 		w.Header().Set("Content-Type", "text/event-stream")
 		io.WriteString(w, "data: one\n\n")
 		w.(http.Flusher).Flush()
 		<-release
 		io.WriteString(w, "data: two\n\n")
 	})
-	h, err := gzipFactory(app, nil, localOf())
+}
+
+// TestGzipStreams: each Flush through the filter delivers what was written
+// so far, decodable, while the app still runs.
+func TestGzipStreams(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	h, err := gzipFactory(eventStream(func() <-chan struct{} { return release }), nil, localOf())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,16 +220,11 @@ func TestAcceptEncodingLong(t *testing.T) {
 func TestGzipMaxConcurrent(t *testing.T) {
 	t.Parallel()
 	releases := make(chan chan struct{}, 8)
-	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h, err := gzipFactory(eventStream(func() <-chan struct{} {
 		release := make(chan struct{})
 		releases <- release
-		w.Header().Set("Content-Type", "text/event-stream")
-		io.WriteString(w, "data: one\n\n")
-		w.(http.Flusher).Flush()
-		<-release
-		io.WriteString(w, "data: two\n\n")
-	})
-	h, err := gzipFactory(app, nil, localOf())
+		return release
+	}), nil, localOf())
 	if err != nil {
 		t.Fatal(err)
 	}
