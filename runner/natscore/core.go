@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -142,8 +143,8 @@ type Core struct {
 	mu      sync.Mutex
 	started bool
 	closed  bool
-	peers   map[string]time.Time // node id -> when last heard
-	streams map[string]jetstream.Stream
+	peers   map[string]time.Time                 // node id -> when last heard
+	streams *lru.Cache[string, jetstream.Stream] // the topics used last; itself safe for concurrent use
 	notify  map[string]*topicNotify
 	sals    map[string]*sal // this node's part in other nodes' SignalAtLeast, by id
 	nsubs   []*nats.Subscription
@@ -212,10 +213,10 @@ func Prepare(opts Options) *Core {
 		done:     make(chan struct{}),
 		ncClosed: make(chan struct{}),
 		peers:    make(map[string]time.Time),
-		streams:  make(map[string]jetstream.Stream),
 		notify:   make(map[string]*topicNotify),
 		sals:     make(map[string]*sal),
 	}
+	c.streams, _ = lru.New[string, jetstream.Stream](streamCacheSize) // fails only for a size <= 0
 	if c.log == nil {
 		c.log = hclog.NewNullLogger()
 	}
@@ -489,14 +490,14 @@ func (c *Core) Peers() int { return len(c.livePeers()) }
 func (c *Core) Connected() bool { return c.nc != nil && c.nc.Status() == nats.CONNECTED }
 
 // Stats returns this node's counts: its own parked waiters and pending
-// signals, its open subscriptions and parked fetches.
+// signals, its open subscriptions and parked fetches, and as Topics the
+// topics whose stream handles it keeps (the 1,024 used last at most; the
+// streams themselves are on the NATS server).
 func (c *Core) Stats() runner.CoreStats {
 	st := c.local.Stats()
 	st.Subscriptions = int(c.subscriptions.Load())
 	st.Fetching = int(c.fetching.Load())
-	c.mu.Lock()
-	st.Topics = len(c.streams)
-	c.mu.Unlock()
+	st.Topics = c.streams.Len()
 	st.Retained = 0
 	st.Distributed, st.Connected, st.Peers = true, c.Connected(), c.Peers()
 	st.Reconnects, st.GatherMisses = c.reconnects.Load(), c.gatherMisses.Load()
@@ -520,6 +521,7 @@ func (c *Core) Close() error {
 	for _, tn := range c.notify {
 		if tn.cc != nil {
 			ccs = append(ccs, tn.cc)
+			tn.cc = nil
 		}
 	}
 	c.mu.Unlock()

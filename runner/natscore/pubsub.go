@@ -18,22 +18,34 @@ import (
 // before the connection dropped ends with ErrUnavailable instead of hanging.
 const opTimeout = 5 * time.Second
 
+// streamCacheSize is how many topics' stream handles a node keeps, the
+// most recently used: an app can use any number of topics (names its
+// clients choose), and a handle is a few KiB.
+const streamCacheSize = 1024
+
 // topicNotify wakes this node's parked fetches on a topic. It is fed by an
 // ordered JetStream consumer (one per topic per node, not per subscriber),
 // which delivers only messages the stream has stored, so a woken fetch always
-// finds the new message.
+// finds the new message. It lives while a subscription on the topic is open
+// on this node (watch, unwatch), so that the node holds consumers only for
+// the topics it reads, not for every topic it ever used.
 type topicNotify struct {
-	cc jetstream.ConsumeContext
-	ch chan struct{} // closed at the next message, then replaced
+	start sync.Mutex // held while the consumer starts
+
+	// Guarded by Core.mu:
+	refs int                      // open subscriptions on the topic
+	cc   jetstream.ConsumeContext // nil until a Fetch needs it
+	ch   chan struct{}            // closed at the next message, then replaced
 }
 
 // stream returns topic's stream, creating it on first use with the
-// retention of Options.Core.
+// retention of Options.Core. The node keeps the handles of the
+// streamCacheSize topics used last; another is looked up (and its
+// configuration applied) again. Streams are never deleted: they live on
+// the NATS server, within its limits (JetStream's max_streams,
+// max_file_store, and each topic's retention).
 func (c *Core) stream(ctx context.Context, topic string) (jetstream.Stream, error) {
-	c.mu.Lock()
-	s := c.streams[topic]
-	c.mu.Unlock()
-	if s != nil {
+	if s, ok := c.streams.Get(topic); ok {
 		return s, nil
 	}
 	cfg := jetstream.StreamConfig{
@@ -59,23 +71,64 @@ func (c *Core) stream(ctx context.Context, topic string) (jetstream.Stream, erro
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	c.streams[topic] = s
-	c.mu.Unlock()
+	c.streams.Add(topic, s)
 	return s, nil
 }
 
-// wakeChan returns the channel closed at topic's next stored message,
-// starting the topic's consumer on first use.
-func (c *Core) wakeChan(ctx context.Context, topic string) (<-chan struct{}, error) {
+// watch registers an open subscription on topic and returns the topic's
+// notifier, which lives until the last of them is unwatched.
+func (c *Core) watch(topic string) *topicNotify {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	tn := c.notify[topic]
+	if tn == nil {
+		tn = &topicNotify{ch: make(chan struct{})}
+		c.notify[topic] = tn
+	}
+	tn.refs++
+	return tn
+}
+
+// unwatch ends a subscription's registration on topic; the last one
+// stops the topic's consumer and forgets the topic.
+func (c *Core) unwatch(topic string, tn *topicNotify) {
+	c.mu.Lock()
+	tn.refs--
+	var cc jetstream.ConsumeContext
+	if tn.refs == 0 {
+		if c.notify[topic] == tn {
+			delete(c.notify, topic)
+		}
+		cc, tn.cc = tn.cc, nil
+	}
 	c.mu.Unlock()
-	if tn != nil {
-		c.mu.Lock()
+	if cc != nil {
+		cc.Stop()
+	}
+}
+
+// wakeChan returns the channel closed at topic's next stored message,
+// starting the topic's consumer on first use. It fails with ErrClosed when
+// the Core closed or no subscription on the topic is open any more.
+func (c *Core) wakeChan(ctx context.Context, topic string, tn *topicNotify) (<-chan struct{}, error) {
+	c.mu.Lock()
+	if tn.cc != nil {
 		defer c.mu.Unlock()
 		return tn.ch, nil
 	}
+	c.mu.Unlock()
+	tn.start.Lock()
+	defer tn.start.Unlock()
+	c.mu.Lock()
+	switch {
+	case tn.cc != nil:
+		defer c.mu.Unlock()
+		return tn.ch, nil
+	case tn.refs == 0 || c.closed:
+		c.mu.Unlock()
+		return nil, runner.ErrClosed
+	}
+	c.mu.Unlock()
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	cons, err := c.js.OrderedConsumer(octx, c.streamName(topic), jetstream.OrderedConsumerConfig{
@@ -85,19 +138,6 @@ func (c *Core) wakeChan(ctx context.Context, topic string) (<-chan struct{}, err
 	if err != nil {
 		return nil, err
 	}
-	tn = &topicNotify{ch: make(chan struct{})}
-	c.mu.Lock()
-	if old := c.notify[topic]; old != nil || c.closed {
-		c.mu.Unlock()
-		if old == nil {
-			return nil, runner.ErrClosed
-		}
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return old.ch, nil
-	}
-	c.notify[topic] = tn
-	c.mu.Unlock()
 	cc, err := cons.Consume(func(jetstream.Msg) {
 		c.mu.Lock()
 		close(tn.ch)
@@ -105,16 +145,17 @@ func (c *Core) wakeChan(ctx context.Context, topic string) (<-chan struct{}, err
 		c.mu.Unlock()
 	})
 	if err != nil {
-		c.mu.Lock()
-		delete(c.notify, topic)
-		c.mu.Unlock()
 		return nil, err
 	}
 	c.mu.Lock()
+	if tn.refs == 0 || c.closed {
+		c.mu.Unlock()
+		cc.Stop()
+		return nil, runner.ErrClosed
+	}
 	tn.cc = cc
-	ch := tn.ch
-	c.mu.Unlock()
-	return ch, nil
+	defer c.mu.Unlock()
+	return tn.ch, nil
 }
 
 // bounds returns the oldest retained sequence number (next when none) and
@@ -199,6 +240,7 @@ func (c *Core) Subscribe(ctx context.Context, topic string, from runner.Position
 		}
 	}
 	c.subscriptions.Add(1)
+	s.tn = c.watch(topic)
 	s.stop = context.AfterFunc(ctx, s.close)
 	return s, nil
 }
@@ -209,6 +251,7 @@ type natsSub struct {
 	c     *Core
 	topic string
 	st    jetstream.Stream
+	tn    *topicNotify
 	done  chan struct{} // closed by close
 	turn  chan struct{} // a token held by the Fetch reading
 	stop  func() bool
@@ -255,7 +298,7 @@ func (s *natsSub) Fetch(ctx context.Context) ([]runner.Message, error) {
 		if err := c.unavailable(); err != nil {
 			return fail(err)
 		}
-		wake, err := c.wakeChan(ctx, s.topic)
+		wake, err := c.wakeChan(ctx, s.topic, s.tn)
 		if err != nil {
 			return nil, c.opError(ctx, err, "fetch from %q", s.topic)
 		}
@@ -364,5 +407,6 @@ func (s *natsSub) close() {
 	s.once.Do(func() {
 		close(s.done)
 		s.c.subscriptions.Add(-1)
+		s.c.unwatch(s.topic, s.tn)
 	})
 }
