@@ -220,12 +220,35 @@ func listOf(local entrypoints.Local, key string) []string {
 // clientAllowed reports whether ClientAddr(r) is in allow, or, when r came
 // in on a unix socket and no prefix filter derived another client, whether
 // allow has unix.
+//
+// A request that names the client it was relayed for (X-Forwarded-For,
+// Forwarded, X-Real-IP) in a header no prefix filter read is refused: its
+// peer is a proxy, and the client behind it unknown. Without this, a
+// reverse proxy on loopback or on the unix socket, which the default allow
+// lists let in, let every client through.
 func clientAllowed(r *http.Request, allow peers) bool {
 	a, derived := clientOf(r)
+	if !derived && relayed(r.Header) {
+		return false
+	}
 	if a.IsValid() {
 		return allow.has(a)
 	}
 	return !derived && allow.unix && unixPeer(r)
+}
+
+// relayHeaders are the headers in which proxies name the client they
+// relay a request for.
+var relayHeaders = []string{"X-Forwarded-For", "Forwarded", "X-Real-Ip"}
+
+// relayed reports whether h names a client the request was relayed for.
+func relayed(h http.Header) bool {
+	for _, k := range relayHeaders {
+		if len(h[k]) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // remoteAddrOf is a RemoteAddr for a derived client address ("IP:0", so

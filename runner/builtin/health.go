@@ -32,7 +32,9 @@ var healthKeys = []string{"allow"}
 //	allow   client networks given the details, CIDR or addresses
 //	        separated by spaces or commas (default: loopback and unix only,
 //	        127.0.0.0/8 ::1/128). The client is ClientAddr(r), as for
-//	        pprof: behind a proxy, the address the prefix filter derived
+//	        pprof: behind a proxy, the address the prefix filter derived;
+//	        a request relayed by a proxy (X-Forwarded-For, Forwarded or
+//	        X-Real-IP) that no prefix filter read gets no details
 //
 // Readiness comes from the observe.Registry paster serve puts in each
 // request's context; without one /ready answers 503. A bad network is an

@@ -233,3 +233,57 @@ func TestHealthAllow(t *testing.T) {
 	_, err := healthFactory(nil, localOf("allow", "everyone"))
 	wantErr(t, err, "allow", `"everyone" is neither a network`)
 }
+
+// TestAllowRelayedWithoutPrefix: behind a reverse proxy on the same
+// machine (nginx on loopback or on the unix socket, as README's Deploying
+// shows) without egg:paster#prefix, every client's peer is the proxy,
+// which the default allow list (loopback and unix) lets in: pprof and
+// health's details were open to the whole internet. A request carrying
+// X-Forwarded-For, Forwarded or X-Real-IP that no prefix filter read was
+// relayed for a client whose address is unknown, and is refused now; a
+// local caller sending none of them is allowed as before.
+func TestAllowRelayedWithoutPrefix(t *testing.T) {
+	t.Parallel()
+	pp, err := pprofFactory(nil, localOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	health, err := healthFactory(nil, localOf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"pprof": pp, "health": health}}, nil,
+		localOf("/pprof", "pprof", "/health", "health"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := &observe.Snapshot{Generation: 1, Plugins: []observe.Plugin{{Dist: "x", Path: "/srv/plugins/paster-plugin-x", PID: 4242, State: "running", Running: true}}}
+	srv := observed(t, mux, snap)
+	tests := []struct {
+		header, value string // "" for a local caller
+		allowed       bool
+	}{
+		{"", "", true},
+		{"X-Forwarded-For", "203.0.113.9", false},
+		{"X-Forwarded-For", "127.0.0.1", false},
+		{"Forwarded", "for=203.0.113.9;proto=https", false},
+		{"X-Real-Ip", "203.0.113.9", false},
+	}
+	for _, tt := range tests {
+		get := func(path string) (int, string) {
+			req := newRequest(t, "GET", srv.URL+path, nil)
+			if tt.header != "" {
+				req.Header.Set(tt.header, tt.value)
+			}
+			code, body, _ := do(t, nil, req)
+			return code, body
+		}
+		want := map[bool]int{true: 200, false: 403}[tt.allowed]
+		if code, _ := get("/pprof/cmdline"); code != want {
+			t.Errorf("%s: %s: pprof %d, want %d", tt.header, tt.value, code, want)
+		}
+		if _, body := get("/health/"); strings.Contains(body, "4242") != tt.allowed {
+			t.Errorf("%s: %s: health details shown = %v, want %v (%q)", tt.header, tt.value, !tt.allowed, tt.allowed, body)
+		}
+	}
+}

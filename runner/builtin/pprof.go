@@ -20,7 +20,9 @@ var pprofKeys = []string{"allow"}
 //	allow   client networks allowed, CIDR or addresses separated by spaces
 //	        or commas (default: loopback and unix only, 127.0.0.0/8 ::1/128); others
 //	        get 403. The client is ClientAddr(r): behind a proxy, the
-//	        address the prefix filter derived from X-Forwarded-For
+//	        address the prefix filter derived from X-Forwarded-For; a
+//	        request relayed by a proxy (X-Forwarded-For, Forwarded or
+//	        X-Real-IP) that no prefix filter read gets 403 too
 //
 // A bad network is an error naming the file, line, section and key.
 //
