@@ -51,6 +51,7 @@ func Run(t *testing.T, newCore NewCore) {
 		{"RetentionByBytes", testRetentionByBytes},
 		{"ValueTooLarge", testValueTooLarge},
 		{"ValueAtDefaultLimit", testValueAtDefaultLimit},
+		{"LongNames", testLongNames},
 		{"PubSubNoAliasing", testPubSubNoAliasing},
 		{"FetchBlocksAndWakes", testFetchBlocksAndWakes},
 		{"FetchEnds", testFetchEnds},
@@ -806,6 +807,39 @@ func testValueAtDefaultLimit(t *testing.T, newCore NewCore) {
 		if err := tc.call(); !errors.Is(err, runner.ErrTooLarge) {
 			t.Fatalf("%s of %d bytes (one over the default limit) = %v, want ErrTooLarge", tc.op, len(over), err)
 		}
+	}
+}
+
+// testLongNames: topics and signals whose names are MaxNameSize bytes
+// long work as short ones, and two such topics differing only in their
+// last byte are two topics.
+func testLongNames(t *testing.T, newCore NewCore) {
+	t.Parallel()
+	c := newCore(t, runner.CoreOptions{})
+	ctx := context.Background()
+	long := strings.Repeat("n", runner.MaxNameSize-1)
+	a, b := long+"a", long+"b"
+	PublishN(t, c, a, 1, 1)
+	PublishN(t, c, b, 1, 2)
+	for _, tc := range []struct {
+		topic string
+		want  []uint64
+	}{{a, SeqRange(1, 1)}, {b, SeqRange(1, 2)}} {
+		sub, err := c.Subscribe(ctx, tc.topic, runner.FromOldest)
+		if err != nil {
+			t.Fatalf("Subscribe to a topic of %d bytes: %v", len(tc.topic), err)
+		}
+		if got := FetchSeqs(t, sub); !slices.Equal(got, tc.want) {
+			t.Fatalf("the topic of %d bytes ending %q holds %v, want %v", len(tc.topic), tc.topic[len(tc.topic)-1:], got, tc.want)
+		}
+		sub.Close()
+	}
+	parked := Park(t, c, ctx, a, time.Hour, 1)
+	if n, err := c.Signal(ctx, a, []byte("v")); n != 1 || err != nil {
+		t.Fatalf("Signal on a name of %d bytes = %d, %v; want 1, nil", len(a), n, err)
+	}
+	if r := testsync.Recv(t, "the woken waiter", parked); r.Err != nil || string(r.Val) != "v" {
+		t.Fatalf("the waiter on a name of %d bytes got %q, %v", len(a), r.Val, r.Err)
 	}
 }
 

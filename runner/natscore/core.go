@@ -19,6 +19,7 @@ package natscore
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -321,11 +322,11 @@ func (c *Core) Start() error {
 }
 
 // headerRoom is the most natscore's headers take in a message beside its
-// value: a signal's name or a topic's stream name (its name hex encoded),
-// each at most runner.MaxNameSize bytes before encoding, this node's id,
-// the subject prefix, and the header keys and numbers.
+// value: a signal's name (at most runner.MaxNameSize bytes) or a topic's
+// stream name (at most maxStreamName), this node's id, and the header keys
+// and numbers.
 func (c *Core) headerRoom() int64 {
-	return 2*runner.MaxNameSize + int64(len(c.prefix)+len(c.id)) + 256
+	return runner.MaxNameSize + maxStreamName + int64(len(c.id)) + 256
 }
 
 // fitMaxValue settles the largest value against the connected server's
@@ -703,11 +704,26 @@ func (c *Core) answer(subject, id string, n int, final bool) {
 
 // streamName and topicSubject encode a topic (any string) into NATS names.
 func (c *Core) streamName(topic string) string {
-	return c.prefix + "_topic_" + hex.EncodeToString([]byte(topic))
+	return c.prefix + "_topic_" + c.topicKey(topic)
 }
 
 func (c *Core) topicSubject(topic string) string {
-	return c.subject("topic", hex.EncodeToString([]byte(topic)))
+	return c.subject("topic", c.topicKey(topic))
+}
+
+// maxStreamName is the longest stream name JetStream takes.
+const maxStreamName = 255
+
+// topicKey encodes a topic into a NATS name token: its bytes hex encoded,
+// or, when that would make the stream name longer than JetStream takes,
+// "h" and its SHA-256 hex encoded. A topic gets the second form only when
+// the first could never name a stream, so no topic's stream changed names.
+func (c *Core) topicKey(topic string) string {
+	if len(c.prefix)+len("_topic_")+hex.EncodedLen(len(topic)) <= maxStreamName {
+		return hex.EncodeToString([]byte(topic))
+	}
+	sum := sha256.Sum256([]byte(topic))
+	return "h" + hex.EncodeToString(sum[:])
 }
 
 // errorf wraps err for op, turning a lost connection into ErrUnavailable.
