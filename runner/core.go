@@ -284,7 +284,7 @@ type CoreStats struct {
 	PendingSignals int // SignalAtLeast calls waiting for more recipients
 	Subscriptions  int // open subscriptions
 	Fetching       int // Fetch calls parked waiting for messages
-	Topics         int // topics ever used
+	Topics         int // topics held on this machine: with a message or a subscription (in memory), or a handle kept (NATS)
 	Retained       int // messages retained over all topics
 	// RetainedBytes is what RetainTotalBytes bounds: the retained
 	// messages' data and overheads, and the topics' names and overheads

@@ -29,7 +29,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 var (
 	coreParked        = desc("paster_core_parked", "Operations parked on the Core, by kind (waiters: WaitForSignal; fetching: Fetch; pending_signals: SignalAtLeast).", "kind")
 	coreSubscriptions = desc("paster_core_subscriptions", "Open pub/sub subscriptions.")
-	coreTopics        = desc("paster_core_topics", "Pub/sub topics ever used.")
+	coreTopics        = desc("paster_core_topics", "Pub/sub topics this Core holds on this machine.")
 	coreRetained      = desc("paster_core_retained_messages", "Pub/sub messages retained over all topics.")
 	coreConnected     = desc("paster_core_connected", "1 when the Core's connection to the other machines (NATS) is up.")
 	corePeers         = desc("paster_core_peers", "Other paster nodes the Core knows alive.")
