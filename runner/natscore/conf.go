@@ -32,7 +32,7 @@ var token = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 //	cluster_name    the NATS cluster's name (default paster)
 //	name            this node's name (default hostname:pid)
 //	subject_prefix  prefix of every subject and stream (default paster;
-//	                letters, digits, - and _)
+//	                letters, digits, - and _; at most 183 bytes)
 //	gather_timeout  how long Signal waits for other nodes (default 250ms)
 //	heartbeat       how often a node says it is alive (default 1s)
 //	replicas        JetStream replicas of each topic (default 1)
@@ -96,6 +96,9 @@ func OptionsFromLocal(local entrypoints.Local) (Options, error) {
 	if p, ok := local.Lookup("subject_prefix"); ok {
 		if !token.MatchString(p) {
 			return Options{}, local.Errorf("subject_prefix", "subject_prefix %q: use letters, digits, - and _ only", p)
+		}
+		if len(p) > MaxSubjectPrefix {
+			return Options{}, local.Errorf("subject_prefix", "subject_prefix is %d bytes: at most %d (a topic's stream name must fit in %d)", len(p), MaxSubjectPrefix, maxStreamName)
 		}
 		o.SubjectPrefix = p
 	}

@@ -62,7 +62,8 @@ type Options struct {
 	Name string
 	// SubjectPrefix starts every subject and stream name this Core uses, so
 	// several paster clusters can share one NATS; default "paster". It must
-	// be a valid NATS subject token and stream name (letters, digits, - _).
+	// be a valid NATS subject token and stream name (letters, digits, - _),
+	// at most MaxSubjectPrefix bytes; a longer one fails Start.
 	SubjectPrefix string
 	// GatherTimeout bounds how long Signal waits for other nodes' answers;
 	// default 250ms.
@@ -245,6 +246,9 @@ func (c *Core) Start() error {
 		return nil
 	}
 	opts := c.opts
+	if len(opts.SubjectPrefix) > MaxSubjectPrefix {
+		return fmt.Errorf("natscore: subject_prefix is %d bytes: at most %d (a topic's stream name must fit in %d)", len(opts.SubjectPrefix), MaxSubjectPrefix, maxStreamName)
+	}
 	if c.maxValueSet && opts.Core.MaxValue > MaxValueLimit {
 		return fmt.Errorf("natscore: core_max_value of %d bytes is over the largest value a NATS core carries, %d bytes", opts.Core.MaxValue, MaxValueLimit)
 	}
@@ -713,6 +717,11 @@ func (c *Core) topicSubject(topic string) string {
 
 // maxStreamName is the longest stream name JetStream takes.
 const maxStreamName = 255
+
+// MaxSubjectPrefix is the longest Options.SubjectPrefix (subject_prefix):
+// with it, the longest stream name of a topic (the prefix, "_topic_" and
+// the hashed form of topicKey, 65 bytes) is maxStreamName.
+const MaxSubjectPrefix = maxStreamName - len("_topic_") - 1 - 2*sha256.Size
 
 // topicKey encodes a topic into a NATS name token: its bytes hex encoded,
 // or, when that would make the stream name longer than JetStream takes,

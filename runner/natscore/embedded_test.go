@@ -146,6 +146,7 @@ func TestEmbeddedOptions(t *testing.T) {
 		{"routes without cluster_listen", "embedded = true\nstore_dir = /tmp/x\nroutes = nats://127.0.0.1:6222\n", "routes need cluster_listen", "c.ini:4 [core:c] routes"},
 		{"misspelt key", "url = nats://127.0.0.1:4222\ngather_timout = 1s\n", `unknown key of a NATS core; did you mean "gather_timeout"?`, "c.ini:3 [core:c] gather_timout"},
 		{"server key", "embedded = true\nstore_dir = /tmp/x\nport = 4222\n", "unknown key of a NATS core", "c.ini:4 [core:c] port"},
+		{"subject_prefix too long", "url = nats://127.0.0.1:4222\nsubject_prefix = " + strings.Repeat("p", MaxSubjectPrefix+1) + "\n", "subject_prefix is 184 bytes: at most 183", "c.ini:3 [core:c] subject_prefix"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := OptionsFromLocal(localOf(t, tc.ini))
@@ -172,4 +173,14 @@ func localOf(t *testing.T, ini string) entrypoints.Local {
 		es = append(es, entrypoints.LocalEntry{Key: strings.TrimSpace(k), Value: strings.TrimSpace(v), Where: entrypoints.Location{File: "c.ini", Line: i + 2, Section: "core:c"}})
 	}
 	return entrypoints.LocalOf(es...)
+}
+
+// A subject prefix too long for a topic's stream name fails Start, before
+// anything connects, rather than every Publish later.
+func TestSubjectPrefixTooLong(t *testing.T) {
+	t.Parallel()
+	_, err := New(Options{URL: "nats://127.0.0.1:1", SubjectPrefix: strings.Repeat("p", MaxSubjectPrefix+1)})
+	if err == nil || !strings.Contains(err.Error(), "subject_prefix is 184 bytes: at most 183") {
+		t.Fatalf("New = %v; want it to refuse the subject_prefix", err)
+	}
 }
