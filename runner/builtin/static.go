@@ -33,8 +33,9 @@ var staticKeys = []string{"document_root", "cache_max_age", "serve_hidden", "pre
 //	               order of preference: "br gzip" (default), "gzip",
 //	               "br", or "none" (an empty value is none too)
 //
-// GET and HEAD only (405 otherwise). A directory is answered with its
-// index.html; a directory asked for without a trailing slash is first
+// GET and HEAD only (405 otherwise). Only regular files are served (a
+// named pipe, device or socket is 404, never waited on). A directory is
+// answered with its index.html; a directory asked for without a trailing slash is first
 // redirected (301) to the slash form of its cleaned path under
 // ScriptName(r), always a path on this site (GET //host/.. is redirected to
 // /, never to //host/../); a missing file, a name too long for the file
@@ -78,7 +79,7 @@ func staticFactory(global map[string]string, local entrypoints.Local) (http.Hand
 	if err != nil {
 		return nil, local.Errorf("document_root", "%w", err)
 	}
-	s := &static{root: root.FS(), serveHidden: serveHidden}
+	s := &static{root: root, serveHidden: serveHidden}
 	age, err := local.Int("cache_max_age", -1)
 	if err != nil {
 		return nil, err
@@ -107,7 +108,7 @@ func staticFactory(global map[string]string, local entrypoints.Local) (http.Hand
 }
 
 type static struct {
-	root          fs.FS
+	root          *os.Root
 	cacheControl  string
 	serveHidden   bool
 	precompressed []precompressedCoding // in order of preference
@@ -149,7 +150,7 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "404 Not Found", http.StatusNotFound)
 		return
 	}
-	f, err := s.root.Open(name)
+	f, err := s.open(name)
 	if err != nil {
 		s.error(w, err)
 		return
@@ -158,6 +159,10 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fi, err := f.Stat()
 	if err != nil {
 		s.error(w, err)
+		return
+	}
+	if !fi.IsDir() && !fi.Mode().IsRegular() {
+		http.Error(w, "404 Not Found", http.StatusNotFound) // a pipe, a device, a socket
 		return
 	}
 	if fi.IsDir() {
@@ -170,12 +175,12 @@ func (s *static) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Close()
 		name = path.Join(name, "index.html")
-		if f, err = s.root.Open(name); err != nil {
+		if f, err = s.open(name); err != nil {
 			s.error(w, err)
 			return
 		}
 		defer f.Close()
-		if fi, err = f.Stat(); err != nil || fi.IsDir() {
+		if fi, err = f.Stat(); err != nil || !fi.Mode().IsRegular() {
 			http.Error(w, "404 Not Found", http.StatusNotFound)
 			return
 		}
@@ -256,7 +261,7 @@ func (s *static) servePrecompressed(w http.ResponseWriter, r *http.Request, name
 	var bestInfo fs.FileInfo
 	bestCoding, bestQ, found := "", 0.0, false
 	for _, c := range s.precompressed {
-		sf, err := s.root.Open(name + c.ext)
+		sf, err := s.open(name + c.ext)
 		if err != nil {
 			continue
 		}
@@ -293,6 +298,15 @@ func (s *static) servePrecompressed(w http.ResponseWriter, r *http.Request, name
 	h.Set("Content-Encoding", bestCoding)
 	serveFile(w, r, best, bestInfo, bestCoding)
 	return true
+}
+
+// open opens name under the root for reading without waiting: a named
+// pipe opened for reading would block until some process opened it for
+// writing, holding the request for good (the callers then refuse anything
+// but regular files and directories). O_NONBLOCK changes nothing for
+// those.
+func (s *static) open(name string) (*os.File, error) {
+	return s.root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 }
 
 // isHidden reports whether the cleaned, relative name is a dotfile or

@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // writeFiles writes files (name: contents) under root, making directories.
@@ -489,5 +491,50 @@ func TestStaticLongPath(t *testing.T) {
 	}
 	if _, status := get(h, "/a/a/x.txt"); status != 200 {
 		t.Errorf("short path: status %d", status)
+	}
+}
+
+// TestStaticNotRegular: a named pipe (FIFO) under document_root blocked
+// the request opening it until some process wrote to the pipe: a client
+// asking for it again and again held a goroutine and a descriptor each,
+// for good. Only regular files (and directories, for their index.html)
+// are served; anything else is 404, as nginx does, without waiting.
+func TestStaticNotRegular(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	if err := syscall.Mkfifo(filepath.Join(root, "pipe"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(root, "dir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(filepath.Join(root, "dir", "index.html"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h, err := staticFactory(nil, localOf("document_root", root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := start(t, h).URL
+	// Should a handler wait in open, a writer appearing releases it, so
+	// that the server can close at the end (cleanups run last first).
+	t.Cleanup(func() {
+		for _, p := range []string{"pipe", "dir/index.html"} {
+			if f, err := os.OpenFile(filepath.Join(root, p), os.O_RDWR, 0); err == nil {
+				f.Close()
+			}
+		}
+	})
+	c := &http.Client{Timeout: 3 * time.Second}
+	for _, path := range []string{"/pipe", "/dir/"} {
+		resp, err := c.Get(url + path)
+		if err != nil {
+			t.Errorf("%s: %v", path, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("%s: status %d, want 404", path, resp.StatusCode)
+		}
 	}
 }
