@@ -173,7 +173,7 @@ func daemonize(opts *serveOptions, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer logf.Close()
-	if f, err := os.OpenFile(opts.pidFile, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err != nil {
+	if f, err := openPIDFile(opts.pidFile, os.O_APPEND|os.O_WRONLY); err != nil {
 		fmt.Fprintf(stderr, "Error: Unable to write to pid file: %v\n", err)
 		return 1
 	} else {

@@ -192,6 +192,37 @@ func TestDaemonStalePIDFileReused(t *testing.T) {
 	}
 }
 
+// TestPIDFileSymlink: a pid file path that is a symbolic link is refused,
+// by start and by a server given --pid-file, and the file it points to is
+// left alone. paster commonly runs as root until it has bound; where the
+// pid file's directory is writable by others (and fs.protected_symlinks is
+// off), a link planted there made it truncate and overwrite any file.
+func TestPIDFileSymlink(t *testing.T) {
+	t.Parallel()
+	dir, _ := daemonDir(t)
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := killPIDFileAtEnd(t, filepath.Join(dir, "paster.pid"))
+	if err := os.Symlink(victim, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"serve", "dev.ini", "start"},
+		{"serve", "dev.ini", "--pid-file", "paster.pid", "--log-file", "fg.log"},
+	} {
+		stdout, stderr, code := paster(t, dir, args...)
+		log, _ := os.ReadFile(filepath.Join(dir, "fg.log"))
+		if code != 1 || !strings.Contains(stdout+stderr+string(log), "paster.pid is a symbolic link") {
+			t.Errorf("paster %s: exit %d, output %q %q %q", strings.Join(args, " "), code, stdout, stderr, log)
+		}
+		if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+			t.Fatalf("paster %s wrote through the pid file's symbolic link: the file it names holds %q", strings.Join(args, " "), b)
+		}
+	}
+}
+
 // TestMonitorRestart kills the server under --monitor-restart and sees the
 // monitor start it again; SIGTERM to the monitor stops both.
 func TestMonitorRestart(t *testing.T) {

@@ -29,10 +29,11 @@ type pidFile struct {
 
 // writePIDFile opens or creates path, takes its lock and writes this
 // process's id into it. It fails, naming the PID in the file, when a live
-// process holds the lock (another paster serves with this PID file), and
-// when the file cannot be opened or written.
+// process holds the lock (another paster serves with this PID file), when
+// path is a symbolic link (openPIDFile), and when the file cannot be
+// opened or written.
 func writePIDFile(path string) (*pidFile, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := openPIDFile(path, os.O_RDWR)
 	if err != nil {
 		return nil, err
 	}
@@ -61,6 +62,18 @@ func writePIDFile(path string) (*pidFile, error) {
 		return nil, err
 	}
 	return &pidFile{path: path, f: f}, nil
+}
+
+// openPIDFile opens path for writing with flag (creating it, mode 0644),
+// refusing a symbolic link: paster often runs as root until it has bound,
+// and a link planted where others may write would make it overwrite any
+// file. The error then says so.
+func openPIDFile(path string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(path, flag|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+	if errors.Is(err, syscall.ELOOP) {
+		return nil, fmt.Errorf("%s is a symbolic link; paster does not write a pid file through one", path)
+	}
+	return f, err
 }
 
 // remove removes the PID file if it still holds this process's id, so a
