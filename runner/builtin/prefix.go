@@ -45,8 +45,11 @@ var prefixKeys = []string{"prefix", "translate_forwarded_server", "force_port", 
 // an address makes the client unknown (ClientAddr is the zero Addr, allow
 // lists refuse it, r.RemoteAddr stays the peer). The first value of
 // X-Forwarded-Server or, in preference, X-Forwarded-Host becomes r.Host;
-// X-Forwarded-Scheme, else X-Forwarded-Proto, becomes r.URL.Scheme (read it
-// with Scheme(r)). Those headers are removed from the request, as Paste
+// X-Forwarded-Scheme, else the first value of X-Forwarded-Proto, becomes
+// r.URL.Scheme (read it with Scheme(r)) if it is http or https (in any
+// case); a value that is neither is ignored, as if the header were absent,
+// and the scheme stays as it was. Those headers are removed from the
+// request, as Paste
 // pops them. Then force_port rewrites the port of r.Host, and scheme
 // overrides the scheme. r.TLS is never changed.
 //
@@ -84,6 +87,18 @@ type prefixFilter struct {
 
 // forwardedHeaders are the headers the filter reads and removes.
 var forwardedHeaders = []string{"X-Forwarded-Server", "X-Forwarded-Host", "X-Forwarded-For", "X-Forwarded-Scheme", "X-Forwarded-Proto"}
+
+// forwardedScheme returns v lowercased if it is http or https, and false
+// for any other value (empty, another scheme, or not a scheme at all), so
+// that a misconfigured or compromised proxy cannot put what it likes into
+// the URLs an app builds from Scheme(r).
+func forwardedScheme(v string) (string, bool) {
+	switch v = strings.ToLower(v); v {
+	case "http", "https":
+		return v, true
+	}
+	return "", false
+}
 
 func firstValue(v string) string {
 	first, _, _ := strings.Cut(v, ",")
@@ -139,10 +154,10 @@ func (p *prefixFilter) rewrite(r *http.Request) *http.Request {
 				if v := firstValue(h.Get("X-Forwarded-Host")); v != "" {
 					r2.Host = v
 				}
-				if v := strings.TrimSpace(h.Get("X-Forwarded-Scheme")); v != "" {
-					r2.URL.Scheme = strings.ToLower(v)
-				} else if v := firstValue(h.Get("X-Forwarded-Proto")); v != "" {
-					r2.URL.Scheme = strings.ToLower(v)
+				if v, ok := forwardedScheme(strings.TrimSpace(h.Get("X-Forwarded-Scheme"))); ok {
+					r2.URL.Scheme = v
+				} else if v, ok := forwardedScheme(firstValue(h.Get("X-Forwarded-Proto"))); ok {
+					r2.URL.Scheme = v
 				}
 			}
 			for _, k := range forwardedHeaders {

@@ -37,6 +37,16 @@ func TestPrefix(t *testing.T) {
 		{"force port", []string{"force_port", "8443"}, "/", map[string]string{"X-Forwarded-Host": "public.example:80"}, []string{"host=public.example:8443 "}},
 		{"force no port", []string{"force_port", ""}, "/", map[string]string{"X-Forwarded-Host": "public.example:80"}, []string{"host=public.example "}},
 		{"forced scheme", []string{"scheme", "https"}, "/", map[string]string{"X-Forwarded-Proto": "http"}, []string{"scheme=https "}},
+		// Only http and https are believed: another value, even from a
+		// trusted proxy, leaves the scheme as it was (a scheme header that
+		// is not one of them does not hide a good X-Forwarded-Proto).
+		{"proto not http", nil, "/", map[string]string{"X-Forwarded-Proto": "javascript"}, []string{"scheme=http "}},
+		{"proto with a space", nil, "/", map[string]string{"X-Forwarded-Proto": "https x"}, []string{"scheme=http "}},
+		{"proto list, first bad", nil, "/", map[string]string{"X-Forwarded-Proto": "ftp, https"}, []string{"scheme=http "}},
+		{"scheme not http", nil, "/", map[string]string{"X-Forwarded-Scheme": "data"}, []string{"scheme=http "}},
+		{"scheme with a colon", nil, "/", map[string]string{"X-Forwarded-Scheme": "https:"}, []string{"scheme=http "}},
+		{"bad scheme, good proto", nil, "/", map[string]string{"X-Forwarded-Scheme": "javascript", "X-Forwarded-Proto": "HTTPS"}, []string{"scheme=https "}},
+		{"proto list, first good", nil, "/", map[string]string{"X-Forwarded-Proto": "https, http"}, []string{"scheme=https "}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
