@@ -135,9 +135,10 @@ func TestDaemonStalePIDFileReused(t *testing.T) {
 	if err := other.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
-	otherDone := make(chan error, 1)
-	go func() { otherDone <- other.Wait() }()
+	// One Wait, in the goroutine: the cleanup waits for it to return.
+	otherDone, waited := make(chan error, 1), make(chan struct{})
+	go func() { otherDone <- other.Wait(); close(waited) }()
+	t.Cleanup(func() { other.Process.Kill(); <-waited })
 	if err := os.WriteFile(pidFile, fmt.Appendf(nil, "%d\n", other.Process.Pid), 0o644); err != nil {
 		t.Fatal(err)
 	}
