@@ -167,7 +167,7 @@ func daemonize(opts *serveOptions, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "Daemon is already running (PID: %d from PID file %s)\n", pid, opts.pidFile)
 		return 1
 	}
-	logf, err := os.OpenFile(opts.log.file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := openLogFile(opts.log.file)
 	if err != nil {
 		fmt.Fprintf(stderr, "Error: Unable to write to log file: %v\n", err)
 		return 1

@@ -224,6 +224,57 @@ func TestPIDFileSymlink(t *testing.T) {
 	}
 }
 
+// TestLogFileSymlink: a log file path that is a symbolic link is refused,
+// by start (its default paster.log), by a server in the foreground and by
+// check given --log-file, and the file it points to is left alone; a
+// regular file is appended to as before. paster commonly runs as root
+// until it has bound; where the log's directory is writable by others (and
+// fs.protected_symlinks is off), a link planted there made it create or
+// append to any file.
+func TestLogFileSymlink(t *testing.T) {
+	t.Parallel()
+	dir, _ := daemonDir(t)
+	killPIDFileAtEnd(t, filepath.Join(dir, "paster.pid"))
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"paster.log", "fg.log"} {
+		if err := os.Symlink(victim, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// --user names nobody, so that the foreground server stops (exit 1,
+	// logging why) right after opening its log.
+	const noUser = "paster-no-such-user"
+	for _, tt := range []struct {
+		args []string
+		link string
+	}{
+		{[]string{"serve", "dev.ini", "start"}, "paster.log"},
+		{[]string{"serve", "dev.ini", "--log-file", "fg.log", "--user", noUser}, "fg.log"},
+		{[]string{"check", "--log-file", "fg.log", "dev.ini"}, "fg.log"},
+	} {
+		stdout, stderr, code := paster(t, dir, tt.args...)
+		if code == 0 || !strings.Contains(stdout+stderr, tt.link+" is a symbolic link") {
+			t.Errorf("paster %s: exit %d, output %q %q", strings.Join(tt.args, " "), code, stdout, stderr)
+		}
+		if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+			t.Fatalf("paster %s wrote through the log file's symbolic link: the file it names holds %q", strings.Join(tt.args, " "), b)
+		}
+	}
+	regular := filepath.Join(dir, "regular.log")
+	if err := os.WriteFile(regular, []byte("earlier\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, code := paster(t, dir, "serve", "dev.ini", "--log-file", "regular.log", "--user", noUser); code != 1 {
+		t.Errorf("serve --log-file regular.log --user %s: exit %d, want 1", noUser, code)
+	}
+	if b, _ := os.ReadFile(regular); !strings.HasPrefix(string(b), "earlier\n") || !strings.Contains(string(b), noUser) {
+		t.Errorf("the regular log file was not appended to: it holds %q", b)
+	}
+}
+
 // TestMonitorRestart kills the server under --monitor-restart and sees the
 // monitor start it again; SIGTERM to the monitor stops both.
 func TestMonitorRestart(t *testing.T) {

@@ -27,7 +27,7 @@ func (o logOptions) newLogger(stderr io.Writer) (hclog.Logger, io.Closer, error)
 	}
 	out, closer := stderr, io.Closer(noFile{})
 	if o.file != "" {
-		f, err := os.OpenFile(o.file, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		f, err := openLogFile(o.file)
 		if err != nil {
 			return nil, nil, fmt.Errorf("unable to write to log file: %w", err)
 		}
@@ -41,6 +41,13 @@ func (o logOptions) newLogger(stderr io.Writer) (hclog.Logger, io.Closer, error)
 	})
 	hclog.SetDefault(logger)
 	return logger, closer, nil
+}
+
+// openLogFile opens the log file path for appending, creating it (mode
+// 0644). A symbolic link is refused (openNoFollow), /dev/stderr too: to
+// log to standard error, give no --log-file.
+func openLogFile(path string) (*os.File, error) {
+	return openNoFollow(path, os.O_APPEND|os.O_WRONLY, "a log file through one (for standard error, give no --log-file)")
 }
 
 // noFile is the closer of a logger that writes to stderr: nothing to close.

@@ -65,13 +65,20 @@ func writePIDFile(path string) (*pidFile, error) {
 }
 
 // openPIDFile opens path for writing with flag (creating it, mode 0644),
-// refusing a symbolic link: paster often runs as root until it has bound,
-// and a link planted where others may write would make it overwrite any
-// file. The error then says so.
+// refusing a symbolic link (openNoFollow).
 func openPIDFile(path string, flag int) (*os.File, error) {
+	return openNoFollow(path, flag, "a pid file through one")
+}
+
+// openNoFollow opens path for writing with flag (creating it, mode 0644),
+// refusing a symbolic link: paster often runs as root until it has bound,
+// and a link planted where others may write would make it write into any
+// file. The error then says path is a symbolic link and that paster does
+// not write what (e.g. "a pid file through one").
+func openNoFollow(path string, flag int, what string) (*os.File, error) {
 	f, err := os.OpenFile(path, flag|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
 	if errors.Is(err, syscall.ELOOP) {
-		return nil, fmt.Errorf("%s is a symbolic link; paster does not write a pid file through one", path)
+		return nil, fmt.Errorf("%s is a symbolic link; paster does not write %s", path, what)
 	}
 	return f, err
 }

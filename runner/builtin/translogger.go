@@ -2,6 +2,7 @@ package builtin
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 	"unicode"
 	"unicode/utf16"
@@ -40,7 +42,8 @@ var transloggerKeys = []string{"format", "logger_name", "logging_level", "output
 //	logging_level  level of the lines: trace, debug, info (default), warn,
 //	               error (Python's names such as WARNING are accepted)
 //	output         where the lines go instead of hclog: stdout, stderr or a
-//	               file path (appended to; relative to global "here")
+//	               file path (appended to; relative to global "here"; not
+//	               a symbolic link)
 //
 // A template mixes text with Apache's directives — %h %a (client address,
 // ClientAddr: behind a prefix filter, the one it derived; - when unknown)
@@ -65,7 +68,7 @@ var transloggerKeys = []string{"format", "logger_name", "logging_level", "output
 // setup_console_handler and set_logger_level are accepted for Paste
 // compatibility and ignored (hclog's setup belongs to the command). Errors,
 // naming the key: an unknown directive, an unknown level, an output file
-// that cannot be opened.
+// that cannot be opened or is a symbolic link.
 //
 // The writer the app gets keeps Flush, Hijack, ReadFrom (sendfile) and,
 // through Unwrap, the http.ResponseController methods.
@@ -117,7 +120,13 @@ func transloggerFactory(next http.Handler, global map[string]string, local entry
 		if !filepath.IsAbs(out) && global["here"] != "" {
 			out = filepath.Join(global["here"], out)
 		}
-		f, err := os.OpenFile(out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+		// O_NOFOLLOW: the app may be loaded while paster is still root, and
+		// a link planted where others may write would make it append to any
+		// file.
+		f, err := os.OpenFile(out, os.O_WRONLY|os.O_APPEND|os.O_CREATE|syscall.O_NOFOLLOW, 0o644)
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, local.Errorf("output", "%s is a symbolic link; paster does not write an access log through one (for standard output or error, say stdout or stderr)", out)
+		}
 		if err != nil {
 			return nil, local.Errorf("output", "%w", err)
 		}

@@ -163,6 +163,34 @@ func TestTransloggerHclog(t *testing.T) {
 	}
 }
 
+// TestTransloggerOutputSymlink: an output path that is a symbolic link is
+// refused, naming the key and the path, and the file it points to is left
+// alone: the app is loaded while paster may still be root, and a link
+// planted in a directory others may write would make it append to any file.
+func TestTransloggerOutputSymlink(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, "access.log")); err != nil {
+		t.Fatal(err)
+	}
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {})
+	h, err := transloggerFactory(app, map[string]string{"here": dir}, localOf("output", "access.log"))
+	if err == nil {
+		h.(*translogger).Close()
+		t.Fatal("an output that is a symbolic link was opened")
+	}
+	if want := "output: " + filepath.Join(dir, "access.log") + " is a symbolic link"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q lacks %q", err, want)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious\n" {
+		t.Errorf("the file the link names holds %q", b)
+	}
+}
+
 // TestTransloggerEscapesNonASCII sends, on a real connection, a request
 // whose target and headers carry bytes a log reader may take for a line
 // break or a terminal control (U+2028, NEL U+0085, the C1 CSI U+009B) or
