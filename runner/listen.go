@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,8 +51,9 @@ var ErrSocketInUse = errors.New("another process listens on the socket")
 
 // ListenOptions are the settings of a socket beyond its address.
 type ListenOptions struct {
-	// SocketMode is the permission set on a unix socket's file once bound;
-	// 0 is DefaultSocketMode.
+	// SocketMode is the permission of a unix socket's file, which it has
+	// from the moment it appears at its path (bindUnix); 0 is
+	// DefaultSocketMode.
 	SocketMode fs.FileMode
 }
 
@@ -63,8 +65,9 @@ func (o ListenOptions) mode() fs.FileMode {
 }
 
 // listen binds addr (a host:port or unix:PATH address, see above). A unix
-// socket's stale file is removed first (removeStale) and the new file gets
-// opt's mode; the listener removes the file when it is closed. A systemd:
+// socket's stale file is removed first (removeStale) and the new file
+// appears at PATH with opt's mode, never a wider one (bindUnix); the
+// listener removes the file when it is closed. A systemd:
 // address cannot be bound: only a ListenerPool that adopted the socket has
 // it. Every error names the address.
 func listen(addr string, opt ListenOptions) (net.Listener, error) {
@@ -79,23 +82,80 @@ func listen(addr string, opt ListenOptions) (net.Listener, error) {
 		}
 		return ln, nil
 	}
+	if abstract(path) {
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
+		}
+		return ln, nil
+	}
 	if err := removeStale(path); err != nil {
 		return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
 	}
-	ln, err := net.Listen("unix", path)
+	ln, err := bindUnix(path, opt.mode())
 	if err != nil {
-		return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
-	}
-	if err := chmodSocket(path, opt.mode()); err != nil {
-		ln.Close()
 		return nil, fmt.Errorf("http: listen on %s: %w", addr, err)
 	}
 	return ln, nil
 }
 
+// bindUnix binds a unix socket whose file appears at path with mode, and
+// never with a wider one. A bind creates the file with the mode the umask
+// gives (0777 with umask 0: anyone on the machine may connect, and a
+// connection accepted then stays), so binding at path and then chmod-ing
+// it left a window. Instead the socket is bound in a new directory next to
+// path that only this user may enter (0700; next to path so that the file
+// stays on its filesystem), given mode there, and then linked at path with
+// link(2): atomic, and, unlike rename(2), it fails (EEXIST) rather than
+// replace a file put at path since removeStale looked. The directory is
+// removed whatever happens. Changing the umask instead would change it for
+// the whole process, racing with every other file it creates.
+//
+// The listener's Addr is path, and Close removes path, as a listener bound
+// there directly does.
+func bindUnix(path string, mode fs.FileMode) (net.Listener, error) {
+	dir, err := os.MkdirTemp(filepath.Dir(path), ".paster-bind")
+	if err != nil {
+		return nil, fmt.Errorf("creating the private directory to bind the socket in: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	private := filepath.Join(dir, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: private, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("binding the socket at %s first, to link it at %s once its mode is set (that name is %d bytes longer): %w",
+			private, path, len(private)-len(path), err)
+	}
+	ln.SetUnlinkOnClose(false)
+	if err := chmodSocket(private, mode); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := os.Link(private, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("placing the socket at %s: %w", path, err)
+	}
+	return &unixListener{UnixListener: ln, path: path}, nil
+}
+
+// unixListener is a unix socket bindUnix bound under another name and
+// linked at path: its Addr is path and Close removes path.
+type unixListener struct {
+	*net.UnixListener
+	path   string
+	unlink sync.Once
+}
+
+func (l *unixListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+// Close removes the socket's file, once, and closes the socket.
+func (l *unixListener) Close() error {
+	l.unlink.Do(func() { os.Remove(l.path) })
+	return l.UnixListener.Close()
+}
+
 // chmodSocket sets the mode of a unix socket's file (none for an abstract
-// one). It runs right after the bind: until then the file has the mode the
-// umask gives (with the usual 022, only its owner may connect).
+// one): bindUnix's before the file is placed at its path, and a pooled
+// socket's when a later server asks for another mode.
 func chmodSocket(path string, mode fs.FileMode) error {
 	if abstract(path) {
 		return nil

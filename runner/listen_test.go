@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -190,6 +191,74 @@ func TestUnixSocketStale(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(file); string(b) != "keep" {
 		t.Error("the regular file was touched")
+	}
+}
+
+// TestUnixSocketNeverWiderThanMode: the socket's file is never, not even
+// for an instant, at PATH with a mode wider than socket_mode. It binds many
+// times with the process umask 0 (the file a bind creates is then 0777:
+// anyone on the machine may connect, and a connection accepted then stays)
+// while a goroutine watches PATH in a tight loop. After each listen the file
+// is a socket with exactly socket_mode, nothing else is left in its
+// directory, and after Close nothing at all. Not parallel: the umask belongs
+// to the process, and a test that is not parallel runs alone.
+func TestUnixSocketNeverWiderThanMode(t *testing.T) {
+	old := syscall.Umask(0)
+	defer syscall.Umask(old)
+	dir := sockDir(t)
+	path := filepath.Join(dir, "web.sock")
+	const mode fs.FileMode = 0o600
+
+	stop := make(chan struct{})
+	wider := make(chan fs.FileMode, 1)
+	go func() {
+		defer close(wider)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if st, err := os.Lstat(path); err == nil && st.Mode().Perm()&^mode != 0 {
+				wider <- st.Mode().Perm()
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		if m, ok := <-wider; ok {
+			t.Errorf("%s was seen with mode %04o, wider than socket_mode %04o", path, m, mode)
+		}
+	}()
+	for i := 0; i < 1000; i++ {
+		ln, err := listen(UnixPrefix+path, ListenOptions{SocketMode: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Lstat(path)
+		if err != nil || st.Mode().Type() != fs.ModeSocket || st.Mode().Perm() != mode {
+			ln.Close()
+			t.Fatalf("after listen: %v, %v; want a socket with mode %04o", st, err, mode)
+		}
+		if got := ln.Addr().String(); got != path {
+			t.Errorf("Addr() = %q, want %q", got, path)
+		}
+		entries, _ := os.ReadDir(dir)
+		ln.Close()
+		if len(entries) != 1 {
+			t.Fatalf("after listen, %s holds %d files (%v), want the socket only", dir, len(entries), entries)
+		}
+		if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+			t.Fatalf("after Close, %s still holds %v", dir, entries)
+		}
+		select {
+		case m, ok := <-wider:
+			if ok {
+				t.Fatalf("%s was seen with mode %04o, wider than socket_mode %04o (bind %d)", path, m, mode, i+1)
+			}
+		default:
+		}
 	}
 }
 
