@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/internal/rawio"
 	"github.com/paster-dev/paster/internal/testsync"
 )
 
@@ -220,4 +221,29 @@ func inProcsChild(t *testing.T) bool {
 	}
 	t.Logf("the child process:\n%s", out)
 	return false
+}
+
+// While anything holds the switching, the process's HTTP server
+// connections are read and written with raw system calls (rawio.Direct),
+// and no longer once nothing does.
+func TestHoldProcsDirectIO(t *testing.T) {
+	t.Parallel()
+	if !inProcsChild(t) {
+		return
+	}
+	if rawio.Direct() {
+		t.Fatal("direct before anything held the switching")
+	}
+	first, second := holdProcs(hclog.NewNullLogger()), holdProcs(hclog.NewNullLogger())
+	if !rawio.Direct() {
+		t.Fatal("not direct while held")
+	}
+	first()
+	if !rawio.Direct() {
+		t.Fatal("not direct while still held once")
+	}
+	second()
+	if rawio.Direct() {
+		t.Fatal("still direct once released")
+	}
 }

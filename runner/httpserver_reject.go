@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/paster-dev/paster/internal/rawio"
 )
 
 // net/http answers a request it cannot read (a header over MaxHeaderBytes,
@@ -220,6 +222,7 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 		// rejectConn gives the max_connections slot back itself.
 		rc.keptConn, rc.capped = cc.keptConn, cc
 	}
+	rc.rw = rawio.New(rc.Conn)
 	l.mu.Lock()
 	if l.conns == nil {
 		l.conns = map[*rejectConn]struct{}{}
@@ -237,6 +240,15 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 // keeps the read deadlines net/http sets between requests (lazy).
 type rejectConn struct {
 	keptConn
+	// rw reads and writes the socket with raw system calls (Linux), used
+	// in a host of plugin processes (rawio.Direct): a read or write
+	// through net.Conn wakes the runtime's sysmon in a process that was
+	// idle a moment before, a futex wake-up and a thread polling for a
+	// while, per request. A process serving its requests itself reads
+	// and writes through the conn (package rawio says why). Deadlines,
+	// Close and errors are as net.Conn's either way; sendfile (ReadFrom),
+	// CloseWrite and the deadlines' setters stay the conn's.
+	rw       *rawio.Conn
 	l        *rejectListener
 	observe  func(r *http.Request, code int)
 	capped   *capConn        // the capListener's connection, closed by Close; nil without max_connections
@@ -337,8 +349,12 @@ func connStateOf(r *http.Request) *connState {
 	return cs
 }
 
-func (c *rejectConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+func (c *rejectConn) Read(p []byte) (n int, err error) {
+	if rawio.Direct() {
+		n, err = c.rw.Read(p)
+	} else {
+		n, err = c.Conn.Read(p)
+	}
 	if n > 0 && !c.hijacked.Load() {
 		if gen := c.started(); gen != c.headGen {
 			c.head, c.headGen = c.head[:0], gen
@@ -488,9 +504,13 @@ func (c *rejectConn) ReadFrom(r io.Reader) (int64, error) {
 	return copyArmed(c.keptConn, r, c)
 }
 
-func (c *rejectConn) Write(p []byte) (int, error) {
+func (c *rejectConn) Write(p []byte) (n int, err error) {
 	c.armWrite()
-	n, err := c.Conn.Write(p)
+	if rawio.Direct() {
+		n, err = c.rw.Write(p)
+	} else {
+		n, err = c.Conn.Write(p)
+	}
 	if c.running() || c.hijacked.Load() {
 		return n, err
 	}

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/internal/rawio"
 )
 
 // hopChildEnv names what the test binary, started again as a child
@@ -29,7 +30,7 @@ const hopChildEnv = "PASTER_HOP_CHILD"
 // BenchmarkProcessHop measures what one round trip to another process
 // costs on this machine, against which the plugin hop's cost reads: a
 // one-byte ping-pong on a unix socket pair, read and written as the Mux
-// does (rawIO: through net.Conn each system call would also wake the
+// does (package rawio: through net.Conn each system call would also wake the
 // runtime's sysmon, which the Mux avoids) (socket), then one
 // small HTTP exchange through Forward, the Mux and Serve (http) and one
 // Core-sized call (call), each with the peer in a child process, one
@@ -41,7 +42,8 @@ const hopChildEnv = "PASTER_HOP_CHILD"
 func BenchmarkProcessHop(b *testing.B) {
 	b.Run("socket", func(b *testing.B) {
 		c, child := hopChild(b, "socket")
-		r, w := rawIO(c) // the Mux's own reads and writes
+		rw := rawio.New(c) // the Mux's own reads and writes
+		r, w := rw, rw
 		p := make([]byte, 1)
 		hopLoop(b, child, func() error {
 			if _, err := w.Write(p); err != nil {
@@ -172,8 +174,8 @@ func TestHopChild(t *testing.T) {
 	}
 	switch kind {
 	case "socket":
-		r, w := rawIO(c)
-		_, _ = io.Copy(w, r)
+		rw := rawio.New(c)
+		_, _ = io.Copy(rw, rw)
 	case "mux":
 		h := http.HandlerFunc(hello)
 		m := NewMux([]net.Conn{c}, false, func(ctx context.Context, method string, _ uint64, x *Exchange) error {

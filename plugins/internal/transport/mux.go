@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/paster-dev/paster/internal/rawio"
 	"github.com/paster-dev/paster/plugins/internal/wire"
 )
 
@@ -141,7 +142,8 @@ func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arena
 	}
 	for i, c := range conns {
 		cn := &conn{m: m, c: c}
-		cn.r, cn.w = rawIO(c)
+		rw := rawio.New(c) // see package rawio: no sysmon wake-up per read
+		cn.r, cn.w = rw, rw
 		cn.nextID = 2
 		if initiator {
 			cn.nextID = 1
@@ -405,7 +407,7 @@ func (x *Exchange) sendReply(out []byte, err error) error {
 type conn struct {
 	m   *Mux
 	c   net.Conn
-	r   io.Reader // c's reads and writes (rawIO)
+	r   io.Reader // c's reads and writes (rawio: raw system calls)
 	w   io.Writer
 	shm *arena // nil: bodies go inline
 

@@ -66,7 +66,7 @@
 // for a hello handler) went mostly to the Go scheduler and system calls,
 // not to the Mux's own code (Forward ~9 µs inclusive, most of it the write
 // system call). Three cuts, each measured on its own (see the commits):
-// the sockets are read and written with raw system calls (rawio_linux.go:
+// the sockets are read and written with raw system calls (package rawio:
 // net.Conn's enter the scheduler's syscall state, which woke sysmon once
 // per request in a process idle a moment before: 1.09-1.18x hello); a
 // light plugin process, and a host while it runs plugins, run on one P
