@@ -76,6 +76,10 @@ const (
 	// wake-ups were (watchParent's 5 a second, before its pidfd).
 	procsIdle    = 0.05
 	procsTickMax = 400 * time.Millisecond
+	// procsWakeTick: the first sample after a request woke the switching
+	// comes this soon, so that a burst after a long idle spell that needs
+	// all Ps gets them within a few ms rather than procsTick.
+	procsWakeTick = 5 * time.Millisecond
 )
 
 // procsPolicy decides, sample by sample, whether the plugin runs on one P
@@ -232,13 +236,13 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case <-procsWake:
 			// A request came during a long wait: measure from now, and
-			// sample after procsTick (a sample now would measure nothing
-			// but the long wait, or a moment).
+			// sample after procsWakeTick (a sample now would measure
+			// nothing but the long wait, or a moment).
 			procsStats.woken.Add(1)
 			lastCPU, _ = processCPU()
 			last = time.Now()
-			procsStats.wait.Store(int64(procsTick))
-			timer.Reset(procsTick)
+			procsStats.wait.Store(int64(procsWakeTick))
+			timer.Reset(procsWakeTick)
 			continue
 		case now = <-timer.C:
 		}
