@@ -292,6 +292,19 @@ func startHostHelper(t *testing.T) (*exec.Cmd, int, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), "PASTER_TEST_HOST_HELPER="+bin("ptest"))
+	pid, r := startForPID(t, cmd)
+	url, err := r.ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd, pid, strings.TrimSpace(url)
+}
+
+// startForPID starts cmd, killed and waited for at the end of the test,
+// and reads the PID it prints as its first line of output; it returns the
+// PID and the rest of the output.
+func startForPID(t *testing.T, cmd *exec.Cmd) (int, *bufio.Reader) {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -310,11 +323,7 @@ func startHostHelper(t *testing.T) (*exec.Cmd, int, string) {
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(line))
 	if err != nil {
-		t.Fatalf("helper said %q", line)
+		t.Fatalf("%s said %q, not a PID", cmd.Path, line)
 	}
-	url, err := r.ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cmd, pid, strings.TrimSpace(url)
+	return pid, r
 }

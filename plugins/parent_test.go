@@ -3,7 +3,6 @@
 package plugins
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
@@ -26,23 +25,7 @@ func TestPluginExitsWithParent(t *testing.T) {
 	t.Parallel()
 	sh := exec.Command("sh", "-c", `"$0" & echo $!; wait`, bin("hello"))
 	sh.Env = append(os.Environ(), wire.MagicCookieKey+"="+wire.MagicCookieValue)
-	out, err := sh.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sh.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sh.Process.Kill(); _ = sh.Wait() })
-	r := bufio.NewReader(out)
-	line, err := r.ReadString('\n')
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(line))
-	if err != nil {
-		t.Fatalf("the shell said %q", line)
-	}
+	pid, r := startForPID(t, sh)
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL) })
 	// Serving: go-plugin's handshake line on stdout.
 	if line, err := r.ReadString('\n'); err != nil || !strings.Contains(line, "|grpc") {
