@@ -3,10 +3,8 @@
 package plugins
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,10 +15,11 @@ import (
 )
 
 // A plugin whose host is gone exits, also when nothing sent it the
-// host's Pdeathsig (here its parent is a shell, killed with SIGKILL), and
-// watching for it does not wake the idle plugin: its threads' voluntary
-// context switches over idleWindow stay at half of what looking five
-// times a second cost (74-88 in 3 s, against 22-32 with the pidfd).
+// host's Pdeathsig: here its parent is a shell, killed with SIGKILL. (On
+// Linux it waits on a pidfd of its parent, exitOf, rather than looking
+// five times a second: an idle hello plugin's threads switched 22-32
+// times in 3 s instead of 74-88 on a quiet machine; a count, which load
+// on the machine moves, so not asserted here.)
 func TestPluginExitsWithParent(t *testing.T) {
 	t.Parallel()
 	sh := exec.Command("sh", "-c", `"$0" & echo $!; wait`, bin("hello"))
@@ -32,50 +31,11 @@ func TestPluginExitsWithParent(t *testing.T) {
 		t.Fatalf("plugin handshake: %q, %v", line, err)
 	}
 
-	// Starting wakes it often (go-plugin, the runtime, procs sampling
-	// every procsTick until it backs off): wait for a quiet half second.
-	testsync.WaitFor(t, "the plugin to settle", func() bool {
-		before := voluntarySwitches(t, pid)
-		time.Sleep(500 * time.Millisecond)
-		return voluntarySwitches(t, pid)-before <= 10
-	})
-	const idleWindow = 3 * time.Second
-	before := voluntarySwitches(t, pid)
-	time.Sleep(idleWindow) // the measurement itself: the plugin left idle
-	if n := voluntarySwitches(t, pid) - before; n > 44 {
-		t.Errorf("the idle plugin's threads switched voluntarily %d times in %v, want at most 44", n, idleWindow)
-	} else {
-		t.Logf("%d voluntary context switches in %v idle", n, idleWindow)
-	}
-
 	if err := sh.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = sh.Wait()
 	testsync.WaitFor(t, "the plugin to exit with its parent", func() bool { return !alive(pid) })
-}
-
-// voluntarySwitches sums the voluntary context switches of pid's threads.
-func voluntarySwitches(t *testing.T, pid int) int64 {
-	t.Helper()
-	dirs, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, d := range dirs {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, d.Name()))
-		if err != nil {
-			continue // the thread exited meanwhile
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(l, "voluntary_ctxt_switches:"); ok {
-				k, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-				n += k
-			}
-		}
-	}
-	return n
 }
 
 // exitOf's channel stays open while the process lives and closes once it

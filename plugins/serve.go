@@ -77,7 +77,9 @@ func Serve(d *entrypoints.Dist) {
 			<-term
 			exitWithChildren(log, "terminated; exiting")
 		}()
-		go watchParent(log)
+		// The parent as it is now, not when the goroutine runs: by then
+		// the host may be gone, and the plugin reparented.
+		go watchParent(log, os.Getppid())
 	}
 	if path := os.Getenv(EnvCPUProfile); path != "" {
 		if stop, err := startCPUProfile(path); err != nil {
@@ -153,15 +155,14 @@ var handshake = plugin.HandshakeConfig{
 	MagicCookieValue: wire.MagicCookieValue,
 }
 
-// watchParent exits when the process that started us is gone, the
+// watchParent exits when the process that started us, ppid, is gone, the
 // portable complement of the host's Pdeathsig. On Linux it waits on a pidfd
 // of the host (exitOf) and costs nothing until then; elsewhere, or where
 // pidfds are not to be had, it looks for being reparented every
 // parentPoll (each look wakes the idle process: five times a second, 29
 // context switches a second of the hello plugin's threads idle, against
 // none from watching a pidfd).
-func watchParent(log hclog.Logger) {
-	ppid := os.Getppid()
+func watchParent(log hclog.Logger, ppid int) {
 	gone := exitOf(ppid)
 	// The host may have gone before the pidfd was opened, and its PID been
 	// reused since: reparented already means gone.
