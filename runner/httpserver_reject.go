@@ -222,7 +222,9 @@ func (l *rejectListener) Accept() (net.Conn, error) {
 		// rejectConn gives the max_connections slot back itself.
 		rc.keptConn, rc.capped = cc.keptConn, cc
 	}
-	rc.rw = rawio.New(rc.Conn)
+	if rawio.Direct() { // else nothing to make per connection
+		rc.rw = rawio.New(rc.Conn)
+	}
 	l.mu.Lock()
 	if l.conns == nil {
 		l.conns = map[*rejectConn]struct{}{}
@@ -247,7 +249,9 @@ type rejectConn struct {
 	// while, per request. A process serving its requests itself reads
 	// and writes through the conn (package rawio says why). Deadlines,
 	// Close and errors are as net.Conn's either way; sendfile (ReadFrom),
-	// CloseWrite and the deadlines' setters stay the conn's.
+	// CloseWrite and the deadlines' setters stay the conn's. Made only
+	// for a connection accepted while rawio.Direct holds (nil otherwise:
+	// a server without plugins makes nothing more per connection).
 	rw       *rawio.Conn
 	l        *rejectListener
 	observe  func(r *http.Request, code int)
@@ -350,7 +354,7 @@ func connStateOf(r *http.Request) *connState {
 }
 
 func (c *rejectConn) Read(p []byte) (n int, err error) {
-	if rawio.Direct() {
+	if c.rw != nil && rawio.Direct() {
 		n, err = c.rw.Read(p)
 	} else {
 		n, err = c.Conn.Read(p)
@@ -506,7 +510,7 @@ func (c *rejectConn) ReadFrom(r io.Reader) (int64, error) {
 
 func (c *rejectConn) Write(p []byte) (n int, err error) {
 	c.armWrite()
-	if rawio.Direct() {
+	if c.rw != nil && rawio.Direct() {
 		n, err = c.rw.Write(p)
 	} else {
 		n, err = c.Conn.Write(p)
