@@ -163,18 +163,17 @@ var handshake = plugin.HandshakeConfig{
 // context switches a second of the hello plugin's threads idle, against
 // none from watching a pidfd).
 func watchParent(log hclog.Logger, ppid int) {
-	gone := exitOf(ppid)
-	// The host may have gone before the pidfd was opened, and its PID been
-	// reused since: reparented already means gone.
-	if gone != nil && os.Getppid() == ppid {
-		<-gone
-	} else if gone == nil {
+	if gone := exitOf(ppid); gone != nil {
+		// The host may have gone before the pidfd was opened, and its PID
+		// been reused since: reparented already means gone.
+		if os.Getppid() == ppid {
+			<-gone
+		}
+	} else {
 		t := time.NewTicker(parentPoll)
 		defer t.Stop()
-		for range t.C {
-			if os.Getppid() != ppid {
-				break
-			}
+		for os.Getppid() == ppid {
+			<-t.C
 		}
 	}
 	exitWithChildren(log, "host process is gone; exiting", "host_pid", ppid)

@@ -142,8 +142,7 @@ func NewMux(conns []net.Conn, initiator bool, h Handler, log hclog.Logger, arena
 	}
 	for i, c := range conns {
 		cn := &conn{m: m, c: c}
-		rw := rawio.New(c) // see package rawio: no sysmon wake-up per read
-		cn.r, cn.w = rw, rw
+		cn.rw = rawio.New(c) // see package rawio: no sysmon wake-up per read
 		cn.nextID = 2
 		if initiator {
 			cn.nextID = 1
@@ -407,9 +406,8 @@ func (x *Exchange) sendReply(out []byte, err error) error {
 type conn struct {
 	m   *Mux
 	c   net.Conn
-	r   io.Reader // c's reads and writes (rawio: raw system calls)
-	w   io.Writer
-	shm *arena // nil: bodies go inline
+	rw  *rawio.Conn // c's reads and writes, with raw system calls
+	shm *arena      // nil: bodies go inline
 
 	mu     sync.Mutex
 	nextID uint32
@@ -719,7 +717,7 @@ func (cn *conn) writeOut(tail []byte) error {
 			_, err = bufs.WriteTo(cn.c)
 			tail = nil
 		} else {
-			_, err = cn.w.Write(buf)
+			_, err = cn.rw.Write(buf)
 		}
 		cn.wmu.Lock()
 		cn.writes++
@@ -965,7 +963,7 @@ func (cn *conn) drop(p *[]byte) {
 // the connection's budget (reserve), which honest peers' large messages
 // leave at once.
 func (cn *conn) read() {
-	br := bufio.NewReaderSize(cn.r, 64<<10)
+	br := bufio.NewReaderSize(cn.rw, 64<<10)
 	var hdr [headerLen]byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
