@@ -178,7 +178,7 @@ func (w *gzipWriter) WriteHeader(code int) {
 		w.ResponseWriter.WriteHeader(code) // superfluous: net/http logs it
 		return
 	}
-	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+	if interim(code) {
 		w.ResponseWriter.WriteHeader(code) // informational: passes now
 		return
 	}

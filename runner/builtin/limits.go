@@ -122,11 +122,18 @@ type limitedWriter struct {
 	replaced    bool
 }
 
+// interim reports whether code is an informational status (1xx) other
+// than 101: one the app may send before its final status, which is still
+// to come.
+func interim(code int) bool {
+	return code >= 100 && code < 200 && code != http.StatusSwitchingProtocols
+}
+
 func (w *limitedWriter) WriteHeader(code int) {
 	if w.wroteHeader {
 		return
 	}
-	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+	if interim(code) {
 		w.ResponseWriter.WriteHeader(code)
 		return
 	}
