@@ -214,7 +214,7 @@ func (t *translogger) write(e *logEntry) {
 			return
 		}
 		j, _ := json.Marshal(rec)
-		t.out.write(append(appendJSONEscaped(make([]byte, 0, len(j)+1), j), '\n'))
+		t.out.write(append(jsonPrintable(j), '\n'))
 		return
 	}
 	b := make([]byte, 0, 256)
@@ -359,27 +359,37 @@ func clipped(s string) string {
 	return s
 }
 
-// appendJSONEscaped appends j, the output of json.Marshal, with every
+// jsonPrintable returns j, the output of json.Marshal, with every
 // character outside ASCII that is not printable (unicode.IsPrint: the C1
 // controls, NEL, U+2028 and U+2029, format characters such as U+202E)
 // written as a \uXXXX escape, so that a JSON log line carries nothing a
 // log reader or terminal may act on. Outside strings JSON is ASCII, so
 // the escapes land inside strings and the values are unchanged.
 // encoding/json escapes only C0 controls, U+2028 and U+2029, and replaces
-// invalid UTF-8 with U+FFFD.
-func appendJSONEscaped(b, j []byte) []byte {
-	for len(j) > 0 {
-		r, n := utf8.DecodeRune(j)
-		if r < utf8.RuneSelf || unicode.IsPrint(r) {
-			b = append(b, j[:n]...)
-		} else {
+// invalid UTF-8 with U+FFFD. A j that needs no escape (any ASCII line) is
+// returned as it is, not copied.
+func jsonPrintable(j []byte) []byte {
+	var b []byte // nil until a character needs an escape
+	done := 0    // j[:done] is in b
+	for i := 0; i < len(j); {
+		if j[i] < utf8.RuneSelf {
+			i++
+			continue
+		}
+		r, n := utf8.DecodeRune(j[i:])
+		if !unicode.IsPrint(r) {
+			b = append(b, j[done:i]...)
 			for _, u := range utf16.AppendRune(nil, r) {
 				b = fmt.Appendf(b, `\u%04x`, u)
 			}
+			done = i + n
 		}
-		j = j[n:]
+		i += n
 	}
-	return b
+	if b == nil {
+		return j
+	}
+	return append(b, j[done:]...)
 }
 
 func apacheTime(t time.Time) string { return t.Format("02/Jan/2006:15:04:05 -0700") }
