@@ -142,13 +142,10 @@ func encodingQ(values []string, coding string) float64 {
 // which then cannot fail (its errors allocate).
 func qValue(s string) float64 {
 	s = strings.TrimSpace(s)
-	if len(s) > 8 || strings.Count(s, ".") > 1 || strings.Trim(s, "0123456789.") != "" || strings.Trim(s, ".") == "" {
+	if s == "" || s == "." || len(s) > 8 || strings.Count(s, ".") > 1 || strings.Trim(s, "0123456789.") != "" {
 		return 1
 	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return 1
-	}
+	f, _ := strconv.ParseFloat(s, 64) // digits with at most one dot: no error
 	return f
 }
 
