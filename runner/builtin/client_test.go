@@ -55,12 +55,7 @@ func TestForwardedTrust(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				var h http.Handler
-				h, err = urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"who": who, "pprof": pp}}, nil,
-					localOf("/who", "who", "/pprof", "pprof"))
-				if err != nil {
-					t.Fatal(err)
-				}
+				h := mounted(t, map[string]http.Handler{"/who": who, "/pprof": pp})
 				prefixLocal := []string{}
 				if tt.trusted != "" {
 					prefixLocal = append(prefixLocal, "trusted_proxies", tt.trusted)
@@ -173,11 +168,7 @@ func TestUnixSocketPeer(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			mux, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"who": who, "pprof": pp}}, nil,
-				localOf("/who", "who", "/pprof", "pprof"))
-			if err != nil {
-				t.Fatal(err)
-			}
+			mux := mounted(t, map[string]http.Handler{"/who": who, "/pprof": pp})
 			var trusted []string
 			if tt.trusted != "" {
 				trusted = []string{"trusted_proxies", tt.trusted}

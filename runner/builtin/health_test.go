@@ -252,11 +252,7 @@ func TestAllowRelayedWithoutPrefix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mux, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"pprof": pp, "health": health}}, nil,
-		localOf("/pprof", "pprof", "/health", "health"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	mux := mounted(t, map[string]http.Handler{"/pprof": pp, "/health": health})
 	snap := &observe.Snapshot{Generation: 1, Plugins: []observe.Plugin{{Dist: "x", Path: "/srv/plugins/paster-plugin-x", PID: 4242, State: "running", Running: true}}}
 	srv := observed(t, mux, snap)
 	tests := []struct {

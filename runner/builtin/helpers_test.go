@@ -3,9 +3,11 @@ package builtin
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -48,6 +50,21 @@ func (f *fakeLoader) Filter(string, map[string]string) (entrypoints.Filter, erro
 
 func (f *fakeLoader) Server(string, map[string]string) (entrypoints.Server, error) {
 	return nil, fmt.Errorf("no servers here")
+}
+
+// mounted is urlmapFactory with each handler of apps mounted at its key,
+// a path (the app's name too); an error fails the test.
+func mounted(t *testing.T, apps map[string]http.Handler) http.Handler {
+	t.Helper()
+	var pairs []string
+	for _, p := range slices.Sorted(maps.Keys(apps)) {
+		pairs = append(pairs, p, p)
+	}
+	h, err := urlmapFactory(&fakeLoader{apps: apps}, nil, localOf(pairs...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
 }
 
 // whereApp answers "NAME|SCRIPT_NAME|PATH|RAWPATH".

@@ -78,14 +78,8 @@ func TestPrefix(t *testing.T) {
 // TestScriptNameComposes: prefix outside, urlmap inside, urlmap inside that.
 func TestScriptNameComposes(t *testing.T) {
 	t.Parallel()
-	inner, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"leaf": whereApp("leaf")}}, nil, localOf("/v1", "leaf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	outer, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"inner": inner}}, nil, localOf("/api", "inner"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	inner := mounted(t, map[string]http.Handler{"/v1": whereApp("leaf")})
+	outer := mounted(t, map[string]http.Handler{"/api": inner})
 	h, err := prefixFactory(outer, nil, localOf("prefix", "/app"))
 	if err != nil {
 		t.Fatal(err)

@@ -76,15 +76,8 @@ func TestNoOpenRedirect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootMap, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"s": newStatic(), "pprof": pp}}, nil,
-		localOf("/", "s", "/debug/pprof", "pprof"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	subMap, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"s": newStatic()}}, nil, localOf("/static", "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rootMap := mounted(t, map[string]http.Handler{"/": newStatic(), "/debug/pprof": pp})
+	subMap := mounted(t, map[string]http.Handler{"/static": newStatic()})
 	casc, err := cascadeFactory(&fakeLoader{apps: map[string]http.Handler{"none": http.NotFoundHandler(), "s": newStatic()}}, nil,
 		localOf("app1", "none", "app2", "s"))
 	if err != nil {

@@ -32,10 +32,7 @@ func TestServerRejectionsObserved(t *testing.T) {
 		io.Copy(io.Discard, r.Body) // over max_body_bytes: the server replaces the 200 by 413
 		w.Write([]byte("ok"))
 	})
-	m, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"ok": ok}}, nil, localOf("/ok", "ok"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	m := mounted(t, map[string]http.Handler{"/ok": ok})
 	pre, err := prefixFactory(m, nil, localOf())
 	if err != nil {
 		t.Fatal(err)

@@ -64,11 +64,7 @@ func TestStatic(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"static": app, "top": top}}, nil,
-		localOf("/static", "static", "/", "top"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := mounted(t, map[string]http.Handler{"/static": app, "/": top})
 	srv := start(t, h)
 	tests := []struct {
 		method, target string

@@ -40,11 +40,7 @@ func TestParsePathExpression(t *testing.T) {
 
 func TestURLMapDispatch(t *testing.T) {
 	t.Parallel()
-	inner, err := urlmapFactory(&fakeLoader{apps: map[string]http.Handler{"leaf": whereApp("leaf")}}, nil,
-		localOf("/b", "leaf"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	inner := mounted(t, map[string]http.Handler{"/b": whereApp("leaf")})
 	l := &fakeLoader{apps: map[string]http.Handler{
 		"root": whereApp("root"), "api": whereApp("api"), "v2": whereApp("v2"),
 		"dom": whereApp("dom"), "special": whereApp("special"), "nested": inner,
