@@ -141,7 +141,6 @@ func forwardedClient(peer netip.Addr, peerTrusted bool, xff []string, trusted pe
 	if !peerTrusted {
 		return peer, false
 	}
-	seen := false
 	for i := len(xff) - 1; i >= 0; i-- {
 		for line := xff[i]; line != ""; {
 			f := line
@@ -153,7 +152,6 @@ func forwardedClient(peer netip.Addr, peerTrusted bool, xff []string, trusted pe
 			if f = strings.TrimSpace(f); f == "" {
 				continue
 			}
-			seen = true
 			client = peerAddr(f)
 			if !client.IsValid() {
 				return netip.Addr{}, true
@@ -163,7 +161,7 @@ func forwardedClient(peer netip.Addr, peerTrusted bool, xff []string, trusted pe
 			}
 		}
 	}
-	if !seen {
+	if !client.IsValid() { // no hop named at all
 		return peer, true
 	}
 	return client, true
