@@ -55,7 +55,7 @@ func gzipFactory(next http.Handler, global map[string]string, local entrypoints.
 	if level < 1 || level > 9 {
 		return nil, local.Errorf("compress_level", "level %d out of range 1-9", level)
 	}
-	g := &gzipFilter{next: next, level: level, max: gzipMaxConcurrent}
+	g := &gzipFilter{next: next, max: gzipMaxConcurrent}
 	g.pool.New = func() any {
 		w, _ := gzip.NewWriterLevel(io.Discard, level)
 		return w
@@ -65,7 +65,6 @@ func gzipFactory(next http.Handler, global map[string]string, local entrypoints.
 
 type gzipFilter struct {
 	next   http.Handler
-	level  int
 	pool   sync.Pool    // *gzip.Writer
 	max    int64        // gzipMaxConcurrent (tests lower it)
 	active atomic.Int64 // responses being compressed
