@@ -120,6 +120,9 @@ const embeddedHeaderRoom = 64 << 10
 // Core is a runner.Core over NATS. Make it with New; it is safe for
 // concurrent use.
 type Core struct {
+	// opts are the options with defaults filled in; Start settles
+	// opts.Core.MaxValue, the limit Publish, Signal and SignalAtLeast
+	// check, against the NATS server's max_payload (fitMaxValue).
 	opts   Options
 	log    hclog.Logger
 	local  *runner.LocalCore
@@ -133,14 +136,8 @@ type Core struct {
 	// its callbacks: Close waits for it, so that nothing of the
 	// connection logs after Close returns.
 	ncClosed chan struct{}
-	// sizes are the limits Publish, Signal and SignalAtLeast check: the
-	// local Core's options with the MaxValue Start settled on.
-	sizes runner.CoreOptions
 	// maxValueSet is whether Options.Core.MaxValue was set (above 0).
 	maxValueSet bool
-	// payloadNeed is the max_payload that the largest value and the
-	// headers need, once Start has settled it.
-	payloadNeed atomic.Int64
 
 	mu      sync.Mutex
 	started bool
@@ -224,7 +221,6 @@ func Prepare(opts Options) *Core {
 	}
 	c.maxValueSet = opts.Core.MaxValue > 0
 	c.opts.Core = c.local.Options()
-	c.sizes = c.opts.Core
 	return c
 }
 
@@ -249,7 +245,7 @@ func (c *Core) Start() error {
 	if len(opts.SubjectPrefix) > MaxSubjectPrefix {
 		return fmt.Errorf("natscore: subject_prefix is %d bytes: at most %d (a topic's stream name must fit in %d)", len(opts.SubjectPrefix), MaxSubjectPrefix, maxStreamName)
 	}
-	if c.maxValueSet && opts.Core.MaxValue > MaxValueLimit {
+	if opts.Core.MaxValue > MaxValueLimit {
 		return fmt.Errorf("natscore: core_max_value of %d bytes is over the largest value a NATS core carries, %d bytes", opts.Core.MaxValue, MaxValueLimit)
 	}
 	nopts := append([]nats.Option{
@@ -260,7 +256,7 @@ func (c *Core) Start() error {
 		nats.ReconnectHandler(func(*nats.Conn) {
 			c.reconnects.Add(1)
 			c.log.Info("nats reconnected", "node", opts.Name)
-			if need, mp := c.payloadNeed.Load(), c.nc.MaxPayload(); mp < need {
+			if need, mp := int64(c.opts.Core.MaxValue)+c.headerRoom(), c.nc.MaxPayload(); mp < need {
 				c.log.Error("the NATS server reconnected to cannot carry the largest values: give every server of the cluster the same max_payload",
 					"node", opts.Name, "server", c.nc.ConnectedUrlRedacted(), "max_payload", mp, "needed", need)
 			}
@@ -340,13 +336,12 @@ func (c *Core) headerRoom() int64 {
 // negative).
 func (c *Core) fitMaxValue() error {
 	mp, room := c.nc.MaxPayload(), c.headerRoom()
-	mv := int64(c.sizes.MaxValue)
+	mv := int64(c.opts.Core.MaxValue)
 	if c.maxValueSet {
 		if mv+room > mp {
 			return fmt.Errorf("natscore: core_max_value of %d bytes needs a max_payload of at least %d bytes (with natscore's headers), and the NATS server %s has max_payload %d: raise max_payload in its configuration, or lower core_max_value: %w",
 				mv, mv+room, c.nc.ConnectedUrlRedacted(), mp, ErrServerMaxPayload)
 		}
-		c.payloadNeed.Store(mv + room)
 		return nil
 	}
 	if mv < 0 {
@@ -361,8 +356,7 @@ func (c *Core) fitMaxValue() error {
 		c.log.Info("the largest value is what the NATS server's max_payload carries (set core_max_value to require more)",
 			"node", c.opts.Name, "server", c.nc.ConnectedUrlRedacted(), "max_payload", mp, "core_max_value", fit)
 	}
-	c.sizes.MaxValue = int(fit)
-	c.payloadNeed.Store(fit + room)
+	c.opts.Core.MaxValue = int(fit)
 	return nil
 }
 
@@ -370,7 +364,7 @@ func (c *Core) fitMaxValue() error {
 // accept once Start has settled it (see Options.Core): core_max_value when
 // set, else what the NATS server's max_payload carries, at most
 // runner.DefaultMaxValue (MaxValueLimit with no limit).
-func (c *Core) MaxValue() int { return c.sizes.MaxValue }
+func (c *Core) MaxValue() int { return c.opts.Core.MaxValue }
 
 func (c *Core) subject(parts ...string) string {
 	s := c.prefix
@@ -588,7 +582,7 @@ func (c *Core) WaitForSignal(ctx context.Context, name string, timeout time.Dura
 // node does not answer within the gather timeout the count is what answered
 // and the error wraps runner.ErrNodesMissing.
 func (c *Core) Signal(ctx context.Context, name string, value []byte) (int, error) {
-	if err := c.sizes.CheckSize("natscore: signal", name, value); err != nil {
+	if err := c.opts.Core.CheckSize("natscore: signal", name, value); err != nil {
 		return 0, err
 	}
 	if err := c.check(ctx); err != nil {

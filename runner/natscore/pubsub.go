@@ -62,7 +62,7 @@ func (c *Core) stream(ctx context.Context, topic string) (jetstream.Stream, erro
 	if a := c.opts.Core.RetainAge; a > 0 {
 		cfg.MaxAge = a
 	}
-	if b := c.local.Options().RetainBytes; b > 0 {
+	if b := c.opts.Core.RetainBytes; b > 0 {
 		cfg.MaxBytes = b
 	}
 	octx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -172,7 +172,7 @@ func bounds(st jetstream.StreamState) (first, next uint64) {
 // Publish appends msg to topic's stream and returns its sequence number once
 // JetStream has stored it. See runner.Core.
 func (c *Core) Publish(ctx context.Context, topic string, msg []byte) (uint64, error) {
-	if err := c.sizes.CheckSize("natscore: publish to", topic, msg); err != nil {
+	if err := c.opts.Core.CheckSize("natscore: publish to", topic, msg); err != nil {
 		return 0, err
 	}
 	if err := c.check(ctx); err != nil {
@@ -206,7 +206,7 @@ func (c *Core) opError(ctx context.Context, err error, format string, args ...an
 
 // Subscribe opens a cursor into topic's stream. See runner.Core.
 func (c *Core) Subscribe(ctx context.Context, topic string, from runner.Position) (runner.Subscription, error) {
-	if err := c.sizes.CheckSize("natscore: subscribe to", topic, nil); err != nil {
+	if err := c.opts.Core.CheckSize("natscore: subscribe to", topic, nil); err != nil {
 		return nil, err
 	}
 	if err := c.check(ctx); err != nil {

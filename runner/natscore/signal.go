@@ -34,7 +34,7 @@ type sal struct {
 // across the cluster until min received value. See runner.Core. When NATS is
 // down it wakes the waiters here and fails with runner.ErrUnavailable.
 func (c *Core) SignalAtLeast(ctx context.Context, name string, value []byte, min int) (int, error) {
-	if err := c.sizes.CheckSize("natscore: signal", name, value); err != nil {
+	if err := c.opts.Core.CheckSize("natscore: signal", name, value); err != nil {
 		return 0, err
 	}
 	if min <= 0 {
