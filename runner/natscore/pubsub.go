@@ -30,7 +30,7 @@ const streamCacheSize = 1024
 // on this node (watch, unwatch), so that the node holds consumers only for
 // the topics it reads, not for every topic it ever used.
 type topicNotify struct {
-	start sync.Mutex // held while the consumer starts
+	start sync.Mutex // held by wakeChan, so that one Fetch starts the consumer
 
 	// Guarded by Core.mu:
 	refs int                      // open subscriptions on the topic
@@ -96,9 +96,7 @@ func (c *Core) unwatch(topic string, tn *topicNotify) {
 	tn.refs--
 	var cc jetstream.ConsumeContext
 	if tn.refs == 0 {
-		if c.notify[topic] == tn {
-			delete(c.notify, topic)
-		}
+		delete(c.notify, topic)
 		cc, tn.cc = tn.cc, nil
 	}
 	c.mu.Unlock()
@@ -111,12 +109,6 @@ func (c *Core) unwatch(topic string, tn *topicNotify) {
 // starting the topic's consumer on first use. It fails with ErrClosed when
 // the Core closed or no subscription on the topic is open any more.
 func (c *Core) wakeChan(ctx context.Context, topic string, tn *topicNotify) (<-chan struct{}, error) {
-	c.mu.Lock()
-	if tn.cc != nil {
-		defer c.mu.Unlock()
-		return tn.ch, nil
-	}
-	c.mu.Unlock()
 	tn.start.Lock()
 	defer tn.start.Unlock()
 	c.mu.Lock()
