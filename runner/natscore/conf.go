@@ -60,8 +60,8 @@ func OptionsFromLocal(local entrypoints.Local) (Options, error) {
 	}
 	if _, set := local.Lookup("core_max_value"); !set {
 		o.Core.MaxValue = 0 // what the NATS server carries, at most the default: see Options.Core
-	} else if o.Core.MaxValue > MaxValueLimit {
-		return Options{}, local.Errorf("core_max_value", "core_max_value of %d bytes is over the largest value a NATS core carries, %d bytes (16m)", o.Core.MaxValue, MaxValueLimit)
+	} else if err := maxValueError(o.Core.MaxValue); err != nil {
+		return Options{}, local.Errorf("core_max_value", "%w", err)
 	}
 	embedded, err := local.Bool("embedded", false)
 	if err != nil {
@@ -97,8 +97,8 @@ func OptionsFromLocal(local entrypoints.Local) (Options, error) {
 		if !token.MatchString(p) {
 			return Options{}, local.Errorf("subject_prefix", "subject_prefix %q: use letters, digits, - and _ only", p)
 		}
-		if len(p) > MaxSubjectPrefix {
-			return Options{}, local.Errorf("subject_prefix", "subject_prefix is %d bytes: at most %d (a topic's stream name must fit in %d)", len(p), MaxSubjectPrefix, maxStreamName)
+		if err := prefixError(p); err != nil {
+			return Options{}, local.Errorf("subject_prefix", "%w", err)
 		}
 		o.SubjectPrefix = p
 	}

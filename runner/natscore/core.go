@@ -242,11 +242,11 @@ func (c *Core) Start() error {
 		return nil
 	}
 	opts := c.opts
-	if len(opts.SubjectPrefix) > MaxSubjectPrefix {
-		return fmt.Errorf("natscore: subject_prefix is %d bytes: at most %d (a topic's stream name must fit in %d)", len(opts.SubjectPrefix), MaxSubjectPrefix, maxStreamName)
+	if err := prefixError(opts.SubjectPrefix); err != nil {
+		return fmt.Errorf("natscore: %w", err)
 	}
-	if opts.Core.MaxValue > MaxValueLimit {
-		return fmt.Errorf("natscore: core_max_value of %d bytes is over the largest value a NATS core carries, %d bytes", opts.Core.MaxValue, MaxValueLimit)
+	if err := maxValueError(opts.Core.MaxValue); err != nil {
+		return fmt.Errorf("natscore: %w", err)
 	}
 	nopts := append([]nats.Option{
 		nats.Name("paster " + opts.Name),
@@ -319,6 +319,23 @@ func (c *Core) Start() error {
 	// the others forget a node not heard from for three heartbeats.
 	go c.heartbeats()
 	return c.join()
+}
+
+// prefixError says why a subject_prefix is too long, or returns nil.
+func prefixError(p string) error {
+	if len(p) > MaxSubjectPrefix {
+		return fmt.Errorf("subject_prefix is %d bytes: at most %d (a topic's stream name must fit in %d)", len(p), MaxSubjectPrefix, maxStreamName)
+	}
+	return nil
+}
+
+// maxValueError says why a core_max_value is over MaxValueLimit, or
+// returns nil.
+func maxValueError(mv int) error {
+	if mv > MaxValueLimit {
+		return fmt.Errorf("core_max_value of %d bytes is over the largest value a NATS core carries, %d bytes (16m)", mv, MaxValueLimit)
+	}
+	return nil
 }
 
 // headerRoom is the most natscore's headers take in a message beside its
