@@ -279,9 +279,10 @@ func (m *Engine) Run(ctx context.Context, reload <-chan struct{}) (err error) {
 			return err
 		}
 		// --reload: as PasteScript's reloader does, report the error and
-		// try again once a file read changes.
-		m.logger.Error("loading failed; waiting for a change to the files read", "error", err, "files", strings.Join(files, ", "))
+		// try again once a file read changes. The files are stamped before
+		// the error is told: a fix made as soon as it is read is a change.
 		m.watchFiles(files)
+		m.logger.Error("loading failed; waiting for a change to the files read", "error", err, "files", strings.Join(files, ", "))
 		select {
 		case <-ctx.Done():
 			m.closeAll()
