@@ -61,8 +61,21 @@ const (
 	procsDown = 0.4
 	procsCalm = 20
 	// procsWait: a goroutine that waited this long to run on one P (a
-	// handler computing for long keeps the others waiting) gets the
-	// plugin all Ps at the next tick, however little CPU it used.
+	// handler computing for long keeps the others waiting) makes the
+	// process busy at the next tick, however little CPU it used, unless
+	// the kernel preempted the process's threads meanwhile: then the
+	// wait may be the kernel's, which more Ps do not cut (a host that
+	// hands requests to busy plugin processes on a machine they keep
+	// busy: its thread waits for a CPU, not its goroutines for the P).
+	// Counting those waits put such a host on all Ps, where every hand-off
+	// wakes a second thread, and kept it there (busy, it used more than
+	// procsDown); per request under bench/run.sh cpu's load (the 200 µs
+	// handler in its plugin, 5 s of it, /proc), the host used 67, 43 and
+	// 44 µs of CPU counting them (67: on all Ps), 45, 44 and 40 µs on one
+	// P throughout. What it costs: a light process on a machine others
+	// keep busy leaves the goroutines waiting behind a long computation
+	// on its one P until it uses procsUp of a CPU, or the computation
+	// yields (the runtime preempts a goroutine after 10 ms).
 	procsWait = 2e-3
 	// procsIdle: CPUs used below which a sample on one P without a
 	// request or a long wait is idle; each idle sample doubles the wait
@@ -90,12 +103,23 @@ type procsPolicy struct {
 	wait time.Duration
 }
 
+// usage is what the process has used since it started (processUsage).
+type usage struct {
+	cpu         time.Duration
+	preemptions uint64
+}
+
 // next takes the CPUs the process used since the last sample, how many
-// goroutines waited procsWait or longer to run meanwhile and whether a
-// request came, and reports whether the plugin should run on one P from
-// now on and how long to wait before the next sample: procsTick, doubled
-// by every idle sample on one P up to procsTickMax.
-func (p *procsPolicy) next(used float64, waits uint64, requests bool) (one bool, wait time.Duration) {
+// goroutines waited procsWait or longer to run meanwhile, whether the
+// kernel preempted the process's threads meanwhile and whether a request
+// came, and reports whether the plugin should run on one P from now on
+// and how long to wait before the next sample: procsTick, doubled by
+// every idle sample on one P up to procsTickMax. Long waits count only
+// while the kernel did not preempt the process (procsWait).
+func (p *procsPolicy) next(used float64, waits uint64, preempted, requests bool) (one bool, wait time.Duration) {
+	if preempted {
+		waits = 0
+	}
 	switch {
 	case p.one && (used >= procsUp || waits > 0):
 		p.one, p.calm = false, 0
@@ -178,7 +202,7 @@ func holdProcs(log hclog.Logger) (release func()) {
 	if _, set := os.LookupEnv("GOMAXPROCS"); set {
 		switching = false
 	}
-	if _, ok := processCPU(); !ok {
+	if _, ok := processUsage(); !ok {
 		switching = false
 	}
 	procs.mu.Lock()
@@ -223,7 +247,7 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 	}()
 	defer procsReqs.Store(reqsHeard)
 	sample := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
-	lastCPU, _ := processCPU()
+	lastUse, _ := processUsage()
 	lastWaits := longWaits(sample)
 	last := time.Now()
 	procsReqs.Store(reqsNone)
@@ -239,7 +263,7 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 			// sample after procsWakeTick (a sample now would measure
 			// nothing but the long wait, or a moment).
 			procsStats.woken.Add(1)
-			lastCPU, _ = processCPU()
+			lastUse, _ = processUsage()
 			last = time.Now()
 			procsStats.wait.Store(int64(procsWakeTick))
 			timer.Reset(procsWakeTick)
@@ -248,11 +272,11 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 		}
 		procsStats.samples.Add(1)
 		requests := procsReqs.Swap(reqsNone) == reqsHeard
-		cpu, _ := processCPU()
+		use, _ := processUsage()
 		waits := longWaits(sample)
-		used := float64(cpu-lastCPU) / float64(now.Sub(last))
+		used := float64(use.cpu-lastUse.cpu) / float64(now.Sub(last))
 		was := p.one
-		one, next := p.next(used, waits-lastWaits, requests)
+		one, next := p.next(used, waits-lastWaits, use.preemptions != lastUse.preemptions, requests)
 		switch {
 		case one && !was:
 			runtime.GOMAXPROCS(1)
@@ -270,7 +294,7 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 		}
 		procsStats.wait.Store(int64(next))
 		timer.Reset(next)
-		lastCPU, lastWaits, last = cpu, waits, now
+		lastUse, lastWaits, last = use, waits, now
 	}
 }
 

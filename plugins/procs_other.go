@@ -2,7 +2,5 @@
 
 package plugins
 
-import "time"
-
-// processCPU is not available here: the plugin keeps its GOMAXPROCS.
-func processCPU() (time.Duration, bool) { return 0, false }
+// processUsage is not available here: the plugin keeps its GOMAXPROCS.
+func processUsage() (usage, bool) { return usage{}, false }

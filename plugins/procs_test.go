@@ -16,13 +16,15 @@ import (
 
 // TestProcsPolicy: a plugin goes to one P after procsCalm light ticks in a
 // row (a busy tick starts the count again), and back to all Ps at the
-// first tick that was busy on one P or made a goroutine wait long.
+// first tick that was busy on one P or made a goroutine wait long while
+// the kernel did not preempt the process.
 func TestProcsPolicy(t *testing.T) {
 	t.Parallel()
 	type tick struct {
-		used  float64
-		waits uint64
-		one   bool
+		used      float64
+		waits     uint64
+		preempted bool
+		one       bool
 	}
 	light := tick{used: 0.1}
 	calm := func(ts ...tick) []tick {
@@ -41,6 +43,8 @@ func TestProcsPolicy(t *testing.T) {
 		{"between the thresholds stays on all", calm(tick{used: 0.5}, tick{used: 0.5}, tick{used: 0.1})},
 		{"busy on one P goes back", calm(tick{used: 0.1, one: true}, tick{used: 0.6, one: true}, tick{used: 0.7})},
 		{"a long wait goes back", calm(tick{used: 0.1, one: true}, tick{used: 0.1, waits: 1})},
+		{"a long wait while preempted stays", calm(tick{used: 0.1, one: true}, tick{used: 0.3, waits: 2, preempted: true, one: true}, tick{used: 0.1, waits: 1})},
+		{"busy while preempted goes back", calm(tick{used: 0.1, one: true}, tick{used: 0.8, waits: 1, preempted: true})},
 		{"long waits on all Ps change nothing", append([]tick{{used: 0.1, waits: 3}}, calm(tick{used: 0.1, one: true})[1:]...)},
 	}
 	for _, c := range cases {
@@ -50,8 +54,8 @@ func TestProcsPolicy(t *testing.T) {
 			for i, tk := range c.ticks {
 				// Requests keep the ticks at procsTick: the switching
 				// alone is what this test follows.
-				if got, _ := p.next(tk.used, tk.waits, true); got != tk.one {
-					t.Fatalf("tick %d (%.1f CPUs, %d long waits): one P %v, want %v", i, tk.used, tk.waits, got, tk.one)
+				if got, _ := p.next(tk.used, tk.waits, tk.preempted, true); got != tk.one {
+					t.Fatalf("tick %d (%.1f CPUs, %d long waits, preempted %v): one P %v, want %v", i, tk.used, tk.waits, tk.preempted, got, tk.one)
 				}
 			}
 		})
@@ -105,7 +109,7 @@ func TestProcsBackoff(t *testing.T) {
 			t.Parallel()
 			var p procsPolicy
 			for range procsCalm { // on one P, lightly used
-				if one, wait := p.next(0.1, 0, true); wait != tick {
+				if one, wait := p.next(0.1, 0, false, true); wait != tick {
 					t.Fatalf("light on all Ps: wait %v (one P %v), want %v", wait, one, tick)
 				}
 			}
@@ -113,7 +117,7 @@ func TestProcsBackoff(t *testing.T) {
 				t.Fatal("not on one P after procsCalm light ticks")
 			}
 			for i, s := range c.samples {
-				if _, got := p.next(s.used, s.waits, s.requests); got != s.wait {
+				if _, got := p.next(s.used, s.waits, false, s.requests); got != s.wait {
 					t.Fatalf("sample %d (%.2f CPUs, %d long waits, requests %v): wait %v, want %v", i, s.used, s.waits, s.requests, got, s.wait)
 				}
 			}
@@ -129,7 +133,7 @@ func TestLongWaits(t *testing.T) {
 	if sample[0].Value.Kind() != metrics.KindFloat64Histogram {
 		t.Fatalf("/sched/latencies:seconds is %v, not a histogram", sample[0].Value.Kind())
 	}
-	if _, ok := processCPU(); !ok {
+	if _, ok := processUsage(); !ok {
 		t.Fatal("no CPU time for this process")
 	}
 }
