@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/metrics"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -138,10 +140,11 @@ func TestLongWaits(t *testing.T) {
 	}
 }
 
-// TestHoldProcs: a light process that holds the switching goes to one P;
-// released by its last holder, it is back on the default number of Ps and
-// the switching goroutine has ended. It runs in a child process, where
-// no other test holds the switching, so that every check runs.
+// TestHoldProcs: a light process that holds the switching goes to one P,
+// and busy, to one P more than the default; released by its last holder,
+// it is back on the default number of Ps and the switching goroutine has
+// ended. It runs in a child process, where no other test holds the
+// switching, so that every check runs.
 func TestHoldProcs(t *testing.T) {
 	t.Parallel()
 	if !inProcsChild(t) {
@@ -150,6 +153,19 @@ func TestHoldProcs(t *testing.T) {
 	def, base := runtime.GOMAXPROCS(0), runtime.NumGoroutine()
 	release := holdProcs(hclog.NewNullLogger())
 	testsync.WaitFor(t, "one P while light", func() bool { return runtime.GOMAXPROCS(0) == 1 })
+	// Busy: goroutines that compute without end use all the CPU one P
+	// gives.
+	var stop atomic.Bool
+	var spinning sync.WaitGroup
+	for range 2 {
+		spinning.Go(func() {
+			for n := 0; !stop.Load(); n++ {
+			}
+		})
+	}
+	testsync.WaitFor(t, "one P more than the default while busy", func() bool { return runtime.GOMAXPROCS(0) == def+1 })
+	stop.Store(true)
+	spinning.Wait()
 	release()
 	if n := runtime.GOMAXPROCS(0); n != def {
 		t.Fatalf("GOMAXPROCS %d after the release, want the default %d", n, def)
