@@ -160,9 +160,34 @@
 // 0.879, 0.883, 0.876x in-process (0.872, 0.849, 0.844 with the lighter
 // handler before). Tried and not kept: the plugin's threads at nice -5
 // (0.883 against 0.860 in one run; the host at -5 lost: a priority is
-// not the product's to set), the host's procs ignoring long scheduling
-// waits while the kernel preempted it (branch preempt, rebased: 0.869,
-// 0.874, 0.868 against 0.862, 0.869, 0.861 alternated).
+// not the product's to set).
+//
+// What closed it (per request from /proc and schedstat over 5 s of
+// bench/cmd/load, 16 connections): the CPU of the plugin path was already
+// near 0.9x's budget (host 41-52 µs, plugin 219-224, load generator
+// 22-31, against the in-process server's 226-233 and its load
+// generator's 35-37), but the CPUs idled 3-4% of the time against ~1%
+// in-process, and the host sometimes ran at 67 µs a request. Two things
+// in the plugins' switching between one P and all (package plugins,
+// procs.go). The host went to all Ps on a long scheduling wait that the
+// kernel caused (its thread waiting for a CPU the plugin's threads held)
+// and stayed there, busier on two Ps than procsDown: long waits now
+// count only while the kernel did not preempt the process. And the
+// plugin's Ps stood idle while their threads waited in a CPU's queue:
+// perf sched showed a plugin thread woken by the host's write finding
+// every P taken (their threads queued behind the other CPU's running
+// one, the kernel not migrating them to the idle CPU for up to 2 ms),
+// handing the data-plane reader to the run queue and sleeping, the CPU
+// idle meanwhile; a busy process now runs on one P more than its CPUs
+// (busyProcs). Same-run alternation, in-process against the plugin with
+// the first change and with both: 0.874, 0.873, 0.853 against 0.880,
+// 0.878, 0.906; the hello plugin ÷ paster-http 0.469, 0.476, 0.471
+// against 0.485, 0.497, 0.480. Per request then: host 38 µs, plugin
+// 219, load generator 22 (woken 0.96 times a request against 1.15),
+// 279 µs in all against 266 in-process; the CPUs idle 3.5-4.4% against
+// 1.3%, what is left of the gap. Two spare Ps instead of one: /cpu
+// 0.916, 0.923, 0.924 against 0.915, 0.907, 0.896 (one), hello 0.454
+// and 0.478 against 0.458 and 0.500: not kept.
 //
 // # Parked requests
 //
