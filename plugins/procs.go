@@ -297,20 +297,21 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 // busyProcs puts the process on one P more than the default
 // (runtime.SetDefaultGOMAXPROCS: the CPUs it may use, read again each time)
 // and returns that number. A busy process shares the CPUs with its host's
-// or its plugins' threads and with its clients', which preempt one of its
-// threads whenever they wake (on every request handed on, both ways); a P
-// per CPU leaves the goroutines queued on a preempted thread's P waiting
-// while the CPU it would have used goes idle or to a thread of another
-// process that then sleeps again, and one P more keeps a thread of its own
-// ready for whichever CPU comes free first. Measured under bench/run.sh
-// cpu's load (the 200 µs handler in its plugin, 2 CPUs, 16 connections,
-// same-run alternation of the app in-process, the plugin on the default
-// and the plugin on one P more): plugin ÷ in-process 0.832 and 0.880 on
-// the default, 0.880 and 0.906 on one P more; per request from /proc
-// (two runs each) the plugin used as much CPU either way (221-224 µs), the
-// host 41-46 µs against 43-52 and the load generator 23-25 µs against
-// 29-31, each woken fewer times per request (0.92-0.95 against 1.15-1.17
-// for the load generator).
+// or its plugins' threads and with its clients', which wake at every
+// request handed on and preempt its threads. On a P per CPU, perf sched
+// under bench/run.sh cpu's load showed a plugin thread woken by the host's
+// write (the data plane's reader was ready) find every P taken, by threads
+// queued behind the other CPU's running one (the kernel left them there
+// for up to 2 ms rather than move them to the idle CPU), hand the reader
+// to the run queue and sleep, its CPU idle meanwhile; a spare P lets such
+// a thread run what it woke for. Measured under that load (the 200 µs
+// handler in its plugin, 2 CPUs, 16 connections, same-run alternation of
+// the app in-process, the plugin on the default and the plugin on one P
+// more): plugin ÷ in-process 0.832 and 0.880 on the default, 0.880 and
+// 0.906 on one P more; per request from /proc (two runs each) the plugin
+// used as much CPU either way (221-224 µs), the host 41-46 µs against
+// 43-52 and the load generator 23-25 µs against 29-31, each woken fewer
+// times per request (0.92-0.95 against 1.15-1.17 for the load generator).
 func busyProcs() int {
 	runtime.SetDefaultGOMAXPROCS()
 	n := runtime.GOMAXPROCS(0) + 1
