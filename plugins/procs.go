@@ -14,8 +14,8 @@ import (
 )
 
 // A plugin process, and a host while it runs plugin processes, run their
-// goroutines on one P (GOMAXPROCS 1) while they are light, and on one more
-// than the default number (busyProcs) while they are busy. On
+// goroutines on one P (GOMAXPROCS 1) while they are light, and on
+// busySpare more than the default number (busyProcs) while they are busy. On
 // more than one P, every goroutine a light process readies (the data
 // plane's reader handing an exchange on) wakes a second thread that spins,
 // finds nothing and sleeps again: two context switches and a futex pair
@@ -279,7 +279,7 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 			runtime.GOMAXPROCS(1)
 			log.Trace("light: running on one P", "cpus", used)
 		case !one && was:
-			log.Trace("busy: running on all Ps and one more", "cpus", used, "long waits", waits-lastWaits, "procs", busyProcs())
+			log.Trace("busy: running on all Ps and spares", "cpus", used, "long waits", waits-lastWaits, "procs", busyProcs())
 		}
 		select { // a wake-up that raced with the timer: this sample is it
 		case <-procsWake:
@@ -294,27 +294,40 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 	}
 }
 
-// busyProcs puts the process on one P more than the default
+// busySpare is how many Ps more than it has CPUs a busy process runs on.
+// A busy process shares the CPUs with its host's or its plugins' threads
+// and with its clients', which wake at every request handed on and
+// preempt its threads. On a P per CPU, perf sched under bench/run.sh cpu's
+// load showed a plugin thread woken by the host's write (the data plane's
+// reader was ready) find every P taken, by threads queued behind the
+// other CPU's running one (the kernel left them there for up to 2 ms
+// rather than move them to the idle CPU), hand the reader to the run
+// queue and sleep, its CPU idle meanwhile; spare Ps let such a thread run
+// what it woke for. Two: one for the other side's thread and one for the
+// clients'. Measured under that load (the 200 µs handler in its plugin, 2
+// CPUs, 16 connections), same-run alternation of the app in-process and
+// the plugin on two busy settings:
+//
+//   - none against one spare: plugin ÷ in-process 0.832 and 0.880 against
+//     0.880 and 0.906; per request from /proc (two runs each) the plugin
+//     used as much CPU either way (221-224 µs), the host 41-46 µs against
+//     43-52 and the load generator 23-25 µs against 29-31, each woken
+//     fewer times per request (0.92-0.95 against 1.15-1.17 for the load
+//     generator);
+//   - one against two, nine runs: 0.885, 0.896, 0.871, 0.915, 0.907,
+//     0.896, 0.899, 0.922, 0.913 (mean 0.900) against 0.897, 0.911,
+//     0.874, 0.916, 0.923, 0.924, 0.938, 0.930, 0.933 (mean 0.916); the
+//     hello plugin ÷ paster-http, five runs, 0.473 against 0.470 on
+//     average (bench/run.sh hello's load);
+//   - two against three: 0.889, 0.898, 0.898 against 0.907, 0.892, 0.903.
+const busySpare = 2
+
+// busyProcs puts the process on busySpare Ps more than the default
 // (runtime.SetDefaultGOMAXPROCS: the CPUs it may use, read again each time)
-// and returns that number. A busy process shares the CPUs with its host's
-// or its plugins' threads and with its clients', which wake at every
-// request handed on and preempt its threads. On a P per CPU, perf sched
-// under bench/run.sh cpu's load showed a plugin thread woken by the host's
-// write (the data plane's reader was ready) find every P taken, by threads
-// queued behind the other CPU's running one (the kernel left them there
-// for up to 2 ms rather than move them to the idle CPU), hand the reader
-// to the run queue and sleep, its CPU idle meanwhile; a spare P lets such
-// a thread run what it woke for. Measured under that load (the 200 µs
-// handler in its plugin, 2 CPUs, 16 connections, same-run alternation of
-// the app in-process, the plugin on the default and the plugin on one P
-// more): plugin ÷ in-process 0.832 and 0.880 on the default, 0.880 and
-// 0.906 on one P more; per request from /proc (two runs each) the plugin
-// used as much CPU either way (221-224 µs), the host 41-46 µs against
-// 43-52 and the load generator 23-25 µs against 29-31, each woken fewer
-// times per request (0.92-0.95 against 1.15-1.17 for the load generator).
+// and returns that number.
 func busyProcs() int {
 	runtime.SetDefaultGOMAXPROCS()
-	n := runtime.GOMAXPROCS(0) + 1
+	n := runtime.GOMAXPROCS(0) + busySpare
 	runtime.GOMAXPROCS(n)
 	return n
 }

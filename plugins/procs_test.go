@@ -141,7 +141,7 @@ func TestLongWaits(t *testing.T) {
 }
 
 // TestHoldProcs: a light process that holds the switching goes to one P,
-// and busy, to one P more than the default; released by its last holder,
+// and busy, to busySpare more than the default; released by its last holder,
 // it is back on the default number of Ps and the switching goroutine has
 // ended. It runs in a child process, where no other test holds the
 // switching, so that every check runs.
@@ -163,7 +163,7 @@ func TestHoldProcs(t *testing.T) {
 			}
 		})
 	}
-	testsync.WaitFor(t, "one P more than the default while busy", func() bool { return runtime.GOMAXPROCS(0) == def+1 })
+	testsync.WaitFor(t, "busySpare Ps more than the default while busy", func() bool { return runtime.GOMAXPROCS(0) == def+busySpare })
 	stop.Store(true)
 	spinning.Wait()
 	release()

@@ -178,16 +178,21 @@
 // every P taken (their threads queued behind the other CPU's running
 // one, the kernel not migrating them to the idle CPU for up to 2 ms),
 // handing the data-plane reader to the run queue and sleeping, the CPU
-// idle meanwhile; a busy process now runs on one P more than its CPUs
-// (busyProcs). Same-run alternation, in-process against the plugin with
-// the first change and with both: 0.874, 0.873, 0.853 against 0.880,
-// 0.878, 0.906; the hello plugin ÷ paster-http 0.469, 0.476, 0.471
-// against 0.485, 0.497, 0.480. Per request then: host 38 µs, plugin
-// 219, load generator 22 (woken 0.96 times a request against 1.15),
-// 279 µs in all against 266 in-process; the CPUs idle 3.5-4.4% against
-// 1.3%, what is left of the gap. Two spare Ps instead of one: /cpu
-// 0.916, 0.923, 0.924 against 0.915, 0.907, 0.896 (one), hello 0.454
-// and 0.478 against 0.458 and 0.500: not kept.
+// idle meanwhile; a busy process now runs on two Ps more than its CPUs
+// (busySpare, which gives the measurements of none, one, two and three).
+// Same-run alternation, in-process against the plugin with the first
+// change and with one spare P: 0.874, 0.873, 0.853 against 0.880, 0.878,
+// 0.906; the hello plugin ÷ paster-http 0.469, 0.476, 0.471 against
+// 0.485, 0.497, 0.480. Per request with one spare: host 38 µs, plugin
+// 219, load generator 22 (woken 0.96 times a request against 1.15), 279
+// µs in all against 266 in-process; the CPUs idle 3.5-4.4% against 1.3%,
+// what is left of the gap. The host's thread waits for a CPU behind the
+// plugin's (it woke for a response and ran 1.4 ms later, once the
+// plugin's thread had used its time slice) while the plugin's queue
+// drains; a shorter time slice for the host's threads (sched_setattr,
+// 300 or 100 µs) or the plugin's (300 µs) did not help (0.903 and 0.905
+// against 0.905 and 0.899, 0.890 and 0.878 against 0.893 and 0.898;
+// 0.891, 0.890, 0.888 against 0.909, 0.888, 0.903).
 //
 // # Parked requests
 //
