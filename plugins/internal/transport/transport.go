@@ -180,10 +180,12 @@
 // handing the data-plane reader to the run queue and sleeping, the CPU
 // idle meanwhile; a busy process now runs on two Ps more than its CPUs
 // (busySpare, which gives the measurements of none, one, two and three).
-// Same-run alternation, in-process against the plugin with the first
-// change and with one spare P: 0.874, 0.873, 0.853 against 0.880, 0.878,
-// 0.906; the hello plugin ÷ paster-http 0.469, 0.476, 0.471 against
-// 0.485, 0.497, 0.480. Per request with one spare: host 38 µs, plugin
+// Same-run alternation, in-process against the plugin before both
+// changes and with both (one spare P): 0.874, 0.873, 0.853 against 0.880,
+// 0.878, 0.906; the hello plugin ÷ paster-http 0.469, 0.476, 0.471
+// against 0.485, 0.497, 0.480. The first change alone, runs alternated:
+// 0.888, 0.880, 0.866 against 0.874, 0.891, 0.846. Per request with one
+// spare: host 38 µs, plugin
 // 219, load generator 22 (woken 0.96 times a request against 1.15), 279
 // µs in all against 266 in-process; the CPUs idle 3.5-4.4% against 1.3%,
 // what is left of the gap. The host's thread waits for a CPU behind the
