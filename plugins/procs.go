@@ -322,14 +322,27 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 //   - two against three: 0.889, 0.898, 0.898 against 0.907, 0.892, 0.903.
 const busySpare = 2
 
-// busyProcs puts the process on busySpare Ps more than the default
-// (runtime.SetDefaultGOMAXPROCS: the CPUs it may use, read again each time)
-// and returns that number.
+// busyProcs puts the process on its busy number of Ps (busyCount of the
+// default, runtime.SetDefaultGOMAXPROCS, read again each time) and
+// returns that number.
 func busyProcs() int {
 	runtime.SetDefaultGOMAXPROCS()
-	n := runtime.GOMAXPROCS(0) + busySpare
+	n := busyCount(runtime.GOMAXPROCS(0), runtime.NumCPU())
 	runtime.GOMAXPROCS(n)
 	return n
+}
+
+// busyCount is the number of Ps of a busy process whose default is def
+// on a machine where it may run on cpus CPUs: busySpare more than def,
+// unless def is below cpus. Then a CPU quota (cgroup) holds the default
+// down, and spare Ps would not wait for a CPU but run at once on the
+// others, using up the quota, which then stops the whole process for the
+// rest of its period (why Go's default follows the quota).
+func busyCount(def, cpus int) int {
+	if def < cpus {
+		return def
+	}
+	return def + busySpare
 }
 
 // longWaits returns how many goroutines have waited procsWait or longer

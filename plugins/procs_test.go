@@ -127,6 +127,23 @@ func TestProcsBackoff(t *testing.T) {
 	}
 }
 
+// TestBusyCount: a busy process gets busySpare Ps more than its default
+// when the default is all the CPUs it may run on, and no more when a CPU
+// quota holds the default below them.
+func TestBusyCount(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct{ def, cpus, want int }{
+		{2, 2, 2 + busySpare},
+		{8, 8, 8 + busySpare},
+		{2, 8, 2},
+		{7, 8, 7},
+	} {
+		if got := busyCount(c.def, c.cpus); got != c.want {
+			t.Errorf("busyCount(%d, %d) = %d, want %d", c.def, c.cpus, got, c.want)
+		}
+	}
+}
+
 // TestLongWaits: the scheduling latencies the policy reads are there.
 func TestLongWaits(t *testing.T) {
 	t.Parallel()
@@ -141,7 +158,7 @@ func TestLongWaits(t *testing.T) {
 }
 
 // TestHoldProcs: a light process that holds the switching goes to one P,
-// and busy, to busySpare more than the default; released by its last holder,
+// and busy, to its busy number (busyCount); released by its last holder,
 // it is back on the default number of Ps and the switching goroutine has
 // ended. It runs in a child process, where no other test holds the
 // switching, so that every check runs.
@@ -163,7 +180,8 @@ func TestHoldProcs(t *testing.T) {
 			}
 		})
 	}
-	testsync.WaitFor(t, "busySpare Ps more than the default while busy", func() bool { return runtime.GOMAXPROCS(0) == def+busySpare })
+	busy := busyCount(def, runtime.NumCPU())
+	testsync.WaitFor(t, "the busy number of Ps while busy", func() bool { return runtime.GOMAXPROCS(0) == busy })
 	stop.Store(true)
 	spinning.Wait()
 	release()
