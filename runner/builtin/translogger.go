@@ -204,11 +204,11 @@ func (t *translogger) write(e *logEntry) {
 	if t.json {
 		rec := e.record()
 		if t.out == nil {
-			args := []any{"remote_addr", rec.RemoteAddr, "user", rec.User, "method", rec.Method,
-				"uri", rec.URI, "proto", rec.Proto, "status", rec.Status, "bytes", rec.Bytes, "referer", rec.Referer,
-				"user_agent", rec.UserAgent, "host", rec.Host, "duration_ms", rec.DurationMS}
+			args := []any{"remote_addr", logString(rec.RemoteAddr), "user", logString(rec.User), "method", logString(rec.Method),
+				"uri", logString(rec.URI), "proto", logString(rec.Proto), "status", rec.Status, "bytes", rec.Bytes, "referer", logString(rec.Referer),
+				"user_agent", logString(rec.UserAgent), "host", logString(rec.Host), "duration_ms", rec.DurationMS}
 			if rec.RequestID != "" {
-				args = append(args, "request_id", rec.RequestID)
+				args = append(args, "request_id", logString(rec.RequestID))
 			}
 			t.logger.Log(t.level, "request", args...)
 			return
@@ -357,6 +357,22 @@ func clipped(s string) string {
 		return c + "..."
 	}
 	return s
+}
+
+// logString is a request's value as the json format hands it to hclog
+// (no output): hclog's JSON format (encoding/json) would leave the C1
+// controls, NEL and format characters such as U+202E in it raw, so it
+// marshals itself with jsonPrintable's escapes; hclog's text format takes
+// String and quotes such characters itself.
+type logString string
+
+func (s logString) String() string { return string(s) }
+
+// MarshalJSON is s as a JSON string, its non-printable characters
+// escaped (jsonPrintable).
+func (s logString) MarshalJSON() ([]byte, error) {
+	j, err := json.Marshal(string(s))
+	return jsonPrintable(j), err
 }
 
 // jsonPrintable returns j, the output of json.Marshal, with every

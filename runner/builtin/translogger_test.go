@@ -163,6 +163,41 @@ func TestTransloggerHclog(t *testing.T) {
 	}
 }
 
+// TestTransloggerHclogJSONEscapes: the json format without an output logs
+// through hclog; with hclog's JSON format, a request's values that carry
+// characters a log reader may take for a line break or a terminal control
+// (NEL U+0085, the C1 CSI U+009B, U+202E) are written as \uXXXX escapes, as
+// the json format's own output writes them, and read back unchanged. It
+// swaps the default hclog logger, so it is not parallel.
+func TestTransloggerHclogJSONEscapes(t *testing.T) {
+	var buf testsync.Buffer
+	old := hclog.Default()
+	hclog.SetDefault(hclog.New(&hclog.LoggerOptions{Name: "paster", Output: &buf, Level: hclog.Trace, JSONFormat: true}))
+	defer hclog.SetDefault(old)
+	app := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hi")) })
+	h, err := transloggerFactory(app, nil, localOf("format", "json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	head := "GET /a HTTP/1.1\r\nHost: h\r\nUser-Agent: ua\xc2\x85forged\xe2\x80\xae\r\nReferer: caf\u00e9\xc2\x9b[31m\r\nConnection: close"
+	if resp, _ := rawRequest(t, start(t, h).Listener.Addr().String(), head); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	line := strings.TrimSpace(buf.String())
+	for _, raw := range []string{"\u0085", "\u009b", "\u202e"} {
+		if strings.Contains(line, raw) {
+			t.Errorf("line %q holds %U raw", line, []rune(raw)[0])
+		}
+	}
+	var rec map[string]any
+	if err := json.Unmarshal([]byte(line), &rec); err != nil {
+		t.Fatalf("%q: %v", line, err)
+	}
+	if rec["user_agent"] != "ua\u0085forged\u202e" || rec["referer"] != "café\u009b[31m" || rec["uri"] != "/a" {
+		t.Errorf("record %v", rec)
+	}
+}
+
 // TestTransloggerOutputSymlink: an output path that is a symbolic link is
 // refused, naming the key and the path, and the file it points to is left
 // alone: the app is loaded while paster may still be root, and a link
