@@ -14,8 +14,9 @@ import (
 )
 
 // A plugin process, and a host while it runs plugin processes, run their
-// goroutines on one P (GOMAXPROCS 1) while they are light, and on
-// busySpare more than the default number (busyProcs) while they are busy. On
+// goroutines on one P (GOMAXPROCS 1) while they are light, and on the
+// default number while they are busy, a plugin process on busySpare more
+// (busyProcs). On
 // more than one P, every goroutine a light process readies (the data
 // plane's reader handing an exchange on) wakes a second thread that spins,
 // finds nothing and sleeps again: two context switches and a futex pair
@@ -279,7 +280,7 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 			runtime.GOMAXPROCS(1)
 			log.Trace("light: running on one P", "cpus", used)
 		case !one && was:
-			log.Trace("busy: running on all Ps and spares", "cpus", used, "long waits", waits-lastWaits, "procs", busyProcs())
+			log.Trace("busy: running on all Ps", "cpus", used, "long waits", waits-lastWaits, "procs", busyProcs())
 		}
 		select { // a wake-up that raced with the timer: this sample is it
 		case <-procsWake:
@@ -294,9 +295,9 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 	}
 }
 
-// busySpare is how many Ps more than it has CPUs a busy process runs on.
-// A busy process shares the CPUs with its host's or its plugins' threads
-// and with its clients', which wake at every request handed on and
+// busySpare is how many Ps more than it has CPUs a busy plugin process
+// runs on. A busy plugin process shares the CPUs with its host's threads
+// and with the clients', which wake at every request handed on and
 // preempt its threads. On a P per CPU, perf sched under bench/run.sh cpu's
 // load showed a plugin thread woken by the host's write (the data plane's
 // reader was ready) find every P taken, by threads queued behind the
@@ -320,29 +321,42 @@ func adaptProcs(log hclog.Logger, stop <-chan struct{}, done chan<- struct{}) {
 //     hello plugin ÷ paster-http, five runs, 0.473 against 0.470 on
 //     average (bench/run.sh hello's load);
 //   - two against three: 0.889, 0.898, 0.898 against 0.907, 0.892, 0.903.
+//
+// A host of plugins gets none (procsSpare): busy, it serves its clients'
+// HTTP in short goroutines, and spare Ps only wake more of its threads.
+// Under bench/run.sh hello's load (the host busy, the hello plugin light),
+// same-run alternation, five runs: plugin ÷ paster-http 0.455, 0.470,
+// 0.465, 0.445, 0.466 with the host's spares against 0.475, 0.513, 0.487,
+// 0.454, 0.469 without; /cpu (the host light) 0.899 and 0.908 against
+// 0.888 and 0.930.
 const busySpare = 2
+
+// procsSpare is how many spare Ps the process gets while busy: busySpare
+// in a plugin process (Serve sets it before it holds the switching), none
+// in a host.
+var procsSpare atomic.Int32
 
 // busyProcs puts the process on its busy number of Ps (busyCount of the
 // default, runtime.SetDefaultGOMAXPROCS, read again each time) and
 // returns that number.
 func busyProcs() int {
 	runtime.SetDefaultGOMAXPROCS()
-	n := busyCount(runtime.GOMAXPROCS(0), runtime.NumCPU())
+	n := busyCount(runtime.GOMAXPROCS(0), runtime.NumCPU(), int(procsSpare.Load()))
 	runtime.GOMAXPROCS(n)
 	return n
 }
 
 // busyCount is the number of Ps of a busy process whose default is def
-// on a machine where it may run on cpus CPUs: busySpare more than def,
-// unless def is below cpus. Then a CPU quota (cgroup) holds the default
-// down, and spare Ps would not wait for a CPU but run at once on the
-// others, using up the quota, which then stops the whole process for the
-// rest of its period (why Go's default follows the quota).
-func busyCount(def, cpus int) int {
+// on a machine where it may run on cpus CPUs: spare more than def, unless
+// def is below cpus. Then a CPU quota (cgroup) holds the default down, and
+// spare Ps would not wait for a CPU but run at once on the others, using
+// up the quota, which then stops the whole process for the rest of its
+// period (why Go's default follows the quota).
+func busyCount(def, cpus, spare int) int {
 	if def < cpus {
 		return def
 	}
-	return def + busySpare
+	return def + spare
 }
 
 // longWaits returns how many goroutines have waited procsWait or longer

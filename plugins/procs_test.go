@@ -127,19 +127,20 @@ func TestProcsBackoff(t *testing.T) {
 	}
 }
 
-// TestBusyCount: a busy process gets busySpare Ps more than its default
+// TestBusyCount: a busy process gets its spare Ps more than its default
 // when the default is all the CPUs it may run on, and no more when a CPU
 // quota holds the default below them.
 func TestBusyCount(t *testing.T) {
 	t.Parallel()
-	for _, c := range []struct{ def, cpus, want int }{
-		{2, 2, 2 + busySpare},
-		{8, 8, 8 + busySpare},
-		{2, 8, 2},
-		{7, 8, 7},
+	for _, c := range []struct{ def, cpus, spare, want int }{
+		{2, 2, busySpare, 2 + busySpare},
+		{8, 8, busySpare, 8 + busySpare},
+		{2, 2, 0, 2},
+		{2, 8, busySpare, 2},
+		{7, 8, busySpare, 7},
 	} {
-		if got := busyCount(c.def, c.cpus); got != c.want {
-			t.Errorf("busyCount(%d, %d) = %d, want %d", c.def, c.cpus, got, c.want)
+		if got := busyCount(c.def, c.cpus, c.spare); got != c.want {
+			t.Errorf("busyCount(%d, %d, %d) = %d, want %d", c.def, c.cpus, c.spare, got, c.want)
 		}
 	}
 }
@@ -157,17 +158,18 @@ func TestLongWaits(t *testing.T) {
 	}
 }
 
-// TestHoldProcs: a light process that holds the switching goes to one P,
-// and busy, to its busy number (busyCount); released by its last holder,
-// it is back on the default number of Ps and the switching goroutine has
-// ended. It runs in a child process, where no other test holds the
-// switching, so that every check runs.
+// TestHoldProcs: a light plugin process that holds the switching goes to
+// one P, and busy, to its busy number (busyCount, with busySpare spare
+// Ps); released by its last holder, it is back on the default number of
+// Ps and the switching goroutine has ended. It runs in a child process,
+// where no other test holds the switching, so that every check runs.
 func TestHoldProcs(t *testing.T) {
 	t.Parallel()
 	if !inProcsChild(t) {
 		return
 	}
 	def, base := runtime.GOMAXPROCS(0), runtime.NumGoroutine()
+	procsSpare.Store(busySpare) // as Serve does
 	release := holdProcs(hclog.NewNullLogger())
 	testsync.WaitFor(t, "one P while light", func() bool { return runtime.GOMAXPROCS(0) == 1 })
 	// Busy: goroutines that compute without end use all the CPU one P
@@ -180,7 +182,7 @@ func TestHoldProcs(t *testing.T) {
 			}
 		})
 	}
-	busy := busyCount(def, runtime.NumCPU())
+	busy := busyCount(def, runtime.NumCPU(), busySpare)
 	testsync.WaitFor(t, "the busy number of Ps while busy", func() bool { return runtime.GOMAXPROCS(0) == busy })
 	stop.Store(true)
 	spinning.Wait()

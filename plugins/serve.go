@@ -88,6 +88,7 @@ func Serve(d *entrypoints.Dist) {
 			defer stop()
 		}
 	}
+	procsSpare.Store(busySpare)
 	holdProcs(log) // for the process's life
 	s := newSDK(d, log)
 	s.lend = lendFromEnv(log)

@@ -178,8 +178,9 @@
 // every P taken (their threads queued behind the other CPU's running
 // one, the kernel not migrating them to the idle CPU for up to 2 ms),
 // handing the data-plane reader to the run queue and sleeping, the CPU
-// idle meanwhile; a busy process now runs on two Ps more than its CPUs
-// (busySpare, which gives the measurements of none, one, two and three).
+// idle meanwhile; a busy plugin process now runs on two Ps more than its
+// CPUs (busySpare, which gives the measurements of none, one, two and
+// three, and why a host gets none).
 // Same-run alternation, in-process against the plugin before both
 // changes and with both (one spare P): 0.874, 0.873, 0.853 against 0.880,
 // 0.878, 0.906; the hello plugin ÷ paster-http 0.469, 0.476, 0.471
