@@ -182,7 +182,7 @@ func (c *catchWriter) Header() http.Header { return c.header }
 // WriteHeader decides: a caught code discards the response, another sends
 // the held headers and the code. 1xx responses of a non-final app are dropped.
 func (c *catchWriter) WriteHeader(code int) {
-	if c.decided || (interim(code)) {
+	if c.decided || interim(code) {
 		if c.decided && !c.caught {
 			c.ResponseWriter.WriteHeader(code) // superfluous; net/http logs it
 		}

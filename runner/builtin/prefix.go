@@ -49,8 +49,7 @@ var prefixKeys = []string{"prefix", "translate_forwarded_server", "force_port", 
 // r.URL.Scheme (read it with Scheme(r)) if it is http or https (in any
 // case); a value that is neither is ignored, as if the header were absent,
 // and the scheme stays as it was. Those headers are removed from the
-// request, as Paste
-// pops them. Then force_port rewrites the port of r.Host, and scheme
+// request, as Paste pops them. Then force_port rewrites the port of r.Host, and scheme
 // overrides the scheme. r.TLS is never changed.
 //
 // A bad boolean or network is an error naming the key.

@@ -35,8 +35,8 @@ var staticKeys = []string{"document_root", "cache_max_age", "serve_hidden", "pre
 //
 // GET and HEAD only (405 otherwise). Only regular files are served (a
 // named pipe, device or socket is 404, never waited on). A directory is
-// answered with its index.html; a directory asked for without a trailing slash is first
-// redirected (301) to the slash form of its cleaned path under
+// answered with its index.html; a directory asked for without a trailing
+// slash is first redirected (301) to the slash form of its cleaned path under
 // ScriptName(r), always a path on this site (GET //host/.. is redirected to
 // /, never to //host/../); a missing file, a name too long for the file
 // system (over 4096 bytes once cleaned, or a component the file system

@@ -253,15 +253,6 @@ func (c *Core) Start() error {
 		nats.NoEcho(),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
-		nats.ReconnectHandler(func(*nats.Conn) {
-			c.reconnects.Add(1)
-			c.log.Info("nats reconnected", "node", opts.Name)
-			if need, mp := int64(c.opts.Core.MaxValue)+c.headerRoom(), c.nc.MaxPayload(); mp < need {
-				c.log.Error("the NATS server reconnected to cannot carry the largest values: give every server of the cluster the same max_payload",
-					"node", opts.Name, "server", c.nc.ConnectedUrlRedacted(), "max_payload", mp, "needed", need)
-			}
-			c.heartbeat("hb")
-		}),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			select {
 			case <-c.done: // Close ends the connection: not a loss
@@ -288,6 +279,17 @@ func (c *Core) Start() error {
 	if err := c.fitMaxValue(); err != nil {
 		return err
 	}
+	// Set once the largest value is settled, which the handler reads (set
+	// as an option, it could run during fitMaxValue).
+	nc.SetReconnectHandler(func(nc *nats.Conn) {
+		c.reconnects.Add(1)
+		c.log.Info("nats reconnected", "node", opts.Name)
+		if need, mp := int64(c.opts.Core.MaxValue)+c.headerRoom(), nc.MaxPayload(); mp < need {
+			c.log.Error("the NATS server reconnected to cannot carry the largest values: give every server of the cluster the same max_payload",
+				"node", opts.Name, "server", nc.ConnectedUrlRedacted(), "max_payload", mp, "needed", need)
+		}
+		c.heartbeat("hb")
+	})
 	if c.js, err = jetstream.New(nc); err != nil {
 		return fmt.Errorf("natscore: jetstream on %s: %w", opts.URL, err)
 	}
